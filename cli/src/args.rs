@@ -1,0 +1,164 @@
+//! Command-line interface (clap derive).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// groksweep: grokking experiments at scale.
+#[derive(Debug, Parser)]
+#[command(name = "groksweep", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a sweep on this machine: an in-process coordinator on a loopback
+    /// port and local workers that talk to it over gRPC. Running it again resumes.
+    Run(RunArgs),
+    /// Serve a coordinator for a cluster.
+    Coordinator(CoordinatorArgs),
+    /// Submit a sweep to a running coordinator.
+    Submit(SubmitArgs),
+    /// Lease and train trials from a coordinator.
+    Worker(WorkerArgs),
+    /// Show sweeps, or one sweep's trials.
+    Status(StatusArgs),
+    /// Cancel a sweep: queued and running trials stop.
+    Cancel(CancelArgs),
+    /// Validate a sweep spec and list its trials; runs nothing.
+    Plan(PlanArgs),
+    /// Query the results with SQL (DataFusion): tables `trials` and `progress`.
+    Sql(SqlArgs),
+}
+
+/// Where the coordinator is and how to authenticate.
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// Coordinator address.
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    pub coordinator: String,
+    /// Shared token, when the coordinator requires one.
+    #[arg(long, env = "GROKSWEEP_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+/// `groksweep run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Sweep spec (YAML).
+    pub spec: PathBuf,
+    /// Where state and results are kept.
+    #[arg(long, default_value = "groksweep-data")]
+    pub data_dir: PathBuf,
+    /// Local worker processes' worth of workers (in-process, each with its own gRPC client).
+    #[arg(long, default_value_t = 1)]
+    pub workers: u32,
+    /// Trials each worker trains at once.
+    #[arg(long, default_value_t = 1)]
+    pub slots: u32,
+}
+
+/// `groksweep coordinator`.
+#[derive(Debug, Args)]
+pub struct CoordinatorArgs {
+    /// Address to listen on (port 0 picks a free port; the chosen one is printed).
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+    /// Where state and results are kept.
+    #[arg(long, default_value = "groksweep-data")]
+    pub data_dir: PathBuf,
+    /// Shared token that workers and clients must present.
+    #[arg(long, env = "GROKSWEEP_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Seconds after which a lease without heartbeat lapses.
+    #[arg(long, default_value_t = 30.0)]
+    pub lease_ttl_secs: f64,
+    /// Seconds between worker heartbeats.
+    #[arg(long, default_value_t = 5.0)]
+    pub heartbeat_secs: f64,
+    /// Seconds between Parquet rolls of running trials' progress.
+    #[arg(long, default_value_t = 5.0)]
+    pub roll_secs: f64,
+}
+
+/// `groksweep submit`.
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// Sweep spec (YAML).
+    pub spec: PathBuf,
+    /// Coordinator connection.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Follow progress until the sweep finishes.
+    #[arg(long)]
+    pub watch: bool,
+}
+
+/// `groksweep worker`.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// Coordinator connection.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Trials trained at once.
+    #[arg(long, default_value_t = 1)]
+    pub slots: u32,
+    /// Name in the coordinator's records (default: host name).
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+/// `groksweep status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Coordinator connection.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Show this sweep's trials.
+    #[arg(long)]
+    pub sweep: Option<String>,
+    /// Keep refreshing until the sweep (or every sweep) is finished.
+    #[arg(long)]
+    pub watch: bool,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `groksweep cancel`.
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    /// Sweep name.
+    pub sweep: String,
+    /// Coordinator connection.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// `groksweep plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Sweep spec (YAML).
+    pub spec: PathBuf,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `groksweep sql`.
+#[derive(Debug, Args)]
+pub struct SqlArgs {
+    /// The query, e.g. "SELECT * FROM trials".
+    pub query: String,
+    /// Where the results are.
+    #[arg(long, default_value = "groksweep-data")]
+    pub data_dir: PathBuf,
+    /// Only this sweep's results.
+    #[arg(long)]
+    pub sweep: Option<String>,
+}

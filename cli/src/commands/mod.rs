@@ -1,0 +1,8 @@
+//! One module per subcommand.
+
+pub(crate) mod client;
+pub(crate) mod coordinator;
+pub(crate) mod plan;
+pub(crate) mod run;
+pub(crate) mod sql;
+pub(crate) mod worker;

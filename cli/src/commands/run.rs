@@ -1,0 +1,81 @@
+//! `groksweep run`: the embedded mode. A real coordinator on a loopback port and
+//! local workers that reach it over gRPC — the same path a cluster uses.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use sweep_coordinator::{Coordinator, CoordinatorConfig, SystemClock};
+use sweep_worker::WorkerConfig;
+use tokio::sync::watch;
+
+use crate::args::RunArgs;
+use crate::commands::client::{follow, submit_spec};
+use crate::commands::worker::host_name;
+use crate::display;
+use crate::signals::shutdown_signal;
+
+/// Run a sweep here, to the end or until Ctrl-C; a second run resumes.
+pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.workers >= 1 && args.slots >= 1, "--workers and --slots must be at least 1");
+    // Validate before anything starts: a bad spec starts nothing.
+    let spec = sweep_core::load_spec(&args.spec)?;
+
+    let mut config = CoordinatorConfig::new(&args.data_dir);
+    config.roll_interval = std::time::Duration::from_secs(2);
+    let coordinator = Coordinator::open(config, Arc::new(SystemClock))
+        .with_context(|| format!("failed to open the state in {}", args.data_dir.display()))?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("failed to bind a loopback port")?;
+    let address = format!("http://{}", listener.local_addr().context("failed to read the bound address")?);
+    let (stop_coordinator, coordinator_stopped) = watch::channel(false);
+    let server = tokio::spawn(sweep_coordinator::run(listener, wait_for(coordinator_stopped), coordinator.clone()));
+
+    let mut client = sweep_proto::client::connect_lazy(&address, None)?;
+    let submitted = submit_spec(&mut client, &args.spec, &address).await?;
+
+    let (stop_workers, workers_stopped) = watch::channel(false);
+    let mut workers = Vec::new();
+    for index in 0..args.workers {
+        let config = WorkerConfig { coordinator: address.clone(), slots: args.slots, token: None, name: format!("{}-local{index}", host_name()) };
+        workers.push(tokio::spawn(sweep_worker::run(config, wait_for(workers_stopped.clone()))));
+    }
+
+    let outcome = tokio::select! {
+        status = follow(&mut client, &submitted.sweep, &address) => Some(status),
+        _ = shutdown_signal() => None,
+    };
+
+    let _ = stop_workers.send(true);
+    for worker in workers {
+        match worker.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => eprintln!("warning: a local worker failed: {error}"),
+            Err(error) => eprintln!("warning: a local worker panicked: {error}"),
+        }
+    }
+    let _ = stop_coordinator.send(true);
+    server.await.context("the coordinator task panicked")?.context("the coordinator failed")?;
+
+    let results = coordinator.layout().sweep_dir(&spec.name);
+    match outcome {
+        None => {
+            eprintln!("stopped: running trials were given back; finished trials are kept.");
+            eprintln!("run the same command again to resume.");
+            Ok(())
+        }
+        Some(status) => {
+            let status = status?;
+            print!("\n{}", display::trials_table(&status));
+            println!("\nresults: {}/{{trials,progress}}", results.display());
+            println!("  pandas: pd.read_parquet(\"{}/progress\")", results.display());
+            println!(
+                "  sql:    groksweep sql \"SELECT trial_id, MAX(value) AS best_test_acc FROM progress WHERE measure = 'test_accuracy' GROUP BY trial_id\" --data-dir {}",
+                args.data_dir.display()
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn wait_for(mut signal: watch::Receiver<bool>) {
+    let _ = signal.wait_for(|stop| *stop).await;
+}

@@ -1,0 +1,28 @@
+//! `groksweep worker`: lease and train trials until Ctrl-C / SIGTERM.
+
+use anyhow::Context;
+use sweep_worker::WorkerConfig;
+
+use crate::args::WorkerArgs;
+use crate::signals::shutdown_signal;
+
+/// Host name, for the coordinator's records.
+pub(crate) fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|name| name.trim().to_string()))
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "worker".to_string())
+}
+
+/// Run a worker.
+pub(crate) async fn run(args: WorkerArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.slots >= 1, "--slots must be at least 1");
+    let config = WorkerConfig {
+        coordinator: args.client.coordinator.clone(),
+        slots: args.slots,
+        token: args.client.token,
+        name: args.name.unwrap_or_else(host_name),
+    };
+    sweep_worker::run(config, shutdown_signal()).await.with_context(|| format!("worker for {} failed", args.client.coordinator))
+}

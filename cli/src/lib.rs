@@ -1,0 +1,39 @@
+//! The `groksweep` command-line tool.
+//!
+//! - [`args`]: the clap command line.
+//! - `commands`: one module per subcommand (`run`, `coordinator`, `worker`, `submit`, `status`, `plan`, `sql`).
+//! - `display`: tables, progress bars and the end-of-run summary.
+//! - `signals`: Ctrl-C / SIGTERM as a future.
+
+pub mod args;
+mod commands;
+mod display;
+mod signals;
+
+use args::Command;
+use tracing_subscriber::EnvFilter;
+
+/// Start tracing on stderr. `run` and the client commands log warnings only so
+/// that progress bars stay readable; servers log at info. `RUST_LOG` overrides.
+pub fn init_tracing(command: &Command) {
+    let default_level = match command {
+        Command::Coordinator(_) | Command::Worker(_) => "info",
+        _ => "warn",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// Run one subcommand.
+pub async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Run(args) => commands::run::run(args).await,
+        Command::Coordinator(args) => commands::coordinator::run(args).await,
+        Command::Submit(args) => commands::client::submit(args).await,
+        Command::Worker(args) => commands::worker::run(args).await,
+        Command::Status(args) => commands::client::status(args).await,
+        Command::Cancel(args) => commands::client::cancel(args).await,
+        Command::Plan(args) => commands::plan::run(args),
+        Command::Sql(args) => commands::sql::run(args).await,
+    }
+}

@@ -1,0 +1,35 @@
+//! Coordinator settings.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How a coordinator runs. Addresses are not here: the caller binds the listener.
+#[derive(Debug, Clone)]
+pub struct CoordinatorConfig {
+    /// Root of the SQLite state and the results directory.
+    pub data_dir: PathBuf,
+    /// A lease lapses this long after its last renewal.
+    pub lease_ttl: Duration,
+    /// How often workers are told to heartbeat.
+    pub heartbeat_interval: Duration,
+    /// Buffered progress is written to Parquet at least this often.
+    pub roll_interval: Duration,
+    /// Interval between snapshots of a watched sweep.
+    pub watch_interval: Duration,
+    /// Shared token that clients and workers must present, if set.
+    pub token: Option<String>,
+}
+
+impl CoordinatorConfig {
+    /// Defaults for a data directory: 30 s leases, 5 s heartbeats, 5 s rolls.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        CoordinatorConfig {
+            data_dir: data_dir.into(),
+            lease_ttl: Duration::from_secs(30),
+            heartbeat_interval: Duration::from_secs(5),
+            roll_interval: Duration::from_secs(5),
+            watch_interval: Duration::from_millis(500),
+            token: None,
+        }
+    }
+}

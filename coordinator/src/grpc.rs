@@ -1,0 +1,243 @@
+//! The gRPC adapter: unpack the request, call the domain method, map the error.
+
+use std::pin::Pin;
+
+use sweep_core::{TrialId, TrialParams};
+use sweep_proto::convert::required;
+use sweep_proto::pb;
+use sweep_proto::pb::coordinator_server::Coordinator as CoordinatorRpc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::domain::{FinalMetrics, LeaseGrant, LeaseRef, ProgressRow, SweepSummary, TrialView};
+use crate::error::CoordinatorError;
+use crate::service::Coordinator;
+
+/// Serves [`Coordinator`] over gRPC.
+#[derive(Debug, Clone)]
+pub(crate) struct GrpcAdapter {
+    coordinator: Coordinator,
+}
+
+impl GrpcAdapter {
+    /// Wrap a coordinator.
+    pub(crate) fn new(coordinator: Coordinator) -> Self {
+        GrpcAdapter { coordinator }
+    }
+}
+
+fn invalid(error: impl std::fmt::Display) -> Status {
+    Status::from(CoordinatorError::InvalidRequest(error.to_string()))
+}
+
+fn lease_from_wire(wire: Option<pb::LeaseRef>) -> Result<LeaseRef, Status> {
+    let wire = required(wire, "lease").map_err(invalid)?;
+    if wire.trial_id.is_empty() {
+        return Err(invalid("lease.trial_id is empty"));
+    }
+    Ok(LeaseRef { trial_id: TrialId::from_raw(wire.trial_id), attempt: wire.attempt, token: wire.fencing_token })
+}
+
+fn lease_to_wire(lease: &LeaseRef) -> pb::LeaseRef {
+    pb::LeaseRef { trial_id: lease.trial_id.to_string(), attempt: lease.attempt, fencing_token: lease.token }
+}
+
+fn grant_to_wire(grant: &LeaseGrant) -> pb::Lease {
+    pb::Lease {
+        lease: Some(lease_to_wire(&grant.lease)),
+        sweep: grant.sweep.clone(),
+        params: Some(pb::TrialParams::from(&grant.params)),
+        training: Some((&grant.training).into()),
+        stop: Some((&grant.stop).into()),
+        deadline_ms: grant.deadline_ms,
+    }
+}
+
+fn summary_to_wire(summary: &SweepSummary) -> pb::SweepSummary {
+    pb::SweepSummary {
+        name: summary.name.clone(),
+        total: summary.total,
+        queued: summary.queued,
+        running: summary.running,
+        done: summary.done,
+        failed: summary.failed,
+        cancelled: summary.cancelled,
+        created_at_ms: summary.created_at_ms,
+    }
+}
+
+fn trial_to_wire(trial: &TrialView) -> pb::TrialStatus {
+    let params: &TrialParams = &trial.params;
+    pb::TrialStatus {
+        trial_id: trial.trial_id.to_string(),
+        params: Some(params.into()),
+        status: trial.status.as_str().to_string(),
+        attempt: trial.attempt,
+        failures: trial.failures,
+        worker: trial.worker.clone().unwrap_or_default(),
+        epoch: trial.metrics.as_ref().map(|m| m.epochs).or(trial.last_epoch),
+        train_accuracy: trial.metrics.as_ref().map(|m| m.train_accuracy).or(trial.last_train_accuracy),
+        test_accuracy: trial.metrics.as_ref().map(|m| m.test_accuracy).or(trial.last_test_accuracy),
+        max_epochs: trial.max_epochs,
+        grokked_at: trial.metrics.as_ref().and_then(|m| m.grokked_at),
+        wall_seconds: trial.metrics.as_ref().map(|m| m.wall_seconds),
+        error: trial.error.clone().unwrap_or_default(),
+    }
+}
+
+fn status_to_wire(summary: &SweepSummary, trials: &[TrialView]) -> pb::SweepStatus {
+    pb::SweepStatus {
+        summary: Some(summary_to_wire(summary)),
+        trials: trials.iter().map(trial_to_wire).collect(),
+        finished: summary.finished(),
+    }
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::SweepStatus, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl CoordinatorRpc for GrpcAdapter {
+    async fn submit_sweep(&self, request: Request<pb::SubmitSweepRequest>) -> Result<Response<pb::SubmitSweepResponse>, Status> {
+        let request = request.into_inner();
+        let source_name = if request.source_name.is_empty() { "<submitted>".to_string() } else { request.source_name };
+        let outcome = self.coordinator.submit(source_name, request.spec_yaml).await?;
+        Ok(Response::new(pb::SubmitSweepResponse {
+            sweep: outcome.sweep,
+            trials_total: outcome.total,
+            trials_added: outcome.added,
+            trials_done: outcome.done,
+        }))
+    }
+
+    async fn list_sweeps(&self, _request: Request<pb::ListSweepsRequest>) -> Result<Response<pb::ListSweepsResponse>, Status> {
+        let sweeps = self.coordinator.list_sweeps().await?;
+        Ok(Response::new(pb::ListSweepsResponse { sweeps: sweeps.iter().map(summary_to_wire).collect() }))
+    }
+
+    async fn get_sweep(&self, request: Request<pb::GetSweepRequest>) -> Result<Response<pb::SweepStatus>, Status> {
+        let (summary, trials) = self.coordinator.sweep_status(request.into_inner().sweep).await?;
+        Ok(Response::new(status_to_wire(&summary, &trials)))
+    }
+
+    type WatchSweepStream = WatchStream;
+
+    async fn watch_sweep(&self, request: Request<pb::GetSweepRequest>) -> Result<Response<Self::WatchSweepStream>, Status> {
+        let sweep = request.into_inner().sweep;
+        // Fail fast on an unknown sweep, before the stream starts.
+        self.coordinator.sweep_status(sweep.clone()).await?;
+        let (sender, receiver) = tokio::sync::mpsc::channel(4);
+        let coordinator = self.coordinator.clone();
+        tokio::spawn(async move {
+            let interval = coordinator.config().watch_interval;
+            let mut previous: Option<pb::SweepStatus> = None;
+            loop {
+                let snapshot = match coordinator.sweep_status(sweep.clone()).await {
+                    Ok((summary, trials)) => status_to_wire(&summary, &trials),
+                    Err(error) => {
+                        let _ = sender.send(Err(Status::from(error))).await;
+                        return;
+                    }
+                };
+                let finished = snapshot.finished;
+                if previous.as_ref() != Some(&snapshot) {
+                    previous = Some(snapshot.clone());
+                    if sender.send(Ok(snapshot)).await.is_err() {
+                        return;
+                    }
+                }
+                if finished {
+                    return;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(interval) => {}
+                    _ = coordinator.closed() => {
+                        let _ = sender.send(Err(Status::unavailable("the coordinator is shutting down"))).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+
+    async fn cancel_sweep(&self, request: Request<pb::CancelSweepRequest>) -> Result<Response<pb::CancelSweepResponse>, Status> {
+        let cancelled = self.coordinator.cancel(request.into_inner().sweep).await?;
+        Ok(Response::new(pb::CancelSweepResponse { cancelled }))
+    }
+
+    async fn register_worker(&self, request: Request<pb::RegisterWorkerRequest>) -> Result<Response<pb::RegisterWorkerResponse>, Status> {
+        let request = request.into_inner();
+        let previous = (!request.previous_worker_id.is_empty()).then_some(request.previous_worker_id);
+        let name = if request.name.is_empty() { "worker".to_string() } else { request.name };
+        let worker_id = self.coordinator.register_worker(name, request.backend, request.slots, previous).await?;
+        let config = self.coordinator.config();
+        Ok(Response::new(pb::RegisterWorkerResponse {
+            worker_id,
+            lease_ttl_ms: config.lease_ttl.as_millis() as u32,
+            heartbeat_interval_ms: config.heartbeat_interval.as_millis() as u32,
+        }))
+    }
+
+    async fn lease_trials(&self, request: Request<pb::LeaseTrialsRequest>) -> Result<Response<pb::LeaseTrialsResponse>, Status> {
+        let request = request.into_inner();
+        let grants = self.coordinator.lease(request.worker_id, request.free_slots).await?;
+        Ok(Response::new(pb::LeaseTrialsResponse { leases: grants.iter().map(grant_to_wire).collect() }))
+    }
+
+    async fn heartbeat(&self, request: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let request = request.into_inner();
+        let mut leases = Vec::with_capacity(request.leases.len());
+        for wire in request.leases {
+            leases.push(lease_from_wire(Some(wire))?);
+        }
+        let revoked = self.coordinator.heartbeat(request.worker_id, leases).await?;
+        let revoked = revoked
+            .iter()
+            .map(|revocation| pb::Revocation { lease: Some(lease_to_wire(&revocation.lease)), reason: revocation.reason.clone() })
+            .collect();
+        Ok(Response::new(pb::HeartbeatResponse { revoked }))
+    }
+
+    async fn report_progress(&self, request: Request<Streaming<pb::ProgressBatch>>) -> Result<Response<pb::ReportProgressResponse>, Status> {
+        let mut stream = request.into_inner();
+        let mut accepted = 0;
+        while let Some(batch) = stream.next().await {
+            let batch = batch?;
+            let lease = lease_from_wire(batch.lease)?;
+            let mut rows = Vec::with_capacity(batch.rows.len());
+            for row in batch.rows {
+                if row.measure.is_empty() {
+                    return Err(invalid("progress row without a measure name"));
+                }
+                rows.push(ProgressRow { step: row.step, measure: row.measure, value: row.value, wall_time_ms: row.wall_time_ms });
+            }
+            accepted += self.coordinator.report_progress(vec![(lease, rows)]).await?;
+        }
+        Ok(Response::new(pb::ReportProgressResponse { rows_accepted: accepted }))
+    }
+
+    async fn complete_trial(&self, request: Request<pb::CompleteTrialRequest>) -> Result<Response<pb::CompleteTrialResponse>, Status> {
+        let request = request.into_inner();
+        let lease = lease_from_wire(request.lease)?;
+        let wire = required(request.metrics, "metrics").map_err(invalid)?;
+        let metrics = FinalMetrics {
+            epochs: wire.epochs,
+            train_loss: wire.train_loss,
+            test_loss: wire.test_loss,
+            train_accuracy: wire.train_accuracy,
+            test_accuracy: wire.test_accuracy,
+            grokked_at: wire.grokked_at,
+            wall_seconds: wire.wall_seconds,
+        };
+        self.coordinator.complete(lease, metrics).await?;
+        Ok(Response::new(pb::CompleteTrialResponse {}))
+    }
+
+    async fn fail_trial(&self, request: Request<pb::FailTrialRequest>) -> Result<Response<pb::FailTrialResponse>, Status> {
+        let request = request.into_inner();
+        let lease = lease_from_wire(request.lease)?;
+        self.coordinator.fail(lease, request.reason, request.release).await?;
+        Ok(Response::new(pb::FailTrialResponse {}))
+    }
+}

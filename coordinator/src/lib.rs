@@ -1,0 +1,84 @@
+//! The groksweep coordinator: the only writer of sweep state and results.
+//!
+//! - [`config`]: [`CoordinatorConfig`].
+//! - [`domain`]: leases, progress rows, trial views — the types the service speaks.
+//! - [`clock`]: injectable time ([`SystemClock`], [`ManualClock`]).
+//! - [`store`]: SQLite state (sweeps, trials, attempts/leases, workers, progress buffer).
+//! - [`results`]: the Parquet results directory.
+//! - [`service`]: [`Coordinator`], plain async domain methods and background loops.
+//! - `grpc`: the thin tonic adapter; `auth`: the shared-token interceptor.
+//! - [`run`]: serve on a bound listener until a shutdown future resolves.
+
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod domain;
+pub mod error;
+mod grpc;
+pub mod results;
+pub mod service;
+pub mod store;
+
+use std::future::Future;
+use std::time::Duration;
+
+use sweep_proto::pb::coordinator_server::CoordinatorServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tracing::info;
+
+pub use auth::TokenCheck;
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::CoordinatorConfig;
+pub use error::{CoordinatorError, Result};
+pub use service::Coordinator;
+
+/// Errors of [`run`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The gRPC server failed.
+    #[error("grpc server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// The reflection service could not be built.
+    #[error("reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The final results flush failed.
+    #[error("final flush failed: {0}")]
+    Flush(#[from] CoordinatorError),
+}
+
+/// Serve `coordinator` on `listener` (health and reflection included) until
+/// `shutdown` resolves; then stop leasing, drain calls in flight, write every
+/// buffered result to Parquet and return.
+pub async fn run(listener: TcpListener, shutdown: impl Future<Output = ()> + Send, coordinator: Coordinator) -> Result<(), ServeError> {
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<CoordinatorServer<grpc::GrpcAdapter>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(sweep_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let token_check = TokenCheck::new(coordinator.config().token.clone());
+    let service = CoordinatorServer::with_interceptor(grpc::GrpcAdapter::new(coordinator.clone()), token_check);
+    let background = tokio::spawn(coordinator.clone().run_background());
+    let address = listener.local_addr().ok();
+    info!(address = ?address, data_dir = %coordinator.config().data_dir.display(), "coordinator serving");
+    let stopping = coordinator.clone();
+    tonic::transport::Server::builder()
+        .timeout(Duration::from_secs(60))
+        .concurrency_limit_per_connection(256)
+        .trace_fn(|request| tracing::debug_span!("grpc", path = %request.uri().path()))
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(service)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            shutdown.await;
+            stopping.begin_shutdown();
+            health_reporter.set_not_serving::<CoordinatorServer<grpc::GrpcAdapter>>().await;
+        })
+        .await?;
+    coordinator.begin_shutdown();
+    let _ = background.await;
+    coordinator.flush().await?;
+    info!("coordinator stopped; results flushed");
+    Ok(())
+}

@@ -1,0 +1,215 @@
+//! The results directory: Parquet files that pandas, Polars, DuckDB and
+//! DataFusion read as they are.
+//!
+//! ```text
+//! <data-dir>/results/<sweep>/trials/trials.parquet          one row per trial, rewritten on change
+//! <data-dir>/results/<sweep>/progress/<trial>/a<attempt>-r<first>-<last>.parquet
+//! <data-dir>/superseded/<sweep>/<trial>/...                  progress of failed/lapsed attempts
+//! ```
+//! Files are written under a hidden `.name.tmp` and renamed when closed, so
+//! readers only ever see complete files. `r<first>-<last>` is the range of
+//! coordinator buffer rows a file holds; after a crash it tells which buffered
+//! rows are already on disk.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::builder::StringDictionaryBuilder;
+use arrow_array::types::Int32Type;
+use arrow_array::{ArrayRef, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use sweep_core::measures::{progress_schema, trials_schema};
+use sweep_core::TrialId;
+
+use crate::domain::TrialView;
+use crate::error::{CoordinatorError, Result};
+use crate::store::{BufferedAttempt, SupersededAttempt};
+
+/// Paths of the results directory.
+#[derive(Debug, Clone)]
+pub struct ResultsLayout {
+    data_dir: PathBuf,
+}
+
+/// The file name of a progress file, parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ProgressFileName {
+    pub(crate) attempt: u32,
+    pub(crate) first_row_id: i64,
+    pub(crate) last_row_id: i64,
+}
+
+impl ProgressFileName {
+    pub(crate) fn render(&self) -> String {
+        format!("a{}-r{:012}-{:012}.parquet", self.attempt, self.first_row_id, self.last_row_id)
+    }
+
+    pub(crate) fn parse(name: &str) -> Option<Self> {
+        let stem = name.strip_suffix(".parquet")?.strip_prefix('a')?;
+        let (attempt, range) = stem.split_once("-r")?;
+        let (first, last) = range.split_once('-')?;
+        Some(ProgressFileName { attempt: attempt.parse().ok()?, first_row_id: first.parse().ok()?, last_row_id: last.parse().ok()? })
+    }
+}
+
+fn writer_properties() -> WriterProperties {
+    WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default())).build()
+}
+
+/// Write `batch` to `path` atomically: hidden temp file, close, fsync, rename.
+fn write_atomically(path: &Path, batch: &RecordBatch) -> Result<()> {
+    let directory = path.parent().expect("result files always live in a directory");
+    fs::create_dir_all(directory).map_err(|error| CoordinatorError::io(directory, error))?;
+    let file_name = path.file_name().expect("result paths end in a file name").to_string_lossy();
+    let temporary = directory.join(format!(".{file_name}.tmp"));
+    let file = fs::File::create(&temporary).map_err(|error| CoordinatorError::io(&temporary, error))?;
+    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(writer_properties()))?;
+    writer.write(batch)?;
+    let file = writer.into_inner()?;
+    file.sync_all().map_err(|error| CoordinatorError::io(&temporary, error))?;
+    fs::rename(&temporary, path).map_err(|error| CoordinatorError::io(path, error))?;
+    Ok(())
+}
+
+impl ResultsLayout {
+    /// Layout rooted at the coordinator's data directory.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        ResultsLayout { data_dir: data_dir.into() }
+    }
+
+    /// `<data-dir>/results`.
+    pub fn results_root(&self) -> PathBuf {
+        self.data_dir.join("results")
+    }
+
+    /// `<data-dir>/results/<sweep>`.
+    pub fn sweep_dir(&self, sweep: &str) -> PathBuf {
+        self.results_root().join(sweep)
+    }
+
+    fn progress_dir(&self, sweep: &str, trial_id: &TrialId) -> PathBuf {
+        self.sweep_dir(sweep).join("progress").join(trial_id.as_str())
+    }
+
+    fn superseded_dir(&self, sweep: &str, trial_id: &TrialId) -> PathBuf {
+        self.data_dir.join("superseded").join(sweep).join(trial_id.as_str())
+    }
+
+    /// Parsed names of the progress files of one trial.
+    pub(crate) fn progress_files(&self, sweep: &str, trial_id: &TrialId) -> Result<Vec<ProgressFileName>> {
+        let directory = self.progress_dir(sweep, trial_id);
+        let entries = match fs::read_dir(&directory) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(error) => return Err(CoordinatorError::io(&directory, error)),
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|error| CoordinatorError::io(&directory, error))?;
+            if let Some(name) = ProgressFileName::parse(&entry.file_name().to_string_lossy()) {
+                names.push(name);
+            }
+        }
+        Ok(names)
+    }
+
+    /// Write an attempt's buffered rows as one Parquet file.
+    pub fn write_progress(&self, buffered: &BufferedAttempt) -> Result<PathBuf> {
+        let row_count = buffered.rows.len();
+        let mut measures = StringDictionaryBuilder::<Int32Type>::new();
+        for row in &buffered.rows {
+            measures.append_value(&row.measure);
+        }
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(vec![buffered.sweep.as_str(); row_count])),
+            Arc::new(StringArray::from(vec![buffered.trial_id.as_str(); row_count])),
+            Arc::new(Int32Array::from(vec![buffered.attempt as i32; row_count])),
+            Arc::new(Int64Array::from_iter_values(buffered.rows.iter().map(|row| row.step))),
+            Arc::new(measures.finish()),
+            Arc::new(Float64Array::from_iter_values(buffered.rows.iter().map(|row| row.value))),
+            Arc::new(TimestampMillisecondArray::from_iter_values(buffered.rows.iter().map(|row| row.wall_time_ms)).with_timezone("UTC")),
+        ];
+        let batch = RecordBatch::try_new(progress_schema(), columns)?;
+        let name = ProgressFileName { attempt: buffered.attempt, first_row_id: buffered.first_row_id, last_row_id: buffered.last_row_id };
+        let path = self.progress_dir(&buffered.sweep, &buffered.trial_id).join(name.render());
+        write_atomically(&path, &batch)?;
+        Ok(path)
+    }
+
+    /// Move a superseded attempt's progress files out of the results.
+    pub fn move_superseded(&self, attempt: &SupersededAttempt) -> Result<usize> {
+        let source = self.progress_dir(&attempt.sweep, &attempt.trial_id);
+        let target = self.superseded_dir(&attempt.sweep, &attempt.trial_id);
+        let mut moved = 0;
+        for name in self.progress_files(&attempt.sweep, &attempt.trial_id)? {
+            if name.attempt != attempt.attempt {
+                continue;
+            }
+            fs::create_dir_all(&target).map_err(|error| CoordinatorError::io(&target, error))?;
+            let from = source.join(name.render());
+            fs::rename(&from, target.join(name.render())).map_err(|error| CoordinatorError::io(&from, error))?;
+            moved += 1;
+        }
+        Ok(moved)
+    }
+
+    /// Rewrite a sweep's `trials` table.
+    pub fn write_trials(&self, sweep: &str, trials: &[TrialView]) -> Result<PathBuf> {
+        let batch = trials_batch(trials)?;
+        let path = self.sweep_dir(sweep).join("trials").join("trials.parquet");
+        write_atomically(&path, &batch)?;
+        Ok(path)
+    }
+}
+
+fn trials_batch(trials: &[TrialView]) -> Result<RecordBatch> {
+    let strings = |f: &dyn Fn(&TrialView) -> Option<String>| -> ArrayRef { Arc::new(StringArray::from_iter(trials.iter().map(f))) };
+    let floats = |f: &dyn Fn(&TrialView) -> Option<f64>| -> ArrayRef { Arc::new(Float64Array::from_iter(trials.iter().map(f))) };
+    let times = |f: &dyn Fn(&TrialView) -> Option<i64>| -> ArrayRef {
+        Arc::new(TimestampMillisecondArray::from_iter(trials.iter().map(f)).with_timezone("UTC"))
+    };
+    let metric = |f: fn(&crate::domain::FinalMetrics) -> f64| move |trial: &TrialView| trial.metrics.as_ref().map(f);
+    let columns: Vec<ArrayRef> = vec![
+        strings(&|t| Some(t.sweep.clone())),
+        strings(&|t| Some(t.trial_id.to_string())),
+        strings(&|t| Some(t.params.family.to_string())),
+        Arc::new(Int32Array::from_iter_values(trials.iter().map(|t| t.params.modulus as i32))),
+        Arc::new(Float64Array::from_iter_values(trials.iter().map(|t| t.params.data_fraction))),
+        Arc::new(Float64Array::from_iter_values(trials.iter().map(|t| t.params.weight_decay))),
+        Arc::new(Int32Array::from_iter(trials.iter().map(|t| t.params.image_diversity.map(|n| n as i32)))),
+        Arc::new(Int64Array::from_iter_values(trials.iter().map(|t| t.params.seed as i64))),
+        Arc::new(Int64Array::from_iter_values(trials.iter().map(|t| t.params.data_seed as i64))),
+        strings(&|t| Some(t.status.as_str().to_string())),
+        Arc::new(Int32Array::from_iter_values(trials.iter().map(|t| t.attempt as i32))),
+        Arc::new(Int32Array::from_iter_values(trials.iter().map(|t| t.failures as i32))),
+        strings(&|t| t.worker.clone()),
+        times(&|t| t.started_at_ms),
+        times(&|t| t.finished_at_ms),
+        floats(&metric(|m| m.wall_seconds)),
+        Arc::new(Int64Array::from_iter(trials.iter().map(|t| t.metrics.as_ref().map(|m| m.epochs)))),
+        floats(&metric(|m| m.train_loss)),
+        floats(&metric(|m| m.test_loss)),
+        floats(&metric(|m| m.train_accuracy)),
+        floats(&metric(|m| m.test_accuracy)),
+        Arc::new(Int64Array::from_iter(trials.iter().map(|t| t.metrics.as_ref().and_then(|m| m.grokked_at)))),
+        strings(&|t| t.error.clone()),
+    ];
+    Ok(RecordBatch::try_new(trials_schema(), columns)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_file_names_round_trip() {
+        let name = ProgressFileName { attempt: 2, first_row_id: 17, last_row_id: 912 };
+        assert_eq!(name.render(), "a2-r000000000017-000000000912.parquet");
+        assert_eq!(ProgressFileName::parse(&name.render()), Some(name));
+        assert_eq!(ProgressFileName::parse(".a2-r1-2.parquet.tmp"), None);
+        assert_eq!(ProgressFileName::parse("trials.parquet"), None);
+    }
+}

@@ -1,0 +1,265 @@
+//! The coordinator's domain service: plain async methods over the store and the
+//! results writer, plus the background loops (lease expiry, Parquet rolling).
+//! Nothing here knows about gRPC.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use sweep_core::{expand, parse_spec};
+use tokio::sync::{Notify, watch};
+use tracing::{debug, info, warn};
+
+use crate::clock::Clock;
+use crate::config::CoordinatorConfig;
+use crate::domain::{FinalMetrics, LeaseGrant, LeaseRef, Millis, ProgressRow, Revocation, SubmitOutcome, SweepSummary, TrialStatus, TrialView};
+use crate::error::{CoordinatorError, Result};
+use crate::results::ResultsLayout;
+use crate::store::Store;
+
+/// A cheaply clonable handle on the coordinator.
+#[derive(Debug, Clone)]
+pub struct Coordinator {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Mutex<Store>,
+    layout: ResultsLayout,
+    config: CoordinatorConfig,
+    flush_requested: Notify,
+    leasing: AtomicBool,
+    closing: watch::Sender<bool>,
+}
+
+fn ttl_ms(config: &CoordinatorConfig) -> Millis {
+    config.lease_ttl.as_millis() as Millis
+}
+
+impl Coordinator {
+    /// Open the coordinator's state under `config.data_dir`, recover from a
+    /// crash (progress already on disk is not buffered twice), and give every
+    /// active lease a full period for its worker to reconnect.
+    pub fn open(config: CoordinatorConfig, clock: Arc<dyn Clock>) -> Result<Self> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|error| CoordinatorError::io(&config.data_dir, error))?;
+        let mut store = Store::open(&config.data_dir.join("coordinator.sqlite"), clock)?;
+        let layout = ResultsLayout::new(&config.data_dir);
+        recover_written_progress(&mut store, &layout)?;
+        let extended = store.grant_grace(ttl_ms(&config))?;
+        if extended > 0 {
+            info!(leases = extended, "resumed with active leases; waiting for their workers");
+        }
+        let (closing, _) = watch::channel(false);
+        let inner = Inner { store: Mutex::new(store), layout, config, flush_requested: Notify::new(), leasing: AtomicBool::new(true), closing };
+        Ok(Coordinator { inner: Arc::new(inner) })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &CoordinatorConfig {
+        &self.inner.config
+    }
+
+    /// The results directory layout.
+    pub fn layout(&self) -> &ResultsLayout {
+        &self.inner.layout
+    }
+
+    /// Run `operation` on the store on a blocking thread.
+    async fn with_store<T: Send + 'static>(&self, operation: impl FnOnce(&mut Store) -> Result<T> + Send + 'static) -> Result<T> {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            let mut store = inner.store.lock().map_err(|_| CoordinatorError::Internal("store lock poisoned".to_string()))?;
+            operation(&mut store)
+        })
+        .await
+        .map_err(|error| CoordinatorError::Internal(format!("store task failed: {error}")))?
+    }
+
+    /// Validate a YAML spec and store its trials.
+    pub async fn submit(&self, source_name: String, yaml: String) -> Result<SubmitOutcome> {
+        let spec = parse_spec(&source_name, &yaml).map_err(CoordinatorError::InvalidSpec)?;
+        let trials = expand(&spec);
+        let outcome = self.with_store(move |store| store.submit(&spec, &yaml, &trials)).await?;
+        info!(sweep = %outcome.sweep, total = outcome.total, added = outcome.added, "sweep submitted");
+        self.inner.flush_requested.notify_one();
+        Ok(outcome)
+    }
+
+    /// Every sweep with its counts.
+    pub async fn list_sweeps(&self) -> Result<Vec<SweepSummary>> {
+        self.with_store(|store| store.list_sweeps()).await
+    }
+
+    /// A sweep's counts and trials.
+    pub async fn sweep_status(&self, sweep: String) -> Result<(SweepSummary, Vec<TrialView>)> {
+        self.with_store(move |store| Ok((store.sweep_summary(&sweep)?, store.trials_of(&sweep)?))).await
+    }
+
+    /// Cancel a sweep.
+    pub async fn cancel(&self, sweep: String) -> Result<u32> {
+        let cancelled = self.with_store(move |store| store.cancel(&sweep)).await?;
+        self.inner.flush_requested.notify_one();
+        Ok(cancelled)
+    }
+
+    /// Register a worker; returns its id.
+    pub async fn register_worker(&self, name: String, backend: String, slots: u32, previous: Option<String>) -> Result<String> {
+        let worker_id = self.with_store(move |store| store.register_worker(&name, &backend, slots, previous.as_deref())).await?;
+        info!(worker = %worker_id, "worker registered");
+        Ok(worker_id)
+    }
+
+    /// Lease up to `free_slots` trials (none while shutting down).
+    pub async fn lease(&self, worker_id: String, free_slots: u32) -> Result<Vec<LeaseGrant>> {
+        if !self.inner.leasing.load(Ordering::SeqCst) || free_slots == 0 {
+            return Ok(Vec::new());
+        }
+        let ttl = ttl_ms(&self.inner.config);
+        let grants = self.with_store(move |store| store.lease(&worker_id, free_slots, ttl)).await?;
+        for grant in &grants {
+            info!(sweep = %grant.sweep, trial = %grant.lease.trial_id, attempt = grant.lease.attempt, "trial leased");
+        }
+        Ok(grants)
+    }
+
+    /// Renew leases; returns those to drop.
+    pub async fn heartbeat(&self, worker_id: String, leases: Vec<LeaseRef>) -> Result<Vec<Revocation>> {
+        let ttl = ttl_ms(&self.inner.config);
+        self.with_store(move |store| store.heartbeat(&worker_id, &leases, ttl)).await
+    }
+
+    /// Buffer progress batches durably; returns the number of new rows.
+    pub async fn report_progress(&self, batches: Vec<(LeaseRef, Vec<ProgressRow>)>) -> Result<u64> {
+        let ttl = ttl_ms(&self.inner.config);
+        self.with_store(move |store| {
+            let mut accepted = 0;
+            for (lease, rows) in &batches {
+                accepted += store.record_progress(lease, rows, ttl)? as u64;
+            }
+            Ok(accepted)
+        })
+        .await
+    }
+
+    /// A trial finished.
+    pub async fn complete(&self, lease: LeaseRef, metrics: FinalMetrics) -> Result<()> {
+        let trial = lease.trial_id.clone();
+        self.with_store(move |store| store.complete(&lease, &metrics)).await?;
+        info!(trial = %trial, "trial done");
+        self.inner.flush_requested.notify_one();
+        Ok(())
+    }
+
+    /// An attempt failed or was given back.
+    pub async fn fail(&self, lease: LeaseRef, reason: String, release: bool) -> Result<TrialStatus> {
+        let trial = lease.trial_id.clone();
+        let attempt = lease.attempt;
+        let logged_reason = reason.clone();
+        let status = self.with_store(move |store| store.fail(&lease, &reason, release)).await?;
+        warn!(trial = %trial, attempt, release, reason = %logged_reason, status = status.as_str(), "attempt ended without success");
+        self.inner.flush_requested.notify_one();
+        Ok(status)
+    }
+
+    /// Lapse overdue leases.
+    pub async fn expire_leases(&self) -> Result<()> {
+        let outcomes = self.with_store(|store| store.expire_leases()).await?;
+        for (lease, status) in &outcomes {
+            warn!(trial = %lease.trial_id, attempt = lease.attempt, status = status.as_str(), "lease expired");
+        }
+        if !outcomes.is_empty() {
+            self.inner.flush_requested.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Bring the results directory up to date: move superseded attempts out,
+    /// write buffered progress, rewrite changed `trials` tables.
+    pub async fn flush(&self) -> Result<()> {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            let mut store = inner.store.lock().map_err(|_| CoordinatorError::Internal("store lock poisoned".to_string()))?;
+            flush_results(&mut store, &inner.layout)
+        })
+        .await
+        .map_err(|error| CoordinatorError::Internal(format!("flush task failed: {error}")))?
+    }
+
+    /// Stop handing out leases and end watch streams; called on shutdown.
+    pub fn begin_shutdown(&self) {
+        self.inner.leasing.store(false, Ordering::SeqCst);
+        self.inner.closing.send_replace(true);
+        info!("coordinator stopping: no new leases");
+    }
+
+    /// Resolves when shutdown has begun.
+    pub async fn closed(&self) {
+        let mut receiver = self.inner.closing.subscribe();
+        let _ = receiver.wait_for(|closing| *closing).await;
+    }
+
+    /// Background work until shutdown: lease expiry and Parquet rolling.
+    pub async fn run_background(self) {
+        let check_every = (self.inner.config.lease_ttl / 4).max(std::time::Duration::from_millis(100));
+        let mut expiry = tokio::time::interval(check_every);
+        let mut roll = tokio::time::interval(self.inner.config.roll_interval);
+        loop {
+            tokio::select! {
+                _ = self.closed() => break,
+                _ = expiry.tick() => {
+                    if let Err(error) = self.expire_leases().await {
+                        warn!(%error, "lease expiry failed");
+                    }
+                }
+                _ = roll.tick() => self.flush_logged().await,
+                _ = self.inner.flush_requested.notified() => self.flush_logged().await,
+            }
+        }
+        debug!("background loops stopped");
+    }
+
+    async fn flush_logged(&self) {
+        if let Err(error) = self.flush().await {
+            warn!(%error, "writing results failed; will retry");
+        }
+    }
+}
+
+fn flush_results(store: &mut Store, layout: &ResultsLayout) -> Result<()> {
+    for attempt in store.superseded()? {
+        let moved = layout.move_superseded(&attempt)?;
+        store.forget_superseded(&attempt)?;
+        debug!(trial = %attempt.trial_id, attempt = attempt.attempt, files = moved, "superseded attempt moved out of results");
+    }
+    for buffered in store.buffered_attempts()? {
+        layout.write_progress(&buffered)?;
+        store.mark_flushed(&buffered.trial_id, buffered.attempt, buffered.last_row_id)?;
+    }
+    let dirty = store.take_dirty_sweeps()?;
+    for (position, sweep) in dirty.iter().enumerate() {
+        let written = store.trials_of(sweep).and_then(|trials| layout.write_trials(sweep, &trials));
+        if let Err(error) = written {
+            store.mark_dirty(&dirty[position..])?;
+            return Err(error);
+        }
+    }
+    Ok(())
+}
+
+/// After a crash between writing a progress file and forgetting its rows, the
+/// rows are still buffered: drop those the files already hold.
+fn recover_written_progress(store: &mut Store, layout: &ResultsLayout) -> Result<()> {
+    for buffered in store.buffered_attempts()? {
+        let files = layout.progress_files(&buffered.sweep, &buffered.trial_id)?;
+        let written_through = files
+            .iter()
+            .filter(|file| file.attempt == buffered.attempt && file.last_row_id >= buffered.first_row_id)
+            .map(|file| file.last_row_id)
+            .max();
+        if let Some(last_row_id) = written_through {
+            store.mark_flushed(&buffered.trial_id, buffered.attempt, last_row_id)?;
+            info!(trial = %buffered.trial_id, attempt = buffered.attempt, "recovered progress already written before a crash");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,738 @@
+//! Durable coordinator state in SQLite: sweeps, trials, attempts (an active
+//! attempt is a lease), workers and the progress buffer. The coordinator is the
+//! only writer. Every method is one transaction and takes time from the clock.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use sweep_core::{SweepSpec, TrialId, TrialParams, TrialSpec};
+
+use crate::clock::Clock;
+use crate::domain::{
+    FinalMetrics, LeaseGrant, LeaseRef, Millis, ProgressRow, Revocation, SubmitOutcome, SweepSummary, TrialStatus, TrialView,
+};
+use crate::error::{CoordinatorError, Result};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS sweeps (
+    name TEXT PRIMARY KEY,
+    spec_json TEXT NOT NULL,
+    spec_yaml TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS trials (
+    trial_id TEXT PRIMARY KEY,
+    sweep TEXT NOT NULL REFERENCES sweeps(name),
+    seq INTEGER NOT NULL,
+    params_json TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempt INTEGER NOT NULL DEFAULT 0,
+    failures INTEGER NOT NULL DEFAULT 0,
+    worker_id TEXT,
+    started_at_ms INTEGER,
+    finished_at_ms INTEGER,
+    last_epoch INTEGER,
+    last_train_accuracy REAL,
+    last_test_accuracy REAL,
+    metrics_json TEXT,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS trials_by_status ON trials(status, sweep, seq);
+CREATE TABLE IF NOT EXISTS attempts (
+    trial_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    worker_id TEXT NOT NULL,
+    fencing_token INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    started_at_ms INTEGER NOT NULL,
+    deadline_ms INTEGER NOT NULL,
+    ended_at_ms INTEGER,
+    reason TEXT,
+    PRIMARY KEY (trial_id, attempt)
+);
+CREATE INDEX IF NOT EXISTS attempts_active ON attempts(state, deadline_ms);
+CREATE TABLE IF NOT EXISTS workers (
+    worker_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    backend TEXT NOT NULL,
+    slots INTEGER NOT NULL,
+    registered_at_ms INTEGER NOT NULL,
+    last_seen_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS progress_buffer (
+    row_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    trial_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    step INTEGER NOT NULL,
+    measure TEXT NOT NULL,
+    value REAL NOT NULL,
+    wall_time_ms INTEGER NOT NULL,
+    UNIQUE (trial_id, attempt, step, measure)
+);
+CREATE TABLE IF NOT EXISTS progress_flushed (
+    trial_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    through_step INTEGER NOT NULL,
+    PRIMARY KEY (trial_id, attempt)
+);
+CREATE TABLE IF NOT EXISTS superseded (
+    trial_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    PRIMARY KEY (trial_id, attempt)
+);
+CREATE TABLE IF NOT EXISTS dirty_sweeps (sweep TEXT PRIMARY KEY);
+";
+
+/// Buffered progress rows of one attempt, ready to be written to Parquet.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BufferedAttempt {
+    /// Sweep.
+    pub sweep: String,
+    /// Trial.
+    pub trial_id: TrialId,
+    /// Attempt.
+    pub attempt: u32,
+    /// Rows in (step, measure) order.
+    pub rows: Vec<ProgressRow>,
+    /// Largest buffer row id included.
+    pub last_row_id: i64,
+    /// Smallest buffer row id included.
+    pub first_row_id: i64,
+}
+
+/// An attempt whose progress must leave the results (failed, lapsed, released, cancelled).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SupersededAttempt {
+    /// Sweep.
+    pub sweep: String,
+    /// Trial.
+    pub trial_id: TrialId,
+    /// Attempt.
+    pub attempt: u32,
+}
+
+/// The SQLite store.
+#[derive(Debug)]
+pub struct Store {
+    conn: Connection,
+    clock: Arc<dyn Clock>,
+}
+
+fn next_token(tx: &Transaction<'_>) -> Result<u64> {
+    tx.execute("INSERT INTO meta(key, value) VALUES('fencing_token', 1) ON CONFLICT(key) DO UPDATE SET value = value + 1", [])?;
+    let token: i64 = tx.query_row("SELECT value FROM meta WHERE key = 'fencing_token'", [], |row| row.get(0))?;
+    Ok(token as u64)
+}
+
+fn mark_dirty(tx: &Transaction<'_>, sweep: &str) -> Result<()> {
+    tx.execute("INSERT OR IGNORE INTO dirty_sweeps(sweep) VALUES (?1)", [sweep])?;
+    Ok(())
+}
+
+fn json_error(error: serde_json::Error) -> CoordinatorError {
+    CoordinatorError::Internal(format!("stored json is unreadable: {error}"))
+}
+
+impl Store {
+    /// Open (or create) the store at `path`.
+    pub fn open(path: &Path, clock: Arc<dyn Clock>) -> Result<Self> {
+        let conn = Connection::open(path)?;
+        Self::init(conn, clock)
+    }
+
+    /// An in-memory store (tests).
+    pub fn open_in_memory(clock: Arc<dyn Clock>) -> Result<Self> {
+        Self::init(Connection::open_in_memory()?, clock)
+    }
+
+    fn init(conn: Connection, clock: Arc<dyn Clock>) -> Result<Self> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Store { conn, clock })
+    }
+
+    /// Now, by the store's clock.
+    pub fn now_ms(&self) -> Millis {
+        self.clock.now_ms()
+    }
+
+    /// Store a sweep and its trials. Resubmitting the same sweep adds only new
+    /// trials; a sweep of the same name with other fixed settings is refused.
+    pub fn submit(&mut self, spec: &SweepSpec, yaml: &str, trials: &[TrialSpec]) -> Result<SubmitOutcome> {
+        let now = self.now_ms();
+        let spec_json = serde_json::to_string(spec).map_err(json_error)?;
+        let tx = self.conn.transaction()?;
+        let existing: Option<String> =
+            tx.query_row("SELECT spec_json FROM sweeps WHERE name = ?1", [&spec.name], |row| row.get(0)).optional()?;
+        match existing {
+            None => {
+                tx.execute(
+                    "INSERT INTO sweeps(name, spec_json, spec_yaml, created_at_ms) VALUES (?1, ?2, ?3, ?4)",
+                    params![spec.name, spec_json, yaml, now],
+                )?;
+            }
+            Some(stored) => {
+                let stored: SweepSpec = serde_json::from_str(&stored).map_err(json_error)?;
+                if let Some(reason) = settings_difference(&stored, spec) {
+                    return Err(CoordinatorError::SweepConflict { name: spec.name.clone(), reason });
+                }
+                tx.execute("UPDATE sweeps SET spec_json = ?2, spec_yaml = ?3 WHERE name = ?1", params![spec.name, spec_json, yaml])?;
+            }
+        }
+        let mut next_seq: i64 =
+            tx.query_row("SELECT COALESCE(MAX(seq) + 1, 0) FROM trials WHERE sweep = ?1", [&spec.name], |row| row.get(0))?;
+        let mut added = 0;
+        {
+            let mut insert = tx.prepare(
+                "INSERT OR IGNORE INTO trials(trial_id, sweep, seq, params_json, status) VALUES (?1, ?2, ?3, ?4, 'queued')",
+            )?;
+            for trial in trials {
+                let params_json = serde_json::to_string(&trial.params).map_err(json_error)?;
+                let inserted = insert.execute(params![trial.id.as_str(), spec.name, next_seq, params_json])?;
+                if inserted == 1 {
+                    added += 1;
+                    next_seq += 1;
+                }
+            }
+        }
+        mark_dirty(&tx, &spec.name)?;
+        let (total, done): (u32, u32) = tx.query_row(
+            "SELECT COUNT(*), COALESCE(SUM(status = 'done'), 0) FROM trials WHERE sweep = ?1",
+            [&spec.name],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?;
+        tx.commit()?;
+        Ok(SubmitOutcome { sweep: spec.name.clone(), total, added, done })
+    }
+
+    /// The stored spec of a sweep.
+    pub fn sweep_spec(&self, name: &str) -> Result<SweepSpec> {
+        let stored: Option<String> =
+            self.conn.query_row("SELECT spec_json FROM sweeps WHERE name = ?1", [name], |row| row.get(0)).optional()?;
+        let stored = stored.ok_or_else(|| CoordinatorError::SweepNotFound(name.to_string()))?;
+        serde_json::from_str(&stored).map_err(json_error)
+    }
+
+    /// Every sweep with its counts, oldest first.
+    pub fn list_sweeps(&self) -> Result<Vec<SweepSummary>> {
+        let mut statement = self.conn.prepare(
+            "SELECT s.name, s.created_at_ms, COUNT(t.trial_id),
+                    COALESCE(SUM(t.status = 'queued'), 0), COALESCE(SUM(t.status = 'running'), 0),
+                    COALESCE(SUM(t.status = 'done'), 0), COALESCE(SUM(t.status = 'failed'), 0),
+                    COALESCE(SUM(t.status = 'cancelled'), 0)
+             FROM sweeps s LEFT JOIN trials t ON t.sweep = s.name
+             GROUP BY s.name ORDER BY s.created_at_ms, s.name",
+        )?;
+        let rows = statement.query_map([], |row| {
+            Ok(SweepSummary {
+                name: row.get(0)?,
+                created_at_ms: row.get(1)?,
+                total: row.get(2)?,
+                queued: row.get(3)?,
+                running: row.get(4)?,
+                done: row.get(5)?,
+                failed: row.get(6)?,
+                cancelled: row.get(7)?,
+            })
+        })?;
+        let mut summaries = Vec::new();
+        for summary in rows {
+            summaries.push(summary?);
+        }
+        Ok(summaries)
+    }
+
+    /// One sweep's counts.
+    pub fn sweep_summary(&self, name: &str) -> Result<SweepSummary> {
+        let summaries = self.list_sweeps()?;
+        summaries.into_iter().find(|summary| summary.name == name).ok_or_else(|| CoordinatorError::SweepNotFound(name.to_string()))
+    }
+
+    /// Every trial of a sweep in grid order.
+    pub fn trials_of(&self, sweep: &str) -> Result<Vec<TrialView>> {
+        let spec = self.sweep_spec(sweep)?;
+        let mut statement = self.conn.prepare(
+            "SELECT trial_id, params_json, status, attempt, failures, worker_id, started_at_ms, finished_at_ms,
+                    last_epoch, last_train_accuracy, last_test_accuracy, metrics_json, error
+             FROM trials WHERE sweep = ?1 ORDER BY seq",
+        )?;
+        let mut rows = statement.query([sweep])?;
+        let mut views = Vec::new();
+        while let Some(row) = rows.next()? {
+            let params_json: String = row.get(1)?;
+            let status: String = row.get(2)?;
+            let metrics_json: Option<String> = row.get(11)?;
+            let metrics = match metrics_json {
+                Some(text) => Some(metrics_from_json(&text)?),
+                None => None,
+            };
+            views.push(TrialView {
+                trial_id: TrialId::from_raw(row.get::<_, String>(0)?),
+                sweep: sweep.to_string(),
+                params: serde_json::from_str::<TrialParams>(&params_json).map_err(json_error)?,
+                status: TrialStatus::parse(&status).ok_or_else(|| CoordinatorError::Internal(format!("unknown status {status}")))?,
+                attempt: row.get(3)?,
+                failures: row.get(4)?,
+                worker: row.get(5)?,
+                started_at_ms: row.get(6)?,
+                finished_at_ms: row.get(7)?,
+                last_epoch: row.get(8)?,
+                last_train_accuracy: row.get(9)?,
+                last_test_accuracy: row.get(10)?,
+                metrics,
+                error: row.get(12)?,
+                max_epochs: spec.stop.max_epochs,
+            });
+        }
+        Ok(views)
+    }
+
+    /// Cancel a sweep: queued and running trials become cancelled; their leases
+    /// are revoked at the workers' next heartbeat.
+    pub fn cancel(&mut self, sweep: &str) -> Result<u32> {
+        let now = self.now_ms();
+        self.sweep_spec(sweep)?;
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT OR IGNORE INTO superseded(trial_id, attempt)
+             SELECT a.trial_id, a.attempt FROM attempts a JOIN trials t ON t.trial_id = a.trial_id
+             WHERE t.sweep = ?1 AND a.state = 'active'",
+            [sweep],
+        )?;
+        tx.execute(
+            "UPDATE attempts SET state = 'cancelled', ended_at_ms = ?2, reason = 'sweep cancelled'
+             WHERE state = 'active' AND trial_id IN (SELECT trial_id FROM trials WHERE sweep = ?1)",
+            params![sweep, now],
+        )?;
+        let cancelled = tx.execute(
+            "UPDATE trials SET status = 'cancelled', finished_at_ms = ?2 WHERE sweep = ?1 AND status IN ('queued', 'running')",
+            params![sweep, now],
+        )?;
+        mark_dirty(&tx, sweep)?;
+        tx.commit()?;
+        Ok(cancelled as u32)
+    }
+
+    /// Register a worker, or refresh a known one that re-registers after a restart.
+    pub fn register_worker(&mut self, name: &str, backend: &str, slots: u32, previous: Option<&str>) -> Result<String> {
+        let now = self.now_ms();
+        let tx = self.conn.transaction()?;
+        let known = match previous {
+            Some(id) => tx.query_row("SELECT worker_id FROM workers WHERE worker_id = ?1", [id], |row| row.get::<_, String>(0)).optional()?,
+            None => None,
+        };
+        let worker_id = match known {
+            Some(id) => {
+                tx.execute("UPDATE workers SET last_seen_ms = ?2, slots = ?3 WHERE worker_id = ?1", params![id, now, slots])?;
+                id
+            }
+            None => {
+                let serial = next_token(&tx)?;
+                let id = format!("w{serial}-{name}");
+                tx.execute(
+                    "INSERT INTO workers(worker_id, name, backend, slots, registered_at_ms, last_seen_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+                    params![id, name, backend, slots, now],
+                )?;
+                id
+            }
+        };
+        tx.commit()?;
+        Ok(worker_id)
+    }
+
+    fn require_worker(tx: &Transaction<'_>, worker_id: &str, now: Millis) -> Result<()> {
+        let updated = tx.execute("UPDATE workers SET last_seen_ms = ?2 WHERE worker_id = ?1", params![worker_id, now])?;
+        if updated == 0 {
+            return Err(CoordinatorError::UnknownWorker(worker_id.to_string()));
+        }
+        Ok(())
+    }
+
+    /// Lease up to `free_slots` queued trials to a worker, oldest sweep first.
+    pub fn lease(&mut self, worker_id: &str, free_slots: u32, ttl_ms: Millis) -> Result<Vec<LeaseGrant>> {
+        let now = self.now_ms();
+        let tx = self.conn.transaction()?;
+        Self::require_worker(&tx, worker_id, now)?;
+        let candidates: Vec<(String, String, String, u32)> = {
+            let mut statement = tx.prepare(
+                "SELECT t.trial_id, t.sweep, t.params_json, t.attempt FROM trials t JOIN sweeps s ON s.name = t.sweep
+                 WHERE t.status = 'queued' ORDER BY s.created_at_ms, t.sweep, t.seq LIMIT ?1",
+            )?;
+            let rows = statement.query_map([free_slots], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        let mut grants = Vec::with_capacity(candidates.len());
+        let mut specs: std::collections::HashMap<String, SweepSpec> = std::collections::HashMap::new();
+        for (trial_id, sweep, params_json, previous_attempt) in candidates {
+            let attempt = previous_attempt + 1;
+            let token = next_token(&tx)?;
+            let deadline_ms = now + ttl_ms;
+            tx.execute(
+                "INSERT INTO attempts(trial_id, attempt, worker_id, fencing_token, state, started_at_ms, deadline_ms)
+                 VALUES (?1, ?2, ?3, ?4, 'active', ?5, ?6)",
+                params![trial_id, attempt, worker_id, token as i64, now, deadline_ms],
+            )?;
+            tx.execute(
+                "UPDATE trials SET status = 'running', attempt = ?2, worker_id = ?3, started_at_ms = ?4,
+                        last_epoch = NULL, last_train_accuracy = NULL, last_test_accuracy = NULL, error = NULL
+                 WHERE trial_id = ?1",
+                params![trial_id, attempt, worker_id, now],
+            )?;
+            mark_dirty(&tx, &sweep)?;
+            if !specs.contains_key(&sweep) {
+                let stored: String = tx.query_row("SELECT spec_json FROM sweeps WHERE name = ?1", [&sweep], |row| row.get(0))?;
+                specs.insert(sweep.clone(), serde_json::from_str(&stored).map_err(json_error)?);
+            }
+            let spec = &specs[&sweep];
+            grants.push(LeaseGrant {
+                lease: LeaseRef { trial_id: TrialId::from_raw(trial_id), attempt, token },
+                params: serde_json::from_str(&params_json).map_err(json_error)?,
+                training: spec.training.clone(),
+                stop: spec.stop.clone(),
+                sweep,
+                deadline_ms,
+            });
+        }
+        tx.commit()?;
+        Ok(grants)
+    }
+
+    /// Check that `lease` is the trial's active attempt; returns the sweep.
+    fn check_lease(tx: &Transaction<'_>, lease: &LeaseRef) -> Result<String> {
+        let found: Option<(String, i64, String)> = tx
+            .query_row(
+                "SELECT a.state, a.fencing_token, t.sweep FROM attempts a JOIN trials t ON t.trial_id = a.trial_id
+                 WHERE a.trial_id = ?1 AND a.attempt = ?2",
+                params![lease.trial_id.as_str(), lease.attempt],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )
+            .optional()?;
+        let stale = |reason: String| CoordinatorError::StaleLease {
+            trial_id: lease.trial_id.to_string(),
+            attempt: lease.attempt,
+            reason,
+        };
+        match found {
+            None => Err(stale("no such attempt".to_string())),
+            Some((_, token, _)) if token as u64 != lease.token => {
+                Err(stale(format!("fencing token {} is not the current token {token}", lease.token)))
+            }
+            Some((state, _, _)) if state != "active" => Err(stale(format!("the attempt is {state}"))),
+            Some((_, _, sweep)) => Ok(sweep),
+        }
+    }
+
+    /// Renew a worker's leases; returns those it must drop.
+    pub fn heartbeat(&mut self, worker_id: &str, leases: &[LeaseRef], ttl_ms: Millis) -> Result<Vec<Revocation>> {
+        let now = self.now_ms();
+        let tx = self.conn.transaction()?;
+        Self::require_worker(&tx, worker_id, now)?;
+        let mut revoked = Vec::new();
+        for lease in leases {
+            match Self::check_lease(&tx, lease) {
+                Ok(_) => {
+                    tx.execute(
+                        "UPDATE attempts SET deadline_ms = ?3 WHERE trial_id = ?1 AND attempt = ?2",
+                        params![lease.trial_id.as_str(), lease.attempt, now + ttl_ms],
+                    )?;
+                }
+                Err(CoordinatorError::StaleLease { reason, .. }) => revoked.push(Revocation { lease: lease.clone(), reason }),
+                Err(other) => return Err(other),
+            }
+        }
+        tx.commit()?;
+        Ok(revoked)
+    }
+
+    /// Buffer progress rows of a live lease (which also renews it). Rows
+    /// already buffered or already written to Parquet are ignored, so a batch
+    /// may be re-sent safely. Returns the number of new rows.
+    pub fn record_progress(&mut self, lease: &LeaseRef, rows: &[ProgressRow], ttl_ms: Millis) -> Result<usize> {
+        let now = self.now_ms();
+        let tx = self.conn.transaction()?;
+        Self::check_lease(&tx, lease)?;
+        let flushed_through: i64 = tx
+            .query_row(
+                "SELECT through_step FROM progress_flushed WHERE trial_id = ?1 AND attempt = ?2",
+                params![lease.trial_id.as_str(), lease.attempt],
+                |row| row.get(0),
+            )
+            .optional()?
+            .unwrap_or(i64::MIN);
+        let mut inserted = 0;
+        let mut latest: Option<(i64, Option<f64>, Option<f64>)> = None;
+        {
+            let mut insert = tx.prepare(
+                "INSERT OR IGNORE INTO progress_buffer(trial_id, attempt, step, measure, value, wall_time_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for row in rows {
+                if row.step <= flushed_through {
+                    continue;
+                }
+                inserted += insert.execute(params![lease.trial_id.as_str(), lease.attempt, row.step, row.measure, row.value, row.wall_time_ms])?;
+                let entry = latest.get_or_insert((row.step, None, None));
+                if row.step > entry.0 {
+                    *entry = (row.step, None, None);
+                }
+                if row.step == entry.0 {
+                    match row.measure.as_str() {
+                        sweep_core::measures::TRAIN_ACCURACY => entry.1 = Some(row.value),
+                        sweep_core::measures::TEST_ACCURACY => entry.2 = Some(row.value),
+                        _ => {}
+                    }
+                }
+            }
+        }
+        if let Some((step, train, test)) = latest {
+            tx.execute(
+                "UPDATE trials SET last_epoch = ?2, last_train_accuracy = COALESCE(?3, last_train_accuracy),
+                        last_test_accuracy = COALESCE(?4, last_test_accuracy)
+                 WHERE trial_id = ?1 AND (last_epoch IS NULL OR last_epoch <= ?2)",
+                params![lease.trial_id.as_str(), step, train, test],
+            )?;
+        }
+        tx.execute(
+            "UPDATE attempts SET deadline_ms = ?3 WHERE trial_id = ?1 AND attempt = ?2",
+            params![lease.trial_id.as_str(), lease.attempt, now + ttl_ms],
+        )?;
+        tx.commit()?;
+        Ok(inserted)
+    }
+
+    /// Mark a trial done with its final metrics.
+    pub fn complete(&mut self, lease: &LeaseRef, metrics: &FinalMetrics) -> Result<()> {
+        let now = self.now_ms();
+        let tx = self.conn.transaction()?;
+        let sweep = Self::check_lease(&tx, lease)?;
+        tx.execute(
+            "UPDATE attempts SET state = 'completed', ended_at_ms = ?3 WHERE trial_id = ?1 AND attempt = ?2",
+            params![lease.trial_id.as_str(), lease.attempt, now],
+        )?;
+        tx.execute(
+            "UPDATE trials SET status = 'done', finished_at_ms = ?2, metrics_json = ?3, error = NULL WHERE trial_id = ?1",
+            params![lease.trial_id.as_str(), now, metrics_to_json(metrics)],
+        )?;
+        mark_dirty(&tx, &sweep)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// End an attempt without success. `release` is a graceful give-back that
+    /// does not count against the retry policy.
+    pub fn fail(&mut self, lease: &LeaseRef, reason: &str, release: bool) -> Result<TrialStatus> {
+        let now = self.now_ms();
+        let tx = self.conn.transaction()?;
+        let sweep = Self::check_lease(&tx, lease)?;
+        let state = if release { "released" } else { "failed" };
+        let status = Self::end_attempt(&tx, &sweep, lease, state, reason, !release, now)?;
+        tx.commit()?;
+        Ok(status)
+    }
+
+    /// End the active attempt `lease` in `state`, re-queueing the trial or
+    /// failing it when the retry policy is exhausted.
+    fn end_attempt(
+        tx: &Transaction<'_>,
+        sweep: &str,
+        lease: &LeaseRef,
+        state: &str,
+        reason: &str,
+        counts_as_failure: bool,
+        now: Millis,
+    ) -> Result<TrialStatus> {
+        tx.execute(
+            "UPDATE attempts SET state = ?3, ended_at_ms = ?4, reason = ?5 WHERE trial_id = ?1 AND attempt = ?2",
+            params![lease.trial_id.as_str(), lease.attempt, state, now, reason],
+        )?;
+        tx.execute("INSERT OR IGNORE INTO superseded(trial_id, attempt) VALUES (?1, ?2)", params![lease.trial_id.as_str(), lease.attempt])?;
+        let spec_json: String = tx.query_row("SELECT spec_json FROM sweeps WHERE name = ?1", [sweep], |row| row.get(0))?;
+        let spec: SweepSpec = serde_json::from_str(&spec_json).map_err(json_error)?;
+        let failures: u32 = tx.query_row(
+            "UPDATE trials SET failures = failures + ?2 WHERE trial_id = ?1 RETURNING failures",
+            params![lease.trial_id.as_str(), counts_as_failure as u32],
+            |row| row.get(0),
+        )?;
+        let status = if failures >= spec.retry.max_attempts { TrialStatus::Failed } else { TrialStatus::Queued };
+        let error = format!("attempt {} {state}: {reason}", lease.attempt);
+        let finished = (status == TrialStatus::Failed).then_some(now);
+        tx.execute(
+            "UPDATE trials SET status = ?2, error = ?3, finished_at_ms = ?4, worker_id = NULL WHERE trial_id = ?1",
+            params![lease.trial_id.as_str(), status.as_str(), error, finished],
+        )?;
+        mark_dirty(tx, sweep)?;
+        Ok(status)
+    }
+
+    /// Lapse every active lease past its deadline. Returns (lease, new status) pairs.
+    pub fn expire_leases(&mut self) -> Result<Vec<(LeaseRef, TrialStatus)>> {
+        let now = self.now_ms();
+        let tx = self.conn.transaction()?;
+        let lapsed: Vec<(String, u32, i64, String, String)> = {
+            let mut statement = tx.prepare(
+                "SELECT a.trial_id, a.attempt, a.fencing_token, a.worker_id, t.sweep FROM attempts a
+                 JOIN trials t ON t.trial_id = a.trial_id WHERE a.state = 'active' AND a.deadline_ms < ?1",
+            )?;
+            let rows = statement.query_map([now], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?)))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        let mut outcomes = Vec::with_capacity(lapsed.len());
+        for (trial_id, attempt, token, worker, sweep) in lapsed {
+            let lease = LeaseRef { trial_id: TrialId::from_raw(trial_id), attempt, token: token as u64 };
+            let reason = format!("lease lapsed (worker {worker} stopped heartbeating)");
+            let status = Self::end_attempt(&tx, &sweep, &lease, "lapsed", &reason, true, now)?;
+            outcomes.push((lease, status));
+        }
+        tx.commit()?;
+        Ok(outcomes)
+    }
+
+    /// Push every active deadline to at least now + `ttl_ms`: after a
+    /// coordinator restart, workers get a full lease period to reconnect.
+    pub fn grant_grace(&mut self, ttl_ms: Millis) -> Result<usize> {
+        let deadline = self.now_ms() + ttl_ms;
+        Ok(self.conn.execute("UPDATE attempts SET deadline_ms = MAX(deadline_ms, ?1) WHERE state = 'active'", [deadline])?)
+    }
+
+    /// Attempts with buffered progress that should be written to Parquet
+    /// (active or completed attempts only).
+    pub fn buffered_attempts(&self) -> Result<Vec<BufferedAttempt>> {
+        let mut statement = self.conn.prepare(
+            "SELECT DISTINCT b.trial_id, b.attempt, t.sweep FROM progress_buffer b
+             JOIN attempts a ON a.trial_id = b.trial_id AND a.attempt = b.attempt
+             JOIN trials t ON t.trial_id = b.trial_id WHERE a.state IN ('active', 'completed')",
+        )?;
+        let keys: Vec<(String, u32, String)> =
+            statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?.collect::<rusqlite::Result<_>>()?;
+        let mut rows_statement = self.conn.prepare(
+            "SELECT row_id, step, measure, value, wall_time_ms FROM progress_buffer
+             WHERE trial_id = ?1 AND attempt = ?2 ORDER BY step, measure",
+        )?;
+        let mut attempts = Vec::with_capacity(keys.len());
+        for (trial_id, attempt, sweep) in keys {
+            let mut rows = Vec::new();
+            let (mut first_row_id, mut last_row_id) = (i64::MAX, i64::MIN);
+            let mut cursor = rows_statement.query(params![trial_id, attempt])?;
+            while let Some(row) = cursor.next()? {
+                let row_id: i64 = row.get(0)?;
+                first_row_id = first_row_id.min(row_id);
+                last_row_id = last_row_id.max(row_id);
+                rows.push(ProgressRow { step: row.get(1)?, measure: row.get(2)?, value: row.get(3)?, wall_time_ms: row.get(4)? });
+            }
+            attempts.push(BufferedAttempt { sweep, trial_id: TrialId::from_raw(trial_id), attempt, rows, first_row_id, last_row_id });
+        }
+        Ok(attempts)
+    }
+
+    /// Forget buffered rows of an attempt up to `last_row_id`, now durable in Parquet.
+    pub fn mark_flushed(&mut self, trial_id: &TrialId, attempt: u32, last_row_id: i64) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        let through_step: Option<i64> = tx.query_row(
+            "SELECT MAX(step) FROM progress_buffer WHERE trial_id = ?1 AND attempt = ?2 AND row_id <= ?3",
+            params![trial_id.as_str(), attempt, last_row_id],
+            |row| row.get(0),
+        )?;
+        tx.execute(
+            "DELETE FROM progress_buffer WHERE trial_id = ?1 AND attempt = ?2 AND row_id <= ?3",
+            params![trial_id.as_str(), attempt, last_row_id],
+        )?;
+        if let Some(step) = through_step {
+            tx.execute(
+                "INSERT INTO progress_flushed(trial_id, attempt, through_step) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(trial_id, attempt) DO UPDATE SET through_step = MAX(through_step, excluded.through_step)",
+                params![trial_id.as_str(), attempt, step],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Attempts whose progress must be moved out of the results.
+    pub fn superseded(&self) -> Result<Vec<SupersededAttempt>> {
+        let mut statement = self.conn.prepare(
+            "SELECT t.sweep, s.trial_id, s.attempt FROM superseded s JOIN trials t ON t.trial_id = s.trial_id",
+        )?;
+        let rows = statement.query_map([], |row| {
+            Ok(SupersededAttempt { sweep: row.get(0)?, trial_id: TrialId::from_raw(row.get::<_, String>(1)?), attempt: row.get(2)? })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The superseded attempt's files are gone from the results: drop its buffer too.
+    pub fn forget_superseded(&mut self, attempt: &SupersededAttempt) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        let key = params![attempt.trial_id.as_str(), attempt.attempt];
+        tx.execute("DELETE FROM progress_buffer WHERE trial_id = ?1 AND attempt = ?2", key)?;
+        tx.execute("DELETE FROM superseded WHERE trial_id = ?1 AND attempt = ?2", key)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Sweeps whose `trials` table must be rewritten; clears the marks.
+    pub fn take_dirty_sweeps(&mut self) -> Result<Vec<String>> {
+        let tx = self.conn.transaction()?;
+        let names: Vec<String> = {
+            let mut statement = tx.prepare("SELECT sweep FROM dirty_sweeps ORDER BY sweep")?;
+            statement.query_map([], |row| row.get(0))?.collect::<rusqlite::Result<_>>()?
+        };
+        tx.execute("DELETE FROM dirty_sweeps", [])?;
+        tx.commit()?;
+        Ok(names)
+    }
+
+    /// Put sweeps back on the dirty list (a write failed).
+    pub fn mark_dirty(&mut self, sweeps: &[String]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        for sweep in sweeps {
+            mark_dirty(&tx, sweep)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+fn settings_difference(stored: &SweepSpec, submitted: &SweepSpec) -> Option<String> {
+    if stored.training != submitted.training {
+        return Some("training settings differ".to_string());
+    }
+    if stored.stop != submitted.stop {
+        return Some("stop rules differ".to_string());
+    }
+    None
+}
+
+fn metrics_to_json(metrics: &FinalMetrics) -> String {
+    serde_json::json!({
+        "epochs": metrics.epochs,
+        "train_loss": metrics.train_loss,
+        "test_loss": metrics.test_loss,
+        "train_accuracy": metrics.train_accuracy,
+        "test_accuracy": metrics.test_accuracy,
+        "grokked_at": metrics.grokked_at,
+        "wall_seconds": metrics.wall_seconds,
+    })
+    .to_string()
+}
+
+fn metrics_from_json(text: &str) -> Result<FinalMetrics> {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(json_error)?;
+    let number = |key: &str| value.get(key).and_then(serde_json::Value::as_f64).unwrap_or(f64::NAN);
+    Ok(FinalMetrics {
+        epochs: value.get("epochs").and_then(serde_json::Value::as_i64).unwrap_or(0),
+        train_loss: number("train_loss"),
+        test_loss: number("test_loss"),
+        train_accuracy: number("train_accuracy"),
+        test_accuracy: number("test_accuracy"),
+        grokked_at: value.get("grokked_at").and_then(serde_json::Value::as_i64),
+        wall_seconds: number("wall_seconds"),
+    })
+}
+
+#[cfg(test)]
+#[path = "store_tests.rs"]
+mod tests;

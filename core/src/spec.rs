@@ -1,0 +1,395 @@
+//! The sweep spec: the raw YAML shape (serde, `deny_unknown_fields`), the
+//! validated [`SweepSpec`], and [`parse_spec`] which turns one into the other
+//! while reporting every problem with its file location.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{SpecError, SpecProblem};
+use crate::location::LocationIndex;
+use crate::one_or_many::OneOrMany;
+use crate::Family;
+
+/// The spec versions this build understands, newest last.
+pub const SPEC_VERSIONS: &[u32] = &[1];
+
+/// Fixed training settings of every trial in a sweep (defaults: Nanda et al. 2023).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainingSettings {
+    /// AdamW learning rate (paper: 1e-3).
+    pub lr: f64,
+    /// Linear warm-up length in steps: the lr multiplier is `min(step / warmup_steps, 1)`.
+    pub warmup_steps: u32,
+    /// Evaluate (and stream measures) every this many epochs; the last epoch is always evaluated.
+    pub eval_every: u32,
+    /// Residual stream width (paper: 128).
+    pub d_model: u32,
+    /// Attention heads (paper: 4); `d_head = d_model / n_heads`.
+    pub n_heads: u32,
+    /// MLP hidden width (paper: 512).
+    pub d_mlp: u32,
+}
+
+impl Default for TrainingSettings {
+    fn default() -> Self {
+        TrainingSettings { lr: 1e-3, warmup_steps: 10, eval_every: 100, d_model: 128, n_heads: 4, d_mlp: 512 }
+    }
+}
+
+/// When a trial stops training.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StopRule {
+    /// Hard limit on training epochs (full-batch steps).
+    pub max_epochs: u32,
+    /// Stop early once test accuracy is at least this for `patience` consecutive evals.
+    pub target_test_accuracy: Option<f64>,
+    /// Consecutive evals at or above the target needed to stop early.
+    pub patience: u32,
+}
+
+impl Default for StopRule {
+    fn default() -> Self {
+        StopRule { max_epochs: 40_000, target_test_accuracy: None, patience: 3 }
+    }
+}
+
+/// How often a trial may be attempted before it is marked failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryPolicy {
+    /// Attempts that may fail (crash, lapsed lease, error) before the trial fails.
+    pub max_attempts: u32,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy { max_attempts: 3 }
+    }
+}
+
+/// The grid: every axis as a list of values, validated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Axes {
+    /// Modulus p of the addition (odd, 3..=1024).
+    pub modulus: Vec<u32>,
+    /// Fraction of the p² pairs used for training, in (0, 1].
+    pub data_fraction: Vec<f64>,
+    /// AdamW decoupled weight decay, ≥ 0.
+    pub weight_decay: Vec<f64>,
+    /// Model-initialisation seeds.
+    pub seed: Vec<u64>,
+    /// Data-split seeds; `None` means each trial uses its model seed.
+    pub data_seed: Option<Vec<u64>>,
+    /// Images per symbol (diffusion family only; does not multiply other families).
+    pub image_diversity: Vec<u32>,
+}
+
+/// A validated sweep: the only way to get one is [`parse_spec`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SweepSpec {
+    /// Sweep name: letters, digits, `-`, `_`, `.`; used in result paths.
+    pub name: String,
+    /// Free text for people.
+    pub description: Option<String>,
+    /// Families to run, in the order given.
+    pub families: Vec<Family>,
+    /// The grid.
+    pub axes: Axes,
+    /// Fixed training settings.
+    pub training: TrainingSettings,
+    /// Stop rules.
+    pub stop: StopRule,
+    /// Retry policy.
+    pub retry: RetryPolicy,
+}
+
+/// Versioned on-disk form: the `version` field picks the variant.
+#[derive(Debug)]
+enum VersionedSweepSpec {
+    V1(SweepSpecV1),
+}
+
+#[derive(Deserialize)]
+struct VersionProbe {
+    version: Option<serde_yaml::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SweepSpecV1 {
+    #[allow(dead_code)]
+    version: u32,
+    name: String,
+    #[serde(default)]
+    description: Option<String>,
+    families: OneOrMany<String>,
+    axes: AxesV1,
+    #[serde(default)]
+    training: TrainingSettings,
+    #[serde(default)]
+    stop: StopRule,
+    #[serde(default)]
+    retry: RetryPolicy,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AxesV1 {
+    modulus: OneOrMany<i64>,
+    data_fraction: OneOrMany<f64>,
+    weight_decay: OneOrMany<f64>,
+    seed: OneOrMany<i64>,
+    #[serde(default)]
+    data_seed: Option<OneOrMany<i64>>,
+    #[serde(default)]
+    image_diversity: Option<OneOrMany<i64>>,
+}
+
+/// Collects problems with their locations while a raw spec is validated.
+struct Problems<'a> {
+    index: &'a LocationIndex,
+    found: Vec<SpecProblem>,
+}
+
+impl Problems<'_> {
+    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        let path = path.into();
+        let location = self.index.locate(&path);
+        self.found.push(SpecProblem { location, path, message: message.into() });
+    }
+}
+
+/// Parse and validate a sweep spec. `source_name` is what errors call the file.
+pub fn parse_spec(source_name: &str, yaml: &str) -> Result<SweepSpec, SpecError> {
+    let index = LocationIndex::build(yaml);
+    let invalid = |problems| SpecError::Invalid { source_name: source_name.to_string(), problems };
+    let versioned = read_versioned(yaml, &index).map_err(|problem| invalid(vec![problem]))?;
+    let mut problems = Problems { index: &index, found: Vec::new() };
+    let spec = match versioned {
+        VersionedSweepSpec::V1(raw) => raw.build_and_validate(&mut problems),
+    };
+    if problems.found.is_empty() {
+        Ok(spec)
+    } else {
+        problems.found.sort_by_key(|problem| (problem.location.line, problem.location.column));
+        Err(invalid(problems.found))
+    }
+}
+
+/// Read a spec file and [`parse_spec`] it.
+pub fn load_spec(path: &std::path::Path) -> Result<SweepSpec, SpecError> {
+    let source_name = path.display().to_string();
+    let yaml = std::fs::read_to_string(path)
+        .map_err(|error| SpecError::Io { source_name: source_name.clone(), message: error.to_string() })?;
+    parse_spec(&source_name, &yaml)
+}
+
+fn read_versioned(yaml: &str, index: &LocationIndex) -> Result<VersionedSweepSpec, SpecProblem> {
+    let problem = |path: &str, message: String| SpecProblem { location: index.locate(path), path: path.to_string(), message };
+    let probe: VersionProbe = serde_yaml::from_str(yaml).map_err(serde_problem)?;
+    let supported = format!("supported versions: {SPEC_VERSIONS:?}");
+    match probe.version {
+        None => Err(problem("", format!("missing field `version` ({supported})"))),
+        Some(serde_yaml::Value::Number(number)) if number.as_u64() == Some(1) => {
+            let raw = serde_yaml::from_str(yaml).map_err(serde_problem)?;
+            Ok(VersionedSweepSpec::V1(raw))
+        }
+        Some(other) => {
+            let shown = serde_yaml::to_string(&other).unwrap_or_default();
+            Err(problem("version", format!("unsupported spec version {} ({supported})", shown.trim())))
+        }
+    }
+}
+
+/// Turn a serde_yaml error into a problem: serde_yaml puts the field path
+/// first (`axes.seed[1]: invalid type ...`) and the location last.
+fn serde_problem(error: serde_yaml::Error) -> SpecProblem {
+    let location = match error.location() {
+        Some(mark) => crate::Location { line: mark.line(), column: mark.column() },
+        None => crate::Location { line: 1, column: 1 },
+    };
+    let text = strip_positions(&error.to_string());
+    let (path, message) = match text.split_once(": ") {
+        Some((path, message)) if !path.contains(' ') => (path.to_string(), message.to_string()),
+        _ => (String::new(), text),
+    };
+    SpecProblem { location, path, message }
+}
+
+/// Remove every " at line N column M" that serde_yaml writes into its messages:
+/// the location is reported once, in front.
+fn strip_positions(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(start) = rest.find(" at line ") {
+        out.push_str(&rest[..start]);
+        let tail = &rest[start + " at line ".len()..];
+        let after_line = tail.trim_start_matches(|c: char| c.is_ascii_digit());
+        match after_line.strip_prefix(" column ") {
+            Some(column) => rest = column.trim_start_matches(|c: char| c.is_ascii_digit()),
+            None => {
+                out.push_str(" at line ");
+                rest = tail;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+fn is_valid_name(name: &str) -> bool {
+    let allowed = |character: char| character.is_ascii_alphanumeric() || matches!(character, '-' | '_' | '.');
+    !name.is_empty() && name.len() <= 64 && name.chars().all(allowed) && !name.starts_with('.')
+}
+
+impl SweepSpecV1 {
+    fn build_and_validate(self, problems: &mut Problems<'_>) -> SweepSpec {
+        if !is_valid_name(&self.name) {
+            problems.add("name", format!("`{}` is not a valid sweep name (1 to 64 letters, digits, `-`, `_` or `.`, not starting with `.`)", self.name));
+        }
+        let families = validate_families(&self.families, problems);
+        let axes = self.axes.build_and_validate(problems);
+        validate_training(&self.training, problems);
+        validate_stop(&self.stop, problems);
+        if self.retry.max_attempts == 0 {
+            problems.add("retry.max_attempts", "must be at least 1");
+        }
+        SweepSpec {
+            name: self.name,
+            description: self.description,
+            families,
+            axes,
+            training: self.training,
+            stop: self.stop,
+            retry: self.retry,
+        }
+    }
+}
+
+fn validate_families(raw: &OneOrMany<String>, problems: &mut Problems<'_>) -> Vec<Family> {
+    let mut families = Vec::new();
+    if raw.0.is_empty() {
+        problems.add("families", "must name at least one family");
+    }
+    for (position, name) in raw.0.iter().enumerate() {
+        let path = format!("families[{position}]");
+        match name.parse::<Family>() {
+            Ok(Family::Diffusion) => problems.add(path, "the diffusion family is not available yet in this build; use `transformer`"),
+            Ok(family) if families.contains(&family) => problems.add(path, format!("`{name}` is listed twice")),
+            Ok(family) => families.push(family),
+            Err(message) => problems.add(path, message),
+        }
+    }
+    families
+}
+
+fn validate_training(training: &TrainingSettings, problems: &mut Problems<'_>) {
+    if !(training.lr.is_finite() && training.lr > 0.0) {
+        problems.add("training.lr", format!("{} must be a positive number", training.lr));
+    }
+    if training.eval_every == 0 {
+        problems.add("training.eval_every", "must be at least 1");
+    }
+    for (field, value) in [("d_model", training.d_model), ("n_heads", training.n_heads), ("d_mlp", training.d_mlp)] {
+        if value == 0 {
+            problems.add(format!("training.{field}"), "must be at least 1");
+        }
+    }
+    if training.n_heads != 0 && training.d_model % training.n_heads != 0 {
+        problems.add("training.n_heads", format!("{} does not divide d_model {}", training.n_heads, training.d_model));
+    }
+}
+
+fn validate_stop(stop: &StopRule, problems: &mut Problems<'_>) {
+    if stop.max_epochs == 0 {
+        problems.add("stop.max_epochs", "must be at least 1");
+    }
+    if let Some(target) = stop.target_test_accuracy
+        && !(target > 0.0 && target <= 1.0)
+    {
+        problems.add("stop.target_test_accuracy", format!("{target} is not in (0, 1]"));
+    }
+    if stop.patience == 0 {
+        problems.add("stop.patience", "must be at least 1");
+    }
+}
+
+/// Check every value of an axis, report duplicates, and convert the valid ones.
+fn validate_axis<T: Copy + PartialEq + std::fmt::Display, U>(
+    name: &str,
+    values: &[T],
+    problems: &mut Problems<'_>,
+    check: impl Fn(T) -> Result<U, String>,
+) -> Vec<U> {
+    let path = format!("axes.{name}");
+    if values.is_empty() {
+        problems.add(path.clone(), "must have at least one value");
+    }
+    let mut accepted = Vec::with_capacity(values.len());
+    for (position, value) in values.iter().enumerate() {
+        let item_path = format!("{path}[{position}]");
+        if values[..position].contains(value) {
+            problems.add(item_path, format!("{value} is listed twice"));
+            continue;
+        }
+        match check(*value) {
+            Ok(converted) => accepted.push(converted),
+            Err(message) => problems.add(item_path, format!("{value} {message}")),
+        }
+    }
+    accepted
+}
+
+fn check_modulus(value: i64) -> Result<u32, String> {
+    if !(3..=1024).contains(&value) {
+        return Err("is not in [3, 1024]".to_string());
+    }
+    if value % 2 == 0 {
+        return Err("is even; the modulus must be odd (the Fourier basis pairs frequencies 1..(p-1)/2)".to_string());
+    }
+    Ok(value as u32)
+}
+
+fn check_fraction(value: f64) -> Result<f64, String> {
+    if value > 0.0 && value <= 1.0 { Ok(value) } else { Err("is not in (0, 1]".to_string()) }
+}
+
+fn check_weight_decay(value: f64) -> Result<f64, String> {
+    if value.is_finite() && value >= 0.0 { Ok(value) } else { Err("must be a finite number ≥ 0".to_string()) }
+}
+
+fn check_seed(value: i64) -> Result<u64, String> {
+    u64::try_from(value).map_err(|_| "is negative; seeds are ≥ 0".to_string())
+}
+
+fn check_diversity(value: i64) -> Result<u32, String> {
+    if (1..=4096).contains(&value) { Ok(value as u32) } else { Err("is not in [1, 4096]".to_string()) }
+}
+
+impl AxesV1 {
+    fn build_and_validate(self, problems: &mut Problems<'_>) -> Axes {
+        let modulus = validate_axis("modulus", &self.modulus.0, problems, check_modulus);
+        let data_fraction = validate_axis("data_fraction", &self.data_fraction.0, problems, check_fraction);
+        for &p in &modulus {
+            for (position, &fraction) in data_fraction.iter().enumerate() {
+                let train_pairs = crate::split::train_size(p, fraction);
+                if train_pairs == 0 {
+                    problems.add(format!("axes.data_fraction[{position}]"), format!("{fraction} leaves no training pair at modulus {p}"));
+                }
+            }
+        }
+        let weight_decay = validate_axis("weight_decay", &self.weight_decay.0, problems, check_weight_decay);
+        let seed = validate_axis("seed", &self.seed.0, problems, check_seed);
+        let data_seed = self.data_seed.map(|raw| validate_axis("data_seed", &raw.0, problems, check_seed));
+        let image_diversity = match self.image_diversity {
+            Some(raw) => validate_axis("image_diversity", &raw.0, problems, check_diversity),
+            None => vec![1],
+        };
+        Axes { modulus, data_fraction, weight_decay, seed, data_seed, image_diversity }
+    }
+}
+
+#[cfg(test)]
+#[path = "spec_tests.rs"]
+mod tests;

@@ -1,0 +1,67 @@
+//! The binary as people use it: `plan` on every shipped sweep, `run` end to
+//! end and resumed, and a bad spec that starts nothing.
+
+use std::process::Command;
+
+use crate::fixture::{fixture_spec, repo_root};
+
+fn groksweep(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_groksweep")).args(args).env("RUST_LOG", "warn").output().expect("groksweep runs")
+}
+
+#[test]
+fn every_shipped_sweep_validates_and_plans() {
+    let mut checked = 0;
+    for entry in std::fs::read_dir(repo_root().join("sweeps")).expect("sweeps/") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let spec = sweep_core::load_spec(&path).unwrap_or_else(|error| panic!("{error}"));
+        let trials = sweep_core::expand(&spec);
+        assert!(!trials.is_empty(), "{} has no trials", path.display());
+        let output = groksweep(&["plan", path.to_str().expect("utf-8")]);
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(stdout.contains(&format!("{} trials", trials.len())), "{stdout}");
+        checked += 1;
+    }
+    assert!(checked >= 3, "expected quickstart, nanda-2023 and a grid in sweeps/");
+}
+
+#[test]
+fn invalid_spec_is_reported_with_its_location_and_starts_nothing() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let spec = directory.path().join("bad.yaml");
+    std::fs::write(&spec, "version: 1\nname: bad\nfamilies: transformer\naxes:\n  modulus: 11\n  data_fraction: [0.5, 1.4]\n  weight_decay: 1\n  seed: 0\n").expect("write");
+    let data_dir = directory.path().join("data");
+    let output = groksweep(&["run", spec.to_str().expect("utf-8"), "--data-dir", data_dir.to_str().expect("utf-8")]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("bad.yaml:6:24: axes.data_fraction[1]: 1.4 is not in (0, 1]"), "{stderr}");
+    assert!(!data_dir.exists(), "nothing may be created for an invalid spec");
+}
+
+#[test]
+fn run_finishes_the_sweep_and_a_second_run_resumes_without_retraining() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let data_dir = directory.path().join("data");
+    let data = data_dir.to_str().expect("utf-8");
+    let spec = fixture_spec("tiny.yaml");
+    let spec = spec.to_str().expect("utf-8");
+    let first = groksweep(&["run", spec, "--data-dir", data, "--slots", "2"]);
+    let stdout = String::from_utf8_lossy(&first.stdout);
+    assert!(first.status.success(), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&first.stderr));
+    assert!(stdout.contains("4 trials (4 new, 0 already done)"), "{stdout}");
+    assert!(stdout.contains("grokked at"), "summary table missing: {stdout}");
+    assert!(stdout.contains("pd.read_parquet"), "{stdout}");
+    let second = groksweep(&["run", spec, "--data-dir", data]);
+    let stdout = String::from_utf8_lossy(&second.stdout);
+    assert!(second.status.success(), "{stdout}");
+    assert!(stdout.contains("4 trials (0 new, 4 already done)"), "{stdout}");
+
+    let query = groksweep(&["sql", "SELECT COUNT(*) AS n FROM trials WHERE status = 'done'", "--data-dir", data]);
+    let stdout = String::from_utf8_lossy(&query.stdout);
+    assert!(query.status.success(), "{}", String::from_utf8_lossy(&query.stderr));
+    assert!(stdout.contains("| 4 "), "{stdout}");
+}

@@ -1,0 +1,86 @@
+//! Faults with real processes: kill -9 a worker, kill -9 the coordinator,
+//! and a worker without the token.
+
+use std::time::Duration;
+
+use crate::fixture::{Process, client, fixture_spec, submit, wait_for_sweep};
+use crate::results::{check_progress, progress_rows, trials_rows};
+
+fn running_with_progress(status: &sweep_proto::pb::SweepStatus) -> bool {
+    status.trials.iter().any(|t| t.status == "running" && t.epoch.unwrap_or(0) >= 100)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_worker_trial_is_leased_again_and_completes_once() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let (_coordinator, address) = Process::coordinator(data.path(), "127.0.0.1:0", &[]);
+    let mut client = client(&address, None);
+    submit(&mut client, &fixture_spec("long.yaml")).await;
+    let mut first = Process::worker(&address, &[]);
+    wait_for_sweep(&mut client, "long", Duration::from_secs(120), running_with_progress).await;
+    // Let at least one roll reach Parquet, then kill without warning.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    first.kill_hard();
+
+    let _second = Process::worker(&address, &[]);
+    let status = wait_for_sweep(&mut client, "long", Duration::from_secs(300), |s| s.finished).await;
+    let trial = &status.trials[0];
+    assert_eq!((trial.status.as_str(), trial.attempt, trial.failures), ("done", 2, 1), "{trial:#?}");
+
+    // The coordinator rewrites the trials table shortly after completion.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let sweep_dir = data.path().join("results/long");
+    let rows = progress_rows(&sweep_dir);
+    check_progress(&rows);
+    assert!(rows.iter().all(|row| row.attempt == 2), "rows of the killed attempt leaked into the results");
+    assert_eq!(trials_rows(&sweep_dir), vec![(trial.trial_id.clone(), "done".to_string(), 2)]);
+    let superseded = crate::results::parquet_files(&data.path().join("superseded"));
+    assert!(!superseded.is_empty(), "the killed attempt's rolled progress should be kept aside");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_coordinator_restarts_on_the_same_data_dir_and_the_sweep_completes() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let (mut coordinator, address) = Process::coordinator(data.path(), "127.0.0.1:0", &[]);
+    let listen = address.strip_prefix("http://").expect("http address").to_string();
+    let mut client = client(&address, None);
+    submit(&mut client, &fixture_spec("long.yaml")).await;
+    submit(&mut client, &fixture_spec("tiny.yaml")).await;
+    let _worker = Process::worker(&address, &[]);
+    wait_for_sweep(&mut client, "long", Duration::from_secs(120), running_with_progress).await;
+    coordinator.kill_hard();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let (_restarted, again) = Process::coordinator(data.path(), &listen, &[]);
+    assert_eq!(again, address);
+    let mut client = crate::fixture::client(&address, None);
+    for sweep in ["long", "tiny"] {
+        let status = wait_for_sweep(&mut client, sweep, Duration::from_secs(300), |s| s.finished).await;
+        assert!(status.trials.iter().all(|t| t.status == "done"), "{status:#?}");
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for sweep in ["long", "tiny"] {
+        let sweep_dir = data.path().join("results").join(sweep);
+        check_progress(&progress_rows(&sweep_dir));
+        assert!(trials_rows(&sweep_dir).iter().all(|(_, status, _)| status == "done"));
+    }
+    assert_eq!(trials_rows(&data.path().join("results/tiny")).len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_and_client_without_the_token_are_refused() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let (_coordinator, address) = Process::coordinator(data.path(), "127.0.0.1:0", &["--token", "s3cret"]);
+    let mut refused = Process::worker(&address, &[]);
+    let (status, stderr) = refused.wait_exit(Duration::from_secs(30));
+    assert!(!status.success());
+    assert!(stderr.contains("requires a token"), "stderr: {stderr}");
+
+    let mut anonymous = client(&address, None);
+    let error = anonymous.list_sweeps(sweep_proto::pb::ListSweepsRequest {}).await.expect_err("refused");
+    assert_eq!(error.code(), tonic::Code::Unauthenticated);
+    let mut wrong = client(&address, Some("guess"));
+    assert_eq!(wrong.list_sweeps(sweep_proto::pb::ListSweepsRequest {}).await.expect_err("refused").code(), tonic::Code::Unauthenticated);
+    let mut trusted = client(&address, Some("s3cret"));
+    trusted.list_sweeps(sweep_proto::pb::ListSweepsRequest {}).await.expect("accepted with the token");
+}

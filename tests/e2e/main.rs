@@ -1,0 +1,8 @@
+//! End-to-end tests: a real coordinator on `127.0.0.1:0` and real workers,
+//! in-process or as separate `groksweep` processes that the fault tests kill.
+
+mod cli;
+mod faults;
+mod fixture;
+mod results;
+mod sweep;

@@ -1,0 +1,42 @@
+//! A tiny sweep through an in-process coordinator and an in-process worker
+//! talking gRPC on loopback; the Parquet is read back and checked.
+
+use std::time::Duration;
+
+use sweep_worker::WorkerConfig;
+
+use crate::fixture::{InProcessCoordinator, client, fast_config, fixture_spec, submit, wait_for_sweep};
+use crate::results::{check_progress, progress_rows, trials_rows};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiny_sweep_runs_end_to_end_and_lands_in_parquet() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let coordinator = InProcessCoordinator::start(fast_config(data.path())).await;
+    let mut client = client(&coordinator.address, None);
+    let submitted = submit(&mut client, &fixture_spec("tiny.yaml")).await;
+    assert_eq!((submitted.trials_total, submitted.trials_added), (4, 4));
+
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let config = WorkerConfig { coordinator: coordinator.address.clone(), slots: 2, token: None, name: "e2e".into() };
+    let worker = tokio::spawn(sweep_worker::run(config, async { let _ = stopped.await; }));
+    let status = wait_for_sweep(&mut client, "tiny", Duration::from_secs(300), |s| s.finished).await;
+    assert!(status.trials.iter().all(|t| t.status == "done"), "{status:#?}");
+    assert!(status.trials.iter().all(|t| t.epoch == Some(60)));
+
+    // Resubmitting is idempotent: nothing new, everything already done.
+    let again = submit(&mut client, &fixture_spec("tiny.yaml")).await;
+    assert_eq!((again.trials_added, again.trials_done), (0, 4));
+
+    let _ = stop.send(());
+    worker.await.expect("worker task").expect("worker ends cleanly");
+    coordinator.stop().await;
+
+    let sweep_dir = data.path().join("results/tiny");
+    let trials = trials_rows(&sweep_dir);
+    assert_eq!(trials.len(), 4, "one row per trial");
+    assert!(trials.iter().all(|(_, status, attempt)| status == "done" && *attempt == 1));
+    let rows = progress_rows(&sweep_dir);
+    check_progress(&rows);
+    // 7 evals (0, 10, ..., 60) × 5 measures × 4 trials.
+    assert_eq!(rows.len(), 7 * 5 * 4);
+}

@@ -1,0 +1,82 @@
+//! Evaluation: loss and accuracy over the p classes, computed in f64 on the host.
+//!
+//! The logits come from the model in f32; the log-softmax over them is taken in
+//! f64, so losses down to ~1e-15 are resolved (f32 log-softmax stops near 1e-7).
+//! The `=` logit is dropped: loss and accuracy are over the p number classes.
+
+use burn::tensor::backend::Backend;
+
+use super::data::PairBatch;
+use super::model::Transformer;
+
+/// Loss and accuracy of one side of the split.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LossAccuracy {
+    /// Mean cross-entropy over the p classes.
+    pub loss: f64,
+    /// Fraction of pairs whose arg-max over the p classes is the label.
+    pub accuracy: f64,
+}
+
+/// Cross-entropy and accuracy of row-major `logits` ([n, stride], first `classes`
+/// columns used) against `labels`, in f64.
+pub fn loss_and_accuracy(logits: &[f32], stride: usize, classes: usize, labels: &[usize]) -> LossAccuracy {
+    if labels.is_empty() {
+        return LossAccuracy { loss: f64::NAN, accuracy: f64::NAN };
+    }
+    let mut total_loss = 0.0;
+    let mut correct = 0usize;
+    for (row, &label) in labels.iter().enumerate() {
+        let values = &logits[row * stride..row * stride + classes];
+        let (mut best, mut best_index) = (f64::NEG_INFINITY, 0);
+        for (index, &value) in values.iter().enumerate() {
+            if (value as f64) > best {
+                best = value as f64;
+                best_index = index;
+            }
+        }
+        let sum_exp: f64 = values.iter().map(|&value| (value as f64 - best).exp()).sum();
+        let log_probability = values[label] as f64 - best - sum_exp.ln();
+        total_loss -= log_probability;
+        correct += usize::from(best_index == label);
+    }
+    LossAccuracy { loss: total_loss / labels.len() as f64, accuracy: correct as f64 / labels.len() as f64 }
+}
+
+/// Evaluate `model` on `batch`.
+pub fn evaluate<B: Backend>(model: &Transformer<B>, batch: &PairBatch<B>, modulus: usize) -> LossAccuracy {
+    if batch.is_empty() {
+        return loss_and_accuracy(&[], 0, 0, &[]);
+    }
+    let logits = model.forward(batch.tokens.clone()).logits;
+    let stride = logits.dims()[1];
+    let values: Vec<f32> = logits.into_data().iter::<f32>().collect();
+    loss_and_accuracy(&values, stride, modulus, &batch.labels)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uniform_logits_give_ln_p_and_chance_accuracy() {
+        let classes = 5;
+        let logits = vec![0.0f32; 3 * (classes + 1)];
+        let result = loss_and_accuracy(&logits, classes + 1, classes, &[0, 1, 2]);
+        assert!((result.loss - (classes as f64).ln()).abs() < 1e-12);
+        assert!((result.accuracy - 1.0 / 3.0).abs() < 1e-12); // ties resolve to class 0
+    }
+
+    #[test]
+    fn confident_logits_resolve_tiny_losses_in_f64() {
+        // Margin 40 between the label and 4 others: loss = ln(1 + 4e-40·...) ≈ 4·e^-40 ≈ 1.7e-17.
+        let mut logits = vec![0.0f32; 6];
+        logits[2] = 40.0;
+        logits[5] = 1000.0; // the `=` logit is ignored
+        let result = loss_and_accuracy(&logits, 6, 5, &[2]);
+        let expected = (1.0 + 4.0 * (-40.0f64).exp()).ln();
+        assert!((result.loss - expected).abs() < 1e-25, "{} vs {expected}", result.loss);
+        assert!(result.loss > 0.0);
+        assert_eq!(result.accuracy, 1.0);
+    }
+}
