@@ -80,7 +80,7 @@ fn malformed_specs_report_exact_location_and_message() {
         (with_line(11, "  learning_rate: 0.1"), "x.yaml:11:3: training: unknown field `learning_rate`, expected one of `lr`, `warmup_steps`, `eval_every`, `d_model`, `n_heads`, `d_mlp`"),
         (with_line(5, "  modulus: [7, eleven]"), "x.yaml:5:16: axes.modulus[1]: invalid type: string \"eleven\", expected i64"),
         (with_line(8, "  # seed removed"), "x.yaml:5:3: axes: missing field `seed`"),
-        (with_line(6, "  data_fraction: [0.3, 0.001]"), "x.yaml:6:24: axes.data_fraction[1]: 0.001 leaves no training pair at modulus 7"),
+        (with_line(6, "  data_fraction: [0.3, 0.001]"), "x.yaml:6:24: axes.data_fraction[1]: 0.001 leaves no training pair at modulus 7\nx.yaml:6:24: axes.data_fraction[1]: 0.001 leaves no training pair at modulus 11"),
         (with_line(8, "  seed: [0, 1]\n  image_diversity: 0"), "x.yaml:9:20: axes.image_diversity[0]: 0 is not in [1, 4096]"),
         (with_line(4, "axes: [1, 2"), "x.yaml:5:10: did not find expected ',' or ']', while parsing a flow sequence"),
     ];
