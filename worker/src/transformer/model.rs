@@ -200,6 +200,45 @@ mod tests {
         assert!((variance * 32.0 - 1.0).abs() < 0.15, "variance {variance}");
     }
 
+    /// The textbook forward: every position, causal mask, MLP everywhere;
+    /// returns the last position's logits.
+    fn full_causal_logits(model: &Transformer<TestBackend>, tokens: Tensor<TestBackend, 2, Int>) -> Tensor<TestBackend, 2> {
+        let [batch, seq] = tokens.dims();
+        let d_model = model.embed.dims()[1];
+        let d_head = d_model / model.n_heads;
+        let x = model.embed.val().select(0, tokens.reshape([batch * seq])).reshape([batch, seq, d_model]) + model.pos_embed.val().unsqueeze::<3>();
+        let flat = x.clone().reshape([batch * seq, d_model]);
+        let heads = |w: Tensor<TestBackend, 2>| flat.clone().matmul(w).reshape([batch, seq, model.n_heads, d_head]).swap_dims(1, 2);
+        let (q, k, v) = (heads(model.w_q.val()), heads(model.w_k.val()), heads(model.w_v.val()));
+        let mut mask = vec![0f32; seq * seq];
+        for row in 0..seq {
+            for column in row + 1..seq {
+                mask[row * seq + column] = -1e9;
+            }
+        }
+        let mask = Tensor::<TestBackend, 2>::from_data(TensorData::new(mask, [seq, seq]), &Default::default()).unsqueeze::<4>();
+        let scores = q.matmul(k.swap_dims(2, 3)).div_scalar((d_head as f64).sqrt()) + mask;
+        let z = softmax(scores, 3).matmul(v).swap_dims(1, 2).reshape([batch * seq, d_model]);
+        let after_attention = flat + z.matmul(model.w_o.val());
+        let post = relu(after_attention.clone().matmul(model.w_in.val()) + model.b_in.val().unsqueeze::<2>());
+        let after_mlp = after_attention + post.matmul(model.w_out.val()) + model.b_out.val().unsqueeze::<2>();
+        after_mlp.matmul(model.unembed.val()).reshape([batch, seq, model.unembed.dims()[1]]).narrow(1, seq - 1, 1).reshape([batch, model.unembed.dims()[1]])
+    }
+
+    #[test]
+    fn last_position_forward_equals_the_full_causal_forward() {
+        let device = Default::default();
+        let model: Transformer<TestBackend> = TransformerConfig::new(13).with_d_model(32).with_n_heads(4).with_d_mlp(48).with_seed(3).init(&device);
+        let tokens: Vec<i64> = (0..13i64).flat_map(|a| [a, (5 * a + 2) % 13, 13]).collect();
+        let tokens = Tensor::<TestBackend, 2, Int>::from_data(TensorData::new(tokens, [13, 3]), &device);
+        let fast: Vec<f32> = model.forward(tokens.clone()).logits.into_data().to_vec().expect("f32");
+        let reference: Vec<f32> = full_causal_logits(&model, tokens).into_data().to_vec().expect("f32");
+        assert_eq!(fast.len(), reference.len());
+        for (a, b) in fast.iter().zip(&reference) {
+            assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+        }
+    }
+
     #[test]
     fn last_position_forward_matches_shapes_and_sums_weights() {
         let device = Default::default();

@@ -1,0 +1,72 @@
+//! Coordinator under load on loopback: `cargo run --release -p groksweep-bench --bin coordinator-load [workers] [trials]`.
+//! Simulated workers lease no-op trials one at a time and complete them at
+//! once; then a 100,000-trial sweep is planned and stored.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use sweep_coordinator::{Coordinator, CoordinatorConfig, SystemClock};
+use sweep_proto::client::connect_lazy;
+use sweep_proto::pb;
+
+fn spec(name: &str, seeds: usize, moduli: &[u32]) -> String {
+    let seeds: Vec<String> = (0..seeds).map(|s| s.to_string()).collect();
+    let moduli: Vec<String> = moduli.iter().map(|m| m.to_string()).collect();
+    format!(
+        "version: 1\nname: {name}\nfamilies: transformer\naxes:\n  modulus: [{}]\n  data_fraction: 0.3\n  weight_decay: 1\n  seed: [{}]\n",
+        moduli.join(", "),
+        seeds.join(", ")
+    )
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let workers: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(8);
+    let trials: usize = std::env::args().nth(2).and_then(|s| s.parse().ok()).unwrap_or(2000);
+    let data = tempfile::tempdir()?;
+    let coordinator = Coordinator::open(CoordinatorConfig::new(data.path()), Arc::new(SystemClock))?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = format!("http://{}", listener.local_addr()?);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(sweep_coordinator::run(listener, async { let _ = stopped.await; }, coordinator.clone()));
+
+    let mut client = connect_lazy(&address, None)?;
+    let yaml = spec("load", trials, &[113]);
+    client.submit_sweep(pb::SubmitSweepRequest { spec_yaml: yaml, source_name: "load.yaml".into() }).await?;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for index in 0..workers {
+        let mut client = connect_lazy(&address, None)?;
+        tasks.push(tokio::spawn(async move {
+            let request = pb::RegisterWorkerRequest { name: format!("sim{index}"), backend: "none".into(), slots: 1, previous_worker_id: String::new() };
+            let worker_id = client.register_worker(request).await?.into_inner().worker_id;
+            let mut completed = 0usize;
+            loop {
+                let request = pb::LeaseTrialsRequest { worker_id: worker_id.clone(), free_slots: 1, backend: "none".into() };
+                let leases = client.lease_trials(request).await?.into_inner().leases;
+                if leases.is_empty() {
+                    return anyhow::Ok(completed);
+                }
+                for lease in leases {
+                    let metrics = pb::FinalMetrics { epochs: 1, ..Default::default() };
+                    client.complete_trial(pb::CompleteTrialRequest { lease: lease.lease, metrics: Some(metrics) }).await?;
+                    completed += 1;
+                }
+            }
+        }));
+    }
+    let mut completed = 0;
+    for task in tasks {
+        completed += task.await??;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    println!("workers={workers} trials={completed} seconds={elapsed:.2} leases_per_second={:.0} (lease + complete round trips)", completed as f64 / elapsed);
+
+    let big_started = Instant::now();
+    let big = spec("plan-100k", 1000, &(0..100).map(|k| 3 + 2 * k).collect::<Vec<u32>>());
+    let response = client.submit_sweep(pb::SubmitSweepRequest { spec_yaml: big, source_name: "big.yaml".into() }).await?.into_inner();
+    println!("planned and stored {} trials in {:.2} s", response.trials_total, big_started.elapsed().as_secs_f64());
+    let _ = stop.send(());
+    server.await??;
+    Ok(())
+}
