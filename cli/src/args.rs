@@ -55,7 +55,7 @@ pub struct RunArgs {
     /// Where state and results are kept.
     #[arg(long, default_value = "groksweep-data")]
     pub data_dir: PathBuf,
-    /// Local worker processes' worth of workers (in-process, each with its own gRPC client).
+    /// Local workers (in-process, each with its own gRPC connection to the coordinator).
     #[arg(long, default_value_t = 1)]
     pub workers: u32,
     /// Trials each worker trains at once.
