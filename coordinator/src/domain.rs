@@ -73,6 +73,8 @@ pub struct FinalMetrics {
     pub grokked_at: Option<i64>,
     /// Seconds the attempt took.
     pub wall_seconds: f64,
+    /// Key frequencies of the final model (transformer), ascending.
+    pub key_frequencies: Vec<u32>,
 }
 
 /// Lifecycle of a trial.
@@ -146,6 +148,8 @@ pub struct TrialView {
     pub metrics: Option<FinalMetrics>,
     /// Why it failed.
     pub error: Option<String>,
+    /// Latest checkpoint of the current attempt, relative to the sweep's results directory.
+    pub final_checkpoint: Option<String>,
     /// Epoch limit from the stop rule.
     pub max_epochs: u32,
 }

@@ -229,9 +229,20 @@ impl CoordinatorRpc for GrpcAdapter {
             test_accuracy: wire.test_accuracy,
             grokked_at: wire.grokked_at,
             wall_seconds: wire.wall_seconds,
+            key_frequencies: wire.key_frequencies,
         };
         self.coordinator.complete(lease, metrics).await?;
         Ok(Response::new(pb::CompleteTrialResponse {}))
+    }
+
+    async fn upload_checkpoint(
+        &self,
+        request: Request<pb::UploadCheckpointRequest>,
+    ) -> Result<Response<pb::UploadCheckpointResponse>, Status> {
+        let request = request.into_inner();
+        let lease = lease_from_wire(request.lease)?;
+        let path = self.coordinator.store_checkpoint(lease, request.step, request.safetensors).await?;
+        Ok(Response::new(pb::UploadCheckpointResponse { path }))
     }
 
     async fn fail_trial(&self, request: Request<pb::FailTrialRequest>) -> Result<Response<pb::FailTrialResponse>, Status> {

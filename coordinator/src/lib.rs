@@ -58,7 +58,12 @@ pub async fn run(listener: TcpListener, shutdown: impl Future<Output = ()> + Sen
         .register_encoded_file_descriptor_set(sweep_proto::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     let token_check = TokenCheck::new(coordinator.config().token.clone());
-    let service = CoordinatorServer::with_interceptor(grpc::GrpcAdapter::new(coordinator.clone()), token_check);
+    let service = tonic::service::interceptor::InterceptedService::new(
+        CoordinatorServer::new(grpc::GrpcAdapter::new(coordinator.clone()))
+            .max_decoding_message_size(sweep_proto::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(sweep_proto::MAX_MESSAGE_BYTES),
+        token_check,
+    );
     let background = tokio::spawn(coordinator.clone().run_background());
     let address = listener.local_addr().ok();
     info!(address = ?address, data_dir = %coordinator.config().data_dir.display(), "coordinator serving");

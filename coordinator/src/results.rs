@@ -4,12 +4,16 @@
 //! ```text
 //! <data-dir>/results/<sweep>/trials/trials.parquet          one row per trial, rewritten on change
 //! <data-dir>/results/<sweep>/progress/<trial>/a<attempt>-r<first>-<last>.parquet
-//! <data-dir>/superseded/<sweep>/<trial>/...                  progress of failed/lapsed attempts
+//! <data-dir>/results/<sweep>/spectra/<trial>/a<attempt>-r<first>-<last>.parquet
+//! <data-dir>/results/<sweep>/checkpoints/<trial>/a<attempt>/step-<step>.safetensors
+//! <data-dir>/superseded/<sweep>/<trial>/...                  all of the above for failed/lapsed attempts
 //! ```
 //! Files are written under a hidden `.name.tmp` and renamed when closed, so
 //! readers only ever see complete files. `r<first>-<last>` is the range of
 //! coordinator buffer rows a file holds; after a crash it tells which buffered
-//! rows are already on disk.
+//! rows are already on disk. One flush of buffered rows writes its spectrum
+//! rows (see `SpectrumKey`) to `spectra` and the rest to `progress`, under
+//! the same name.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -21,7 +25,7 @@ use arrow_array::{ArrayRef, Float64Array, Int32Array, Int64Array, RecordBatch, S
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
-use sweep_core::measures::{progress_schema, trials_schema};
+use sweep_core::measures::{SpectrumKey, progress_schema, spectra_schema, trials_schema};
 use sweep_core::TrialId;
 
 use crate::domain::TrialView;
@@ -59,19 +63,48 @@ fn writer_properties() -> WriterProperties {
     WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default())).build()
 }
 
-/// Write `batch` to `path` atomically: hidden temp file, close, fsync, rename.
-fn write_atomically(path: &Path, batch: &RecordBatch) -> Result<()> {
+/// Write a file atomically: `fill` writes a hidden temp file, which is
+/// fsynced, closed and renamed to `path`.
+fn write_file_atomically(path: &Path, fill: impl FnOnce(fs::File) -> Result<fs::File>) -> Result<()> {
     let directory = path.parent().expect("result files always live in a directory");
     fs::create_dir_all(directory).map_err(|error| CoordinatorError::io(directory, error))?;
     let file_name = path.file_name().expect("result paths end in a file name").to_string_lossy();
     let temporary = directory.join(format!(".{file_name}.tmp"));
     let file = fs::File::create(&temporary).map_err(|error| CoordinatorError::io(&temporary, error))?;
-    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(writer_properties()))?;
-    writer.write(batch)?;
-    let file = writer.into_inner()?;
+    let file = fill(file)?;
     file.sync_all().map_err(|error| CoordinatorError::io(&temporary, error))?;
+    drop(file);
     fs::rename(&temporary, path).map_err(|error| CoordinatorError::io(path, error))?;
     Ok(())
+}
+
+/// Write `batch` to `path` as Parquet, atomically.
+fn write_atomically(path: &Path, batch: &RecordBatch) -> Result<()> {
+    write_file_atomically(path, |file| {
+        let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(writer_properties()))?;
+        writer.write(batch)?;
+        Ok(writer.into_inner()?)
+    })
+}
+
+/// Which long-format table a directory of row-range files holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SeriesTable {
+    /// `progress`.
+    Progress,
+    /// `spectra`.
+    Spectra,
+}
+
+impl SeriesTable {
+    const ALL: [SeriesTable; 2] = [SeriesTable::Progress, SeriesTable::Spectra];
+
+    fn directory_name(self) -> &'static str {
+        match self {
+            SeriesTable::Progress => "progress",
+            SeriesTable::Spectra => "spectra",
+        }
+    }
 }
 
 impl ResultsLayout {
@@ -90,17 +123,30 @@ impl ResultsLayout {
         self.results_root().join(sweep)
     }
 
-    fn progress_dir(&self, sweep: &str, trial_id: &TrialId) -> PathBuf {
-        self.sweep_dir(sweep).join("progress").join(trial_id.as_str())
+    fn series_dir(&self, table: SeriesTable, sweep: &str, trial_id: &TrialId) -> PathBuf {
+        self.sweep_dir(sweep).join(table.directory_name()).join(trial_id.as_str())
+    }
+
+    /// Checkpoints of one attempt, relative to the sweep's directory.
+    fn checkpoint_dir_relative(trial_id: &TrialId, attempt: u32) -> PathBuf {
+        Path::new("checkpoints").join(trial_id.as_str()).join(format!("a{attempt}"))
     }
 
     fn superseded_dir(&self, sweep: &str, trial_id: &TrialId) -> PathBuf {
         self.data_dir.join("superseded").join(sweep).join(trial_id.as_str())
     }
 
-    /// Parsed names of the progress files of one trial.
+    /// Parsed names of the row-range files of one trial in `progress` and `spectra`.
     pub(crate) fn progress_files(&self, sweep: &str, trial_id: &TrialId) -> Result<Vec<ProgressFileName>> {
-        let directory = self.progress_dir(sweep, trial_id);
+        let mut names = Vec::new();
+        for table in SeriesTable::ALL {
+            names.extend(self.series_files(table, sweep, trial_id)?);
+        }
+        Ok(names)
+    }
+
+    fn series_files(&self, table: SeriesTable, sweep: &str, trial_id: &TrialId) -> Result<Vec<ProgressFileName>> {
+        let directory = self.series_dir(table, sweep, trial_id);
         let entries = match fs::read_dir(&directory) {
             Ok(entries) => entries,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -116,41 +162,92 @@ impl ResultsLayout {
         Ok(names)
     }
 
-    /// Write an attempt's buffered rows as one Parquet file.
-    pub fn write_progress(&self, buffered: &BufferedAttempt) -> Result<PathBuf> {
-        let row_count = buffered.rows.len();
-        let mut measures = StringDictionaryBuilder::<Int32Type>::new();
-        for row in &buffered.rows {
-            measures.append_value(&row.measure);
-        }
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(StringArray::from(vec![buffered.sweep.as_str(); row_count])),
-            Arc::new(StringArray::from(vec![buffered.trial_id.as_str(); row_count])),
-            Arc::new(Int32Array::from(vec![buffered.attempt as i32; row_count])),
-            Arc::new(Int64Array::from_iter_values(buffered.rows.iter().map(|row| row.step))),
-            Arc::new(measures.finish()),
-            Arc::new(Float64Array::from_iter_values(buffered.rows.iter().map(|row| row.value))),
-            Arc::new(TimestampMillisecondArray::from_iter_values(buffered.rows.iter().map(|row| row.wall_time_ms)).with_timezone("UTC")),
-        ];
-        let batch = RecordBatch::try_new(progress_schema(), columns)?;
+    /// Write an attempt's buffered rows: spectrum rows as one `spectra`
+    /// file, the others as one `progress` file (each only when non-empty).
+    pub fn write_progress(&self, buffered: &BufferedAttempt) -> Result<Vec<PathBuf>> {
         let name = ProgressFileName { attempt: buffered.attempt, first_row_id: buffered.first_row_id, last_row_id: buffered.last_row_id };
-        let path = self.progress_dir(&buffered.sweep, &buffered.trial_id).join(name.render());
-        write_atomically(&path, &batch)?;
-        Ok(path)
+        let (spectra, scalars): (Vec<_>, Vec<_>) =
+            buffered.rows.iter().partition(|row| SpectrumKey::from_measure_name(&row.measure).is_some());
+        let mut written = Vec::new();
+        let common = |count: usize| -> Vec<ArrayRef> {
+            vec![
+                Arc::new(StringArray::from(vec![buffered.sweep.as_str(); count])),
+                Arc::new(StringArray::from(vec![buffered.trial_id.as_str(); count])),
+                Arc::new(Int32Array::from(vec![buffered.attempt as i32; count])),
+            ]
+        };
+        let wall_times = |rows: &[&crate::domain::ProgressRow]| -> ArrayRef {
+            Arc::new(TimestampMillisecondArray::from_iter_values(rows.iter().map(|row| row.wall_time_ms)).with_timezone("UTC"))
+        };
+        if !spectra.is_empty() {
+            let keys: Vec<SpectrumKey> = spectra.iter().filter_map(|row| SpectrumKey::from_measure_name(&row.measure)).collect();
+            let mut matrices = StringDictionaryBuilder::<Int32Type>::new();
+            for key in &keys {
+                matrices.append_value(key.matrix.as_str());
+            }
+            let mut columns = common(spectra.len());
+            columns.push(Arc::new(Int64Array::from_iter_values(spectra.iter().map(|row| row.step))));
+            columns.push(Arc::new(matrices.finish()));
+            columns.push(Arc::new(Int32Array::from_iter_values(keys.iter().map(|key| key.frequency as i32))));
+            columns.push(Arc::new(Float64Array::from_iter_values(spectra.iter().map(|row| row.value))));
+            columns.push(wall_times(&spectra));
+            let path = self.series_dir(SeriesTable::Spectra, &buffered.sweep, &buffered.trial_id).join(name.render());
+            write_atomically(&path, &RecordBatch::try_new(spectra_schema(), columns)?)?;
+            written.push(path);
+        }
+        if !scalars.is_empty() {
+            let mut measures = StringDictionaryBuilder::<Int32Type>::new();
+            for row in &scalars {
+                measures.append_value(&row.measure);
+            }
+            let mut columns = common(scalars.len());
+            columns.push(Arc::new(Int64Array::from_iter_values(scalars.iter().map(|row| row.step))));
+            columns.push(Arc::new(measures.finish()));
+            columns.push(Arc::new(Float64Array::from_iter_values(scalars.iter().map(|row| row.value))));
+            columns.push(wall_times(&scalars));
+            let path = self.series_dir(SeriesTable::Progress, &buffered.sweep, &buffered.trial_id).join(name.render());
+            write_atomically(&path, &RecordBatch::try_new(progress_schema(), columns)?)?;
+            written.push(path);
+        }
+        Ok(written)
     }
 
-    /// Move a superseded attempt's progress files out of the results.
+    /// Store a checkpoint; returns its path relative to the sweep's directory.
+    pub fn write_checkpoint(&self, sweep: &str, trial_id: &TrialId, attempt: u32, step: i64, safetensors: &[u8]) -> Result<String> {
+        let relative = Self::checkpoint_dir_relative(trial_id, attempt).join(format!("step-{step:08}.safetensors"));
+        let path = self.sweep_dir(sweep).join(&relative);
+        write_file_atomically(&path, |mut file| {
+            std::io::Write::write_all(&mut file, safetensors).map_err(|error| CoordinatorError::io(&path, error))?;
+            Ok(file)
+        })?;
+        Ok(relative.to_string_lossy().into_owned())
+    }
+
+    /// Move a superseded attempt's progress, spectra and checkpoint files out of the results.
     pub fn move_superseded(&self, attempt: &SupersededAttempt) -> Result<usize> {
-        let source = self.progress_dir(&attempt.sweep, &attempt.trial_id);
         let target = self.superseded_dir(&attempt.sweep, &attempt.trial_id);
         let mut moved = 0;
-        for name in self.progress_files(&attempt.sweep, &attempt.trial_id)? {
-            if name.attempt != attempt.attempt {
-                continue;
+        for table in SeriesTable::ALL {
+            let source = self.series_dir(table, &attempt.sweep, &attempt.trial_id);
+            let target = target.join(table.directory_name());
+            for name in self.series_files(table, &attempt.sweep, &attempt.trial_id)? {
+                if name.attempt != attempt.attempt {
+                    continue;
+                }
+                fs::create_dir_all(&target).map_err(|error| CoordinatorError::io(&target, error))?;
+                let from = source.join(name.render());
+                fs::rename(&from, target.join(name.render())).map_err(|error| CoordinatorError::io(&from, error))?;
+                moved += 1;
             }
+        }
+        let checkpoints = self.sweep_dir(&attempt.sweep).join(Self::checkpoint_dir_relative(&attempt.trial_id, attempt.attempt));
+        if checkpoints.is_dir() {
+            let to = target.join(format!("checkpoints-a{}", attempt.attempt));
             fs::create_dir_all(&target).map_err(|error| CoordinatorError::io(&target, error))?;
-            let from = source.join(name.render());
-            fs::rename(&from, target.join(name.render())).map_err(|error| CoordinatorError::io(&from, error))?;
+            if to.exists() {
+                fs::remove_dir_all(&to).map_err(|error| CoordinatorError::io(&to, error))?;
+            }
+            fs::rename(&checkpoints, &to).map_err(|error| CoordinatorError::io(&checkpoints, error))?;
             moved += 1;
         }
         Ok(moved)
@@ -195,6 +292,13 @@ fn trials_batch(trials: &[TrialView]) -> Result<RecordBatch> {
         floats(&metric(|m| m.train_accuracy)),
         floats(&metric(|m| m.test_accuracy)),
         Arc::new(Int64Array::from_iter(trials.iter().map(|t| t.metrics.as_ref().and_then(|m| m.grokked_at)))),
+        strings(&|t| {
+            t.metrics
+                .as_ref()
+                .filter(|m| !m.key_frequencies.is_empty())
+                .map(|m| m.key_frequencies.iter().map(u32::to_string).collect::<Vec<_>>().join(","))
+        }),
+        strings(&|t| t.final_checkpoint.clone()),
         strings(&|t| t.error.clone()),
     ];
     Ok(RecordBatch::try_new(trials_schema(), columns)?)

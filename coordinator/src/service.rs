@@ -141,6 +141,31 @@ impl Coordinator {
         .await
     }
 
+    /// Store a checkpoint of a live lease under the sweep's results; returns
+    /// its path relative to the sweep's results directory. The store stays
+    /// locked while the file is written, so a lease that lapses meanwhile
+    /// cannot leave a file behind in the results.
+    pub async fn store_checkpoint(&self, lease: LeaseRef, step: i64, safetensors: Vec<u8>) -> Result<String> {
+        if step < 0 {
+            return Err(CoordinatorError::InvalidRequest(format!("checkpoint step {step} is negative")));
+        }
+        check_safetensors_header(&safetensors)?;
+        let ttl = ttl_ms(&self.inner.config);
+        let inner = Arc::clone(&self.inner);
+        let (trial, attempt) = (lease.trial_id.clone(), lease.attempt);
+        let path = tokio::task::spawn_blocking(move || {
+            let mut store = inner.store.lock().map_err(|_| CoordinatorError::Internal("store lock poisoned".to_string()))?;
+            let sweep = store.checkpoint_target(&lease, ttl)?;
+            let path = inner.layout.write_checkpoint(&sweep, &lease.trial_id, lease.attempt, step, &safetensors)?;
+            store.record_checkpoint(&lease, step, &path)?;
+            Ok::<_, CoordinatorError>(path)
+        })
+        .await
+        .map_err(|error| CoordinatorError::Internal(format!("checkpoint task failed: {error}")))??;
+        debug!(trial = %trial, attempt, step, path = %path, "checkpoint stored");
+        Ok(path)
+    }
+
     /// A trial finished.
     pub async fn complete(&self, lease: LeaseRef, metrics: FinalMetrics) -> Result<()> {
         let trial = lease.trial_id.clone();
@@ -222,6 +247,19 @@ impl Coordinator {
         if let Err(error) = self.flush().await {
             warn!(%error, "writing results failed; will retry");
         }
+    }
+}
+
+/// A safetensors file starts with an 8-byte little-endian header length and a
+/// JSON header; refuse anything else before it reaches the results.
+fn check_safetensors_header(bytes: &[u8]) -> Result<()> {
+    let invalid = |why: &str| Err(CoordinatorError::InvalidRequest(format!("checkpoint is not a safetensors file: {why}")));
+    let Some(length) = bytes.get(..8) else { return invalid("shorter than its header length") };
+    let length = u64::from_le_bytes(length.try_into().expect("8 bytes")) as usize;
+    match bytes.get(8..8usize.saturating_add(length)) {
+        Some(header) if header.first() == Some(&b'{') => Ok(()),
+        Some(_) => invalid("the header is not JSON"),
+        None => invalid("the header is longer than the file"),
     }
 }
 

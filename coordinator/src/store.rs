@@ -71,11 +71,19 @@ CREATE TABLE IF NOT EXISTS progress_buffer (
     wall_time_ms INTEGER NOT NULL,
     UNIQUE (trial_id, attempt, step, measure)
 );
-CREATE TABLE IF NOT EXISTS progress_flushed (
+CREATE TABLE IF NOT EXISTS progress_flushed_by_measure (
     trial_id TEXT NOT NULL,
     attempt INTEGER NOT NULL,
+    measure TEXT NOT NULL,
     through_step INTEGER NOT NULL,
-    PRIMARY KEY (trial_id, attempt)
+    PRIMARY KEY (trial_id, attempt, measure)
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    trial_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    step INTEGER NOT NULL,
+    path TEXT NOT NULL,
+    PRIMARY KEY (trial_id, attempt, step)
 );
 CREATE TABLE IF NOT EXISTS superseded (
     trial_id TEXT NOT NULL,
@@ -257,9 +265,10 @@ impl Store {
     pub fn trials_of(&self, sweep: &str) -> Result<Vec<TrialView>> {
         let spec = self.sweep_spec(sweep)?;
         let mut statement = self.conn.prepare(
-            "SELECT trial_id, params_json, status, attempt, failures, worker_id, started_at_ms, finished_at_ms,
-                    last_epoch, last_train_accuracy, last_test_accuracy, metrics_json, error
-             FROM trials WHERE sweep = ?1 ORDER BY seq",
+            "SELECT t.trial_id, t.params_json, t.status, t.attempt, t.failures, t.worker_id, t.started_at_ms, t.finished_at_ms,
+                    t.last_epoch, t.last_train_accuracy, t.last_test_accuracy, t.metrics_json, t.error,
+                    (SELECT c.path FROM checkpoints c WHERE c.trial_id = t.trial_id AND c.attempt = t.attempt ORDER BY c.step DESC LIMIT 1)
+             FROM trials t WHERE t.sweep = ?1 ORDER BY t.seq",
         )?;
         let mut rows = statement.query([sweep])?;
         let mut views = Vec::new();
@@ -286,6 +295,7 @@ impl Store {
                 last_test_accuracy: row.get(10)?,
                 metrics,
                 error: row.get(12)?,
+                final_checkpoint: row.get(13)?,
                 max_epochs: spec.stop.max_epochs,
             });
         }
@@ -451,19 +461,21 @@ impl Store {
 
     /// Buffer progress rows of a live lease (which also renews it). Rows
     /// already buffered or already written to Parquet are ignored, so a batch
-    /// may be re-sent safely. Returns the number of new rows.
+    /// may be re-sent safely: each measure's rows arrive in step order, and a
+    /// row at or below the last step of its measure already written is a
+    /// repeat. (Per measure, because rows of a new measure may come later at
+    /// earlier steps, like the final-K losses computed after training.)
+    /// Returns the number of new rows.
     pub fn record_progress(&mut self, lease: &LeaseRef, rows: &[ProgressRow], ttl_ms: Millis) -> Result<usize> {
         let now = self.now_ms();
         let tx = self.conn.transaction()?;
         Self::check_lease(&tx, lease)?;
-        let flushed_through: i64 = tx
-            .query_row(
-                "SELECT through_step FROM progress_flushed WHERE trial_id = ?1 AND attempt = ?2",
-                params![lease.trial_id.as_str(), lease.attempt],
-                |row| row.get(0),
-            )
-            .optional()?
-            .unwrap_or(i64::MIN);
+        let flushed_through: std::collections::HashMap<String, i64> = {
+            let mut statement = tx.prepare("SELECT measure, through_step FROM progress_flushed_by_measure WHERE trial_id = ?1 AND attempt = ?2")?;
+            statement
+                .query_map(params![lease.trial_id.as_str(), lease.attempt], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?
+        };
         let mut inserted = 0;
         let mut latest: Option<(i64, Option<f64>, Option<f64>)> = None;
         {
@@ -472,7 +484,7 @@ impl Store {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
             for row in rows {
-                if row.step <= flushed_through {
+                if flushed_through.get(&row.measure).is_some_and(|&through| row.step <= through) {
                     continue;
                 }
                 inserted += insert.execute(params![lease.trial_id.as_str(), lease.attempt, row.step, row.measure, row.value, row.wall_time_ms])?;
@@ -632,22 +644,42 @@ impl Store {
     /// Forget buffered rows of an attempt up to `last_row_id`, now durable in Parquet.
     pub fn mark_flushed(&mut self, trial_id: &TrialId, attempt: u32, last_row_id: i64) -> Result<()> {
         let tx = self.conn.transaction()?;
-        let through_step: Option<i64> = tx.query_row(
-            "SELECT MAX(step) FROM progress_buffer WHERE trial_id = ?1 AND attempt = ?2 AND row_id <= ?3",
-            params![trial_id.as_str(), attempt, last_row_id],
-            |row| row.get(0),
-        )?;
+        let key = params![trial_id.as_str(), attempt, last_row_id];
         tx.execute(
-            "DELETE FROM progress_buffer WHERE trial_id = ?1 AND attempt = ?2 AND row_id <= ?3",
-            params![trial_id.as_str(), attempt, last_row_id],
+            "INSERT INTO progress_flushed_by_measure(trial_id, attempt, measure, through_step)
+             SELECT trial_id, attempt, measure, MAX(step) FROM progress_buffer
+             WHERE trial_id = ?1 AND attempt = ?2 AND row_id <= ?3 GROUP BY measure
+             ON CONFLICT(trial_id, attempt, measure) DO UPDATE SET through_step = MAX(through_step, excluded.through_step)",
+            key,
         )?;
-        if let Some(step) = through_step {
-            tx.execute(
-                "INSERT INTO progress_flushed(trial_id, attempt, through_step) VALUES (?1, ?2, ?3)
-                 ON CONFLICT(trial_id, attempt) DO UPDATE SET through_step = MAX(through_step, excluded.through_step)",
-                params![trial_id.as_str(), attempt, step],
-            )?;
-        }
+        tx.execute("DELETE FROM progress_buffer WHERE trial_id = ?1 AND attempt = ?2 AND row_id <= ?3", key)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The sweep of a live lease (renewing it), for storing a checkpoint.
+    pub fn checkpoint_target(&mut self, lease: &LeaseRef, ttl_ms: Millis) -> Result<String> {
+        let now = self.now_ms();
+        let tx = self.conn.transaction()?;
+        let sweep = Self::check_lease(&tx, lease)?;
+        tx.execute(
+            "UPDATE attempts SET deadline_ms = MAX(deadline_ms, ?3) WHERE trial_id = ?1 AND attempt = ?2",
+            params![lease.trial_id.as_str(), lease.attempt, now + ttl_ms],
+        )?;
+        tx.commit()?;
+        Ok(sweep)
+    }
+
+    /// Record a stored checkpoint of a live lease; `path` is relative to the sweep's results directory.
+    pub fn record_checkpoint(&mut self, lease: &LeaseRef, step: i64, path: &str) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        let sweep = Self::check_lease(&tx, lease)?;
+        tx.execute(
+            "INSERT INTO checkpoints(trial_id, attempt, step, path) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(trial_id, attempt, step) DO UPDATE SET path = excluded.path",
+            params![lease.trial_id.as_str(), lease.attempt, step, path],
+        )?;
+        mark_dirty(&tx, &sweep)?;
         tx.commit()?;
         Ok(())
     }
@@ -668,6 +700,7 @@ impl Store {
         let tx = self.conn.transaction()?;
         let key = params![attempt.trial_id.as_str(), attempt.attempt];
         tx.execute("DELETE FROM progress_buffer WHERE trial_id = ?1 AND attempt = ?2", key)?;
+        tx.execute("DELETE FROM checkpoints WHERE trial_id = ?1 AND attempt = ?2", key)?;
         tx.execute("DELETE FROM superseded WHERE trial_id = ?1 AND attempt = ?2", key)?;
         tx.commit()?;
         Ok(())
@@ -715,6 +748,7 @@ fn metrics_to_json(metrics: &FinalMetrics) -> String {
         "test_accuracy": metrics.test_accuracy,
         "grokked_at": metrics.grokked_at,
         "wall_seconds": metrics.wall_seconds,
+        "key_frequencies": metrics.key_frequencies,
     })
     .to_string()
 }
@@ -730,6 +764,11 @@ fn metrics_from_json(text: &str) -> Result<FinalMetrics> {
         test_accuracy: number("test_accuracy"),
         grokked_at: value.get("grokked_at").and_then(serde_json::Value::as_i64),
         wall_seconds: number("wall_seconds"),
+        key_frequencies: value
+            .get("key_frequencies")
+            .and_then(serde_json::Value::as_array)
+            .map(|values| values.iter().filter_map(serde_json::Value::as_u64).map(|k| k as u32).collect())
+            .unwrap_or_default(),
     })
 }
 

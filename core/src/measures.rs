@@ -1,7 +1,12 @@
 //! The Arrow schemas of the results tables and the names of the measures.
 //!
 //! `progress` is long format: one row per (trial, attempt, step, measure).
+//! `spectra` is long format too: one row per (trial, attempt, step, matrix, frequency).
 //! `trials` has one row per trial with every parameter as a typed column.
+//!
+//! Spectrum entries travel from worker to coordinator as ordinary progress
+//! rows whose measure name is a [`SpectrumKey`] (`spectrum:W_E:14`); the
+//! coordinator writes them to `spectra`, never to `progress`.
 
 use std::sync::Arc;
 
@@ -33,11 +38,113 @@ pub const TEST_ACCURACY: &str = "test_accuracy";
 /// Measure: Σθ² over every parameter.
 pub const SUM_SQUARED_WEIGHTS: &str = "sum_squared_weights";
 
+/// Measure: cross-entropy on the training pairs of the logits restricted to
+/// the key frequencies found at this step (plus the constant term).
+pub const RESTRICTED_LOSS: &str = "restricted_loss";
+/// Measure: cross-entropy on the training pairs of the logits with the key
+/// frequencies found at this step removed.
+pub const EXCLUDED_LOSS: &str = "excluded_loss";
+/// Measure: restricted loss with the key frequencies of the trial's final
+/// model (the paper's definition), at every checkpoint step.
+pub const RESTRICTED_LOSS_FINAL_K: &str = "restricted_loss_final_k";
+/// Measure: excluded loss with the key frequencies of the final model, at every checkpoint step.
+pub const EXCLUDED_LOSS_FINAL_K: &str = "excluded_loss_final_k";
+/// Measure: Gini coefficient of the p Fourier-component norms of W_E.
+pub const GINI_W_E: &str = "gini_w_e";
+/// Measure: Gini coefficient of the p Fourier-component norms of W_L = W_U[:, :p]ᵀ W_out.
+pub const GINI_W_L: &str = "gini_w_l";
+/// Measure: number of key frequencies found at this step.
+pub const KEY_FREQUENCY_COUNT: &str = "key_frequency_count";
+/// Measure: fraction of MLP neurons whose best frequency explains more than
+/// [`KEY_FVE_THRESHOLD`] of their variance.
+pub const KEY_NEURON_FRACTION: &str = "key_neuron_fraction";
+
+/// Fraction of variance a frequency must explain for a neuron to count as owned by it.
+pub const KEY_FVE_THRESHOLD: f64 = 0.85;
+
 /// Test accuracy at which a trial counts as grokked (`grokked_at` in `trials`).
 pub const GROKKED_ACCURACY: f64 = 0.95;
 
 fn utc_millis() -> DataType {
     DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
+}
+
+/// Column of `spectra`: which matrix or population the spectrum is of.
+pub const MATRIX: &str = "matrix";
+/// Column of `spectra`: frequency k (0 is the constant term).
+pub const FREQUENCY: &str = "frequency";
+/// Column of `spectra`: the value at that frequency.
+pub const NORM: &str = "norm";
+
+/// What a `spectra` row describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SpectrumMatrix {
+    /// Norm of frequency k of the token embedding W_E (numbers only):
+    /// √(‖c_{2k−1}‖² + ‖c_{2k}‖²) over the cos and sin components of `F W_E`; ‖c_0‖ at k = 0.
+    WE,
+    /// The same for W_L = W_U[:, :p]ᵀ W_out.
+    WL,
+    /// Number of MLP neurons whose best frequency is k with FVE above [`KEY_FVE_THRESHOLD`];
+    /// the key frequencies of a step are the k with a non-zero count.
+    KeyNeurons,
+}
+
+impl SpectrumMatrix {
+    /// Every kind, in table order.
+    pub const ALL: [SpectrumMatrix; 3] = [SpectrumMatrix::WE, SpectrumMatrix::WL, SpectrumMatrix::KeyNeurons];
+
+    /// Name in the `matrix` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SpectrumMatrix::WE => "W_E",
+            SpectrumMatrix::WL => "W_L",
+            SpectrumMatrix::KeyNeurons => "key_neurons",
+        }
+    }
+
+    /// Parse a `matrix` column value.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|matrix| matrix.as_str() == name)
+    }
+}
+
+/// One entry of a spectrum: (matrix, frequency).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SpectrumKey {
+    /// Which spectrum.
+    pub matrix: SpectrumMatrix,
+    /// Frequency k, 0..=(p−1)/2.
+    pub frequency: u32,
+}
+
+impl SpectrumKey {
+    const PREFIX: &'static str = "spectrum:";
+
+    /// The progress-row measure name that carries this entry.
+    pub fn measure_name(self) -> String {
+        format!("{}{}:{}", Self::PREFIX, self.matrix.as_str(), self.frequency)
+    }
+
+    /// Decode a measure name; `None` for ordinary measures.
+    pub fn from_measure_name(name: &str) -> Option<Self> {
+        let rest = name.strip_prefix(Self::PREFIX)?;
+        let (matrix, frequency) = rest.rsplit_once(':')?;
+        Some(SpectrumKey { matrix: SpectrumMatrix::parse(matrix)?, frequency: frequency.parse().ok()? })
+    }
+}
+
+/// Schema of the `spectra` table.
+pub fn spectra_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new(SWEEP, DataType::Utf8, false),
+        Field::new(TRIAL_ID, DataType::Utf8, false),
+        Field::new(ATTEMPT, DataType::Int32, false),
+        Field::new(STEP, DataType::Int64, false),
+        Field::new(MATRIX, DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)), false),
+        Field::new(FREQUENCY, DataType::Int32, false),
+        Field::new(NORM, DataType::Float64, false),
+        Field::new(WALL_TIME, utc_millis(), false),
+    ]))
 }
 
 /// Schema of the `progress` table.
@@ -99,6 +206,10 @@ pub mod trials_columns {
     pub const FINAL_TEST_ACCURACY: &str = "final_test_accuracy";
     /// First evaluated epoch with test accuracy ≥ 0.95, null if never.
     pub const GROKKED_AT: &str = "grokked_at";
+    /// Key frequencies of the final model (transformer), ascending, comma-separated.
+    pub const KEY_FREQUENCIES: &str = "key_frequencies";
+    /// Path of the last checkpoint of the final attempt, relative to the sweep's results directory.
+    pub const FINAL_CHECKPOINT: &str = "final_checkpoint";
     /// Why the trial failed.
     pub const ERROR: &str = "error";
 }
@@ -130,6 +241,8 @@ pub fn trials_schema() -> SchemaRef {
         nullable_f64(c::FINAL_TRAIN_ACCURACY),
         nullable_f64(c::FINAL_TEST_ACCURACY),
         Field::new(c::GROKKED_AT, DataType::Int64, true),
+        Field::new(c::KEY_FREQUENCIES, DataType::Utf8, true),
+        Field::new(c::FINAL_CHECKPOINT, DataType::Utf8, true),
         Field::new(c::ERROR, DataType::Utf8, true),
     ]))
 }
@@ -167,5 +280,20 @@ mod tests {
         assert!(validate_schema(&progress_schema(), &progress_schema()).is_ok());
         assert!(validate_schema(&trials_schema(), &trials_schema()).is_ok());
         assert!(validate_schema(&progress_schema(), &trials_schema()).is_err());
+        assert!(validate_schema(&spectra_schema(), &progress_schema()).is_err());
+    }
+
+    #[test]
+    fn spectrum_keys_round_trip_through_measure_names() {
+        for matrix in SpectrumMatrix::ALL {
+            for frequency in [0, 1, 14, 56] {
+                let key = SpectrumKey { matrix, frequency };
+                assert_eq!(SpectrumKey::from_measure_name(&key.measure_name()), Some(key));
+            }
+        }
+        assert_eq!(SpectrumKey { matrix: SpectrumMatrix::WE, frequency: 14 }.measure_name(), "spectrum:W_E:14");
+        for ordinary in [TRAIN_LOSS, "spectrum:W_X:3", "spectrum:W_E:", "spectrum:W_E:x", "spectrumW_E:3"] {
+            assert_eq!(SpectrumKey::from_measure_name(ordinary), None, "{ordinary}");
+        }
     }
 }

@@ -28,11 +28,15 @@ pub struct TrainingSettings {
     pub n_heads: u32,
     /// MLP hidden width (paper: 512).
     pub d_mlp: u32,
+    /// Save a checkpoint every this many epochs (and always at the last
+    /// epoch); 0 saves only the last. The `*_final_k` measures are computed
+    /// over these checkpoints, so this also sets their resolution.
+    pub checkpoint_every: u32,
 }
 
 impl Default for TrainingSettings {
     fn default() -> Self {
-        TrainingSettings { lr: 1e-3, warmup_steps: 10, eval_every: 100, d_model: 128, n_heads: 4, d_mlp: 512 }
+        TrainingSettings { lr: 1e-3, warmup_steps: 10, eval_every: 100, d_model: 128, n_heads: 4, d_mlp: 512, checkpoint_every: 1000 }
     }
 }
 

@@ -77,7 +77,7 @@ fn malformed_specs_report_exact_location_and_message() {
         (with_line(1, "# no version"), "x.yaml:1:1: missing field `version` (supported versions: [1])"),
         (with_line(14, "nam: typo"), "x.yaml:14:1: unknown field `nam`, expected one of `version`, `name`, `description`, `families`, `axes`, `training`, `stop`, `retry`"),
         (with_line(8, "  seeds: [0]"), "x.yaml:8:3: axes: unknown field `seeds`, expected one of `modulus`, `data_fraction`, `weight_decay`, `seed`, `data_seed`, `image_diversity`"),
-        (with_line(11, "  learning_rate: 0.1"), "x.yaml:11:3: training: unknown field `learning_rate`, expected one of `lr`, `warmup_steps`, `eval_every`, `d_model`, `n_heads`, `d_mlp`"),
+        (with_line(11, "  learning_rate: 0.1"), "x.yaml:11:3: training: unknown field `learning_rate`, expected one of `lr`, `warmup_steps`, `eval_every`, `d_model`, `n_heads`, `d_mlp`, `checkpoint_every`"),
         (with_line(5, "  modulus: [7, eleven]"), "x.yaml:5:16: axes.modulus[1]: invalid type: string \"eleven\", expected i64"),
         (with_line(8, "  # seed removed"), "x.yaml:5:3: axes: missing field `seed`"),
         (with_line(6, "  data_fraction: [0.3, 0.001]"), "x.yaml:6:24: axes.data_fraction[1]: 0.001 leaves no training pair at modulus 7\nx.yaml:6:24: axes.data_fraction[1]: 0.001 leaves no training pair at modulus 11"),

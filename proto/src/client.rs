@@ -57,5 +57,6 @@ pub fn connect_lazy(address: &str, token: Option<&str>) -> Result<Client, Connec
     };
     let channel = endpoint.connect_lazy();
     Ok(CoordinatorClient::with_interceptor(channel, BearerToken { header })
-        .max_decoding_message_size(256 * 1024 * 1024))
+        .max_decoding_message_size(crate::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(crate::MAX_MESSAGE_BYTES))
 }

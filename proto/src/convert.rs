@@ -74,6 +74,7 @@ impl From<&TrainingSettings> for pb::TrainingSettings {
             d_model: settings.d_model,
             n_heads: settings.n_heads,
             d_mlp: settings.d_mlp,
+            checkpoint_every: settings.checkpoint_every,
         }
     }
 }
@@ -98,6 +99,7 @@ impl TryFrom<pb::TrainingSettings> for TrainingSettings {
             d_model: wire.d_model,
             n_heads: wire.n_heads,
             d_mlp: wire.d_mlp,
+            checkpoint_every: wire.checkpoint_every,
         })
     }
 }

@@ -20,3 +20,7 @@ pub use convert::ConvertError;
 
 /// Encoded `FileDescriptorSet` of `sweep.v1`, for the reflection service.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!("gen/sweep_descriptor.bin");
+
+/// Largest gRPC message either side accepts or sends: checkpoints of large
+/// models travel in one `UploadCheckpoint` call (the paper's model is ~1 MB).
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::fixture::{Process, client, fixture_spec, submit, wait_for_sweep};
-use crate::results::{check_progress, progress_rows, trials_rows};
+use crate::results::{check_final_checkpoints, check_progress, check_spectra, progress_rows, spectra_rows, trials_rows};
 
 fn running_with_progress(status: &sweep_proto::pb::SweepStatus) -> bool {
     status.trials.iter().any(|t| t.status == "running" && t.epoch.unwrap_or(0) >= 100)
@@ -33,6 +33,9 @@ async fn killed_worker_trial_is_leased_again_and_completes_once() {
     let rows = progress_rows(&sweep_dir);
     check_progress(&rows);
     assert!(rows.iter().all(|row| row.attempt == 2), "rows of the killed attempt leaked into the results");
+    let spectra = spectra_rows(&sweep_dir);
+    assert!(spectra.iter().all(|row| row.1 == 2), "spectra of the killed attempt leaked into the results");
+    check_final_checkpoints(&sweep_dir);
     assert_eq!(trials_rows(&sweep_dir), vec![(trial.trial_id.clone(), "done".to_string(), 2)]);
     let superseded = crate::results::parquet_files(&data.path().join("superseded"));
     assert!(!superseded.is_empty(), "the killed attempt's rolled progress should be kept aside");
@@ -61,7 +64,10 @@ async fn killed_coordinator_restarts_on_the_same_data_dir_and_the_sweep_complete
     tokio::time::sleep(Duration::from_secs(1)).await;
     for sweep in ["long", "tiny"] {
         let sweep_dir = data.path().join("results").join(sweep);
-        check_progress(&progress_rows(&sweep_dir));
+        let rows = progress_rows(&sweep_dir);
+        check_progress(&rows);
+        check_spectra(&spectra_rows(&sweep_dir), &rows, 11);
+        check_final_checkpoints(&sweep_dir);
         assert!(trials_rows(&sweep_dir).iter().all(|(_, status, _)| status == "done"));
     }
     assert_eq!(trials_rows(&data.path().join("results/tiny")).len(), 4);

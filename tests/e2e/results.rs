@@ -68,15 +68,34 @@ pub(crate) fn progress_rows(sweep_dir: &Path) -> Vec<Row> {
     rows
 }
 
+/// Measures recorded at every eval step.
+pub(crate) const EVAL_MEASURES: [&str; 11] = [
+    "train_loss",
+    "test_loss",
+    "train_accuracy",
+    "test_accuracy",
+    "sum_squared_weights",
+    "restricted_loss",
+    "excluded_loss",
+    "gini_w_e",
+    "gini_w_l",
+    "key_frequency_count",
+    "key_neuron_fraction",
+];
+
 /// The checks every results directory must pass.
 pub(crate) fn check_progress(rows: &[Row]) {
     assert!(!rows.is_empty(), "no progress rows");
     let mut seen = HashSet::new();
     for row in rows {
         assert!(seen.insert((row.trial_id.clone(), row.step, row.measure.clone())), "duplicate row {row:?}");
+        let finite_non_negative = row.value >= 0.0 && row.value.is_finite();
         match row.measure.as_str() {
-            "train_accuracy" | "test_accuracy" => assert!((0.0..=1.0).contains(&row.value), "{row:?}"),
-            "train_loss" | "test_loss" | "sum_squared_weights" => assert!(row.value >= 0.0 && row.value.is_finite(), "{row:?}"),
+            "train_accuracy" | "test_accuracy" | "key_neuron_fraction" => assert!((0.0..=1.0).contains(&row.value), "{row:?}"),
+            "gini_w_e" | "gini_w_l" => assert!((0.0..1.0).contains(&row.value), "{row:?}"),
+            "train_loss" | "test_loss" | "sum_squared_weights" | "restricted_loss" | "excluded_loss" | "restricted_loss_final_k"
+            | "excluded_loss_final_k" => assert!(finite_non_negative, "{row:?}"),
+            "key_frequency_count" => assert!(finite_non_negative && row.value.fract() == 0.0, "{row:?}"),
             other => panic!("unknown measure {other}"),
         }
     }
@@ -86,6 +105,97 @@ pub(crate) fn check_progress(rows: &[Row]) {
         steps.sort();
         assert!(steps.windows(2).all(|w| w[0] < w[1]), "steps of {trial} not increasing: {steps:?}");
         assert_eq!(steps.first(), Some(&0), "trial {trial} has no step-0 row");
+    }
+}
+
+/// One spectra row: (trial, attempt, step, matrix, frequency, norm).
+pub(crate) type SpectrumRow = (String, i32, i64, String, i32, f64);
+
+pub(crate) fn spectra_rows(sweep_dir: &Path) -> Vec<SpectrumRow> {
+    let mut rows = Vec::new();
+    for batch in read_batches(&sweep_dir.join("spectra")) {
+        sweep_core::measures::validate_schema(&sweep_core::measures::spectra_schema(), &batch.schema()).expect("spectra schema");
+        let trial = batch.column_by_name("trial_id").expect("trial_id").as_string::<i32>().clone();
+        let attempt = batch.column_by_name("attempt").expect("attempt").as_primitive::<Int32Type>().clone();
+        let step = batch.column_by_name("step").expect("step").as_primitive::<Int64Type>().clone();
+        let matrix = batch.column_by_name("matrix").expect("matrix").as_dictionary::<Int32Type>().clone();
+        let names = matrix.values().as_string::<i32>().clone();
+        let frequency = batch.column_by_name("frequency").expect("frequency").as_primitive::<Int32Type>().clone();
+        let norm = batch.column_by_name("norm").expect("norm").as_primitive::<Float64Type>().clone();
+        for index in 0..batch.num_rows() {
+            rows.push((
+                trial.value(index).to_string(),
+                attempt.value(index),
+                step.value(index),
+                names.value(matrix.keys().value(index) as usize).to_string(),
+                frequency.value(index),
+                norm.value(index),
+            ));
+        }
+    }
+    rows
+}
+
+/// Spectra of a run at modulus `p`: unique keys, every frequency at every
+/// eval step, and key-neuron counts that agree with `key_frequency_count`.
+pub(crate) fn check_spectra(spectra: &[SpectrumRow], progress: &[Row], modulus: i32) {
+    assert!(!spectra.is_empty(), "no spectra rows");
+    let mut seen = HashSet::new();
+    for row in spectra {
+        assert!(seen.insert((row.0.clone(), row.2, row.3.clone(), row.4)), "duplicate spectra row {row:?}");
+        assert!(["W_E", "W_L", "key_neurons"].contains(&row.3.as_str()), "{row:?}");
+        assert!((0..=(modulus - 1) / 2).contains(&row.4), "{row:?}");
+        assert!(row.5 >= 0.0 && row.5.is_finite(), "{row:?}");
+    }
+    for count in progress.iter().filter(|row| row.measure == "key_frequency_count") {
+        let owning = spectra.iter().filter(|s| s.0 == count.trial_id && s.2 == count.step && s.3 == "key_neurons" && s.5 > 0.0).count();
+        assert_eq!(owning as f64, count.value, "key frequencies of {} at step {}", count.trial_id, count.step);
+        let per_step = spectra.iter().filter(|s| s.0 == count.trial_id && s.2 == count.step).count();
+        assert_eq!(per_step as i32, 3 * ((modulus - 1) / 2 + 1), "spectra of {} at step {}", count.trial_id, count.step);
+    }
+}
+
+/// One `trials` row, the columns the tests look at.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct TrialRow {
+    pub(crate) trial_id: String,
+    pub(crate) final_test_accuracy: Option<f64>,
+    pub(crate) key_frequencies: Option<String>,
+    pub(crate) final_checkpoint: Option<String>,
+}
+
+pub(crate) fn trial_details(sweep_dir: &Path) -> Vec<TrialRow> {
+    let mut rows = Vec::new();
+    for batch in read_batches(&sweep_dir.join("trials")) {
+        let trial = batch.column_by_name("trial_id").expect("trial_id").as_string::<i32>().clone();
+        let accuracy = batch.column_by_name("final_test_accuracy").expect("accuracy").as_primitive::<Float64Type>().clone();
+        let keys = batch.column_by_name("key_frequencies").expect("key_frequencies").as_string::<i32>().clone();
+        let checkpoint = batch.column_by_name("final_checkpoint").expect("final_checkpoint").as_string::<i32>().clone();
+        let text = |array: &arrow_array::StringArray, index: usize| (!array.is_null(index)).then(|| array.value(index).to_string());
+        for index in 0..batch.num_rows() {
+            rows.push(TrialRow {
+                trial_id: trial.value(index).to_string(),
+                final_test_accuracy: (!accuracy.is_null(index)).then(|| accuracy.value(index)),
+                key_frequencies: text(&keys, index),
+                final_checkpoint: text(&checkpoint, index),
+            });
+        }
+    }
+    rows
+}
+
+/// Every finished trial's final checkpoint exists, loads, and reproduces the
+/// stored final test accuracy on its own split.
+pub(crate) fn check_final_checkpoints(sweep_dir: &Path) {
+    let trials = trial_details(sweep_dir);
+    assert!(!trials.is_empty());
+    for trial in trials {
+        let relative = trial.final_checkpoint.as_deref().unwrap_or_else(|| panic!("trial {} has no checkpoint", trial.trial_id));
+        let bytes = std::fs::read(sweep_dir.join(relative)).expect("the final checkpoint is where the trials table says");
+        let (_, evaluation) = sweep_worker::transformer::checkpoint::evaluate_checkpoint(&bytes).expect("checkpoint loads");
+        assert_eq!(Some(evaluation.test.accuracy), trial.final_test_accuracy, "trial {}", trial.trial_id);
+        let keys: Vec<String> = evaluation.key_frequencies.iter().map(usize::to_string).collect();
+        assert_eq!(trial.key_frequencies.unwrap_or_default(), keys.join(","), "trial {}", trial.trial_id);
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use sweep_worker::WorkerConfig;
 
 use crate::fixture::{InProcessCoordinator, client, fast_config, fixture_spec, submit, wait_for_sweep};
-use crate::results::{check_progress, progress_rows, trials_rows};
+use crate::results::{EVAL_MEASURES, check_final_checkpoints, check_progress, check_spectra, progress_rows, spectra_rows, trials_rows};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tiny_sweep_runs_end_to_end_and_lands_in_parquet() {
@@ -37,6 +37,22 @@ async fn tiny_sweep_runs_end_to_end_and_lands_in_parquet() {
     assert!(trials.iter().all(|(_, status, attempt)| status == "done" && *attempt == 1));
     let rows = progress_rows(&sweep_dir);
     check_progress(&rows);
-    // 7 evals (0, 10, ..., 60) × 5 measures × 4 trials.
-    assert_eq!(rows.len(), 7 * 5 * 4);
+    // 7 evals (0, 10, ..., 60) × 11 measures, and the 2 final-K losses at the
+    // 3 checkpoints (0, 30, 60), for each of 4 trials.
+    assert_eq!(rows.len(), (7 * EVAL_MEASURES.len() + 3 * 2) * 4);
+    let mut final_k_steps: Vec<i64> = rows.iter().filter(|r| r.measure == "excluded_loss_final_k").map(|r| r.step).collect();
+    final_k_steps.sort();
+    final_k_steps.dedup();
+    assert_eq!(final_k_steps, vec![0, 30, 60]);
+    // At the last step the final K is the step's own K: both definitions agree.
+    for row in rows.iter().filter(|r| r.measure == "restricted_loss_final_k" && r.step == 60) {
+        let online = rows.iter().find(|r| r.trial_id == row.trial_id && r.step == 60 && r.measure == "restricted_loss").expect("online");
+        assert_eq!(online.value, row.value);
+    }
+    let spectra = spectra_rows(&sweep_dir);
+    check_spectra(&spectra, &rows, 11);
+    assert_eq!(spectra.len(), 7 * 3 * 6 * 4, "7 evals × 3 spectra × 6 frequencies × 4 trials");
+    check_final_checkpoints(&sweep_dir);
+    let checkpoint_files = std::fs::read_dir(sweep_dir.join("checkpoints")).expect("checkpoints").count();
+    assert_eq!(checkpoint_files, 4, "one checkpoint directory per trial");
 }

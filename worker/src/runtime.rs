@@ -18,7 +18,7 @@ use sweep_proto::pb;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tonic::Code;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::trial_thread::{self, TrialEvent, TrialJob, TrialOutcome};
 use crate::{WorkerConfig, WorkerError};
@@ -32,6 +32,8 @@ struct RunningTrial {
     sweep: String,
     cancel: Arc<AtomicBool>,
     pending: Vec<pb::ProgressRow>,
+    /// Checkpoints not yet stored by the coordinator: (step, safetensors bytes).
+    pending_checkpoints: Vec<(i64, Vec<u8>)>,
     outcome: Option<TrialOutcome>,
     /// The coordinator revoked the lease: report nothing more.
     revoked: bool,
@@ -129,6 +131,11 @@ impl Worker {
                     trial.pending.extend(rows);
                 }
             }
+            TrialEvent::Checkpoint { trial_id, step, safetensors } => {
+                if let Some(trial) = self.running.get_mut(&trial_id) {
+                    trial.pending_checkpoints.push((step, safetensors));
+                }
+            }
             TrialEvent::Finished { trial_id, outcome } => {
                 if let Some(trial) = self.running.get_mut(&trial_id) {
                     trial.outcome = Some(outcome);
@@ -144,6 +151,7 @@ impl Worker {
             self.register().await?;
         }
         self.upload_progress().await?;
+        self.upload_checkpoints().await?;
         self.report_finished().await?;
         if Instant::now() >= self.next_heartbeat {
             self.heartbeat().await?;
@@ -203,11 +211,43 @@ impl Worker {
         Ok(())
     }
 
+    /// Store pending checkpoints, oldest first; a checkpoint stays pending
+    /// until the coordinator has it, so a restart of the coordinator loses none.
+    async fn upload_checkpoints(&mut self) -> Result<(), tonic::Status> {
+        let with_checkpoints: Vec<String> =
+            self.running.iter().filter(|(_, trial)| !trial.pending_checkpoints.is_empty() && !trial.revoked).map(|(id, _)| id.clone()).collect();
+        for trial_id in with_checkpoints {
+            let trial = self.running.get_mut(&trial_id).expect("ids were taken from the map");
+            if matches!(trial.outcome, Some(TrialOutcome::Cancelled)) {
+                trial.pending_checkpoints.clear();
+                continue;
+            }
+            while let Some((step, bytes)) = trial.pending_checkpoints.first() {
+                let request = pb::UploadCheckpointRequest { lease: Some(trial.lease.clone()), step: *step, safetensors: bytes.clone() };
+                match self.client.upload_checkpoint(request).await {
+                    Ok(response) => {
+                        debug!(trial = %trial_id, step = *step, path = %response.into_inner().path, "checkpoint stored");
+                        trial.pending_checkpoints.remove(0);
+                    }
+                    Err(status) if is_stale(&status) => {
+                        warn!(trial = %trial_id, reason = %status.message(), "lease is stale; stopping the trial");
+                        trial.revoked = true;
+                        trial.cancel.store(true, Ordering::Relaxed);
+                        trial.pending_checkpoints.clear();
+                        break;
+                    }
+                    Err(status) => return Err(status),
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn report_finished(&mut self) -> Result<(), tonic::Status> {
         let finished: Vec<String> = self
             .running
             .iter()
-            .filter(|(_, trial)| trial.outcome.is_some() && (trial.pending.is_empty() || trial.revoked))
+            .filter(|(_, trial)| trial.outcome.is_some() && ((trial.pending.is_empty() && trial.pending_checkpoints.is_empty()) || trial.revoked))
             .map(|(id, _)| id.clone())
             .collect();
         for trial_id in finished {
@@ -216,7 +256,7 @@ impl Worker {
             let result = match (&trial.outcome, trial.revoked) {
                 (_, true) => Ok(()),
                 (Some(TrialOutcome::Done(metrics)), false) => {
-                    let request = pb::CompleteTrialRequest { lease, metrics: Some(*metrics) };
+                    let request = pb::CompleteTrialRequest { lease, metrics: Some(metrics.clone()) };
                     self.client.complete_trial(request).await.map(|_| ())
                 }
                 (Some(TrialOutcome::Failed(reason)), false) => {
@@ -308,7 +348,7 @@ impl Worker {
 
     fn track(&mut self, lease: pb::LeaseRef, sweep: String, outcome: Option<TrialOutcome>) -> Arc<AtomicBool> {
         let cancel = Arc::new(AtomicBool::new(false));
-        let trial = RunningTrial { lease: lease.clone(), sweep, cancel: Arc::clone(&cancel), pending: Vec::new(), outcome, revoked: false };
+        let trial = RunningTrial { lease: lease.clone(), sweep, cancel: Arc::clone(&cancel), pending: Vec::new(), pending_checkpoints: Vec::new(), outcome, revoked: false };
         self.running.insert(lease.trial_id, trial);
         cancel
     }

@@ -14,8 +14,12 @@ pub enum SinkError {
 
 /// Receives measure rows from a training loop.
 pub trait MeasureSink {
-    /// Record the measures of one evaluated step.
-    fn record(&mut self, step: i64, measures: &[(&'static str, f64)]) -> Result<(), SinkError>;
+    /// Record the measures of one evaluated step (names as in
+    /// `sweep_core::measures`, spectra as `SpectrumKey` names).
+    fn record(&mut self, step: i64, measures: &[(String, f64)]) -> Result<(), SinkError>;
+
+    /// Hand over a checkpoint (a complete safetensors file) of step `step`.
+    fn checkpoint(&mut self, step: i64, safetensors: Vec<u8>) -> Result<(), SinkError>;
 
     /// Whether training should stop now.
     fn cancelled(&self) -> bool;
@@ -25,13 +29,15 @@ pub trait MeasureSink {
 #[derive(Debug, Default, Clone)]
 pub struct CollectingSink {
     /// (step, measure, value) in arrival order.
-    pub rows: Vec<(i64, &'static str, f64)>,
+    pub rows: Vec<(i64, String, f64)>,
+    /// (step, safetensors bytes) in arrival order.
+    pub checkpoints: Vec<(i64, Vec<u8>)>,
 }
 
 impl CollectingSink {
-    /// Distinct steps recorded, in order.
-    pub fn steps(&self) -> Vec<i64> {
-        let mut steps: Vec<i64> = self.rows.iter().map(|row| row.0).collect();
+    /// Distinct steps at which `measure` was recorded, in arrival order.
+    pub fn steps_of(&self, measure: &str) -> Vec<i64> {
+        let mut steps: Vec<i64> = self.rows.iter().filter(|row| row.1 == measure).map(|row| row.0).collect();
         steps.dedup();
         steps
     }
@@ -43,8 +49,13 @@ impl CollectingSink {
 }
 
 impl MeasureSink for CollectingSink {
-    fn record(&mut self, step: i64, measures: &[(&'static str, f64)]) -> Result<(), SinkError> {
-        self.rows.extend(measures.iter().map(|(name, value)| (step, *name, *value)));
+    fn record(&mut self, step: i64, measures: &[(String, f64)]) -> Result<(), SinkError> {
+        self.rows.extend(measures.iter().map(|(name, value)| (step, name.clone(), *value)));
+        Ok(())
+    }
+
+    fn checkpoint(&mut self, step: i64, safetensors: Vec<u8>) -> Result<(), SinkError> {
+        self.checkpoints.push((step, safetensors));
         Ok(())
     }
 

@@ -12,6 +12,7 @@ use tracing::{info, info_span};
 
 use crate::backend::TrainingBackend;
 use crate::sink::{MeasureSink, SinkError};
+use crate::transformer::train::TrainError;
 use crate::transformer::{TrainSpec, train};
 
 /// What a trial thread tells the worker loop.
@@ -19,6 +20,8 @@ use crate::transformer::{TrainSpec, train};
 pub(crate) enum TrialEvent {
     /// Rows of one evaluated step.
     Rows { trial_id: String, rows: Vec<pb::ProgressRow> },
+    /// A checkpoint to store.
+    Checkpoint { trial_id: String, step: i64, safetensors: Vec<u8> },
     /// The thread ended.
     Finished { trial_id: String, outcome: TrialOutcome },
 }
@@ -56,13 +59,14 @@ fn now_ms() -> i64 {
 }
 
 impl MeasureSink for ChannelSink {
-    fn record(&mut self, step: i64, measures: &[(&'static str, f64)]) -> Result<(), SinkError> {
+    fn record(&mut self, step: i64, measures: &[(String, f64)]) -> Result<(), SinkError> {
         let wall_time_ms = now_ms();
-        let rows = measures
-            .iter()
-            .map(|(measure, value)| pb::ProgressRow { step, measure: measure.to_string(), value: *value, wall_time_ms })
-            .collect();
+        let rows = measures.iter().map(|(measure, value)| pb::ProgressRow { step, measure: measure.clone(), value: *value, wall_time_ms }).collect();
         self.events.blocking_send(TrialEvent::Rows { trial_id: self.trial_id.clone(), rows }).map_err(|_| SinkError::Closed)
+    }
+
+    fn checkpoint(&mut self, step: i64, safetensors: Vec<u8>) -> Result<(), SinkError> {
+        self.events.blocking_send(TrialEvent::Checkpoint { trial_id: self.trial_id.clone(), step, safetensors }).map_err(|_| SinkError::Closed)
     }
 
     fn cancelled(&self) -> bool {
@@ -86,8 +90,9 @@ fn run(job: &TrialJob, sink: &mut ChannelSink) -> TrialOutcome {
             test_accuracy: outcome.test.accuracy,
             grokked_at: outcome.grokked_at,
             wall_seconds: started.elapsed().as_secs_f64(),
+            key_frequencies: outcome.key_frequencies.iter().map(|&k| k as u32).collect(),
         }),
-        Err(SinkError::Cancelled) => TrialOutcome::Cancelled,
+        Err(TrainError::Sink(SinkError::Cancelled)) => TrialOutcome::Cancelled,
         Err(error) => TrialOutcome::Failed(error.to_string()),
     }
 }

@@ -1,5 +1,8 @@
 //! Time the Nanda et al. step (p = 113, fraction 0.3, full batch, d_model 128)
-//! on the worker's backend: `cargo run --release -p groksweep-bench --bin nanda-step [steps]`.
+//! on the worker's backend, and what the progress measures cost next to it:
+//! one evaluation with every measure, one checkpoint saved, and one final-K
+//! re-computation over a checkpoint.
+//! `cargo run --release -p groksweep-bench --bin nanda-step [steps]`.
 
 use std::time::Instant;
 
@@ -8,9 +11,26 @@ use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::activation::log_softmax;
 use sweep_core::Split;
 use sweep_worker::backend::{BACKEND_NAME, TrainingBackend};
+use sweep_core::{Family, TrialParams};
+use sweep_worker::transformer::checkpoint::{self, CheckpointInfo};
 use sweep_worker::transformer::data::TrialData;
-use sweep_worker::transformer::eval::evaluate;
+use sweep_worker::transformer::measures::Evaluator;
 use sweep_worker::transformer::{Transformer, TransformerConfig};
+
+type Inner = <TrainingBackend as burn::tensor::backend::AutodiffBackend>::InnerBackend;
+
+/// Median of `runs` timings of `work`, in ms.
+fn median_ms(runs: usize, mut work: impl FnMut()) -> f64 {
+    let mut times: Vec<f64> = (0..runs)
+        .map(|_| {
+            let started = Instant::now();
+            work();
+            started.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[runs / 2]
+}
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -40,17 +60,32 @@ fn main() {
     let _ = model.valid().sum_squared_weights();
     let per_step = started.elapsed().as_secs_f64() * 1e3 / steps as f64;
 
-    let eval_data = TrialData::<<TrainingBackend as burn::tensor::backend::AutodiffBackend>::InnerBackend>::new(&split, 113, &device);
+    let evaluator = Evaluator::<Inner>::new(&split, 113, &device);
     let valid = model.valid();
-    let eval_started = Instant::now();
-    let train = evaluate(&valid, &eval_data.train, 113);
-    let test = evaluate(&valid, &eval_data.test, 113);
-    let squares = valid.sum_squared_weights();
-    let eval_ms = eval_started.elapsed().as_secs_f64() * 1e3;
+    let mut evaluation = None;
+    let eval_ms = median_ms(5, || evaluation = Some(evaluator.evaluate(&valid)));
+    let evaluation = evaluation.expect("evaluated");
+    let info = CheckpointInfo {
+        step: steps as i64,
+        params: TrialParams { family: Family::Transformer, modulus: 113, data_fraction: 0.3, weight_decay: 1.0, seed: 0, data_seed: 0, image_diversity: None },
+    };
+    let mut bytes = Vec::new();
+    let save_ms = median_ms(5, || bytes = checkpoint::save(&valid, &info).expect("saves"));
+    let final_k_ms = median_ms(5, || {
+        let (loaded, _) = checkpoint::load::<Inner>(&bytes, &device).expect("loads");
+        let _ = evaluator.restricted_excluded_with(&loaded, &evaluation.key_frequencies);
+    });
+    // Share of a run at eval_every = checkpoint_every = 100.
+    let measures_ms = eval_ms + save_ms + final_k_ms;
+    let share = measures_ms / (100.0 * per_step + measures_ms);
     println!(
-        "backend={BACKEND_NAME} train_pairs={} steps={steps} ms_per_step={per_step:.1} eval_ms={eval_ms:.1} (train loss {:.3}, test loss {:.3}, Σθ² {squares:.0})",
+        "backend={BACKEND_NAME} train_pairs={} steps={steps} ms_per_step={per_step:.1} eval_ms={eval_ms:.1} checkpoint_save_ms={save_ms:.1} \
+         final_k_ms={final_k_ms:.1} checkpoint_bytes={} measures_share_at_every_100={:.1}% (train loss {:.3}, test loss {:.3}, Σθ² {:.0})",
         data.train.len(),
-        train.loss,
-        test.loss
+        bytes.len(),
+        share * 100.0,
+        evaluation.train.loss,
+        evaluation.test.loss,
+        evaluation.sum_squared_weights,
     );
 }

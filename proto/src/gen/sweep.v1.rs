@@ -32,6 +32,8 @@ pub struct TrainingSettings {
     pub n_heads: u32,
     #[prost(uint32, tag = "6")]
     pub d_mlp: u32,
+    #[prost(uint32, tag = "7")]
+    pub checkpoint_every: u32,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, ::prost::Message)]
@@ -246,6 +248,9 @@ pub struct HeartbeatResponse {
 pub struct ProgressRow {
     #[prost(int64, tag = "1")]
     pub step: i64,
+    /// A measure name, or a spectrum entry encoded as `spectrum:<matrix>:<frequency>`
+    /// (see sweep_core::measures::SpectrumKey); the coordinator routes those to
+    /// the `spectra` table.
     #[prost(string, tag = "2")]
     pub measure: ::prost::alloc::string::String,
     #[prost(double, tag = "3")]
@@ -268,7 +273,7 @@ pub struct ReportProgressResponse {
     pub rows_accepted: u64,
 }
 #[allow(clippy::all)]
-#[derive(Clone, Copy, PartialEq, ::prost::Message)]
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct FinalMetrics {
     #[prost(int64, tag = "1")]
     pub epochs: i64,
@@ -284,6 +289,9 @@ pub struct FinalMetrics {
     pub grokked_at: ::core::option::Option<i64>,
     #[prost(double, tag = "7")]
     pub wall_seconds: f64,
+    /// Key frequencies of the final model (transformer family), ascending.
+    #[prost(uint32, repeated, tag = "8")]
+    pub key_frequencies: ::prost::alloc::vec::Vec<u32>,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -311,6 +319,25 @@ pub struct FailTrialRequest {
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct FailTrialResponse {}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct UploadCheckpointRequest {
+    #[prost(message, optional, tag = "1")]
+    pub lease: ::core::option::Option<LeaseRef>,
+    /// Training step the weights are from.
+    #[prost(int64, tag = "2")]
+    pub step: i64,
+    /// The checkpoint, a complete safetensors file.
+    #[prost(bytes = "vec", tag = "3")]
+    pub safetensors: ::prost::alloc::vec::Vec<u8>,
+}
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct UploadCheckpointResponse {
+    /// Where it was stored, relative to the sweep's results directory.
+    #[prost(string, tag = "1")]
+    pub path: ::prost::alloc::string::String,
+}
 /// Generated client implementations.
 pub mod coordinator_client {
     #![allow(
@@ -668,6 +695,31 @@ pub mod coordinator_client {
                 .insert(GrpcMethod::new("sweep.v1.Coordinator", "FailTrial"));
             self.inner.unary(req, path, codec).await
         }
+        /// Store a model checkpoint (safetensors bytes) of a live lease.
+        pub async fn upload_checkpoint(
+            &mut self,
+            request: impl tonic::IntoRequest<super::UploadCheckpointRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::UploadCheckpointResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/sweep.v1.Coordinator/UploadCheckpoint",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("sweep.v1.Coordinator", "UploadCheckpoint"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -763,6 +815,14 @@ pub mod coordinator_server {
             request: tonic::Request<super::FailTrialRequest>,
         ) -> std::result::Result<
             tonic::Response<super::FailTrialResponse>,
+            tonic::Status,
+        >;
+        /// Store a model checkpoint (safetensors bytes) of a live lease.
+        async fn upload_checkpoint(
+            &self,
+            request: tonic::Request<super::UploadCheckpointRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::UploadCheckpointResponse>,
             tonic::Status,
         >;
     }
@@ -1325,6 +1385,51 @@ pub mod coordinator_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = FailTrialSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/sweep.v1.Coordinator/UploadCheckpoint" => {
+                    #[allow(non_camel_case_types)]
+                    struct UploadCheckpointSvc<T: Coordinator>(pub Arc<T>);
+                    impl<
+                        T: Coordinator,
+                    > tonic::server::UnaryService<super::UploadCheckpointRequest>
+                    for UploadCheckpointSvc<T> {
+                        type Response = super::UploadCheckpointResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::UploadCheckpointRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Coordinator>::upload_checkpoint(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = UploadCheckpointSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

@@ -5,11 +5,6 @@
 //! log-softmax stops) are resolved to f64's relative precision.
 //! The `=` logit is dropped: loss and accuracy are over the p number classes.
 
-use burn::tensor::backend::Backend;
-
-use super::data::PairBatch;
-use super::model::Transformer;
-
 /// Loss and accuracy of one side of the split.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LossAccuracy {
@@ -19,47 +14,53 @@ pub struct LossAccuracy {
     pub accuracy: f64,
 }
 
-/// Cross-entropy and accuracy of row-major `logits` ([n, stride], first `classes`
-/// columns used) against `labels`, in f64.
-pub fn loss_and_accuracy(logits: &[f32], stride: usize, classes: usize, labels: &[usize]) -> LossAccuracy {
-    if labels.is_empty() {
-        return LossAccuracy { loss: f64::NAN, accuracy: f64::NAN };
-    }
-    let mut total_loss = 0.0;
-    let mut correct = 0usize;
-    for (row, &label) in labels.iter().enumerate() {
-        let values = &logits[row * stride..row * stride + classes];
+/// Running cross-entropy and accuracy over rows of f64 logits.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LossAccumulator {
+    total_loss: f64,
+    correct: usize,
+    count: usize,
+}
+
+impl LossAccumulator {
+    /// Add one row of class logits (the `=` logit already dropped) with its label.
+    pub fn add(&mut self, values: &[f64], label: usize) {
         let (mut best, mut best_index) = (f64::NEG_INFINITY, 0);
         for (index, &value) in values.iter().enumerate() {
-            if (value as f64) > best {
-                best = value as f64;
+            if value > best {
+                best = value;
                 best_index = index;
             }
         }
         // log Σ exp(v - best) = ln(1 + Σ_{i≠best} exp(v_i - best)), taken with
         // ln_1p so that a loss of 1e-17 does not round to 0.
-        let mut rest = 0.0;
-        for (index, &value) in values.iter().enumerate() {
-            if index != best_index {
-                rest += (value as f64 - best).exp();
-            }
-        }
-        let log_probability = values[label] as f64 - best - rest.ln_1p();
-        total_loss -= log_probability;
-        correct += usize::from(best_index == label);
+        let rest: f64 = values.iter().enumerate().filter(|(index, _)| *index != best_index).map(|(_, value)| (value - best).exp()).sum();
+        self.total_loss -= values[label] - best - rest.ln_1p();
+        self.correct += usize::from(best_index == label);
+        self.count += 1;
     }
-    LossAccuracy { loss: total_loss / labels.len() as f64, accuracy: correct as f64 / labels.len() as f64 }
+
+    /// Mean loss and accuracy; NaN for no rows (a training fraction of 1 leaves no test pairs).
+    pub fn finish(&self) -> LossAccuracy {
+        if self.count == 0 {
+            return LossAccuracy { loss: f64::NAN, accuracy: f64::NAN };
+        }
+        LossAccuracy { loss: self.total_loss / self.count as f64, accuracy: self.correct as f64 / self.count as f64 }
+    }
 }
 
-/// Evaluate `model` on `batch`.
-pub fn evaluate<B: Backend>(model: &Transformer<B>, batch: &PairBatch<B>, modulus: usize) -> LossAccuracy {
-    if batch.is_empty() {
-        return loss_and_accuracy(&[], 0, 0, &[]);
+/// Cross-entropy and accuracy of row-major `logits` ([n, stride], first `classes`
+/// columns used) against `labels`, in f64.
+pub fn loss_and_accuracy(logits: &[f32], stride: usize, classes: usize, labels: &[usize]) -> LossAccuracy {
+    let mut accumulator = LossAccumulator::default();
+    let mut row = vec![0.0; classes];
+    for (index, &label) in labels.iter().enumerate() {
+        for (target, &value) in row.iter_mut().zip(&logits[index * stride..index * stride + classes]) {
+            *target = value as f64;
+        }
+        accumulator.add(&row, label);
     }
-    let logits = model.forward(batch.tokens.clone()).logits;
-    let stride = logits.dims()[1];
-    let values: Vec<f32> = logits.into_data().iter::<f32>().collect();
-    loss_and_accuracy(&values, stride, modulus, &batch.labels)
+    accumulator.finish()
 }
 
 #[cfg(test)]

@@ -1,15 +1,19 @@
-//! The custom training loop: full batch AdamW with linear warm-up, measures
-//! every `eval_every` epochs into a [`MeasureSink`].
+//! The custom training loop: full batch AdamW with linear warm-up, every
+//! measure every `eval_every` epochs, checkpoints every `checkpoint_every`
+//! epochs, and after the last step the paper's measures with the final
+//! model's key frequencies over those checkpoints.
 
 use burn::module::AutodiffModule;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::AutodiffBackend;
-use sweep_core::measures::{GROKKED_ACCURACY, SUM_SQUARED_WEIGHTS, TEST_ACCURACY, TEST_LOSS, TRAIN_ACCURACY, TRAIN_LOSS};
+use sweep_core::measures::{EXCLUDED_LOSS_FINAL_K, GROKKED_ACCURACY, RESTRICTED_LOSS_FINAL_K};
 use sweep_core::{Split, StopRule, TrainingSettings, TrialParams};
 
-use super::data::TrialData;
-use super::eval::{LossAccuracy, evaluate};
+use super::checkpoint::{self, CheckpointInfo};
+use super::data::PairBatch;
+use super::eval::LossAccuracy;
+use super::measures::Evaluator;
 use super::model::{Transformer, TransformerConfig};
 use crate::sink::{MeasureSink, SinkError};
 
@@ -37,6 +41,20 @@ pub struct TrainOutcome {
     pub grokked_at: Option<i64>,
     /// True when the early-stop rule ended the run.
     pub stopped_early: bool,
+    /// Key frequencies of the final model, ascending.
+    pub key_frequencies: Vec<usize>,
+}
+
+/// Why a trial's training ended without an outcome.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrainError {
+    /// The sink refused the rows or asked to stop.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    /// A checkpoint could not be written or read back.
+    #[error(transparent)]
+    Checkpoint(#[from] checkpoint::CheckpointError),
 }
 
 /// AdamW as the recipe sets it: betas (0.9, 0.98), eps 1e-8, decoupled weight decay.
@@ -53,61 +71,95 @@ pub fn learning_rate(base: f64, warmup_steps: u32, step: u64) -> f64 {
 }
 
 /// Train a transformer trial, sending measures to `sink` at step 0, every
-/// `eval_every` steps and at the last step.
-pub fn train<B: AutodiffBackend>(spec: &TrainSpec, device: &B::Device, sink: &mut dyn MeasureSink) -> Result<TrainOutcome, SinkError> {
+/// `eval_every` steps and at the last step, and checkpoints at step 0, every
+/// `checkpoint_every` steps and at the last step. The checkpoints of the run
+/// are kept in memory until it ends (about 4 bytes per parameter each), when
+/// the restricted and excluded loss with the final key frequencies are
+/// computed over them and recorded at their steps.
+pub fn train<B: AutodiffBackend>(spec: &TrainSpec, device: &B::Device, sink: &mut dyn MeasureSink) -> Result<TrainOutcome, TrainError> {
     let params = &spec.params;
-    let modulus = params.modulus as usize;
-    let config = TransformerConfig::new(modulus)
+    let config = TransformerConfig::new(params.modulus as usize)
         .with_d_model(spec.training.d_model as usize)
         .with_n_heads(spec.training.n_heads as usize)
         .with_d_mlp(spec.training.d_mlp as usize)
         .with_seed(params.seed);
     let mut model: Transformer<B> = config.init(device);
     let split = Split::new(params.modulus, params.data_fraction, params.data_seed);
-    let data = TrialData::<B>::new(&split, params.modulus, device);
-    let eval_data = TrialData::<B::InnerBackend>::new(&split, params.modulus, device);
+    let train_batch = PairBatch::<B>::new(&split.train, params.modulus, device);
+    let evaluator = Evaluator::<B::InnerBackend>::new(&split, params.modulus, device);
     let mut optimizer = optimizer_config(params.weight_decay).init::<B, Transformer<B>>();
     let max_epochs = spec.stop.max_epochs as u64;
     let eval_every = spec.training.eval_every.max(1) as u64;
-    let train_count = data.train.len() as f64;
+    let checkpoint_every = spec.training.checkpoint_every as u64;
+    let train_count = train_batch.len() as f64;
 
+    let mut checkpoints: Vec<(i64, Vec<u8>)> = Vec::new();
     let mut grokked_at = None;
     let mut streak = 0u32;
     let mut step = 0u64;
     loop {
+        let mut finishing = None;
         if step % eval_every == 0 || step == max_epochs {
             let valid = model.valid();
-            let train_measures = evaluate(&valid, &eval_data.train, modulus);
-            let test_measures = evaluate(&valid, &eval_data.test, modulus);
-            let measures = [
-                (TRAIN_LOSS, train_measures.loss),
-                (TEST_LOSS, test_measures.loss),
-                (TRAIN_ACCURACY, train_measures.accuracy),
-                (TEST_ACCURACY, test_measures.accuracy),
-                (SUM_SQUARED_WEIGHTS, valid.sum_squared_weights()),
-            ];
-            sink.record(step as i64, &measures)?;
-            if grokked_at.is_none() && test_measures.accuracy >= GROKKED_ACCURACY {
+            let evaluation = evaluator.evaluate(&valid);
+            sink.record(step as i64, &evaluation.rows())?;
+            if grokked_at.is_none() && evaluation.test.accuracy >= GROKKED_ACCURACY {
                 grokked_at = Some(step as i64);
             }
-            let reached_target = spec.stop.target_test_accuracy.is_some_and(|target| test_measures.accuracy >= target);
+            let reached_target = spec.stop.target_test_accuracy.is_some_and(|target| evaluation.test.accuracy >= target);
             streak = if reached_target { streak + 1 } else { 0 };
             let stopped_early = streak >= spec.stop.patience;
             if step == max_epochs || stopped_early {
-                return Ok(TrainOutcome { epochs: step as i64, train: train_measures, test: test_measures, grokked_at, stopped_early });
+                finishing = Some(TrainOutcome {
+                    epochs: step as i64,
+                    train: evaluation.train,
+                    test: evaluation.test,
+                    grokked_at,
+                    stopped_early,
+                    key_frequencies: evaluation.key_frequencies,
+                });
             }
         }
-        if sink.cancelled() {
-            return Err(SinkError::Cancelled);
+        if finishing.is_some() || (checkpoint_every > 0 && step % checkpoint_every == 0) {
+            let bytes = checkpoint::save(&model.valid(), &CheckpointInfo { step: step as i64, params: params.clone() })?;
+            sink.checkpoint(step as i64, bytes.clone())?;
+            checkpoints.push((step as i64, bytes));
         }
-        let logits = model.forward(data.train.tokens.clone()).logits; // [n_train, d_vocab]
+        if let Some(outcome) = finishing {
+            record_final_k_measures::<B>(&evaluator, &checkpoints, &outcome.key_frequencies, device, sink)?;
+            return Ok(outcome);
+        }
+        if sink.cancelled() {
+            return Err(SinkError::Cancelled.into());
+        }
+        let logits = model.forward(train_batch.tokens.clone()).logits; // [n_train, d_vocab]
         let log_probabilities = log_softmax(logits, 1);
-        let loss = (log_probabilities * data.train.one_hot.clone()).sum().div_scalar(-train_count);
+        let loss = (log_probabilities * train_batch.one_hot.clone()).sum().div_scalar(-train_count);
         let gradients = GradientsParams::from_grads(loss.backward(), &model);
         let lr = learning_rate(spec.training.lr, spec.training.warmup_steps, step);
         model = optimizer.step(lr, model, gradients);
         step += 1;
     }
+}
+
+/// The authors' definition: K fixed from the final model, reused at every
+/// earlier checkpoint. Each checkpoint is read back from its bytes.
+fn record_final_k_measures<B: AutodiffBackend>(
+    evaluator: &Evaluator<B::InnerBackend>,
+    checkpoints: &[(i64, Vec<u8>)],
+    final_keys: &[usize],
+    device: &B::Device,
+    sink: &mut dyn MeasureSink,
+) -> Result<(), TrainError> {
+    for (step, bytes) in checkpoints {
+        if sink.cancelled() {
+            return Err(SinkError::Cancelled.into());
+        }
+        let (model, _) = checkpoint::load::<B::InnerBackend>(bytes, device)?;
+        let measured = evaluator.restricted_excluded_with(&model, final_keys);
+        sink.record(*step, &[(RESTRICTED_LOSS_FINAL_K.to_string(), measured.restricted), (EXCLUDED_LOSS_FINAL_K.to_string(), measured.excluded)])?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -116,11 +168,12 @@ mod tests {
     use crate::backend::TestAutodiffBackend;
     use crate::sink::CollectingSink;
     use sweep_core::Family;
+    use sweep_core::measures::TRAIN_LOSS;
 
     fn tiny_spec(weight_decay: f64, max_epochs: u32) -> TrainSpec {
         TrainSpec {
             params: TrialParams { family: Family::Transformer, modulus: 11, data_fraction: 0.6, weight_decay, seed: 1, data_seed: 2, image_diversity: None },
-            training: TrainingSettings { lr: 1e-2, warmup_steps: 5, eval_every: 20, d_model: 32, n_heads: 4, d_mlp: 64 },
+            training: TrainingSettings { lr: 1e-2, warmup_steps: 5, eval_every: 20, d_model: 32, n_heads: 4, d_mlp: 64, checkpoint_every: 100 },
             stop: StopRule { max_epochs, target_test_accuracy: None, patience: 1 },
         }
     }
@@ -138,8 +191,13 @@ mod tests {
         let mut sink = CollectingSink::default();
         let outcome = train::<TestAutodiffBackend>(&tiny_spec(0.1, 200), &Default::default(), &mut sink).expect("trains");
         assert_eq!(outcome.epochs, 200);
-        let steps: Vec<i64> = sink.steps();
-        assert_eq!(steps, (0..=200).step_by(20).collect::<Vec<_>>());
+        assert_eq!(sink.steps_of(TRAIN_LOSS), (0..=200).step_by(20).collect::<Vec<_>>());
+        assert_eq!(sink.checkpoints.iter().map(|c| c.0).collect::<Vec<_>>(), vec![0, 100, 200]);
+        assert_eq!(sink.steps_of(RESTRICTED_LOSS_FINAL_K), vec![0, 100, 200]);
+        // At the last step K is the same either way, so both definitions agree there.
+        let last = |name| sink.value(200, name).expect("measured at the last step");
+        assert_eq!(last(RESTRICTED_LOSS_FINAL_K), last(sweep_core::measures::RESTRICTED_LOSS));
+        assert_eq!(last(EXCLUDED_LOSS_FINAL_K), last(sweep_core::measures::EXCLUDED_LOSS));
         let first_loss = sink.value(0, TRAIN_LOSS).expect("loss at step 0");
         assert!((first_loss - (11f64).ln()).abs() < 1.0, "initial loss {first_loss} should be near ln 11");
         assert!(outcome.train.loss < 0.1 * first_loss, "loss fell from {first_loss} to {}", outcome.train.loss);

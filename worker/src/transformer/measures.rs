@@ -1,0 +1,347 @@
+//! Every progress measure of one evaluated step, from one forward pass over
+//! all p² inputs: loss and accuracy on each side of the split, restricted and
+//! excluded loss, Gini of the Fourier norms of W_E and W_L, key frequencies
+//! and the spectra.
+//!
+//! The heavy part, the 2D DFT of the MLP activations (p² × d_mlp), is two
+//! matrix products against the precomputed basis on the model's backend; the
+//! rest is O(p²·p) host arithmetic in f64.
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
+use sweep_core::Split;
+use sweep_core::measures::{
+    EXCLUDED_LOSS, GINI_W_E, GINI_W_L, KEY_FREQUENCY_COUNT, KEY_FVE_THRESHOLD, KEY_NEURON_FRACTION, RESTRICTED_LOSS, SUM_SQUARED_WEIGHTS, SpectrumKey,
+    SpectrumMatrix, TEST_ACCURACY, TEST_LOSS, TRAIN_ACCURACY, TRAIN_LOSS,
+};
+
+use super::eval::{LossAccumulator, LossAccuracy};
+use super::fourier::{FourierBasis, FrequencyProjection, gini, key_frequencies, neuron_frequencies};
+use super::model::Transformer;
+
+/// Everything measured at one step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evaluation {
+    /// Loss and accuracy on the training pairs.
+    pub train: LossAccuracy,
+    /// Loss and accuracy on the test pairs.
+    pub test: LossAccuracy,
+    /// Σθ².
+    pub sum_squared_weights: f64,
+    /// Restricted and excluded loss over the key frequencies found at this step.
+    pub restricted_excluded: RestrictedExcluded,
+    /// Gini of the Fourier-component norms of W_E.
+    pub gini_w_e: f64,
+    /// Gini of the Fourier-component norms of W_L.
+    pub gini_w_l: f64,
+    /// Key frequencies found at this step, ascending.
+    pub key_frequencies: Vec<usize>,
+    /// Fraction of MLP neurons with FVE above the threshold.
+    pub key_neuron_fraction: f64,
+    /// Per-frequency norms of W_E (index k = 0..=(p−1)/2).
+    pub spectrum_w_e: Vec<f64>,
+    /// Per-frequency norms of W_L.
+    pub spectrum_w_l: Vec<f64>,
+    /// Per frequency: neurons it owns with FVE above the threshold.
+    pub key_neuron_counts: Vec<usize>,
+}
+
+/// Restricted and excluded loss for one set of key frequencies.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RestrictedExcluded {
+    /// Cross-entropy of Σ_{k∈K} P_k(L) + constant term, on the training pairs.
+    pub restricted: f64,
+    /// Cross-entropy of L − Σ_{k∈K} P_k(L), on the training pairs.
+    pub excluded: f64,
+}
+
+impl Evaluation {
+    /// The measures as progress rows: scalars by name, spectra as [`SpectrumKey`] names.
+    pub fn rows(&self) -> Vec<(String, f64)> {
+        let mut rows: Vec<(String, f64)> = [
+            (TRAIN_LOSS, self.train.loss),
+            (TEST_LOSS, self.test.loss),
+            (TRAIN_ACCURACY, self.train.accuracy),
+            (TEST_ACCURACY, self.test.accuracy),
+            (SUM_SQUARED_WEIGHTS, self.sum_squared_weights),
+            (RESTRICTED_LOSS, self.restricted_excluded.restricted),
+            (EXCLUDED_LOSS, self.restricted_excluded.excluded),
+            (GINI_W_E, self.gini_w_e),
+            (GINI_W_L, self.gini_w_l),
+            (KEY_FREQUENCY_COUNT, self.key_frequencies.len() as f64),
+            (KEY_NEURON_FRACTION, self.key_neuron_fraction),
+        ]
+        .into_iter()
+        .map(|(name, value)| (name.to_string(), value))
+        .collect();
+        let spectra = [
+            (SpectrumMatrix::WE, self.spectrum_w_e.clone()),
+            (SpectrumMatrix::WL, self.spectrum_w_l.clone()),
+            (SpectrumMatrix::KeyNeurons, self.key_neuron_counts.iter().map(|&count| count as f64).collect()),
+        ];
+        for (matrix, values) in spectra {
+            for (frequency, value) in values.into_iter().enumerate() {
+                rows.push((SpectrumKey { matrix, frequency: frequency as u32 }.measure_name(), value));
+            }
+        }
+        rows
+    }
+}
+
+/// Precomputed inputs of the measures for one trial: all p² inputs, the
+/// split as indices into them, and the Fourier basis on host and device.
+#[derive(Debug)]
+pub struct Evaluator<B: Backend> {
+    basis: FourierBasis,
+    basis_tensor: Tensor<B, 2>,
+    inputs: Tensor<B, 2, Int>,
+    train: Vec<(usize, usize)>,
+    test: Vec<(usize, usize)>,
+}
+
+/// Logits and activations of the model over all p² inputs, on the host.
+#[derive(Debug)]
+struct AllInputs {
+    /// [p², d_vocab], row-major, inputs in (a, b) order.
+    logits: Vec<f32>,
+    stride: usize,
+}
+
+impl<B: Backend> Evaluator<B> {
+    /// Prepare the measures of a trial with this split.
+    pub fn new(split: &Split, modulus: u32, device: &B::Device) -> Self {
+        let p = modulus as usize;
+        let mut tokens = Vec::with_capacity(p * p * 3);
+        for a in 0..p {
+            for b in 0..p {
+                tokens.extend_from_slice(&[a as i64, b as i64, p as i64]);
+            }
+        }
+        let basis = FourierBasis::new(p);
+        let basis_values: Vec<f32> = basis.rows().iter().map(|&v| v as f32).collect();
+        let index = |pairs: &[(u32, u32)]| pairs.iter().map(|&(a, b)| (a as usize, b as usize)).collect();
+        Evaluator {
+            basis_tensor: Tensor::from_data(TensorData::new(basis_values, [p, p]), device),
+            basis,
+            inputs: Tensor::from_data(TensorData::new(tokens, [p * p, 3]), device),
+            train: index(&split.train),
+            test: index(&split.test),
+        }
+    }
+
+    fn modulus(&self) -> usize {
+        self.basis.modulus()
+    }
+
+    /// Every measure of `model` at this step.
+    pub fn evaluate(&self, model: &Transformer<B>) -> Evaluation {
+        let p = self.modulus();
+        let output = model.forward(self.inputs.clone());
+        let d_mlp = output.mlp_post.dims()[1];
+        let power = self.activation_power(output.mlp_post);
+        let all = AllInputs { stride: output.logits.dims()[1], logits: host(output.logits) };
+        let neurons = neuron_frequencies(&power, p, d_mlp);
+        let (keys, key_neuron_fraction) = key_frequencies(&neurons, KEY_FVE_THRESHOLD);
+        let mut key_neuron_counts = vec![0usize; self.basis.frequency_count() + 1];
+        for neuron in neurons.iter().filter(|neuron| neuron.fve > KEY_FVE_THRESHOLD) {
+            key_neuron_counts[neuron.frequency] += 1;
+        }
+        let (w_e, w_l) = self.fourier_norms(model);
+        Evaluation {
+            train: self.loss_over(&all, &self.train),
+            test: self.loss_over(&all, &self.test),
+            sum_squared_weights: model.sum_squared_weights(),
+            restricted_excluded: self.restricted_excluded(&all, &keys),
+            gini_w_e: gini(&w_e),
+            gini_w_l: gini(&w_l),
+            key_frequencies: keys,
+            key_neuron_fraction,
+            spectrum_w_e: FourierBasis::frequency_norms(&w_e),
+            spectrum_w_l: FourierBasis::frequency_norms(&w_l),
+            key_neuron_counts,
+        }
+    }
+
+    /// Restricted and excluded loss of `model` for a given set of key frequencies
+    /// (the re-computation with the final model's K over saved checkpoints).
+    pub fn restricted_excluded_with(&self, model: &Transformer<B>, keys: &[usize]) -> RestrictedExcluded {
+        let logits = model.forward(self.inputs.clone()).logits;
+        let all = AllInputs { stride: logits.dims()[1], logits: host(logits) };
+        self.restricted_excluded(&all, keys)
+    }
+
+    /// Squared 2D-DFT coefficients of the centred activations, [ka, kb, neuron].
+    fn activation_power(&self, activations: Tensor<B, 2>) -> Vec<f32> {
+        let p = self.modulus();
+        let [inputs, neurons] = activations.dims();
+        debug_assert_eq!(inputs, p * p);
+        let centred = activations.clone() - activations.mean_dim(0);
+        let along_a = self.basis_tensor.clone().matmul(centred.reshape([p, p * neurons])); // [ka, (b, n)]
+        let by_b = along_a.reshape([p, p, neurons]).swap_dims(0, 1).reshape([p, p * neurons]); // [b, (ka, n)]
+        let along_b = self.basis_tensor.clone().matmul(by_b); // [kb, (ka, n)]
+        let ordered = along_b.reshape([p, p, neurons]).swap_dims(0, 1); // [ka, kb, n]
+        host(ordered.clone() * ordered)
+    }
+
+    fn loss_over(&self, all: &AllInputs, pairs: &[(usize, usize)]) -> LossAccuracy {
+        let p = self.modulus();
+        let mut accumulator = LossAccumulator::default();
+        let mut row = vec![0.0; p];
+        for &(a, b) in pairs {
+            let start = (a * p + b) * all.stride;
+            for (target, &value) in row.iter_mut().zip(&all.logits[start..start + p]) {
+                *target = value as f64;
+            }
+            accumulator.add(&row, (a + b) % p);
+        }
+        accumulator.finish()
+    }
+
+    fn restricted_excluded(&self, all: &AllInputs, keys: &[usize]) -> RestrictedExcluded {
+        let p = self.modulus();
+        let projection = FrequencyProjection::new(&self.basis, &all.logits, all.stride, keys);
+        let (mut restricted, mut excluded) = (LossAccumulator::default(), LossAccumulator::default());
+        for &(a, b) in &self.train {
+            let start = (a * p + b) * all.stride;
+            restricted.add(&projection.restricted(a, b), (a + b) % p);
+            excluded.add(&projection.excluded(a, b, &all.logits[start..start + all.stride]), (a + b) % p);
+        }
+        RestrictedExcluded { restricted: restricted.finish().loss, excluded: excluded.finish().loss }
+    }
+
+    /// Fourier-component norms of W_E (number rows) and of W_L = W_U[:, :p]ᵀ W_out.
+    fn fourier_norms(&self, model: &Transformer<B>) -> (Vec<f64>, Vec<f64>) {
+        let p = self.modulus();
+        let [_, d_model] = model.embed.dims();
+        let [d_mlp, _] = model.w_out.dims();
+        let embed: Vec<f64> = host(model.embed.val().narrow(0, 0, p)).into_iter().map(f64::from).collect();
+        let unembed = host(model.unembed.val()); // [d_model, d_vocab]
+        let w_out = host(model.w_out.val()); // [d_mlp, d_model]
+        let d_vocab = unembed.len() / d_model;
+        let mut w_l = vec![0.0f64; p * d_mlp];
+        for c in 0..p {
+            for neuron in 0..d_mlp {
+                let out_row = &w_out[neuron * d_model..(neuron + 1) * d_model];
+                w_l[c * d_mlp + neuron] = (0..d_model).map(|m| unembed[m * d_vocab + c] as f64 * out_row[m] as f64).sum();
+            }
+        }
+        (self.basis.component_norms(&embed, d_model), self.basis.component_norms(&w_l, d_mlp))
+    }
+}
+
+fn host<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Vec<f32> {
+    tensor.into_data().iter::<f32>().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::TestBackend;
+    use crate::transformer::model::TransformerConfig;
+    use burn::module::Param;
+    use std::f64::consts::PI;
+
+    const P: usize = 11;
+
+    fn evaluator(fraction: f64) -> Evaluator<TestBackend> {
+        Evaluator::new(&Split::new(P as u32, fraction, 4), P as u32, &Default::default())
+    }
+
+    #[test]
+    fn a_random_model_is_near_chance_and_its_measures_are_in_range() {
+        let model: Transformer<TestBackend> = TransformerConfig::new(P).with_d_model(16).with_n_heads(2).with_d_mlp(32).with_seed(1).init(&Default::default());
+        let evaluation = evaluator(0.5).evaluate(&model);
+        let ln_p = (P as f64).ln();
+        for loss in [evaluation.train.loss, evaluation.test.loss] {
+            assert!((loss - ln_p).abs() < 1.0, "loss {loss} of a random model should be near ln p = {ln_p}");
+        }
+        for gini in [evaluation.gini_w_e, evaluation.gini_w_l] {
+            assert!((0.0..0.6).contains(&gini), "a random matrix has spread-out Fourier norms: gini {gini}");
+        }
+        assert_eq!(evaluation.spectrum_w_e.len(), P / 2 + 1);
+        assert_eq!(evaluation.key_neuron_counts.iter().sum::<usize>() as f64 / 32.0, evaluation.key_neuron_fraction);
+        let rows = evaluation.rows();
+        assert_eq!(rows.len(), 11 + 3 * (P / 2 + 1));
+        assert!(rows.iter().all(|(_, value)| value.is_finite()));
+    }
+
+    #[test]
+    /// Logits exactly Σ_k α_k cos(w_k(a + b − c)) over a chosen K.
+    fn restricted_and_excluded_loss_of_a_pure_fourier_logit_table() {
+        let evaluator = evaluator(0.4);
+        let keys = [(2usize, 6.0f64), (4, 5.0)];
+        let stride = P + 1;
+        let mut logits = vec![0f32; P * P * stride];
+        for a in 0..P {
+            for b in 0..P {
+                for c in 0..P {
+                    let value: f64 = keys.iter().map(|&(k, alpha)| alpha * (2.0 * PI * (k * ((a + b + P - c) % P)) as f64 / P as f64).cos()).sum();
+                    logits[(a * P + b) * stride + c] = value as f32;
+                }
+            }
+        }
+        let all = AllInputs { logits, stride };
+        let full = evaluator.loss_over(&all, &evaluator.train);
+        let key_set: Vec<usize> = keys.iter().map(|k| k.0).collect();
+        let measured = evaluator.restricted_excluded(&all, &key_set);
+        assert!((measured.restricted - full.loss).abs() < 1e-5, "restricted {} vs full {}", measured.restricted, full.loss);
+        assert!(measured.excluded >= (P as f64).ln() - 1e-5, "excluded {} should be ln p", measured.excluded);
+        // With the wrong key set, restricting loses everything and excluding loses nothing.
+        let wrong = evaluator.restricted_excluded(&all, &[1, 3]);
+        assert!((wrong.restricted - (P as f64).ln()).abs() < 1e-5);
+        assert!((wrong.excluded - full.loss).abs() < 1e-5);
+    }
+
+    #[test]
+    fn key_frequencies_of_a_model_whose_neurons_are_set_by_hand() {
+        // A model whose MLP pre-activations are cos(w_k a) + cos(w_k b) + 2 for
+        // neuron groups of frequency 3 and 5 (so ReLU never clips them):
+        // W_E carries cos(w_k t) in coordinate k's slot, attention is switched
+        // off except for a uniform average over [a, b, =] (W_Q = W_K = 0), and
+        // W_V = identity; the last position then holds (e_a + e_b + e_=)/3.
+        let device = Default::default();
+        let (d_model, d_mlp) = (4, 6);
+        let mut model: Transformer<TestBackend> = TransformerConfig::new(P).with_d_model(d_model).with_n_heads(1).with_d_mlp(d_mlp).init(&device);
+        let frequencies = [3usize, 5];
+        let mut embed = vec![0f32; (P + 1) * d_model];
+        for t in 0..P {
+            for (slot, &k) in frequencies.iter().enumerate() {
+                embed[t * d_model + slot] = (2.0 * PI * (k * t % P) as f64 / P as f64).cos() as f32;
+            }
+        }
+        let zeros = |rows: usize, columns: usize| Param::from_tensor(Tensor::<TestBackend, 2>::zeros([rows, columns], &device));
+        let identity = |n: usize| {
+            let values: Vec<f32> = (0..n * n).map(|i| if i / n == i % n { 1.0 } else { 0.0 }).collect();
+            Param::from_tensor(Tensor::<TestBackend, 2>::from_data(TensorData::new(values, [n, n]), &device))
+        };
+        model.embed = Param::from_tensor(Tensor::from_data(TensorData::new(embed, [P + 1, d_model]), &device));
+        model.pos_embed = zeros(3, d_model);
+        model.w_q = zeros(d_model, d_model);
+        model.w_k = zeros(d_model, d_model);
+        model.w_v = identity(d_model);
+        model.w_o = identity(d_model);
+        // The residual at the last position is e_= + (e_a + e_b + e_=)/3 with e_= = 0.
+        // Neurons 0..3 read slot 0 (frequency 3), neurons 3..6 slot 1 (frequency 5), scaled.
+        let mut w_in = vec![0f32; d_model * d_mlp];
+        for neuron in 0..d_mlp {
+            w_in[(neuron / 3) * d_mlp + neuron] = 1.0 + neuron as f32;
+        }
+        model.w_in = Param::from_tensor(Tensor::from_data(TensorData::new(w_in, [d_model, d_mlp]), &device));
+        model.b_in = Param::from_tensor(Tensor::from_data(TensorData::new(vec![10f32; d_mlp], [d_mlp]), &device));
+        let evaluation = evaluator(0.5).evaluate(&model);
+        assert_eq!(evaluation.key_frequencies, vec![3, 5]);
+        assert_eq!(evaluation.key_neuron_fraction, 1.0);
+        assert_eq!(evaluation.key_neuron_counts[3], 3);
+        assert_eq!(evaluation.key_neuron_counts[5], 3);
+        // The embedding holds two pure frequencies: its Fourier norms sit on k = 3 and 5 only.
+        let spectrum = &evaluation.spectrum_w_e;
+        for (k, norm) in spectrum.iter().enumerate() {
+            if frequencies.contains(&k) {
+                assert!(*norm > 1.0, "k={k}: {norm}");
+            } else {
+                assert!(norm.abs() < 1e-5, "k={k}: {norm}");
+            }
+        }
+        assert!(evaluation.gini_w_e > 0.7, "two of eleven components: gini {}", evaluation.gini_w_e);
+    }
+}
