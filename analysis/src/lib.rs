@@ -1,7 +1,9 @@
 //! Analysis of groksweep results with DataFusion.
 //!
-//! - [`open_results`]: a `SessionContext` with the `trials` and `progress`
-//!   tables registered over `<data-dir>/results/*/` (one sweep or all).
+//! - [`open_results`]: a `SessionContext` with the `trials`, `progress` and
+//!   `spectra` tables registered over `<data-dir>/results/*/` (one sweep or
+//!   all), and the `key_frequencies` view (the key frequencies of every eval
+//!   step, one row each, from `spectra`).
 //! - [`final_results`]: a named query, one row per trial with its outcome.
 //!
 //! An empty or missing results directory is normal (nothing has finished yet):
@@ -14,8 +16,8 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
-use datafusion::prelude::{DataFrame, SessionContext};
-use sweep_core::measures::{progress_schema, trials_schema};
+use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
+use sweep_core::measures::{progress_schema, spectra_schema, trials_schema};
 
 /// Errors of the analysis crate.
 #[derive(Debug, thiserror::Error)]
@@ -89,13 +91,24 @@ async fn register(context: &SessionContext, name: &str, directories: &[PathBuf],
     Ok(())
 }
 
-/// A session with `trials` and `progress` registered over the results of one
-/// sweep (or every sweep) under `data_dir`.
+/// The `key_frequencies` view: per eval step, each key frequency and the
+/// number of MLP neurons it owns with FVE above 0.85.
+const KEY_FREQUENCIES_VIEW: &str = "CREATE VIEW key_frequencies AS
+    SELECT sweep, trial_id, attempt, step, frequency, CAST(norm AS INT) AS neurons
+    FROM spectra WHERE matrix = 'key_neurons' AND norm > 0";
+
+/// A session with `trials`, `progress`, `spectra` and the `key_frequencies`
+/// view registered over the results of one sweep (or every sweep) under `data_dir`.
 pub async fn open_results(data_dir: &Path, sweep: Option<&str>) -> Result<SessionContext> {
     let results_root = data_dir.join("results");
-    let context = SessionContext::new();
+    // Progress and spectra files sit one directory down (`<table>/<trial>/`);
+    // DataFusion skips subdirectories of a listing table unless told not to.
+    let config = SessionConfig::new().set_bool("datafusion.execution.listing_table_ignore_subdirectory", false);
+    let context = SessionContext::new_with_config(config);
     register(&context, "trials", &table_dirs(&results_root, sweep, "trials")?, trials_schema()).await?;
     register(&context, "progress", &table_dirs(&results_root, sweep, "progress")?, progress_schema()).await?;
+    register(&context, "spectra", &table_dirs(&results_root, sweep, "spectra")?, spectra_schema()).await?;
+    context.sql(KEY_FREQUENCIES_VIEW).await?.collect().await?;
     Ok(context)
 }
 
@@ -122,5 +135,40 @@ mod tests {
         let count = batches[0].column(0).as_any().downcast_ref::<datafusion::arrow::array::Int64Array>().expect("count").value(0);
         assert_eq!(count, 0);
         assert!(matches!(open_results(directory.path(), Some("nope")).await, Err(AnalysisError::UnknownSweep { .. })));
+    }
+
+    #[tokio::test]
+    async fn the_key_frequencies_view_lists_owning_frequencies_per_step() {
+        use datafusion::arrow::array::{ArrayRef, Float64Array, Int32Array, Int64Array, StringArray, StringDictionaryBuilder, TimestampMillisecondArray};
+        use datafusion::arrow::datatypes::Int32Type;
+        use datafusion::arrow::record_batch::RecordBatch;
+        let directory = tempfile::tempdir().expect("tempdir");
+        let spectra_dir = directory.path().join("results/demo/spectra/t1");
+        std::fs::create_dir_all(&spectra_dir).expect("mkdir");
+        // Step 100: frequency 2 owns 5 neurons, 3 owns none; W_E rows are not key neurons.
+        let rows = [("key_neurons", 2, 5.0), ("key_neurons", 3, 0.0), ("W_E", 2, 7.5)];
+        let mut matrices = StringDictionaryBuilder::<Int32Type>::new();
+        for row in &rows {
+            matrices.append_value(row.0);
+        }
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(vec!["demo"; 3])),
+            Arc::new(StringArray::from(vec!["t1"; 3])),
+            Arc::new(Int32Array::from(vec![1; 3])),
+            Arc::new(Int64Array::from(vec![100; 3])),
+            Arc::new(matrices.finish()),
+            Arc::new(Int32Array::from_iter_values(rows.iter().map(|row| row.1))),
+            Arc::new(Float64Array::from_iter_values(rows.iter().map(|row| row.2))),
+            Arc::new(TimestampMillisecondArray::from(vec![0; 3]).with_timezone("UTC")),
+        ];
+        let batch = RecordBatch::try_new(spectra_schema(), columns).expect("batch");
+        let file = std::fs::File::create(spectra_dir.join("a1-r1-3.parquet")).expect("create");
+        let mut writer = datafusion::parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).expect("writer");
+        writer.write(&batch).expect("write");
+        writer.close().expect("close");
+        let context = open_results(directory.path(), Some("demo")).await.expect("opens");
+        let batches = context.sql("SELECT step, frequency, neurons FROM key_frequencies").await.expect("sql").collect().await.expect("runs");
+        let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches).expect("formats").to_string();
+        assert_eq!(text.lines().filter(|line| line.starts_with("| 100")).collect::<Vec<_>>(), vec!["| 100  | 2         | 5       |"]);
     }
 }

@@ -64,4 +64,21 @@ fn run_finishes_the_sweep_and_a_second_run_resumes_without_retraining() {
     let stdout = String::from_utf8_lossy(&query.stdout);
     assert!(query.status.success(), "{}", String::from_utf8_lossy(&query.stderr));
     assert!(stdout.contains("| 4 "), "{stdout}");
+
+    // Progress and spectra files live one directory down, per trial: every row must be seen.
+    // 4 trials × (7 evals × 11 measures + 3 checkpoints × 2 final-K losses); 4 × 7 × 3 spectra × 6 frequencies.
+    for (query, expected) in [
+        ("SELECT COUNT(*) AS n FROM progress", "| 332 "),
+        ("SELECT COUNT(*) AS n FROM spectra", "| 504 "),
+        (
+            "SELECT (SELECT COUNT(*) FROM key_frequencies) = \
+                    (SELECT CAST(SUM(value) AS BIGINT) FROM progress WHERE measure = 'key_frequency_count') AS agree",
+            "| true ",
+        ),
+    ] {
+        let output = groksweep(&["sql", query, "--data-dir", data]);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{query}: {}", String::from_utf8_lossy(&output.stderr));
+        assert!(stdout.contains(expected), "{query}: {stdout}");
+    }
 }
