@@ -147,6 +147,45 @@ fn progress_is_idempotent_and_flushed_steps_are_not_buffered_again() {
 }
 
 #[test]
+fn a_new_measure_may_arrive_at_steps_already_flushed_for_others() {
+    let (mut store, _clock, worker) = store_with(3);
+    let grant = store.lease(&worker, 1, TTL).expect("lease").remove(0);
+    let evals = vec![row(0, "train_loss", 2.0), row(100, "train_loss", 0.5), row(200, "train_loss", 0.1)];
+    assert_eq!(store.record_progress(&grant.lease, &evals, TTL).expect("progress"), 3);
+    let buffered = store.buffered_attempts().expect("buffered");
+    store.mark_flushed(&grant.lease.trial_id, 1, buffered[0].last_row_id).expect("flushed");
+    // After training, the final-K losses come for the earlier checkpoint steps.
+    let final_k = vec![row(0, "excluded_loss_final_k", 4.0), row(100, "excluded_loss_final_k", 3.0), row(200, "excluded_loss_final_k", 5.0)];
+    assert_eq!(store.record_progress(&grant.lease, &final_k, TTL).expect("final-K rows"), 3);
+    let buffered = store.buffered_attempts().expect("buffered");
+    assert_eq!(buffered[0].rows.iter().map(|r| r.step).collect::<Vec<_>>(), vec![0, 100, 200]);
+    store.mark_flushed(&grant.lease.trial_id, 1, buffered[0].last_row_id).expect("flushed");
+    // Re-sent after their flush, both kinds are repeats.
+    assert_eq!(store.record_progress(&grant.lease, &final_k, TTL).expect("resend"), 0);
+    assert_eq!(store.record_progress(&grant.lease, &evals, TTL).expect("resend"), 0);
+    assert!(store.buffered_attempts().expect("buffered").is_empty());
+}
+
+#[test]
+fn checkpoints_of_a_live_lease_are_recorded_and_a_stale_one_is_refused() {
+    let (mut store, clock, worker) = store_with(3);
+    let grant = store.lease(&worker, 1, TTL).expect("lease").remove(0);
+    assert_eq!(store.checkpoint_target(&grant.lease, TTL).expect("live"), "lease-test");
+    store.record_checkpoint(&grant.lease, 0, "checkpoints/t/a1/step-00000000.safetensors").expect("recorded");
+    store.record_checkpoint(&grant.lease, 100, "checkpoints/t/a1/step-00000100.safetensors").expect("recorded");
+    let view = status_of(&store, &grant.lease.trial_id);
+    assert_eq!(view.final_checkpoint.as_deref(), Some("checkpoints/t/a1/step-00000100.safetensors"));
+    clock.advance(TTL + 1);
+    store.expire_leases().expect("expiry");
+    assert!(matches!(store.checkpoint_target(&grant.lease, TTL), Err(CoordinatorError::StaleLease { .. })));
+    // The flush moves the lapsed attempt's files aside and forgets them.
+    for attempt in store.superseded().expect("superseded") {
+        store.forget_superseded(&attempt).expect("forgotten");
+    }
+    assert_eq!(status_of(&store, &grant.lease.trial_id).final_checkpoint, None, "the lapsed attempt's checkpoints left the results");
+}
+
+#[test]
 fn cancel_revokes_running_leases() {
     let (mut store, _clock, worker) = store_with(3);
     let grant = store.lease(&worker, 1, TTL).expect("lease").remove(0);

@@ -8,13 +8,13 @@ use std::time::Instant;
 
 use burn::module::AutodiffModule;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
-use burn::tensor::activation::log_softmax;
 use sweep_core::Split;
 use sweep_worker::backend::{BACKEND_NAME, TrainingBackend};
 use sweep_core::{Family, TrialParams};
 use sweep_worker::transformer::checkpoint::{self, CheckpointInfo};
 use sweep_worker::transformer::data::TrialData;
 use sweep_worker::transformer::measures::Evaluator;
+use sweep_worker::transformer::train::cross_entropy;
 use sweep_worker::transformer::{Transformer, TransformerConfig};
 
 type Inner = <TrainingBackend as burn::tensor::backend::AutodiffBackend>::InnerBackend;
@@ -42,10 +42,9 @@ fn main() {
     let data = TrialData::<TrainingBackend>::new(&split, 113, &device);
     let mut model: Transformer<TrainingBackend> = TransformerConfig::new(113).init(&device);
     let mut optimizer = AdamWConfig::new().with_beta_1(0.9).with_beta_2(0.98).with_epsilon(1e-8).with_weight_decay(1.0).init();
-    let n = data.train.len() as f64;
     let mut step_once = |model: Transformer<TrainingBackend>| {
         let logits = model.forward(data.train.tokens.clone()).logits;
-        let loss = (log_softmax(logits, 1) * data.train.one_hot.clone()).sum().div_scalar(-n);
+        let loss = cross_entropy(logits, data.train.one_hot.clone());
         let gradients = GradientsParams::from_grads(loss.backward(), &model);
         optimizer.step(1e-3, model, gradients)
     };

@@ -5,8 +5,9 @@
 
 use burn::module::AutodiffModule;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
-use burn::tensor::activation::log_softmax;
-use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::Tensor;
+use burn::tensor::activation::relu;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use sweep_core::measures::{EXCLUDED_LOSS_FINAL_K, GROKKED_ACCURACY, RESTRICTED_LOSS_FINAL_K};
 use sweep_core::{Split, StopRule, TrainingSettings, TrialParams};
 
@@ -91,7 +92,6 @@ pub fn train<B: AutodiffBackend>(spec: &TrainSpec, device: &B::Device, sink: &mu
     let max_epochs = spec.stop.max_epochs as u64;
     let eval_every = spec.training.eval_every.max(1) as u64;
     let checkpoint_every = spec.training.checkpoint_every as u64;
-    let train_count = train_batch.len() as f64;
 
     let mut checkpoints: Vec<(i64, Vec<u8>)> = Vec::new();
     let mut grokked_at = None;
@@ -133,13 +133,28 @@ pub fn train<B: AutodiffBackend>(spec: &TrainSpec, device: &B::Device, sink: &mu
             return Err(SinkError::Cancelled.into());
         }
         let logits = model.forward(train_batch.tokens.clone()).logits; // [n_train, d_vocab]
-        let log_probabilities = log_softmax(logits, 1);
-        let loss = (log_probabilities * train_batch.one_hot.clone()).sum().div_scalar(-train_count);
+        let loss = cross_entropy(logits, train_batch.one_hot.clone());
         let gradients = GradientsParams::from_grads(loss.backward(), &model);
         let lr = learning_rate(spec.training.lr, spec.training.warmup_steps, step);
         model = optimizer.step(lr, model, gradients);
         step += 1;
     }
+}
+
+/// Mean cross-entropy over the d_vocab logits against one-hot labels, in a
+/// form that keeps f32 precise when the loss is tiny (the authors used an f64
+/// log-softmax for this): per row, softplus(z) with z = LSE_{i≠c}(x_i) − x_c.
+/// Its gradient is sigmoid(z) spread over the other classes by their softmax
+/// and −sigmoid(z) on the label, so neither side rounds to 1 − 1 = 0 the way
+/// `softmax − one_hot` does in f32 once the label's probability is within
+/// 6e-8 of 1. softplus(z) = relu(z) + ln(1 + e^−|z|) never overflows.
+pub fn cross_entropy<B: Backend>(logits: Tensor<B, 2>, one_hot: Tensor<B, 2>) -> Tensor<B, 1> {
+    let label_logit = (logits.clone() * one_hot.clone()).sum_dim(1); // [n, 1]
+    let others = logits + one_hot.mul_scalar(-1e30); // the label's logit pushed out of the sum
+    let shift = others.clone().max_dim(1).detach();
+    let others_lse = (others - shift.clone()).exp().sum_dim(1).log() + shift; // [n, 1]
+    let z = others_lse - label_logit;
+    (relu(z.clone()) + z.abs().neg().exp().log1p()).mean()
 }
 
 /// The authors' definition: K fixed from the final model, reused at every
@@ -176,6 +191,51 @@ mod tests {
             training: TrainingSettings { lr: 1e-2, warmup_steps: 5, eval_every: 20, d_model: 32, n_heads: 4, d_mlp: 64, checkpoint_every: 100 },
             stop: StopRule { max_epochs, target_test_accuracy: None, patience: 1 },
         }
+    }
+
+    /// Row-wise f64 reference of d loss / d logits, with the label's entry
+    /// written as −Σ_{i≠c} p_i so it keeps its precision.
+    fn reference_gradient(row: &[f64], label: usize) -> Vec<f64> {
+        let max = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let denominator: f64 = row.iter().map(|x| (x - max).exp()).sum();
+        let softmax: Vec<f64> = row.iter().map(|x| (x - max).exp() / denominator).collect();
+        let others: f64 = softmax.iter().enumerate().filter(|(i, _)| *i != label).map(|(_, p)| p).sum();
+        softmax.iter().enumerate().map(|(i, p)| if i == label { -others } else { *p }).collect()
+    }
+
+    #[test]
+    fn cross_entropy_matches_f64_and_keeps_tiny_gradients() {
+        use burn::tensor::{Tensor, TensorData};
+        let device = Default::default();
+        // Row 0: an ordinary row. Row 1: margin 20 over 4 classes, loss ≈ 3·e^−20 ≈ 6e-9,
+        // where an f32 `log_softmax` gives the label a gradient of exactly 0.
+        let rows = [vec![0.3f32, -1.2, 2.0, 0.5], vec![20.0f32, 0.0, 0.0, 0.0]];
+        let labels = [2usize, 0];
+        let logits: Vec<f32> = rows.iter().flatten().copied().collect();
+        let mut one_hot = vec![0f32; 8];
+        one_hot[labels[0]] = 1.0;
+        one_hot[4 + labels[1]] = 1.0;
+        let logits = Tensor::<TestAutodiffBackend, 2>::from_data(TensorData::new(logits, [2, 4]), &device).require_grad();
+        let one_hot = Tensor::<TestAutodiffBackend, 2>::from_data(TensorData::new(one_hot, [2, 4]), &device);
+        let loss = cross_entropy(logits.clone(), one_hot);
+        let value: f32 = loss.clone().into_scalar();
+        let gradients = loss.backward();
+        let gradient: Vec<f32> = logits.grad(&gradients).expect("gradient").into_data().to_vec().expect("f32");
+        let mut expected_loss = 0.0;
+        for (index, (row, &label)) in rows.iter().zip(&labels).enumerate() {
+            let row: Vec<f64> = row.iter().map(|&x| x as f64).collect();
+            let expected = reference_gradient(&row, label);
+            let max = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let lse = max + row.iter().map(|x| (x - max).exp()).sum::<f64>().ln();
+            expected_loss += (lse - row[label]) / 2.0;
+            for (column, want) in expected.iter().enumerate() {
+                let got = gradient[index * 4 + column] as f64 * 2.0; // the mean over 2 rows halves it
+                assert!((got - want).abs() <= 1e-5 * want.abs().max(1e-3), "row {index} column {column}: {got} vs {want}");
+            }
+        }
+        assert!((value as f64 - expected_loss).abs() < 1e-6, "{value} vs {expected_loss}");
+        // The label's gradient in the confident row is −3e^−20 to 1e-5 relative, not 0.
+        assert!(gradient[4] < 0.0 && ((gradient[4] as f64 * 2.0) / (-3.0 * (-20f64).exp()) - 1.0).abs() < 1e-5);
     }
 
     #[test]
