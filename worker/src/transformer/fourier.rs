@@ -278,10 +278,10 @@ impl FrequencyProjection {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    const P: usize = 13;
+    pub(crate) const P: usize = 13;
 
     #[test]
     fn basis_is_orthonormal() {
@@ -386,7 +386,7 @@ mod tests {
     }
 
     /// Logits Σ_{k∈K} α_k cos(w_k(a + b − c)) over all p² inputs, stride p + 1.
-    fn fourier_logits(keys: &[(usize, f64)]) -> Vec<f32> {
+    pub(crate) fn fourier_logits(keys: &[(usize, f64)]) -> Vec<f32> {
         let stride = P + 1;
         let mut logits = vec![0f32; P * P * stride];
         for a in 0..P {

@@ -241,7 +241,7 @@ mod tests {
     use burn::module::Param;
     use std::f64::consts::PI;
 
-    const P: usize = 11;
+    use crate::transformer::fourier::tests::P;
 
     fn evaluator(fraction: f64) -> Evaluator<TestBackend> {
         Evaluator::new(&Split::new(P as u32, fraction, 4), P as u32, &Default::default())
@@ -271,15 +271,7 @@ mod tests {
         let evaluator = evaluator(0.4);
         let keys = [(2usize, 6.0f64), (4, 5.0)];
         let stride = P + 1;
-        let mut logits = vec![0f32; P * P * stride];
-        for a in 0..P {
-            for b in 0..P {
-                for c in 0..P {
-                    let value: f64 = keys.iter().map(|&(k, alpha)| alpha * (2.0 * PI * (k * ((a + b + P - c) % P)) as f64 / P as f64).cos()).sum();
-                    logits[(a * P + b) * stride + c] = value as f32;
-                }
-            }
-        }
+        let logits = crate::transformer::fourier::tests::fourier_logits(&keys);
         let all = AllInputs { logits, stride };
         let full = evaluator.loss_over(&all, &evaluator.train);
         let key_set: Vec<usize> = keys.iter().map(|k| k.0).collect();
