@@ -29,7 +29,8 @@ use safetensors::tensor::{Dtype, TensorView};
 use safetensors::{SafeTensors, serialize};
 use sweep_core::TrialParams;
 
-use super::model::{SEQ_LEN, Transformer, TransformerConfig};
+use super::measures::host;
+use super::model::{SEQ_LEN, Transformer};
 
 /// Value of the `format` metadata key.
 pub const FORMAT: &str = "groksweep.transformer.v1";
@@ -66,10 +67,6 @@ pub struct CheckpointInfo {
     pub step: i64,
     /// The trial's grid point.
     pub params: TrialParams,
-}
-
-fn host<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Vec<f32> {
-    tensor.into_data().iter::<f32>().collect()
 }
 
 /// [d_model, heads·d_head] (columns per head) → [heads, d_model, d_head].
@@ -243,19 +240,11 @@ pub fn evaluate_checkpoint(bytes: &[u8]) -> Result<(CheckpointInfo, super::measu
     Ok((info, evaluation))
 }
 
-/// The config a checkpoint's model was built with (sizes and seed).
-pub fn config_of(info: &CheckpointInfo, model: &Transformer<impl Backend>) -> TransformerConfig {
-    TransformerConfig::new(info.params.modulus as usize)
-        .with_d_model(model.embed.dims()[1])
-        .with_n_heads(model.n_heads)
-        .with_d_mlp(model.w_in.dims()[1])
-        .with_seed(info.params.seed)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::backend::TestBackend;
+    use crate::transformer::model::TransformerConfig;
     use burn::tensor::Int;
     use sweep_core::Family;
 
@@ -278,7 +267,7 @@ mod tests {
         let before: Vec<f32> = model.forward(tokens.clone()).logits.into_data().to_vec().expect("f32");
         let after: Vec<f32> = loaded.forward(tokens).logits.into_data().to_vec().expect("f32");
         assert_eq!(before, after);
-        assert_eq!(config_of(&read_info, &loaded).d_mlp, 40);
+        assert_eq!(loaded.w_in.dims(), [24, 40]);
     }
 
     #[test]

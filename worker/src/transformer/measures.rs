@@ -229,7 +229,8 @@ impl<B: Backend> Evaluator<B> {
     }
 }
 
-fn host<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Vec<f32> {
+/// A tensor's values on the host, row-major.
+pub(crate) fn host<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Vec<f32> {
     tensor.into_data().iter::<f32>().collect()
 }
 

@@ -99,9 +99,11 @@ pub fn train<B: AutodiffBackend>(spec: &TrainSpec, device: &B::Device, sink: &mu
     let mut step = 0u64;
     loop {
         let mut finishing = None;
-        if step % eval_every == 0 || step == max_epochs {
-            let valid = model.valid();
-            let evaluation = evaluator.evaluate(&valid);
+        let evaluate_now = step % eval_every == 0 || step == max_epochs;
+        let checkpoint_due = checkpoint_every > 0 && step % checkpoint_every == 0;
+        let valid = (evaluate_now || checkpoint_due).then(|| model.valid());
+        if let Some(valid) = valid.as_ref().filter(|_| evaluate_now) {
+            let evaluation = evaluator.evaluate(valid);
             sink.record(step as i64, &evaluation.rows())?;
             if grokked_at.is_none() && evaluation.test.accuracy >= GROKKED_ACCURACY {
                 grokked_at = Some(step as i64);
@@ -120,8 +122,8 @@ pub fn train<B: AutodiffBackend>(spec: &TrainSpec, device: &B::Device, sink: &mu
                 });
             }
         }
-        if finishing.is_some() || (checkpoint_every > 0 && step % checkpoint_every == 0) {
-            let bytes = checkpoint::save(&model.valid(), &CheckpointInfo { step: step as i64, params: params.clone() })?;
+        if let Some(valid) = valid.as_ref().filter(|_| finishing.is_some() || checkpoint_due) {
+            let bytes = checkpoint::save(valid, &CheckpointInfo { step: step as i64, params: params.clone() })?;
             sink.checkpoint(step as i64, bytes.clone())?;
             checkpoints.push((step as i64, bytes));
         }
