@@ -111,6 +111,10 @@ pub struct WorkerArgs {
     /// Name in the coordinator's records (default: host name).
     #[arg(long)]
     pub name: Option<String>,
+    /// Where judge classifiers of the diffusion family are cached (trained
+    /// once per glyph set, shared by this worker's trials).
+    #[arg(long, env = "GROKSWEEP_CACHE_DIR", default_value = "groksweep-cache")]
+    pub cache_dir: std::path::PathBuf,
 }
 
 /// `groksweep status`.

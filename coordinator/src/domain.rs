@@ -1,7 +1,7 @@
 //! Domain types of the coordinator: what the store and the service speak.
 //! The gRPC adapter converts these to and from wire messages.
 
-use sweep_core::{StopRule, TrainingSettings, TrialId, TrialParams};
+use sweep_core::{DiffusionSettings, StopRule, TrainingSettings, TrialId, TrialParams};
 
 /// Milliseconds since the Unix epoch.
 pub type Millis = i64;
@@ -30,6 +30,8 @@ pub struct LeaseGrant {
     pub training: TrainingSettings,
     /// Stop rule of the sweep.
     pub stop: StopRule,
+    /// Diffusion settings of the sweep, for diffusion trials.
+    pub diffusion: Option<DiffusionSettings>,
     /// The lease lapses at this time unless renewed.
     pub deadline_ms: Millis,
 }
@@ -75,6 +77,8 @@ pub struct FinalMetrics {
     pub wall_seconds: f64,
     /// Key frequencies of the final model (transformer), ascending.
     pub key_frequencies: Vec<u32>,
+    /// Held-out accuracy of the classifier that judged generated images (diffusion, N > 1).
+    pub judge_accuracy: Option<f64>,
 }
 
 /// Lifecycle of a trial.

@@ -51,6 +51,7 @@ fn grant_to_wire(grant: &LeaseGrant) -> pb::Lease {
         training: Some((&grant.training).into()),
         stop: Some((&grant.stop).into()),
         deadline_ms: grant.deadline_ms,
+        diffusion: grant.diffusion.as_ref().map(Into::into),
     }
 }
 
@@ -230,6 +231,7 @@ impl CoordinatorRpc for GrpcAdapter {
             grokked_at: wire.grokked_at,
             wall_seconds: wire.wall_seconds,
             key_frequencies: wire.key_frequencies,
+            judge_accuracy: wire.judge_accuracy,
         };
         self.coordinator.complete(lease, metrics).await?;
         Ok(Response::new(pb::CompleteTrialResponse {}))

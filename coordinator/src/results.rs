@@ -298,6 +298,7 @@ fn trials_batch(trials: &[TrialView]) -> Result<RecordBatch> {
                 .filter(|m| !m.key_frequencies.is_empty())
                 .map(|m| m.key_frequencies.iter().map(u32::to_string).collect::<Vec<_>>().join(","))
         }),
+        floats(&|t| t.metrics.as_ref().and_then(|m| m.judge_accuracy)),
         strings(&|t| t.final_checkpoint.clone()),
         strings(&|t| t.error.clone()),
     ];

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
-use sweep_core::{SweepSpec, TrialId, TrialParams, TrialSpec};
+use sweep_core::{Family, SweepSpec, TrialId, TrialParams, TrialSpec};
 
 use crate::clock::Clock;
 use crate::domain::{
@@ -399,9 +399,11 @@ impl Store {
                 specs.insert(sweep.clone(), serde_json::from_str(&stored).map_err(json_error)?);
             }
             let spec = &specs[&sweep];
+            let params: TrialParams = serde_json::from_str(&params_json).map_err(json_error)?;
             grants.push(LeaseGrant {
                 lease: LeaseRef { trial_id: TrialId::from_raw(trial_id), attempt, token },
-                params: serde_json::from_str(&params_json).map_err(json_error)?,
+                diffusion: (params.family == Family::Diffusion).then(|| spec.diffusion.clone()),
+                params,
                 training: spec.training.clone(),
                 stop: spec.stop.clone(),
                 sweep,
@@ -736,6 +738,9 @@ fn settings_difference(stored: &SweepSpec, submitted: &SweepSpec) -> Option<Stri
     if stored.stop != submitted.stop {
         return Some("stop rules differ".to_string());
     }
+    if stored.diffusion != submitted.diffusion {
+        return Some("diffusion settings differ".to_string());
+    }
     None
 }
 
@@ -749,6 +754,7 @@ fn metrics_to_json(metrics: &FinalMetrics) -> String {
         "grokked_at": metrics.grokked_at,
         "wall_seconds": metrics.wall_seconds,
         "key_frequencies": metrics.key_frequencies,
+        "judge_accuracy": metrics.judge_accuracy,
     })
     .to_string()
 }
@@ -769,6 +775,7 @@ fn metrics_from_json(text: &str) -> Result<FinalMetrics> {
             .and_then(serde_json::Value::as_array)
             .map(|values| values.iter().filter_map(serde_json::Value::as_u64).map(|k| k as u32).collect())
             .unwrap_or_default(),
+        judge_accuracy: value.get("judge_accuracy").and_then(serde_json::Value::as_f64),
     })
 }
 

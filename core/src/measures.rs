@@ -59,6 +59,44 @@ pub const KEY_FREQUENCY_COUNT: &str = "key_frequency_count";
 /// [`KEY_FVE_THRESHOLD`] of their variance.
 pub const KEY_NEURON_FRACTION: &str = "key_neuron_fraction";
 
+/// Diffusion measure: Gini coefficient of the P Fourier-component norms of the operand representations.
+pub const GINI_OPERAND: &str = "gini_operand";
+/// Diffusion measure: Shannon entropy (nats) of the 2D-DFT power of the centred
+/// block-FFN pre-activations over (a, b), summed over neurons, constant term excluded.
+pub const SPECTRAL_ENTROPY: &str = "spectral_entropy";
+/// Diffusion measure: the critical timestep on the training pairs (see [`decision_measure`]).
+pub const CRITICAL_TIMESTEP_TRAIN: &str = "critical_timestep_train";
+/// Diffusion measure: the critical timestep on the test pairs.
+pub const CRITICAL_TIMESTEP_TEST: &str = "critical_timestep_test";
+/// Diffusion measure: fraction of test samples whose x0-prediction at the
+/// first decision point is judged a wrong class and whose final sample is right.
+pub const MODE_SHIFT_FRACTION: &str = "mode_shift_fraction";
+
+/// Which pairs a decision-curve point is measured on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PairSet {
+    /// Training pairs.
+    Train,
+    /// Test pairs.
+    Test,
+}
+
+/// Diffusion measure name of one decision-curve point: the accuracy of the
+/// class of x̂0 at sampling time `t`, e.g. `decision_accuracy_test@0.50`.
+pub fn decision_measure(pairs: PairSet, t: f64) -> String {
+    let set = match pairs {
+        PairSet::Train => "train",
+        PairSet::Test => "test",
+    };
+    format!("decision_accuracy_{set}@{t:.2}")
+}
+
+/// Diffusion measure names of the operand-switch intervention at time `t`:
+/// the fraction of samples that end on the new sum, and on the old one.
+pub fn switch_measures(t: f64) -> [String; 2] {
+    [format!("switch_follows_new@{t:.2}"), format!("switch_follows_old@{t:.2}")]
+}
+
 /// Fraction of variance a frequency must explain for a neuron to count as owned by it.
 pub const KEY_FVE_THRESHOLD: f64 = 0.85;
 
@@ -84,14 +122,19 @@ pub enum SpectrumMatrix {
     WE,
     /// The same for W_L = W_U[:, :p]ᵀ W_out.
     WL,
-    /// Number of MLP neurons whose best frequency is k with FVE above [`KEY_FVE_THRESHOLD`];
-    /// the key frequencies of a step are the k with a non-zero count.
+    /// Number of MLP neurons (transformer) or block-FFN neurons (diffusion)
+    /// whose best frequency is k with FVE above [`KEY_FVE_THRESHOLD`]; the key
+    /// frequencies of a step are the k with a non-zero count.
     KeyNeurons,
+    /// Diffusion: norm of frequency k of the operand representations (the
+    /// bottleneck output of each class's prototype image, or the operand
+    /// embedding), over the P classes, as for W_E.
+    Operand,
 }
 
 impl SpectrumMatrix {
     /// Every kind, in table order.
-    pub const ALL: [SpectrumMatrix; 3] = [SpectrumMatrix::WE, SpectrumMatrix::WL, SpectrumMatrix::KeyNeurons];
+    pub const ALL: [SpectrumMatrix; 4] = [SpectrumMatrix::WE, SpectrumMatrix::WL, SpectrumMatrix::KeyNeurons, SpectrumMatrix::Operand];
 
     /// Name in the `matrix` column.
     pub fn as_str(self) -> &'static str {
@@ -99,6 +142,7 @@ impl SpectrumMatrix {
             SpectrumMatrix::WE => "W_E",
             SpectrumMatrix::WL => "W_L",
             SpectrumMatrix::KeyNeurons => "key_neurons",
+            SpectrumMatrix::Operand => "operand",
         }
     }
 
@@ -208,6 +252,8 @@ pub mod trials_columns {
     pub const GROKKED_AT: &str = "grokked_at";
     /// Key frequencies of the final model (transformer), ascending, comma-separated.
     pub const KEY_FREQUENCIES: &str = "key_frequencies";
+    /// Held-out accuracy of the classifier that judged the generated images (diffusion, N > 1).
+    pub const JUDGE_ACCURACY: &str = "judge_accuracy";
     /// Path of the last checkpoint of the final attempt, relative to the sweep's results directory.
     pub const FINAL_CHECKPOINT: &str = "final_checkpoint";
     /// Why the trial failed.
@@ -242,6 +288,7 @@ pub fn trials_schema() -> SchemaRef {
         nullable_f64(c::FINAL_TEST_ACCURACY),
         Field::new(c::GROKKED_AT, DataType::Int64, true),
         Field::new(c::KEY_FREQUENCIES, DataType::Utf8, true),
+        nullable_f64(c::JUDGE_ACCURACY),
         Field::new(c::FINAL_CHECKPOINT, DataType::Utf8, true),
         Field::new(c::ERROR, DataType::Utf8, true),
     ]))

@@ -8,6 +8,7 @@ use crate::error::{SpecError, SpecProblem};
 use crate::location::LocationIndex;
 use crate::one_or_many::OneOrMany;
 use crate::Family;
+use crate::diffusion::DiffusionSettings;
 
 /// The spec versions this build understands, newest last.
 pub const SPEC_VERSIONS: &[u32] = &[1];
@@ -106,6 +107,9 @@ pub struct SweepSpec {
     pub stop: StopRule,
     /// Retry policy.
     pub retry: RetryPolicy,
+    /// Settings of the diffusion family (defaults when the sweep has none).
+    #[serde(default)]
+    pub diffusion: DiffusionSettings,
 }
 
 /// Versioned on-disk form: the `version` field picks the variant.
@@ -135,6 +139,8 @@ struct SweepSpecV1 {
     stop: StopRule,
     #[serde(default)]
     retry: RetryPolicy,
+    #[serde(default)]
+    diffusion: DiffusionSettings,
 }
 
 #[derive(Debug, Deserialize)]
@@ -259,6 +265,12 @@ impl SweepSpecV1 {
         if self.retry.max_attempts == 0 {
             problems.add("retry.max_attempts", "must be at least 1");
         }
+        if families.contains(&Family::Diffusion) {
+            let max_modulus = axes.modulus.iter().copied().max().unwrap_or(0);
+            for (field, message) in self.diffusion.problems(max_modulus) {
+                problems.add(format!("diffusion.{field}"), message);
+            }
+        }
         SweepSpec {
             name: self.name,
             description: self.description,
@@ -267,6 +279,7 @@ impl SweepSpecV1 {
             training: self.training,
             stop: self.stop,
             retry: self.retry,
+            diffusion: self.diffusion,
         }
     }
 }
@@ -279,7 +292,6 @@ fn validate_families(raw: &OneOrMany<String>, problems: &mut Problems<'_>) -> Ve
     for (position, name) in raw.0.iter().enumerate() {
         let path = format!("families[{position}]");
         match name.parse::<Family>() {
-            Ok(Family::Diffusion) => problems.add(path, "the diffusion family is not available yet in this build; use `transformer`"),
             Ok(family) if families.contains(&family) => problems.add(path, format!("`{name}` is listed twice")),
             Ok(family) => families.push(family),
             Err(message) => problems.add(path, message),

@@ -1,6 +1,6 @@
 //! Wire ↔ domain conversions. Everything arriving from the network is checked here.
 
-use sweep_core::{Family, StopRule, TrainingSettings, TrialParams};
+use sweep_core::{DiffusionSettings, Family, OperandInput, StopRule, TrainingSettings, TrialParams};
 
 use crate::pb;
 
@@ -121,6 +121,64 @@ impl TryFrom<pb::StopRule> for StopRule {
     }
 }
 
+impl From<&DiffusionSettings> for pb::DiffusionSettings {
+    fn from(settings: &DiffusionSettings) -> Self {
+        pb::DiffusionSettings {
+            operand_input: settings.operand_input.as_str().to_string(),
+            image_size: settings.image_size,
+            patch_size: settings.patch_size,
+            d_model: settings.d_model,
+            n_heads: settings.n_heads,
+            d_ffn: settings.d_ffn,
+            glyph_seed: settings.glyph_seed,
+            augmentation: settings.augmentation,
+            sample_steps: settings.sample_steps,
+            samples_per_pair: settings.samples_per_pair,
+            t_min: settings.t_min,
+            decision_points: settings.decision_points,
+            critical_tolerance: settings.critical_tolerance,
+            switch_times: settings.switch_times.clone(),
+            fourier_t: settings.fourier_t,
+            judge_images_per_class: settings.judge_images_per_class,
+            judge_min_accuracy: settings.judge_min_accuracy,
+        }
+    }
+}
+
+impl TryFrom<pb::DiffusionSettings> for DiffusionSettings {
+    type Error = ConvertError;
+
+    /// Checked with the same rules as a spec (for moduli up to 1024 the
+    /// image-size rule is left to the worker, which knows the trial's modulus).
+    fn try_from(wire: pb::DiffusionSettings) -> Result<Self, Self::Error> {
+        let operand_input = OperandInput::parse(&wire.operand_input)
+            .ok_or_else(|| ConvertError::new("operand_input", format!("`{}` is not `image` or `token`", wire.operand_input)))?;
+        let settings = DiffusionSettings {
+            operand_input,
+            image_size: wire.image_size,
+            patch_size: wire.patch_size,
+            d_model: wire.d_model,
+            n_heads: wire.n_heads,
+            d_ffn: wire.d_ffn,
+            glyph_seed: wire.glyph_seed,
+            augmentation: wire.augmentation,
+            sample_steps: wire.sample_steps,
+            samples_per_pair: wire.samples_per_pair,
+            t_min: wire.t_min,
+            decision_points: wire.decision_points,
+            critical_tolerance: wire.critical_tolerance,
+            switch_times: wire.switch_times,
+            fourier_t: wire.fourier_t,
+            judge_images_per_class: wire.judge_images_per_class,
+            judge_min_accuracy: wire.judge_min_accuracy,
+        };
+        match settings.problems(0).into_iter().next() {
+            Some((field, message)) => Err(ConvertError::new(field, message)),
+            None => Ok(settings),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,5 +200,16 @@ mod tests {
         assert_eq!(TrialParams::try_from(bad).expect_err("invalid").field, "data_fraction");
         let bad = pb::TrialParams { family: "gpt".into(), ..wire };
         assert_eq!(TrialParams::try_from(bad).expect_err("invalid").field, "family");
+    }
+
+    #[test]
+    fn diffusion_settings_round_trip_and_are_checked() {
+        let settings = DiffusionSettings { operand_input: OperandInput::Token, switch_times: vec![0.25], ..DiffusionSettings::default() };
+        let wire = pb::DiffusionSettings::from(&settings);
+        assert_eq!(DiffusionSettings::try_from(wire.clone()).expect("valid"), settings);
+        let bad = pb::DiffusionSettings { patch_size: 3, ..wire.clone() };
+        assert_eq!(DiffusionSettings::try_from(bad).expect_err("invalid").field, "patch_size");
+        let bad = pb::DiffusionSettings { operand_input: "pixels".into(), ..wire };
+        assert_eq!(DiffusionSettings::try_from(bad).expect_err("invalid").field, "operand_input");
     }
 }

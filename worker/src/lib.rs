@@ -2,11 +2,16 @@
 //!
 //! - [`backend`]: the burn backend, chosen by cargo features (`flex` CPU by default, `cuda`).
 //! - [`transformer`]: the Nanda et al. 2023 family — `model`, `data`, `train`, `eval`.
+//! - [`fourier`]: the Fourier basis on Z_p and the measures built on it, shared by both families.
+//! - [`diffusion`]: the flow-matching diffusion family — glyph data, DiT model, sampler, judge, measures.
 //! - [`sink`]: [`MeasureSink`], where a training loop sends measures.
 //! - `trial_thread`: one trial on a dedicated OS thread, rows over a bounded channel.
 //! - `runtime`: the async worker loop ([`run`]).
 
 pub mod backend;
+pub mod diffusion;
+pub mod fourier;
+mod random;
 mod runtime;
 pub mod sink;
 mod trial_thread;
@@ -14,6 +19,11 @@ pub mod transformer;
 
 pub use runtime::run;
 pub use sink::{CollectingSink, MeasureSink, SinkError};
+
+/// A tensor's values on the host, row-major.
+pub(crate) fn host<B: burn::tensor::backend::Backend, const D: usize>(tensor: burn::tensor::Tensor<B, D>) -> Vec<f32> {
+    tensor.into_data().iter::<f32>().collect()
+}
 
 /// How a worker runs.
 #[derive(Debug, Clone)]
@@ -26,6 +36,8 @@ pub struct WorkerConfig {
     pub token: Option<String>,
     /// Name shown in the coordinator's records (host name by default).
     pub name: String,
+    /// Where trained judge classifiers of the diffusion family are cached.
+    pub cache_dir: std::path::PathBuf,
 }
 
 /// Errors that end a worker.

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use sweep_core::{StopRule, TrainingSettings, TrialParams};
+use sweep_core::{DiffusionSettings, StopRule, TrainingSettings, TrialParams};
 use sweep_proto::client::{Client, connect_lazy};
 use sweep_proto::pb;
 use tokio::sync::mpsc;
@@ -329,7 +329,7 @@ impl Worker {
 
     fn start(&mut self, lease: pb::Lease) {
         let Some(lease_ref) = lease.lease.clone() else { return };
-        let job = match job_from_lease(lease) {
+        let job = match job_from_lease(lease, &self.config.cache_dir) {
             Ok(job) => job,
             Err(message) => {
                 warn!(trial = %lease_ref.trial_id, error = %message, "lease is malformed; failing it");
@@ -354,11 +354,12 @@ impl Worker {
     }
 }
 
-fn job_from_lease(lease: pb::Lease) -> Result<TrialJob, String> {
+fn job_from_lease(lease: pb::Lease, cache_dir: &std::path::Path) -> Result<TrialJob, String> {
     use sweep_proto::convert::required;
     let lease_ref = required(lease.lease, "lease").map_err(|error| error.to_string())?;
     let params = TrialParams::try_from(required(lease.params, "params").map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
     let training = TrainingSettings::try_from(required(lease.training, "training").map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
     let stop = StopRule::try_from(required(lease.stop, "stop").map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
-    Ok(TrialJob { trial_id: lease_ref.trial_id, sweep: lease.sweep, attempt: lease_ref.attempt, params, training, stop })
+    let diffusion = lease.diffusion.map(DiffusionSettings::try_from).transpose().map_err(|e| e.to_string())?;
+    Ok(TrialJob { trial_id: lease_ref.trial_id, sweep: lease.sweep, attempt: lease_ref.attempt, params, training, stop, diffusion, cache_dir: cache_dir.to_path_buf() })
 }

@@ -5,13 +5,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use sweep_core::{Family, StopRule, TrainingSettings, TrialParams};
+use sweep_core::{DiffusionSettings, Family, StopRule, TrainingSettings, TrialParams};
 use sweep_proto::pb;
 use tokio::sync::mpsc;
 use tracing::{info, info_span};
 
 use crate::backend::TrainingBackend;
 use crate::sink::{MeasureSink, SinkError};
+use crate::diffusion::train::DiffusionError;
+use crate::diffusion::{self, DiffusionSpec};
 use crate::transformer::train::TrainError;
 use crate::transformer::{TrainSpec, train};
 
@@ -46,6 +48,10 @@ pub(crate) struct TrialJob {
     pub(crate) params: TrialParams,
     pub(crate) training: TrainingSettings,
     pub(crate) stop: StopRule,
+    /// The family's settings (diffusion trials).
+    pub(crate) diffusion: Option<DiffusionSettings>,
+    /// Where judge classifiers are cached.
+    pub(crate) cache_dir: std::path::PathBuf,
 }
 
 struct ChannelSink {
@@ -75,9 +81,36 @@ impl MeasureSink for ChannelSink {
 }
 
 fn run(job: &TrialJob, sink: &mut ChannelSink) -> TrialOutcome {
-    if job.params.family != Family::Transformer {
-        return TrialOutcome::Failed(format!("family `{}` is not supported by this worker", job.params.family));
+    match job.params.family {
+        Family::Transformer => run_transformer(job, sink),
+        Family::Diffusion => run_diffusion(job, sink),
     }
+}
+
+fn run_diffusion(job: &TrialJob, sink: &mut ChannelSink) -> TrialOutcome {
+    let Some(diffusion) = job.diffusion.clone() else {
+        return TrialOutcome::Failed("the lease of a diffusion trial carries no diffusion settings".to_string());
+    };
+    let started = Instant::now();
+    let spec = DiffusionSpec { params: job.params.clone(), training: job.training.clone(), stop: job.stop.clone(), diffusion, cache_dir: job.cache_dir.clone() };
+    match diffusion::train::<TrainingBackend>(&spec, &Default::default(), sink) {
+        Ok(outcome) => TrialOutcome::Done(pb::FinalMetrics {
+            epochs: outcome.epochs,
+            train_loss: outcome.train_loss,
+            test_loss: outcome.test_loss,
+            train_accuracy: outcome.train_accuracy,
+            test_accuracy: outcome.test_accuracy,
+            grokked_at: outcome.grokked_at,
+            wall_seconds: started.elapsed().as_secs_f64(),
+            key_frequencies: Vec::new(),
+            judge_accuracy: outcome.judge_accuracy,
+        }),
+        Err(DiffusionError::Sink(SinkError::Cancelled)) => TrialOutcome::Cancelled,
+        Err(error) => TrialOutcome::Failed(error.to_string()),
+    }
+}
+
+fn run_transformer(job: &TrialJob, sink: &mut ChannelSink) -> TrialOutcome {
     let started = Instant::now();
     let spec = TrainSpec { params: job.params.clone(), training: job.training.clone(), stop: job.stop.clone() };
     let device = Default::default();
@@ -91,6 +124,7 @@ fn run(job: &TrialJob, sink: &mut ChannelSink) -> TrialOutcome {
             grokked_at: outcome.grokked_at,
             wall_seconds: started.elapsed().as_secs_f64(),
             key_frequencies: outcome.key_frequencies.iter().map(|&k| k as u32).collect(),
+            judge_accuracy: None,
         }),
         Err(TrainError::Sink(SinkError::Cancelled)) => TrialOutcome::Cancelled,
         Err(error) => TrialOutcome::Failed(error.to_string()),

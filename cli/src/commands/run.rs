@@ -35,7 +35,13 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (stop_workers, workers_stopped) = watch::channel(false);
     let mut workers = Vec::new();
     for index in 0..args.workers {
-        let config = WorkerConfig { coordinator: address.clone(), slots: args.slots, token: None, name: format!("{}-local{index}", host_name()) };
+        let config = WorkerConfig {
+            coordinator: address.clone(),
+            slots: args.slots,
+            token: None,
+            name: format!("{}-local{index}", host_name()),
+            cache_dir: args.data_dir.join("cache"),
+        };
         workers.push(tokio::spawn(sweep_worker::run(config, wait_for(workers_stopped.clone()))));
     }
 

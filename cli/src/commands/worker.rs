@@ -23,6 +23,7 @@ pub(crate) async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         slots: args.slots,
         token: args.client.token,
         name: args.name.unwrap_or_else(host_name),
+        cache_dir: args.cache_dir,
     };
     sweep_worker::run(config, shutdown_signal()).await.with_context(|| format!("worker for {} failed", args.client.coordinator))
 }

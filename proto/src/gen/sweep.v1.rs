@@ -35,6 +35,45 @@ pub struct TrainingSettings {
     #[prost(uint32, tag = "7")]
     pub checkpoint_every: u32,
 }
+/// Settings of the diffusion family (sweep_core::DiffusionSettings).
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct DiffusionSettings {
+    #[prost(string, tag = "1")]
+    pub operand_input: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "2")]
+    pub image_size: u32,
+    #[prost(uint32, tag = "3")]
+    pub patch_size: u32,
+    #[prost(uint32, tag = "4")]
+    pub d_model: u32,
+    #[prost(uint32, tag = "5")]
+    pub n_heads: u32,
+    #[prost(uint32, tag = "6")]
+    pub d_ffn: u32,
+    #[prost(uint64, tag = "7")]
+    pub glyph_seed: u64,
+    #[prost(double, tag = "8")]
+    pub augmentation: f64,
+    #[prost(uint32, tag = "9")]
+    pub sample_steps: u32,
+    #[prost(uint32, tag = "10")]
+    pub samples_per_pair: u32,
+    #[prost(double, tag = "11")]
+    pub t_min: f64,
+    #[prost(uint32, tag = "12")]
+    pub decision_points: u32,
+    #[prost(double, tag = "13")]
+    pub critical_tolerance: f64,
+    #[prost(double, repeated, tag = "14")]
+    pub switch_times: ::prost::alloc::vec::Vec<f64>,
+    #[prost(double, tag = "15")]
+    pub fourier_t: f64,
+    #[prost(uint32, tag = "16")]
+    pub judge_images_per_class: u32,
+    #[prost(double, tag = "17")]
+    pub judge_min_accuracy: f64,
+}
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, ::prost::Message)]
 pub struct StopRule {
@@ -203,6 +242,9 @@ pub struct Lease {
     pub stop: ::core::option::Option<StopRule>,
     #[prost(int64, tag = "6")]
     pub deadline_ms: i64,
+    /// Set for diffusion trials.
+    #[prost(message, optional, tag = "7")]
+    pub diffusion: ::core::option::Option<DiffusionSettings>,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -292,6 +334,10 @@ pub struct FinalMetrics {
     /// Key frequencies of the final model (transformer family), ascending.
     #[prost(uint32, repeated, tag = "8")]
     pub key_frequencies: ::prost::alloc::vec::Vec<u32>,
+    /// Held-out accuracy of the classifier that judged the generated images
+    /// (diffusion family with image diversity > 1).
+    #[prost(double, optional, tag = "9")]
+    pub judge_accuracy: ::core::option::Option<f64>,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]

@@ -29,7 +29,7 @@ use safetensors::tensor::{Dtype, TensorView};
 use safetensors::{SafeTensors, serialize};
 use sweep_core::TrialParams;
 
-use super::measures::host;
+use crate::host;
 use super::model::{SEQ_LEN, Transformer};
 
 /// Value of the `format` metadata key.

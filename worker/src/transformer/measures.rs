@@ -16,8 +16,9 @@ use sweep_core::measures::{
 };
 
 use super::eval::{LossAccumulator, LossAccuracy};
-use super::fourier::{FourierBasis, FrequencyProjection, gini, key_frequencies, neuron_frequencies};
+use crate::fourier::{FourierBasis, FrequencyProjection, activation_power, basis_tensor, gini, key_frequencies, neuron_frequencies};
 use super::model::Transformer;
+use crate::host;
 
 /// Everything measured at one step.
 #[derive(Debug, Clone, PartialEq)]
@@ -118,10 +119,9 @@ impl<B: Backend> Evaluator<B> {
             }
         }
         let basis = FourierBasis::new(p);
-        let basis_values: Vec<f32> = basis.rows().iter().map(|&v| v as f32).collect();
         let index = |pairs: &[(u32, u32)]| pairs.iter().map(|&(a, b)| (a as usize, b as usize)).collect();
         Evaluator {
-            basis_tensor: Tensor::from_data(TensorData::new(basis_values, [p, p]), device),
+            basis_tensor: basis_tensor(&basis, device),
             basis,
             inputs: Tensor::from_data(TensorData::new(tokens, [p * p, 3]), device),
             train: index(&split.train),
@@ -138,7 +138,7 @@ impl<B: Backend> Evaluator<B> {
         let p = self.modulus();
         let output = model.forward(self.inputs.clone());
         let d_mlp = output.mlp_post.dims()[1];
-        let power = self.activation_power(output.mlp_post);
+        let power = activation_power(&self.basis_tensor, output.mlp_post);
         let all = AllInputs { stride: output.logits.dims()[1], logits: host(output.logits) };
         let neurons = neuron_frequencies(&power, p, d_mlp);
         let (keys, key_neuron_fraction) = key_frequencies(&neurons, KEY_FVE_THRESHOLD);
@@ -168,19 +168,6 @@ impl<B: Backend> Evaluator<B> {
         let logits = model.forward(self.inputs.clone()).logits;
         let all = AllInputs { stride: logits.dims()[1], logits: host(logits) };
         self.restricted_excluded(&all, keys)
-    }
-
-    /// Squared 2D-DFT coefficients of the centred activations, [ka, kb, neuron].
-    fn activation_power(&self, activations: Tensor<B, 2>) -> Vec<f32> {
-        let p = self.modulus();
-        let [inputs, neurons] = activations.dims();
-        debug_assert_eq!(inputs, p * p);
-        let centred = activations.clone() - activations.mean_dim(0);
-        let along_a = self.basis_tensor.clone().matmul(centred.reshape([p, p * neurons])); // [ka, (b, n)]
-        let by_b = along_a.reshape([p, p, neurons]).swap_dims(0, 1).reshape([p, p * neurons]); // [b, (ka, n)]
-        let along_b = self.basis_tensor.clone().matmul(by_b); // [kb, (ka, n)]
-        let ordered = along_b.reshape([p, p, neurons]).swap_dims(0, 1); // [ka, kb, n]
-        host(ordered.clone() * ordered)
     }
 
     fn loss_over(&self, all: &AllInputs, pairs: &[(usize, usize)]) -> LossAccuracy {
@@ -229,10 +216,6 @@ impl<B: Backend> Evaluator<B> {
     }
 }
 
-/// A tensor's values on the host, row-major.
-pub(crate) fn host<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Vec<f32> {
-    tensor.into_data().iter::<f32>().collect()
-}
 
 #[cfg(test)]
 mod tests {
@@ -242,7 +225,7 @@ mod tests {
     use burn::module::Param;
     use std::f64::consts::PI;
 
-    use crate::transformer::fourier::tests::P;
+    use crate::fourier::tests::P;
 
     fn evaluator(fraction: f64) -> Evaluator<TestBackend> {
         Evaluator::new(&Split::new(P as u32, fraction, 4), P as u32, &Default::default())
@@ -272,7 +255,7 @@ mod tests {
         let evaluator = evaluator(0.4);
         let keys = [(2usize, 6.0f64), (4, 5.0)];
         let stride = P + 1;
-        let logits = crate::transformer::fourier::tests::fourier_logits(&keys);
+        let logits = crate::fourier::tests::fourier_logits(&keys);
         let all = AllInputs { logits, stride };
         let full = evaluator.loss_over(&all, &evaluator.train);
         let key_set: Vec<usize> = keys.iter().map(|k| k.0).collect();

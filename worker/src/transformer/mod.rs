@@ -4,14 +4,12 @@
 //! - `data`: the split as tensors
 //! - `train`: the training loop, checkpoints and the final-K re-computation
 //! - `eval`: f64 cross-entropy and accuracy
-//! - `fourier`: the Fourier basis on Z_p and the measures built on it (host, f64)
 //! - `measures`: every progress measure of one step, from one forward pass
 //! - `checkpoint`: safetensors checkpoints with TransformerLens names
 
 pub mod checkpoint;
 pub mod data;
 pub mod eval;
-pub mod fourier;
 pub mod measures;
 pub mod model;
 pub mod train;

@@ -13,6 +13,8 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use sweep_core::split::SplitMix64;
 
+use crate::random::normal_samples;
+
 /// Sequence length: `[a, b, =]`.
 pub const SEQ_LEN: usize = 3;
 
@@ -71,23 +73,6 @@ pub struct ForwardOutput<B: Backend> {
     pub logits: Tensor<B, 2>,
     /// Post-ReLU MLP activations, [batch, d_mlp].
     pub mlp_post: Tensor<B, 2>,
-}
-
-/// Standard normal samples by Box–Muller over SplitMix64: fixed by the seed,
-/// independent of backend and thread, stable across dependency upgrades.
-fn normal_samples(rng: &mut SplitMix64, count: usize, scale: f64) -> Vec<f32> {
-    let mut values = Vec::with_capacity(count);
-    while values.len() < count {
-        let u1 = rng.next_f64().max(f64::MIN_POSITIVE);
-        let u2 = rng.next_f64();
-        let radius = (-2.0 * u1.ln()).sqrt();
-        let angle = 2.0 * std::f64::consts::PI * u2;
-        values.push((radius * angle.cos() * scale) as f32);
-        if values.len() < count {
-            values.push((radius * angle.sin() * scale) as f32);
-        }
-    }
-    values
 }
 
 impl TransformerConfig {

@@ -10,6 +10,11 @@
 
 use std::f64::consts::PI;
 
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+
+use crate::host;
+
 /// The basis `F` of one modulus.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FourierBasis {
@@ -196,6 +201,28 @@ pub fn neuron_frequencies(power: &[f32], modulus: usize, neurons: usize) -> Vec<
             NeuronFrequency { frequency, fve: block / total[neuron] }
         })
         .collect()
+}
+
+/// The basis as a p×p tensor on `device`, for [`activation_power`].
+pub fn basis_tensor<B: Backend>(basis: &FourierBasis, device: &B::Device) -> Tensor<B, 2> {
+    let p = basis.modulus();
+    let values: Vec<f32> = basis.rows().iter().map(|&v| v as f32).collect();
+    Tensor::from_data(TensorData::new(values, [p, p]), device)
+}
+
+/// Squared 2D-DFT coefficients of the centred activations over the p² inputs
+/// (rows in (a, b) order), as `[ka, kb, neuron]` for [`neuron_frequencies`].
+/// Two matrix products with the basis on the backend.
+pub fn activation_power<B: Backend>(basis: &Tensor<B, 2>, activations: Tensor<B, 2>) -> Vec<f32> {
+    let p = basis.dims()[0];
+    let [inputs, neurons] = activations.dims();
+    assert_eq!(inputs, p * p, "activations must have one row per (a, b) pair");
+    let centred = activations.clone() - activations.mean_dim(0);
+    let along_a = basis.clone().matmul(centred.reshape([p, p * neurons])); // [ka, (b, n)]
+    let by_b = along_a.reshape([p, p, neurons]).swap_dims(0, 1).reshape([p, p * neurons]); // [b, (ka, n)]
+    let along_b = basis.clone().matmul(by_b); // [kb, (ka, n)]
+    let ordered = along_b.reshape([p, p, neurons]).swap_dims(0, 1); // [ka, kb, n]
+    host(ordered.clone() * ordered)
 }
 
 /// Key frequencies (ascending) and the fraction of neurons above `threshold`.

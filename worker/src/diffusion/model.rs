@@ -1,0 +1,373 @@
+//! The one-block diffusion transformer (DiT) that predicts the clean image x0.
+//!
+//! Tokens: one per operand, then one per patch of the noisy target image x_t
+//! (with learned positional embeddings). An operand enters either as its
+//! symbol image through the pre-attention FFN bottleneck
+//! (pixels → d_ffn → GeLU → d_model), or, as a control, as a learned
+//! embedding of its value. The timestep enters through a sinusoidal embedding
+//! and an MLP that drives adaLN-Zero modulation of the block (shift, scale and
+//! gate of attention and FFN, zero at initialisation) and of the final layer.
+//! LayerNorms have no affine parameters, as in DiT.
+
+use burn::module::{Module, Param};
+use burn::tensor::activation::{gelu, silu, softmax};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
+use sweep_core::OperandInput;
+use sweep_core::split::SplitMix64;
+
+use crate::random::normal_samples;
+
+/// Width of the sinusoidal timestep features.
+pub const TIME_FEATURES: usize = 64;
+/// Number of operand tokens in front of the patch tokens.
+pub const OPERAND_TOKENS: usize = 2;
+
+/// Sizes of the model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DitConfig {
+    /// Number of symbol classes P.
+    pub classes: usize,
+    /// Image side in pixels.
+    pub image_size: usize,
+    /// Patch side in pixels.
+    pub patch_size: usize,
+    /// Residual width.
+    pub d_model: usize,
+    /// Attention heads.
+    pub n_heads: usize,
+    /// FFN and bottleneck hidden width.
+    pub d_ffn: usize,
+    /// How operands enter.
+    pub operand_input: OperandInput,
+    /// Initialisation seed.
+    pub seed: u64,
+}
+
+/// A dense layer `x · W + b`.
+#[derive(Module, Debug)]
+pub struct Dense<B: Backend> {
+    /// [in, out].
+    pub weight: Param<Tensor<B, 2>>,
+    /// [out].
+    pub bias: Param<Tensor<B, 1>>,
+}
+
+impl<B: Backend> Dense<B> {
+    fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        x.matmul(self.weight.val()) + self.bias.val().unsqueeze::<2>()
+    }
+
+    /// Apply to the last dimension of a [batch, tokens, in] tensor.
+    fn forward_tokens(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [batch, tokens, width] = x.dims();
+        let out = self.weight.dims()[1];
+        self.forward(x.reshape([batch * tokens, width])).reshape([batch, tokens, out])
+    }
+
+    fn squared_sum(&self) -> f64 {
+        squared(self.weight.val().into_data()) + squared(self.bias.val().into_data())
+    }
+}
+
+fn squared(values: TensorData) -> f64 {
+    values.iter::<f64>().map(|value| value * value).sum()
+}
+
+/// The model.
+#[derive(Module, Debug)]
+pub struct Dit<B: Backend> {
+    /// Operand bottleneck, pixels → d_ffn (image input).
+    pub bottleneck_in: Option<Dense<B>>,
+    /// Operand bottleneck, d_ffn → d_model (image input).
+    pub bottleneck_out: Option<Dense<B>>,
+    /// Operand embeddings [P, d_model] (token input).
+    pub operand_embed: Option<Param<Tensor<B, 2>>>,
+    /// Which operand a token is, [2, d_model].
+    pub operand_pos: Param<Tensor<B, 2>>,
+    /// Patch pixels → d_model.
+    pub patch_embed: Dense<B>,
+    /// Positional embedding of the patches, [patches, d_model].
+    pub patch_pos: Param<Tensor<B, 2>>,
+    /// Timestep MLP, sinusoidal features → d_model.
+    pub time_in: Dense<B>,
+    /// Timestep MLP, d_model → d_model.
+    pub time_out: Dense<B>,
+    /// adaLN-Zero of the block: d_model → 6·d_model (shift, scale, gate for attention and FFN).
+    pub block_modulation: Dense<B>,
+    /// Queries.
+    pub query: Dense<B>,
+    /// Keys.
+    pub key: Dense<B>,
+    /// Values.
+    pub value: Dense<B>,
+    /// Attention output.
+    pub attention_out: Dense<B>,
+    /// FFN in, d_model → d_ffn.
+    pub ffn_in: Dense<B>,
+    /// FFN out, d_ffn → d_model.
+    pub ffn_out: Dense<B>,
+    /// adaLN of the final layer: d_model → 2·d_model (shift, scale).
+    pub final_modulation: Dense<B>,
+    /// Final layer, d_model → patch pixels.
+    pub final_out: Dense<B>,
+    /// Attention heads.
+    pub n_heads: usize,
+    /// Patch side.
+    pub patch_size: usize,
+    /// Image side.
+    pub image_size: usize,
+}
+
+/// The operands of a batch.
+#[derive(Debug, Clone)]
+pub enum Operands<B: Backend> {
+    /// Images of a and b, [batch, pixels] each, in [−1, 1].
+    Images(Tensor<B, 2>, Tensor<B, 2>),
+    /// Values of a and b, [batch] each.
+    Tokens(Tensor<B, 1, Int>, Tensor<B, 1, Int>),
+}
+
+/// What one forward pass yields.
+#[derive(Debug)]
+pub struct DitOutput<B: Backend> {
+    /// Predicted clean image, [batch, pixels].
+    pub x0: Tensor<B, 2>,
+    /// Pre-GeLU FFN activations averaged over the patch tokens, [batch, d_ffn].
+    pub ffn_pre: Tensor<B, 2>,
+}
+
+/// Sinusoidal features of the times `t` (scaled by 1000 as in DiT), [batch, TIME_FEATURES].
+pub fn time_features<B: Backend>(times: &[f64], device: &B::Device) -> Tensor<B, 2> {
+    let half = TIME_FEATURES / 2;
+    let mut values = Vec::with_capacity(times.len() * TIME_FEATURES);
+    for &t in times {
+        for i in 0..half {
+            let frequency = (-(10_000f64.ln()) * i as f64 / half as f64).exp();
+            values.push((1000.0 * t * frequency).cos() as f32);
+        }
+        for i in 0..half {
+            let frequency = (-(10_000f64.ln()) * i as f64 / half as f64).exp();
+            values.push((1000.0 * t * frequency).sin() as f32);
+        }
+    }
+    Tensor::from_data(TensorData::new(values, [times.len(), TIME_FEATURES]), device)
+}
+
+impl DitConfig {
+    /// Patches per side.
+    pub fn grid(&self) -> usize {
+        self.image_size / self.patch_size
+    }
+
+    /// Build the model: weights ~ N(0, 1/fan_in), biases 0; the adaLN-Zero
+    /// modulations and the final layer start at zero (the block is the
+    /// identity and the prediction is 0 at initialisation).
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Dit<B> {
+        let mut rng = SplitMix64::new(self.seed ^ 0x6469_745f_696e_6974);
+        let mut dense = |inputs: usize, outputs: usize, zero: bool| {
+            let scale = if zero { 0.0 } else { 1.0 / (inputs as f64).sqrt() };
+            let values = normal_samples(&mut rng, inputs * outputs, scale);
+            Dense {
+                weight: Param::from_tensor(Tensor::from_data(TensorData::new(values, [inputs, outputs]), device)),
+                bias: Param::from_tensor(Tensor::zeros([outputs], device)),
+            }
+        };
+        let (d, pixels, patch_pixels) = (self.d_model, self.image_size * self.image_size, self.patch_size * self.patch_size);
+        let (bottleneck_in, bottleneck_out) = match self.operand_input {
+            OperandInput::Image => (Some(dense(pixels, self.d_ffn, false)), Some(dense(self.d_ffn, d, false))),
+            OperandInput::Token => (None, None),
+        };
+        let patch_embed = dense(patch_pixels, d, false);
+        let time_in = dense(TIME_FEATURES, d, false);
+        let time_out = dense(d, d, false);
+        let block_modulation = dense(d, 6 * d, true);
+        let (query, key, value, attention_out) = (dense(d, d, false), dense(d, d, false), dense(d, d, false), dense(d, d, false));
+        let (ffn_in, ffn_out) = (dense(d, self.d_ffn, false), dense(self.d_ffn, d, false));
+        let final_modulation = dense(d, 2 * d, true);
+        let final_out = dense(d, patch_pixels, true);
+        let mut embedding = |rows: usize| {
+            let values = normal_samples(&mut rng, rows * d, 0.02);
+            Param::from_tensor(Tensor::from_data(TensorData::new(values, [rows, d]), device))
+        };
+        let operand_embed = (self.operand_input == OperandInput::Token).then(|| embedding(self.classes));
+        let operand_pos = embedding(OPERAND_TOKENS);
+        let patch_pos = embedding(self.grid() * self.grid());
+        Dit {
+            bottleneck_in,
+            bottleneck_out,
+            operand_embed,
+            operand_pos,
+            patch_embed,
+            patch_pos,
+            time_in,
+            time_out,
+            block_modulation,
+            query,
+            key,
+            value,
+            attention_out,
+            ffn_in,
+            ffn_out,
+            final_modulation,
+            final_out,
+            n_heads: self.n_heads,
+            patch_size: self.patch_size,
+            image_size: self.image_size,
+        }
+    }
+}
+
+/// LayerNorm over the last dimension without affine parameters.
+fn layer_norm<B: Backend>(x: Tensor<B, 3>) -> Tensor<B, 3> {
+    let centred = x.clone() - x.mean_dim(2);
+    let variance = centred.clone().powi_scalar(2).mean_dim(2);
+    centred / (variance + 1e-6).sqrt()
+}
+
+/// x · (1 + scale) + shift with one (shift, scale) per batch row.
+fn modulate<B: Backend>(x: Tensor<B, 3>, shift: Tensor<B, 2>, scale: Tensor<B, 2>) -> Tensor<B, 3> {
+    x * (scale.unsqueeze_dim::<3>(1) + 1.0) + shift.unsqueeze_dim::<3>(1)
+}
+
+impl<B: Backend> Dit<B> {
+    fn grid(&self) -> usize {
+        self.image_size / self.patch_size
+    }
+
+    /// [batch, pixels] → [batch, patches, patch pixels], patches row-major.
+    pub fn patchify(&self, images: Tensor<B, 2>) -> Tensor<B, 3> {
+        let (batch, g, s) = (images.dims()[0], self.grid(), self.patch_size);
+        images.reshape([batch, g, s, g, s]).swap_dims(2, 3).reshape([batch, g * g, s * s])
+    }
+
+    /// Inverse of [`Dit::patchify`].
+    pub fn unpatchify(&self, patches: Tensor<B, 3>) -> Tensor<B, 2> {
+        let (batch, g, s) = (patches.dims()[0], self.grid(), self.patch_size);
+        patches.reshape([batch, g, g, s, s]).swap_dims(2, 3).reshape([batch, g * s * g * s])
+    }
+
+    /// The representation of operand values or images before the operand
+    /// position is added: the bottleneck output (image input) or the
+    /// embedding (token input), [batch, d_model].
+    pub fn operand_representation(&self, operand: OperandOne<B>) -> Tensor<B, 2> {
+        match (operand, &self.bottleneck_in, &self.bottleneck_out, &self.operand_embed) {
+            (OperandOne::Image(images), Some(inner), Some(outer), _) => outer.forward(gelu(inner.forward(images))),
+            (OperandOne::Token(values), _, _, Some(embed)) => embed.val().select(0, values),
+            _ => panic!("operands given in a form this model was not built for"),
+        }
+    }
+
+    /// Predict x0 from x_t at times `t` ([batch, TIME_FEATURES] from [`time_features`]).
+    pub fn forward(&self, x_t: Tensor<B, 2>, time: Tensor<B, 2>, operands: Operands<B>) -> DitOutput<B> {
+        let batch = x_t.dims()[0];
+        let d = self.operand_pos.dims()[1];
+        let (first, second) = match operands {
+            Operands::Images(a, b) => (OperandOne::Image(a), OperandOne::Image(b)),
+            Operands::Tokens(a, b) => (OperandOne::Token(a), OperandOne::Token(b)),
+        };
+        let operand_pos = self.operand_pos.val();
+        let first = self.operand_representation(first) + operand_pos.clone().narrow(0, 0, 1);
+        let second = self.operand_representation(second) + operand_pos.narrow(0, 1, 1);
+        let patches = self.patch_embed.forward_tokens(self.patchify(x_t)) + self.patch_pos.val().unsqueeze::<3>();
+        let patch_count = patches.dims()[1];
+        let tokens = Tensor::cat(vec![first.unsqueeze_dim::<3>(1), second.unsqueeze_dim::<3>(1), patches], 1); // [batch, L, d]
+        let length = tokens.dims()[1];
+
+        let condition = silu(self.time_out.forward(silu(self.time_in.forward(time)))); // [batch, d]
+        let modulation = self.block_modulation.forward(condition.clone()); // [batch, 6d]
+        let part = |index: usize| modulation.clone().narrow(1, index * d, d);
+
+        let heads = self.n_heads;
+        let d_head = d / heads;
+        let attention_in = modulate(layer_norm(tokens.clone()), part(0), part(1));
+        let split = |x: Tensor<B, 3>| x.reshape([batch, length, heads, d_head]).swap_dims(1, 2); // [batch, heads, L, d_head]
+        let q = split(self.query.forward_tokens(attention_in.clone()));
+        let k = split(self.key.forward_tokens(attention_in.clone()));
+        let v = split(self.value.forward_tokens(attention_in));
+        let pattern = softmax(q.matmul(k.swap_dims(2, 3)).div_scalar((d_head as f64).sqrt()), 3);
+        let mixed = pattern.matmul(v).swap_dims(1, 2).reshape([batch, length, d]);
+        let tokens = tokens + self.attention_out.forward_tokens(mixed) * part(2).unsqueeze_dim::<3>(1);
+
+        let ffn_in = modulate(layer_norm(tokens.clone()), part(3), part(4));
+        let ffn_pre = self.ffn_in.forward_tokens(ffn_in); // [batch, L, d_ffn]
+        let tokens = tokens + self.ffn_out.forward_tokens(gelu(ffn_pre.clone())) * part(5).unsqueeze_dim::<3>(1);
+
+        let final_modulation = self.final_modulation.forward(condition);
+        let (shift, scale) = (final_modulation.clone().narrow(1, 0, d), final_modulation.narrow(1, d, d));
+        let patch_tokens = tokens.narrow(1, OPERAND_TOKENS, patch_count);
+        let out = self.final_out.forward_tokens(modulate(layer_norm(patch_tokens), shift, scale));
+        let d_ffn = ffn_pre.dims()[2];
+        let ffn_pre = ffn_pre.narrow(1, OPERAND_TOKENS, patch_count).mean_dim(1).reshape([batch, d_ffn]);
+        DitOutput { x0: self.unpatchify(out), ffn_pre }
+    }
+
+    /// Σθ² over every parameter, accumulated in f64.
+    pub fn sum_squared_weights(&self) -> f64 {
+        let mut total = 0.0;
+        for dense in [&self.patch_embed, &self.time_in, &self.time_out, &self.block_modulation, &self.query, &self.key, &self.value, &self.attention_out, &self.ffn_in, &self.ffn_out, &self.final_modulation, &self.final_out]
+            .into_iter()
+            .chain(self.bottleneck_in.as_ref())
+            .chain(self.bottleneck_out.as_ref())
+        {
+            total += dense.squared_sum();
+        }
+        for embedding in [&self.operand_pos, &self.patch_pos].into_iter().chain(self.operand_embed.as_ref()) {
+            total += squared(embedding.val().into_data());
+        }
+        total
+    }
+}
+
+/// One operand column of a batch.
+#[derive(Debug, Clone)]
+pub enum OperandOne<B: Backend> {
+    /// Images, [batch, pixels].
+    Image(Tensor<B, 2>),
+    /// Values, [batch].
+    Token(Tensor<B, 1, Int>),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::TestBackend;
+    use crate::host;
+
+    fn config(operand_input: OperandInput) -> DitConfig {
+        DitConfig { classes: 5, image_size: 16, patch_size: 4, d_model: 16, n_heads: 2, d_ffn: 24, operand_input, seed: 1 }
+    }
+
+    #[test]
+    fn patchify_round_trips_and_orders_patches_row_major() {
+        let model: Dit<TestBackend> = config(OperandInput::Token).init(&Default::default());
+        let pixels: Vec<f32> = (0..2 * 256).map(|i| i as f32).collect();
+        let images = Tensor::<TestBackend, 2>::from_data(TensorData::new(pixels.clone(), [2, 256]), &Default::default());
+        let patches = model.patchify(images);
+        assert_eq!(patches.dims(), [2, 16, 16]);
+        let values = host(patches.clone());
+        // Patch 1 of image 0 starts at pixel (0, 4); its second row at (1, 4).
+        assert_eq!(values[16], 4.0);
+        assert_eq!(values[16 + 4], 20.0);
+        assert_eq!(host(model.unpatchify(patches)), pixels);
+    }
+
+    #[test]
+    fn fresh_model_predicts_zero_and_has_the_documented_shapes() {
+        let device = Default::default();
+        for input in [OperandInput::Image, OperandInput::Token] {
+            let model: Dit<TestBackend> = config(input).init(&device);
+            let x_t = Tensor::<TestBackend, 2>::ones([3, 256], &device);
+            let operands = match input {
+                OperandInput::Image => Operands::Images(Tensor::ones([3, 256], &device), Tensor::zeros([3, 256], &device)),
+                OperandInput::Token => Operands::Tokens(Tensor::from_data(TensorData::new(vec![0i64, 1, 4], [3]), &device), Tensor::from_data(TensorData::new(vec![2i64, 3, 0], [3]), &device)),
+            };
+            let output = model.forward(x_t, time_features(&[0.1, 0.5, 1.0], &device), operands);
+            assert_eq!(output.x0.dims(), [3, 256]);
+            assert_eq!(output.ffn_pre.dims(), [3, 24]);
+            // adaLN-Zero: the final layer starts at zero.
+            assert!(host(output.x0).iter().all(|v| *v == 0.0));
+            assert!(model.sum_squared_weights() > 0.0);
+        }
+    }
+}
