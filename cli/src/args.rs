@@ -32,8 +32,37 @@ pub enum Command {
     Cancel(CancelArgs),
     /// Validate a sweep spec and list its trials; runs nothing.
     Plan(PlanArgs),
-    /// Query the results with SQL (DataFusion): tables `trials` and `progress`.
+    /// Query the results with SQL (DataFusion): tables `trials`, `progress`, `spectra`.
     Sql(SqlArgs),
+    /// Draw the diffusion family's symbol images into a contact sheet (PNG):
+    /// one row per class, images 0.. of each class left to right.
+    Glyphs(GlyphsArgs),
+}
+
+/// `groksweep glyphs`.
+#[derive(Debug, Args)]
+pub struct GlyphsArgs {
+    /// Number of classes P (rows of the sheet).
+    #[arg(long, default_value_t = 23)]
+    pub modulus: u32,
+    /// Images per class (columns); image 0 is the clean prototype.
+    #[arg(long, default_value_t = 8)]
+    pub per_class: u32,
+    /// Glyph seed (the sweep's `diffusion.glyph_seed`).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Image side in pixels (`diffusion.image_size`).
+    #[arg(long, default_value_t = 28)]
+    pub image_size: usize,
+    /// Augmentation strength in [0, 1] (`diffusion.augmentation`).
+    #[arg(long, default_value_t = 0.5)]
+    pub augmentation: f64,
+    /// Each pixel drawn as a block of this size.
+    #[arg(long, default_value_t = 3)]
+    pub scale: usize,
+    /// Output PNG.
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 /// Where the coordinator is and how to authenticate.

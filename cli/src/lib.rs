@@ -1,7 +1,7 @@
 //! The `groksweep` command-line tool.
 //!
 //! - [`args`]: the clap command line.
-//! - `commands`: one module per subcommand (`run`, `coordinator`, `worker`, `submit`, `status`, `plan`, `sql`).
+//! - `commands`: one module per subcommand (`run`, `coordinator`, `worker`, `submit`, `status`, `plan`, `sql`, `glyphs`).
 //! - `display`: tables, progress bars and the end-of-run summary.
 //! - `signals`: Ctrl-C / SIGTERM as a future.
 
@@ -35,5 +35,6 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Cancel(args) => commands::client::cancel(args).await,
         Command::Plan(args) => commands::plan::run(args),
         Command::Sql(args) => commands::sql::run(args).await,
+        Command::Glyphs(args) => commands::glyphs::run(args),
     }
 }

@@ -2,6 +2,7 @@
 //! in-process or as separate `groksweep` processes that the fault tests kill.
 
 mod cli;
+mod diffusion;
 mod faults;
 mod fixture;
 mod results;

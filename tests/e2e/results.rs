@@ -162,6 +162,8 @@ pub(crate) struct TrialRow {
     pub(crate) final_test_accuracy: Option<f64>,
     pub(crate) key_frequencies: Option<String>,
     pub(crate) final_checkpoint: Option<String>,
+    pub(crate) judge_accuracy: Option<f64>,
+    pub(crate) image_diversity: Option<i32>,
 }
 
 pub(crate) fn trial_details(sweep_dir: &Path) -> Vec<TrialRow> {
@@ -171,6 +173,8 @@ pub(crate) fn trial_details(sweep_dir: &Path) -> Vec<TrialRow> {
         let accuracy = batch.column_by_name("final_test_accuracy").expect("accuracy").as_primitive::<Float64Type>().clone();
         let keys = batch.column_by_name("key_frequencies").expect("key_frequencies").as_string::<i32>().clone();
         let checkpoint = batch.column_by_name("final_checkpoint").expect("final_checkpoint").as_string::<i32>().clone();
+        let judge = batch.column_by_name("judge_accuracy").expect("judge_accuracy").as_primitive::<Float64Type>().clone();
+        let diversity = batch.column_by_name("image_diversity").expect("image_diversity").as_primitive::<Int32Type>().clone();
         let text = |array: &arrow_array::StringArray, index: usize| (!array.is_null(index)).then(|| array.value(index).to_string());
         for index in 0..batch.num_rows() {
             rows.push(TrialRow {
@@ -178,6 +182,8 @@ pub(crate) fn trial_details(sweep_dir: &Path) -> Vec<TrialRow> {
                 final_test_accuracy: (!accuracy.is_null(index)).then(|| accuracy.value(index)),
                 key_frequencies: text(&keys, index),
                 final_checkpoint: text(&checkpoint, index),
+                judge_accuracy: (!judge.is_null(index)).then(|| judge.value(index)),
+                image_diversity: (!diversity.is_null(index)).then(|| diversity.value(index)),
             });
         }
     }

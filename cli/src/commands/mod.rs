@@ -2,6 +2,7 @@
 
 pub(crate) mod client;
 pub(crate) mod coordinator;
+pub(crate) mod glyphs;
 pub(crate) mod plan;
 pub(crate) mod run;
 pub(crate) mod sql;

@@ -1,0 +1,74 @@
+//! A tiny diffusion sweep through an in-process coordinator and worker: its
+//! measures land in `progress` and `spectra`, the judge's accuracy in `trials`,
+//! and the judge classifier is trained once into the cache.
+
+use std::time::Duration;
+
+use sweep_worker::WorkerConfig;
+
+use crate::fixture::{InProcessCoordinator, client, fast_config, fixture_spec, submit, wait_for_sweep};
+use crate::results::{progress_rows, spectra_rows, trial_details};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiny_diffusion_sweep_lands_in_parquet() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let coordinator = InProcessCoordinator::start(fast_config(data.path())).await;
+    let mut client = client(&coordinator.address, None);
+    let submitted = submit(&mut client, &fixture_spec("tiny-diffusion.yaml")).await;
+    assert_eq!(submitted.trials_total, 2, "image_diversity [1, 2] multiplies diffusion trials");
+
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let cache = data.path().join("cache");
+    let config = WorkerConfig { coordinator: coordinator.address.clone(), slots: 2, token: None, name: "e2e".into(), cache_dir: cache.clone() };
+    let worker = tokio::spawn(sweep_worker::run(config, async { let _ = stopped.await; }));
+    let status = wait_for_sweep(&mut client, "tiny-diffusion", Duration::from_secs(300), |s| s.finished).await;
+    assert!(status.trials.iter().all(|t| t.status == "done"), "{status:#?}");
+    let _ = stop.send(());
+    worker.await.expect("worker task").expect("worker ends cleanly");
+    coordinator.stop().await;
+
+    let sweep_dir = data.path().join("results/tiny-diffusion");
+    let trials = trial_details(&sweep_dir);
+    assert_eq!(trials.len(), 2);
+    for trial in &trials {
+        match trial.image_diversity {
+            Some(1) => assert_eq!(trial.judge_accuracy, None, "N = 1 is judged by the exemplars"),
+            Some(2) => assert!(trial.judge_accuracy.is_some_and(|a| (0.8..=1.0).contains(&a)), "{trial:?}"),
+            other => panic!("unexpected image diversity {other:?}"),
+        }
+    }
+    // The classifier was trained once and cached.
+    let cached: Vec<_> = std::fs::read_dir(&cache).expect("cache").flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(cached.iter().filter(|name| name.ends_with(".accuracy")).count(), 1, "{cached:?}");
+
+    let rows = progress_rows(&sweep_dir);
+    for trial in &trials {
+        let mine: Vec<_> = rows.iter().filter(|r| r.trial_id == trial.trial_id).collect();
+        let value = |step: i64, measure: &str| mine.iter().find(|r| r.step == step && r.measure == measure).map(|r| r.value);
+        for step in [0, 10, 20] {
+            for measure in ["train_loss", "test_loss", "sum_squared_weights", "gini_operand", "spectral_entropy", "key_neuron_fraction", "mode_shift_fraction"] {
+                let v = value(step, measure).unwrap_or_else(|| panic!("{measure} at {step} missing for {}", trial.trial_id));
+                assert!(v.is_finite() && v >= 0.0, "{measure} = {v}");
+            }
+            for measure in ["train_accuracy", "test_accuracy", "switch_follows_new@0.60", "switch_follows_old@0.60"] {
+                let v = value(step, measure).unwrap_or_else(|| panic!("{measure} at {step} missing"));
+                assert!((0.0..=1.0).contains(&v), "{measure} = {v}");
+            }
+            // Decision curve: 5 sampler steps, 5 points (t = 1.0 .. 0.2) and the sample at t = 0.
+            for t in ["1.00", "0.80", "0.60", "0.40", "0.20", "0.00"] {
+                assert!(value(step, &format!("decision_accuracy_test@{t}")).is_some(), "decision point {t} at {step}");
+            }
+            // The last point of the curve is the generation accuracy itself.
+            assert_eq!(value(step, "decision_accuracy_test@0.00"), value(step, "test_accuracy"));
+        }
+        // Training lowers the flow-matching loss.
+        assert!(value(20, "train_loss") < value(0, "train_loss"), "{:?} → {:?}", value(0, "train_loss"), value(20, "train_loss"));
+    }
+    let spectra = spectra_rows(&sweep_dir);
+    for trial in &trials {
+        for matrix in ["operand", "key_neurons"] {
+            // Frequencies 0..=2 at P = 5, at each of the 3 evals.
+            assert_eq!(spectra.iter().filter(|s| s.0 == trial.trial_id && s.3 == matrix).count(), 3 * 3, "{matrix}");
+        }
+    }
+}
