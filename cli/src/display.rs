@@ -32,7 +32,10 @@ fn accuracy(value: Option<f64>) -> String {
 
 fn params_label(params: Option<&pb::TrialParams>) -> String {
     match params {
-        Some(p) => format!("p={} frac={} wd={} seed={}", p.modulus, p.data_fraction, p.weight_decay, p.seed),
+        Some(p) => {
+            let diversity = p.image_diversity.map_or_else(String::new, |n| format!(" N={n}"));
+            format!("{} p={} frac={} wd={} seed={}{diversity}", p.family, p.modulus, p.data_fraction, p.weight_decay, p.seed)
+        }
         None => String::new(),
     }
 }
@@ -46,10 +49,12 @@ pub(crate) fn trials_table(status: &pb::SweepStatus) -> String {
             let p = trial.params.clone().unwrap_or_default();
             vec![
                 trial.trial_id.clone(),
+                p.family.clone(),
                 p.modulus.to_string(),
                 p.data_fraction.to_string(),
                 p.weight_decay.to_string(),
                 p.seed.to_string(),
+                p.image_diversity.map_or_else(|| "—".to_string(), |n| n.to_string()),
                 trial.status.clone(),
                 trial.epoch.map_or_else(|| "—".to_string(), |e| e.to_string()),
                 accuracy(trial.train_accuracy),
@@ -59,7 +64,7 @@ pub(crate) fn trials_table(status: &pb::SweepStatus) -> String {
             ]
         })
         .collect();
-    let headers = ["trial", "p", "fraction", "wd", "seed", "status", "epoch", "train acc", "test acc", "grokked at", "wall"];
+    let headers = ["trial", "family", "p", "fraction", "wd", "seed", "N", "status", "epoch", "train acc", "test acc", "grokked at", "wall"];
     let mut out = table(&headers, &rows);
     for trial in status.trials.iter().filter(|trial| !trial.error.is_empty() && trial.status != "done") {
         out.push_str(&format!("{} ({}): {}\n", trial.trial_id, trial.status, trial.error));

@@ -159,6 +159,16 @@ impl GlyphSet {
         self.size
     }
 
+    /// The set's seed.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// Augmentation strength of indices 1...
+    pub fn strength(&self) -> f64 {
+        self.strength
+    }
+
     /// Check that classes `0..classes` can be drawn legibly at this size.
     pub fn check_classes(&self, classes: u32) -> Result<(), GlyphSetError> {
         if classes > 100 && self.size < THREE_DIGIT_MIN_SIZE {

@@ -27,9 +27,10 @@ pub(crate) fn run(args: PlanArgs) -> anyhow::Result<()> {
                 p.weight_decay.to_string(),
                 p.seed.to_string(),
                 p.data_seed.to_string(),
+                p.image_diversity.map_or_else(|| "—".to_string(), |n| n.to_string()),
             ]
         })
         .collect();
-    print!("{}", display::table(&["trial", "family", "p", "fraction", "wd", "seed", "data seed"], &rows));
+    print!("{}", display::table(&["trial", "family", "p", "fraction", "wd", "seed", "data seed", "N"], &rows));
     Ok(())
 }

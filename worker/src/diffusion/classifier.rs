@@ -49,24 +49,21 @@ pub enum ClassifierError {
 pub struct ClassifierKey {
     /// Classes P.
     pub classes: usize,
-    /// The glyph set.
+    /// The glyph set (seed, image size, augmentation strength).
     pub glyphs: GlyphSet,
-    /// Glyph seed (part of `glyphs`, repeated for the file name).
-    pub glyph_seed: u64,
-    /// Augmentation strength (part of `glyphs`, repeated for the file name).
-    pub augmentation: f64,
     /// Training images per class (held-out: a quarter of that, at least 20).
     pub images_per_class: usize,
 }
 
 impl ClassifierKey {
+    /// File name without extension; no dots in it (the augmentation is in thousandths).
     fn file_stem(&self) -> String {
         format!(
-            "judge-v{RECIPE_VERSION}-p{}-seed{}-{}px-aug{:.3}-n{}",
+            "judge-v{RECIPE_VERSION}-p{}-seed{}-{}px-aug{}-n{}",
             self.classes,
-            self.glyph_seed,
+            self.glyphs.seed(),
             self.glyphs.size(),
-            self.augmentation,
+            (self.glyphs.strength() * 1000.0).round() as u32,
             self.images_per_class
         )
     }
@@ -179,31 +176,29 @@ impl<B: Backend> Classifier<B> {
 /// Load the classifier for `key` from `cache_dir`, or train it there (with
 /// the autodiff backend `A`) and store it.
 pub fn load_or_train<A: AutodiffBackend>(key: &ClassifierKey, cache_dir: &Path, device: &A::Device) -> Result<(Classifier<A::InnerBackend>, Origin), ClassifierError> {
+    std::fs::create_dir_all(cache_dir).map_err(|error| cache_error(cache_dir, error))?;
+    let stem = cache_dir.join(key.file_stem());
+    let weights = stem.with_extension("bin");
+    let accuracy_file = stem.with_extension("accuracy");
+    let _guard = TRAINING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _lock = LockFile::acquire(stem.with_extension("lock"))?;
+    let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
+    if let Ok(text) = std::fs::read_to_string(&accuracy_file)
+        && let Ok(held_out_accuracy) = text.trim().parse::<f64>()
+        && weights.exists()
     {
-        std::fs::create_dir_all(cache_dir).map_err(|error| cache_error(cache_dir, error))?;
-        let stem = cache_dir.join(key.file_stem());
-        let weights = stem.with_extension("bin");
-        let accuracy_file = stem.with_extension("accuracy");
-        let _guard = TRAINING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let _lock = LockFile::acquire(stem.with_extension("lock"))?;
-        let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
-        if let Ok(text) = std::fs::read_to_string(&accuracy_file)
-            && let Ok(held_out_accuracy) = text.trim().parse::<f64>()
-            && weights.exists()
-        {
-            let model = Cnn::<A::InnerBackend>::new(key.classes, key.glyphs.size(), device).load_file(stem.clone(), &recorder, device).map_err(|error| cache_error(&weights, error))?;
-            return Ok((Classifier { model, held_out_accuracy }, Origin::Cached));
-        }
-        let started = Instant::now();
-        let (model, held_out_accuracy) = train::<A>(key, device);
-        model.clone().save_file(stem.clone(), &recorder).map_err(|error| cache_error(&weights, error))?;
-        // The accuracy file is written last: its presence marks a complete entry.
-        let temporary = stem.with_extension("accuracy.tmp");
-        std::fs::write(&temporary, format!("{held_out_accuracy}\n")).map_err(|error| cache_error(&temporary, error))?;
-        std::fs::rename(&temporary, &accuracy_file).map_err(|error| cache_error(&accuracy_file, error))?;
-        info!(classes = key.classes, held_out_accuracy, seconds = started.elapsed().as_secs_f64(), "trained the judge classifier");
-        Ok((Classifier { model, held_out_accuracy }, Origin::Trained))
+        let model = Cnn::<A::InnerBackend>::new(key.classes, key.glyphs.size(), device).load_file(stem.clone(), &recorder, device).map_err(|error| cache_error(&weights, error))?;
+        return Ok((Classifier { model, held_out_accuracy }, Origin::Cached));
     }
+    let started = Instant::now();
+    let (model, held_out_accuracy) = train::<A>(key, device);
+    model.clone().save_file(stem.clone(), &recorder).map_err(|error| cache_error(&weights, error))?;
+    // The accuracy file is written last: its presence marks a complete entry.
+    let temporary = stem.with_extension("accuracy.tmp");
+    std::fs::write(&temporary, format!("{held_out_accuracy}\n")).map_err(|error| cache_error(&temporary, error))?;
+    std::fs::rename(&temporary, &accuracy_file).map_err(|error| cache_error(&accuracy_file, error))?;
+    info!(classes = key.classes, held_out_accuracy, seconds = started.elapsed().as_secs_f64(), "trained the judge classifier");
+    Ok((Classifier { model, held_out_accuracy }, Origin::Trained))
 }
 
 fn image_of(bank: &ImageBank, item: usize, per_class: usize) -> &[f32] {
@@ -212,7 +207,7 @@ fn image_of(bank: &ImageBank, item: usize, per_class: usize) -> &[f32] {
 
 /// Train the CNN with Adam on images `FIRST_INDEX..` and measure it on the next ones.
 fn train<A: AutodiffBackend>(key: &ClassifierKey, device: &A::Device) -> (Cnn<A::InnerBackend>, f64) {
-    A::seed(device, 0x6a75_6467_65 ^ key.glyph_seed);
+    A::seed(device, 0x6a75_6467_65 ^ key.glyphs.seed());
     let per_class = key.images_per_class;
     let held_out_per_class = (per_class / 4).max(20);
     let train_bank = ImageBank::from_indices(&key.glyphs, key.classes, per_class, FIRST_INDEX);
@@ -222,7 +217,7 @@ fn train<A: AutodiffBackend>(key: &ClassifierKey, device: &A::Device) -> (Cnn<A:
     let mut optimizer = AdamConfig::new().init::<A, Cnn<A>>();
     let total = key.classes * per_class;
     let mut order: Vec<usize> = (0..total).collect();
-    let mut rng = SplitMix64::new(key.glyph_seed ^ 0x636e_6e);
+    let mut rng = SplitMix64::new(key.glyphs.seed() ^ 0x636e_6e);
     for _ in 0..EPOCHS {
         for i in (1..order.len()).rev() {
             order.swap(i, rng.below(i as u64 + 1) as usize);
@@ -259,7 +254,7 @@ mod tests {
     #[test]
     fn the_cached_classifier_is_reused_not_retrained() {
         let directory = tempfile::tempdir().expect("tempdir");
-        let key = ClassifierKey { classes: 5, glyphs: GlyphSet::new(2, 16, 0.3).expect("valid"), glyph_seed: 2, augmentation: 0.3, images_per_class: 40 };
+        let key = ClassifierKey { classes: 5, glyphs: GlyphSet::new(2, 16, 0.3).expect("valid"), images_per_class: 40 };
         let device = Default::default();
         let (first, origin) = load_or_train::<TestAutodiffBackend>(&key, directory.path(), &device).expect("trained");
         assert_eq!(origin, Origin::Trained);
@@ -273,9 +268,12 @@ mod tests {
         let images = Tensor::<TestBackend, 2>::from_data(TensorData::new(bank.prototypes(), [5, 256]), &device);
         assert_eq!(first.classify(images.clone()), second.classify(images));
         // Another key trains its own.
-        let other = ClassifierKey { classes: 4, ..key };
+        let other = ClassifierKey { classes: 4, ..key.clone() };
         let (_, origin) = load_or_train::<TestAutodiffBackend>(&other, directory.path(), &device).expect("trained");
         assert_eq!(origin, Origin::Trained);
+        let stronger = ClassifierKey { glyphs: GlyphSet::new(2, 16, 0.35).expect("valid"), ..key };
+        let (_, origin) = load_or_train::<TestAutodiffBackend>(&stronger, directory.path(), &device).expect("trained");
+        assert_eq!(origin, Origin::Trained, "another augmentation strength is another classifier");
         assert!(!directory.path().read_dir().expect("dir").any(|entry| entry.expect("entry").path().extension().is_some_and(|e| e == "lock")));
     }
 }

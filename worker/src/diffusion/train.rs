@@ -99,8 +99,6 @@ fn judge<B: AutodiffBackend>(spec: &DiffusionSpec, set: &GlyphSet, bank: &ImageB
     let key = ClassifierKey {
         classes: bank.classes(),
         glyphs: *set,
-        glyph_seed: spec.diffusion.glyph_seed,
-        augmentation: spec.diffusion.augmentation,
         images_per_class: spec.diffusion.judge_images_per_class as usize,
     };
     let (classifier, origin) = load_or_train::<B>(&key, &spec.cache_dir, device)?;
