@@ -114,6 +114,21 @@ mod tests {
     }
 
     #[test]
+    fn image_diversity_multiplies_diffusion_trials_only() {
+        let text = "version: 1\nname: d\nfamilies: [transformer, diffusion]\naxes:\n  modulus: 23\n  data_fraction: 0.9\n  weight_decay: 1\n  seed: [0, 1]\n  image_diversity: [1, 4, 256]\n";
+        let trials = expand(&parse_spec("d.yaml", text).expect("valid"));
+        assert_eq!(trials.len(), 2 + 2 * 3);
+        let diffusion: Vec<_> = trials.iter().filter(|t| t.params.family == Family::Diffusion).collect();
+        assert_eq!(diffusion.len(), 6);
+        let mut diversities: Vec<u32> = diffusion.iter().filter_map(|t| t.params.image_diversity).collect();
+        diversities.sort_unstable();
+        assert_eq!(diversities, vec![1, 1, 4, 4, 256, 256]);
+        // The families' trials never share an id.
+        let ids: HashSet<_> = trials.iter().map(|t| t.id.clone()).collect();
+        assert_eq!(ids.len(), trials.len());
+    }
+
+    #[test]
     fn trials_that_differ_only_in_weight_decay_share_their_split() {
         let trials = expand(&parse_spec("w.yaml", &spec_text(&[13], &[40], &[3, 10, 30], &[2], None)).expect("valid"));
         assert_eq!(trials.len(), 3);

@@ -82,3 +82,19 @@ fn run_finishes_the_sweep_and_a_second_run_resumes_without_retraining() {
         assert!(stdout.contains(expected), "{query}: {stdout}");
     }
 }
+
+#[test]
+fn glyphs_writes_a_contact_sheet_and_refuses_unreadable_labels() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let sheet = directory.path().join("sheet.png");
+    let output = groksweep(&["glyphs", "--modulus", "23", "--per-class", "8", "--scale", "1", "--out", sheet.to_str().expect("utf-8")]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    // A PNG of 8 × 23 cells of 28 px with a 1-px gutter: width 8·29 + 1, height 23·29 + 1.
+    let bytes = std::fs::read(&sheet).expect("sheet written");
+    assert_eq!(&bytes[1..4], b"PNG");
+    let (width, height) = (u32::from_be_bytes(bytes[16..20].try_into().expect("4 bytes")), u32::from_be_bytes(bytes[20..24].try_into().expect("4 bytes")));
+    assert_eq!((width, height), (8 * 29 + 1, 23 * 29 + 1));
+    let output = groksweep(&["glyphs", "--modulus", "113", "--out", sheet.to_str().expect("utf-8")]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("image size of at least 32"));
+}
