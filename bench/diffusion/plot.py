@@ -1,7 +1,9 @@
 """Curves of a groksweep diffusion trial: a CSV of every scalar measure per
 step, the decision curves, and a PNG.
 
-    python bench/diffusion/plot.py <data-dir>/results/<sweep> <out-prefix>
+    python bench/diffusion/plot.py <data-dir>/results/<sweep> <out-prefix> [trial-id]
+
+Without a trial id the sweep must hold one trial.
 
 Needs pandas, pyarrow and matplotlib.
 """
@@ -16,6 +18,11 @@ import pandas as pd
 sweep_dir, prefix = sys.argv[1], sys.argv[2]
 progress = pd.read_parquet(f"{sweep_dir}/progress")
 progress["measure"] = progress["measure"].astype(str)
+trial_ids = sorted(progress["trial_id"].unique())
+trial = sys.argv[3] if len(sys.argv) > 3 else None
+if trial is None and len(trial_ids) != 1:
+    sys.exit(f"the sweep holds trials {trial_ids}; name one")
+progress = progress[progress["trial_id"] == (trial or trial_ids[0])]
 curves = progress.pivot_table(index="step", columns="measure", values="value").sort_index()
 curves.to_csv(f"{prefix}-curves.csv")
 

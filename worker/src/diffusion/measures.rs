@@ -147,6 +147,26 @@ pub fn spectral_entropy(power: &[f32], modulus: usize, neurons: usize) -> f64 {
     per_component.iter().filter(|&&v| v > 0.0).map(|&v| -(v / total) * (v / total).ln()).sum()
 }
 
+/// Relative variance below which a neuron counts as not varying with (a, b).
+const CONSTANT_RELATIVE_VARIANCE: f64 = 1e-9;
+
+/// Neurons whose activation over the rows (`[rows, neurons]`, row-major) does
+/// not vary: variance below 1e-9 of the mean square. Their centred values are
+/// rounding noise (at initialisation adaLN-Zero closes the gates, so the
+/// patch tokens do not see the operands at all), so they own no frequency.
+pub fn constant_neurons(activations: &[f32], neurons: usize) -> Vec<bool> {
+    let rows = (activations.len() / neurons) as f64;
+    (0..neurons)
+        .map(|neuron| {
+            let values = activations.iter().skip(neuron).step_by(neurons).map(|&v| v as f64);
+            let (sum, sum_sq) = values.fold((0.0, 0.0), |(s, q), v| (s + v, q + v * v));
+            let mean = sum / rows;
+            let variance = (sum_sq / rows - mean * mean).max(0.0);
+            variance <= CONSTANT_RELATIVE_VARIANCE * (sum_sq / rows) || sum_sq == 0.0
+        })
+        .collect()
+}
+
 /// Generated classes of one sampling run.
 struct Generation {
     /// Judged class of each final sample.
@@ -334,8 +354,12 @@ impl<B: Backend> Evaluator<B> {
                 let p = basis.modulus();
                 let preactivations = self.preactivations(model);
                 let neurons = preactivations.dims()[1];
+                let constant = constant_neurons(&host(preactivations.clone()), neurons);
                 let power = activation_power(basis_tensor, preactivations);
-                let owners = neuron_frequencies(&power, p, neurons);
+                let mut owners = neuron_frequencies(&power, p, neurons);
+                for (owner, _) in owners.iter_mut().zip(&constant).filter(|(_, constant)| **constant) {
+                    owner.fve = 0.0;
+                }
                 let (keys, fraction) = key_frequencies(&owners, KEY_FVE_THRESHOLD);
                 let mut counts = vec![0usize; basis.frequency_count() + 1];
                 for owner in owners.iter().filter(|owner| owner.fve > KEY_FVE_THRESHOLD) {
@@ -412,6 +436,13 @@ mod tests {
         // Neuron 0's power splits evenly over two 2D components, neuron 1's sits
         // on one, with equal totals: shares (¼, ¼, ½), entropy 1.5·ln 2.
         assert!((spectral_entropy(&power, p, 2) - 1.5 * 2f64.ln()).abs() < 1e-5);
+    }
+
+    #[test]
+    fn neurons_that_do_not_vary_with_the_operands_are_constant() {
+        // Neuron 0 varies; neuron 1 is 3.0 plus rounding-size noise; neuron 2 is 0.
+        let rows: Vec<f32> = (0..25).flat_map(|i| [(i as f32).sin(), 3.0 + if i % 2 == 0 { 1e-7 } else { 0.0 }, 0.0]).collect();
+        assert_eq!(constant_neurons(&rows, 3), vec![false, true, true]);
     }
 
     #[test]
