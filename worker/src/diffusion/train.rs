@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use burn::module::AutodiffModule;
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
 use sweep_core::measures::GROKKED_ACCURACY;
 use sweep_core::split::SplitMix64;
@@ -20,7 +20,7 @@ use super::judge::{ExemplarJudge, Judge};
 use super::measures::Evaluator;
 use super::model::{Dit, DitConfig};
 use crate::sink::{MeasureSink, SinkError};
-use crate::transformer::train::learning_rate;
+use crate::transformer::train::{learning_rate, optimizer_config};
 
 /// Everything a diffusion trial needs.
 #[derive(Debug, Clone)]
@@ -84,11 +84,6 @@ pub enum DiffusionError {
         /// The required accuracy.
         required: f64,
     },
-}
-
-/// AdamW as the recipe sets it: betas (0.9, 0.98), eps 1e-8, decoupled weight decay.
-fn optimizer_config(weight_decay: f64) -> AdamWConfig {
-    AdamWConfig::new().with_beta_1(0.9).with_beta_2(0.98).with_epsilon(1e-8).with_weight_decay(weight_decay as f32)
 }
 
 /// Set up the judge: the exemplars for N = 1, the cached (or freshly trained) CNN otherwise.

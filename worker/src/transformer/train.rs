@@ -58,8 +58,8 @@ pub enum TrainError {
     Checkpoint(#[from] checkpoint::CheckpointError),
 }
 
-/// AdamW as the recipe sets it: betas (0.9, 0.98), eps 1e-8, decoupled weight decay.
-fn optimizer_config(weight_decay: f64) -> AdamWConfig {
+/// AdamW as both recipes set it: betas (0.9, 0.98), eps 1e-8, decoupled weight decay.
+pub(crate) fn optimizer_config(weight_decay: f64) -> AdamWConfig {
     AdamWConfig::new().with_beta_1(0.9).with_beta_2(0.98).with_epsilon(1e-8).with_weight_decay(weight_decay as f32)
 }
 
