@@ -5,6 +5,7 @@
 //! - [`fourier`]: the Fourier basis on Z_p and the measures built on it, shared by both families.
 //! - [`diffusion`]: the flow-matching diffusion family — glyph data, DiT model, sampler, judge, measures.
 //! - [`sink`]: [`MeasureSink`], where a training loop sends measures.
+//! - `stopping`: grokked-at and the early-stop rule, shared by both training loops.
 //! - `trial_thread`: one trial on a dedicated OS thread, rows over a bounded channel.
 //! - `runtime`: the async worker loop ([`run`]).
 
@@ -13,6 +14,7 @@ pub mod diffusion;
 pub mod fourier;
 mod random;
 mod runtime;
+mod stopping;
 pub mod sink;
 mod trial_thread;
 pub mod transformer;

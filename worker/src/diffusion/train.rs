@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use burn::module::AutodiffModule;
 use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
-use sweep_core::measures::GROKKED_ACCURACY;
 use sweep_core::split::SplitMix64;
 use sweep_core::{DiffusionSettings, Split, StopRule, TrainingSettings, TrialParams};
 use sweep_glyphs::{DEFAULT_MIN_DISTANCE, DistinctnessError, GlyphSet, GlyphSetError, check_distinct};
@@ -20,6 +19,7 @@ use super::judge::{ExemplarJudge, Judge};
 use super::measures::Evaluator;
 use super::model::{Dit, DitConfig};
 use crate::sink::{MeasureSink, SinkError};
+use crate::stopping::StopTracker;
 use crate::transformer::train::{learning_rate, optimizer_config};
 
 /// Everything a diffusion trial needs.
@@ -133,19 +133,13 @@ pub fn train<B: AutodiffBackend>(spec: &DiffusionSpec, device: &B::Device, sink:
     let mut rng = SplitMix64::new(params.seed ^ 0x6461_7461);
     let max_epochs = spec.stop.max_epochs as u64;
     let eval_every = spec.training.eval_every.max(1) as u64;
-    let mut grokked_at = None;
-    let mut streak = 0u32;
+    let mut tracker = StopTracker::default();
     let mut step = 0u64;
     loop {
         if step % eval_every == 0 || step == max_epochs {
             let evaluation = evaluator.evaluate(&model.valid());
             sink.record(step as i64, &evaluation.rows())?;
-            if grokked_at.is_none() && evaluation.test_accuracy >= GROKKED_ACCURACY {
-                grokked_at = Some(step as i64);
-            }
-            let reached_target = spec.stop.target_test_accuracy.is_some_and(|target| evaluation.test_accuracy >= target);
-            streak = if reached_target { streak + 1 } else { 0 };
-            let stopped_early = streak >= spec.stop.patience;
+            let stopped_early = tracker.observe(step as i64, evaluation.test_accuracy, &spec.stop);
             if step == max_epochs || stopped_early {
                 return Ok(DiffusionOutcome {
                     epochs: step as i64,
@@ -153,7 +147,7 @@ pub fn train<B: AutodiffBackend>(spec: &DiffusionSpec, device: &B::Device, sink:
                     test_loss: evaluation.test_loss,
                     train_accuracy: evaluation.train_accuracy,
                     test_accuracy: evaluation.test_accuracy,
-                    grokked_at,
+                    grokked_at: tracker.grokked_at(),
                     stopped_early,
                     judge_accuracy,
                 });

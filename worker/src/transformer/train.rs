@@ -8,7 +8,7 @@ use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use sweep_core::measures::{EXCLUDED_LOSS_FINAL_K, GROKKED_ACCURACY, RESTRICTED_LOSS_FINAL_K};
+use sweep_core::measures::{EXCLUDED_LOSS_FINAL_K, RESTRICTED_LOSS_FINAL_K};
 use sweep_core::{Split, StopRule, TrainingSettings, TrialParams};
 
 use super::checkpoint::{self, CheckpointInfo};
@@ -17,6 +17,7 @@ use super::eval::LossAccuracy;
 use super::measures::Evaluator;
 use super::model::{Transformer, TransformerConfig};
 use crate::sink::{MeasureSink, SinkError};
+use crate::stopping::StopTracker;
 
 /// Everything a transformer trial needs.
 #[derive(Debug, Clone)]
@@ -94,8 +95,7 @@ pub fn train<B: AutodiffBackend>(spec: &TrainSpec, device: &B::Device, sink: &mu
     let checkpoint_every = spec.training.checkpoint_every as u64;
 
     let mut checkpoints: Vec<(i64, Vec<u8>)> = Vec::new();
-    let mut grokked_at = None;
-    let mut streak = 0u32;
+    let mut tracker = StopTracker::default();
     let mut step = 0u64;
     loop {
         let mut finishing = None;
@@ -105,18 +105,13 @@ pub fn train<B: AutodiffBackend>(spec: &TrainSpec, device: &B::Device, sink: &mu
         if let Some(valid) = valid.as_ref().filter(|_| evaluate_now) {
             let evaluation = evaluator.evaluate(valid);
             sink.record(step as i64, &evaluation.rows())?;
-            if grokked_at.is_none() && evaluation.test.accuracy >= GROKKED_ACCURACY {
-                grokked_at = Some(step as i64);
-            }
-            let reached_target = spec.stop.target_test_accuracy.is_some_and(|target| evaluation.test.accuracy >= target);
-            streak = if reached_target { streak + 1 } else { 0 };
-            let stopped_early = streak >= spec.stop.patience;
+            let stopped_early = tracker.observe(step as i64, evaluation.test.accuracy, &spec.stop);
             if step == max_epochs || stopped_early {
                 finishing = Some(TrainOutcome {
                     epochs: step as i64,
                     train: evaluation.train,
                     test: evaluation.test,
-                    grokked_at,
+                    grokked_at: tracker.grokked_at(),
                     stopped_early,
                     key_frequencies: evaluation.key_frequencies,
                 });
