@@ -72,16 +72,24 @@ fn main() {
     for _ in 0..steps {
         model = step_once(model, &mut rng);
     }
-    let valid = model.valid();
-    let squared = valid.sum_squared_weights();
+    // Reading the weights back waits for the last step to finish.
+    let squared = model.valid().sum_squared_weights();
     let per_step = started.elapsed().as_secs_f64() * 1e3 / steps as f64;
+    // How much of a step is drawing the batch on the host (images, t, ε) and uploading it.
+    let started = Instant::now();
+    for _ in 0..steps {
+        let batch = Batch::<TrainingBackend>::draw(&bank, &pairs, settings.operand_input, None, &mut rng, &device);
+        let _ = batch.noisy_input(&device);
+    }
+    let draw_ms = started.elapsed().as_secs_f64() * 1e3 / steps as f64;
+    let valid = model.valid();
     let judge = Judge::<Inner>::Exemplar(ExemplarJudge::new(bank.prototypes(), bank.pixels()));
     let evaluator = Evaluator::<Inner>::new(&settings, bank.clone(), &split, judge, 0, &device);
     let started = Instant::now();
     let evaluation = evaluator.evaluate(&valid);
     let eval_ms = started.elapsed().as_secs_f64() * 1e3;
     println!(
-        "backend {BACKEND_NAME}: P = {p}, {} training pairs, d_model {d_model}, {image_size} px / {patch_size}-px patches ({} tokens), N = {per_class}: {per_step:.0} ms per step ({steps} steps), one evaluation {eval_ms:.0} ms ({} sampler steps over {} pairs + {} switch runs), peak RSS {:.0} MiB; Σθ² {squared:.1}, train loss {:.4}",
+        "backend {BACKEND_NAME}: P = {p}, {} training pairs, d_model {d_model}, {image_size} px / {patch_size}-px patches ({} tokens), N = {per_class}: {per_step:.0} ms per step ({steps} steps; drawing the batch {draw_ms:.0} ms of it), one evaluation {eval_ms:.0} ms ({} sampler steps over {} pairs + {} switch runs), peak RSS {:.0} MiB; Σθ² {squared:.1}, train loss {:.4}",
         pairs.len(),
         (image_size / patch_size).pow(2) + 2,
         settings.sample_steps,
