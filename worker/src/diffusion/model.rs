@@ -250,6 +250,10 @@ impl<B: Backend> Dit<B> {
     /// The representation of operand values or images before the operand
     /// position is added: the bottleneck output (image input) or the
     /// embedding (token input), [batch, d_model].
+    ///
+    /// # Panics
+    /// When given images for a token-input model or values for an image-input
+    /// one (the trial builds both from the same `operand_input`).
     pub fn operand_representation(&self, operand: OperandOne<B>) -> Tensor<B, 2> {
         match (operand, &self.bottleneck_in, &self.bottleneck_out, &self.operand_embed) {
             (OperandOne::Image(images), Some(inner), Some(outer), _) => outer.forward(gelu(inner.forward(images))),
