@@ -1,8 +1,8 @@
 //! Time the diffusion family's training step (full batch over the training
 //! pairs, P = 23, fraction 0.9 by default) and one evaluation with every
 //! measure, on the worker's backend, and report the peak resident memory.
-//! `cargo run --release -p groksweep-bench --bin diffusion-step -- [steps] [d_model] [image_size] [patch_size] [N]`
-//! (defaults: 5 steps, the paper's d_model 512 at 28 px with 4-px patches, N = 1).
+//! `cargo run --release -p groksweep-bench --bin diffusion-step -- [steps] [d_model] [image_size] [patch_size] [N] [heads]`
+//! (defaults: 5 steps, the paper's d_model 512 at 28 px with 4-px patches, N = 1, 8 heads).
 
 use std::time::Instant;
 
@@ -33,13 +33,14 @@ fn peak_rss_mib() -> Option<f64> {
 fn main() {
     let arg = |index: usize, default: usize| std::env::args().nth(index).and_then(|s| s.parse().ok()).unwrap_or(default);
     let (steps, d_model, image_size, patch_size, per_class) = (arg(1, 5), arg(2, 512), arg(3, 28), arg(4, 4), arg(5, 1));
+    let heads = arg(6, if d_model % 8 == 0 { 8 } else { 1 });
     let (p, fraction) = (23usize, 0.9);
     let settings = DiffusionSettings {
         image_size: image_size as u32,
         patch_size: patch_size as u32,
         d_model: d_model as u32,
         d_ffn: d_model as u32,
-        n_heads: if d_model % 8 == 0 { 8 } else { 1 },
+        n_heads: heads as u32,
         ..DiffusionSettings::default()
     };
     let device = Default::default();
@@ -89,7 +90,7 @@ fn main() {
     let evaluation = evaluator.evaluate(&valid);
     let eval_ms = started.elapsed().as_secs_f64() * 1e3;
     println!(
-        "backend {BACKEND_NAME}: P = {p}, {} training pairs, d_model {d_model}, {image_size} px / {patch_size}-px patches ({} tokens), N = {per_class}: {per_step:.0} ms per step ({steps} steps; drawing the batch {draw_ms:.0} ms of it), one evaluation {eval_ms:.0} ms ({} sampler steps over {} pairs + {} switch runs), peak RSS {:.0} MiB; Σθ² {squared:.1}, train loss {:.4}",
+        "backend {BACKEND_NAME}: P = {p}, {} training pairs, d_model {d_model}, {heads} heads, {image_size} px / {patch_size}-px patches ({} tokens), N = {per_class}: {per_step:.0} ms per step ({steps} steps; drawing the batch {draw_ms:.0} ms of it), one evaluation {eval_ms:.0} ms ({} sampler steps over {} pairs + {} switch runs), peak RSS {:.0} MiB; Σθ² {squared:.1}, train loss {:.4}",
         pairs.len(),
         (image_size / patch_size).pow(2) + 2,
         settings.sample_steps,
