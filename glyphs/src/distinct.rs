@@ -4,9 +4,9 @@
 use crate::render::{Glyph, GlyphSet};
 
 /// Default smallest allowed normalised distance between two class prototypes
-/// (the distance lies in [0, 2]; with this font the closest pair is 13/18 at
-/// 0.40 for P = 23, 83/88 at 0.37 for P ≤ 100 at 28 px, 103/108 at 0.25 for
-/// P = 113 at 32 px).
+/// (the distance lies in [0, 2]; `groksweep glyphs` prints the closest pair
+/// of a set: 13/18 at 0.40 for `--modulus 23`, 83/88 at 0.37 for
+/// `--modulus 100`, 103/108 at 0.25 for `--modulus 113 --image-size 32`).
 pub const DEFAULT_MIN_DISTANCE: f64 = 0.2;
 
 /// Two classes that look alike.
@@ -37,20 +37,34 @@ pub fn normalised_distance(first: &Glyph, second: &Glyph) -> f64 {
     normalise(first).iter().zip(normalise(second)).map(|(a, b)| (a - b) * (a - b)).sum::<f64>().sqrt()
 }
 
-/// Check classes `0..classes` of `set` pairwise; returns the smallest distance.
-pub fn check_distinct(set: &GlyphSet, classes: u32, threshold: f64) -> Result<f64, DistinctnessError> {
+/// The two classes whose prototypes are closest, and their normalised distance.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClosestPair {
+    /// One class.
+    pub first: u32,
+    /// The other.
+    pub second: u32,
+    /// Their normalised distance.
+    pub distance: f64,
+}
+
+/// Check classes `0..classes` of `set` pairwise; returns the closest pair
+/// (`None` for fewer than two classes).
+pub fn check_distinct(set: &GlyphSet, classes: u32, threshold: f64) -> Result<Option<ClosestPair>, DistinctnessError> {
     let prototypes: Vec<Vec<f64>> = (0..classes).map(|class| normalise(&set.prototype(class))).collect();
-    let mut smallest = f64::INFINITY;
+    let mut closest: Option<ClosestPair> = None;
     for first in 0..prototypes.len() {
         for second in first + 1..prototypes.len() {
             let distance = prototypes[first].iter().zip(&prototypes[second]).map(|(a, b)| (a - b) * (a - b)).sum::<f64>().sqrt();
             if distance < threshold {
                 return Err(DistinctnessError { first: first as u32, second: second as u32, distance, threshold });
             }
-            smallest = smallest.min(distance);
+            if closest.is_none_or(|pair| distance < pair.distance) {
+                closest = Some(ClosestPair { first: first as u32, second: second as u32, distance });
+            }
         }
     }
-    Ok(smallest)
+    Ok(closest)
 }
 
 #[cfg(test)]
@@ -60,8 +74,12 @@ mod tests {
     #[test]
     fn every_class_up_to_113_is_distinct() {
         let small = GlyphSet::new(0, 28, 0.5).expect("valid");
-        let smallest = check_distinct(&small, 100, DEFAULT_MIN_DISTANCE).expect("distinct at 28 px");
-        assert!(smallest >= DEFAULT_MIN_DISTANCE);
+        let closest = check_distinct(&small, 100, DEFAULT_MIN_DISTANCE).expect("distinct at 28 px").expect("a pair");
+        assert!(closest.distance >= DEFAULT_MIN_DISTANCE);
+        // The closest pair is the one the constant's documentation names.
+        let p23 = check_distinct(&small, 23, DEFAULT_MIN_DISTANCE).expect("distinct").expect("a pair");
+        assert_eq!((p23.first, p23.second), (13, 18));
+        assert!((p23.distance - 0.40).abs() < 0.005, "{}", p23.distance);
         let large = GlyphSet::new(0, 32, 0.5).expect("valid");
         check_distinct(&large, 113, DEFAULT_MIN_DISTANCE).expect("distinct at 32 px");
     }

@@ -16,5 +16,5 @@ pub mod idx;
 pub mod render;
 pub mod sheet;
 
-pub use distinct::{DEFAULT_MIN_DISTANCE, DistinctnessError, check_distinct, normalised_distance};
+pub use distinct::{ClosestPair, DEFAULT_MIN_DISTANCE, DistinctnessError, check_distinct, normalised_distance};
 pub use render::{Glyph, GlyphSet, GlyphSetError};

@@ -17,12 +17,13 @@ pub(crate) fn run(args: GlyphsArgs) -> anyhow::Result<()> {
     let file = std::fs::File::create(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
     write_contact_sheet(std::io::BufWriter::new(file), &rows, args.scale).with_context(|| format!("cannot write {}", args.out.display()))?;
     println!(
-        "wrote {} ({} classes × {} images, {} px, augmentation {}); closest pair of classes: normalised distance {closest:.3}",
+        "wrote {} ({} classes × {} images, {} px, augmentation {}){}",
         args.out.display(),
         args.modulus,
         args.per_class,
         args.image_size,
-        args.augmentation
+        args.augmentation,
+        closest.map_or_else(String::new, |pair| format!("; closest pair of classes: {} and {}, normalised distance {:.3}", pair.first, pair.second, pair.distance))
     );
     Ok(())
 }

@@ -341,11 +341,11 @@ impl<B: Backend> Evaluator<B> {
 
         let mut switches = Vec::with_capacity(self.settings.switch_times.len());
         let (old_pairs, new_pairs): (Vec<(usize, usize)>, Vec<(usize, usize)>) = self.switches.iter().copied().unzip();
+        let (old_targets, new_targets) = (repeat(&self.targets(&old_pairs)), repeat(&self.targets(&new_pairs)));
         for &time in &self.settings.switch_times {
             let steps = self.settings.sample_steps as usize;
             let from = (((1.0 - time) * steps as f64).round() as usize).clamp(1, steps.saturating_sub(1).max(1));
             let generation = self.generate(model, &old_pairs, Some((from, &new_pairs)), 0x7377_6974_6368);
-            let (old_targets, new_targets) = (repeat(&self.targets(&old_pairs)), repeat(&self.targets(&new_pairs)));
             switches.push((time, accuracy(&generation.finals, &new_targets), accuracy(&generation.finals, &old_targets)));
         }
 
