@@ -139,7 +139,9 @@ mod tests {
 
     #[tokio::test]
     async fn the_key_frequencies_view_lists_owning_frequencies_per_step() {
-        use datafusion::arrow::array::{ArrayRef, Float64Array, Int32Array, Int64Array, StringArray, StringDictionaryBuilder, TimestampMillisecondArray};
+        use datafusion::arrow::array::{
+            ArrayRef, Float64Array, Int32Array, Int64Array, StringArray, StringDictionaryBuilder, TimestampMillisecondArray,
+        };
         use datafusion::arrow::datatypes::Int32Type;
         use datafusion::arrow::record_batch::RecordBatch;
         let directory = tempfile::tempdir().expect("tempdir");
@@ -167,7 +169,8 @@ mod tests {
         writer.write(&batch).expect("write");
         writer.close().expect("close");
         let context = open_results(directory.path(), Some("demo")).await.expect("opens");
-        let batches = context.sql("SELECT step, frequency, neurons FROM key_frequencies").await.expect("sql").collect().await.expect("runs");
+        let batches =
+            context.sql("SELECT step, frequency, neurons FROM key_frequencies").await.expect("sql").collect().await.expect("runs");
         let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches).expect("formats").to_string();
         assert_eq!(text.lines().filter(|line| line.starts_with("| 100")).collect::<Vec<_>>(), vec!["| 100  | 2         | 5       |"]);
     }

@@ -38,7 +38,9 @@ impl Interceptor for TokenCheck {
         let presented = request.metadata().get(AUTHORIZATION).and_then(|value| value.to_str().ok());
         match presented.and_then(|value| value.strip_prefix("Bearer ")) {
             Some(token) if constant_time_eq(token.as_bytes(), expected.as_bytes()) => Ok(request),
-            Some(_) => Err(Status::unauthenticated("the token presented is not this coordinator's token (check --token / GROKSWEEP_TOKEN)")),
+            Some(_) => {
+                Err(Status::unauthenticated("the token presented is not this coordinator's token (check --token / GROKSWEEP_TOKEN)"))
+            }
             None => Err(Status::unauthenticated("this coordinator requires a token: pass --token or set GROKSWEEP_TOKEN")),
         }
     }

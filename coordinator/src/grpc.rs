@@ -200,7 +200,10 @@ impl CoordinatorRpc for GrpcAdapter {
         Ok(Response::new(pb::HeartbeatResponse { revoked }))
     }
 
-    async fn report_progress(&self, request: Request<Streaming<pb::ProgressBatch>>) -> Result<Response<pb::ReportProgressResponse>, Status> {
+    async fn report_progress(
+        &self,
+        request: Request<Streaming<pb::ProgressBatch>>,
+    ) -> Result<Response<pb::ReportProgressResponse>, Status> {
         let mut stream = request.into_inner();
         let mut accepted = 0;
         while let Some(batch) = stream.next().await {

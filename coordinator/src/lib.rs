@@ -54,9 +54,8 @@ pub enum ServeError {
 pub async fn run(listener: TcpListener, shutdown: impl Future<Output = ()> + Send, coordinator: Coordinator) -> Result<(), ServeError> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<CoordinatorServer<grpc::GrpcAdapter>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(sweep_proto::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    let reflection =
+        tonic_reflection::server::Builder::configure().register_encoded_file_descriptor_set(sweep_proto::FILE_DESCRIPTOR_SET).build_v1()?;
     let token_check = TokenCheck::new(coordinator.config().token.clone());
     let service = tonic::service::interceptor::InterceptedService::new(
         CoordinatorServer::new(grpc::GrpcAdapter::new(coordinator.clone()))

@@ -25,8 +25,8 @@ use arrow_array::{ArrayRef, Float64Array, Int32Array, Int64Array, RecordBatch, S
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
-use sweep_core::measures::{SpectrumKey, progress_schema, spectra_schema, trials_schema};
 use sweep_core::TrialId;
+use sweep_core::measures::{SpectrumKey, progress_schema, spectra_schema, trials_schema};
 
 use crate::domain::TrialView;
 use crate::error::{CoordinatorError, Result};

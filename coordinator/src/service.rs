@@ -11,7 +11,9 @@ use tracing::{debug, info, warn};
 
 use crate::clock::Clock;
 use crate::config::CoordinatorConfig;
-use crate::domain::{FinalMetrics, LeaseGrant, LeaseRef, Millis, ProgressRow, Revocation, SubmitOutcome, SweepSummary, TrialStatus, TrialView};
+use crate::domain::{
+    FinalMetrics, LeaseGrant, LeaseRef, Millis, ProgressRow, Revocation, SubmitOutcome, SweepSummary, TrialStatus, TrialView,
+};
 use crate::error::{CoordinatorError, Result};
 use crate::results::ResultsLayout;
 use crate::store::Store;
@@ -50,7 +52,8 @@ impl Coordinator {
             info!(leases = extended, "resumed with active leases; waiting for their workers");
         }
         let (closing, _) = watch::channel(false);
-        let inner = Inner { store: Mutex::new(store), layout, config, flush_requested: Notify::new(), leasing: AtomicBool::new(true), closing };
+        let inner =
+            Inner { store: Mutex::new(store), layout, config, flush_requested: Notify::new(), leasing: AtomicBool::new(true), closing };
         Ok(Coordinator { inner: Arc::new(inner) })
     }
 

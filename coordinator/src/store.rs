@@ -196,9 +196,8 @@ impl Store {
             tx.query_row("SELECT COALESCE(MAX(seq) + 1, 0) FROM trials WHERE sweep = ?1", [&spec.name], |row| row.get(0))?;
         let mut added = 0;
         {
-            let mut insert = tx.prepare(
-                "INSERT OR IGNORE INTO trials(trial_id, sweep, seq, params_json, status) VALUES (?1, ?2, ?3, ?4, 'queued')",
-            )?;
+            let mut insert =
+                tx.prepare("INSERT OR IGNORE INTO trials(trial_id, sweep, seq, params_json, status) VALUES (?1, ?2, ?3, ?4, 'queued')")?;
             for trial in trials {
                 let params_json = serde_json::to_string(&trial.params).map_err(json_error)?;
                 let inserted = insert.execute(params![trial.id.as_str(), spec.name, next_seq, params_json])?;
@@ -209,11 +208,10 @@ impl Store {
             }
         }
         mark_dirty(&tx, &spec.name)?;
-        let (total, done): (u32, u32) = tx.query_row(
-            "SELECT COUNT(*), COALESCE(SUM(status = 'done'), 0) FROM trials WHERE sweep = ?1",
-            [&spec.name],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )?;
+        let (total, done): (u32, u32) =
+            tx.query_row("SELECT COUNT(*), COALESCE(SUM(status = 'done'), 0) FROM trials WHERE sweep = ?1", [&spec.name], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })?;
         tx.commit()?;
         Ok(SubmitOutcome { sweep: spec.name.clone(), total, added, done })
     }
@@ -333,7 +331,9 @@ impl Store {
         let now = self.now_ms();
         let tx = self.conn.transaction()?;
         let known = match previous {
-            Some(id) => tx.query_row("SELECT worker_id FROM workers WHERE worker_id = ?1", [id], |row| row.get::<_, String>(0)).optional()?,
+            Some(id) => {
+                tx.query_row("SELECT worker_id FROM workers WHERE worker_id = ?1", [id], |row| row.get::<_, String>(0)).optional()?
+            }
             None => None,
         };
         let worker_id = match known {
@@ -424,11 +424,7 @@ impl Store {
                 |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
             )
             .optional()?;
-        let stale = |reason: String| CoordinatorError::StaleLease {
-            trial_id: lease.trial_id.to_string(),
-            attempt: lease.attempt,
-            reason,
-        };
+        let stale = |reason: String| CoordinatorError::StaleLease { trial_id: lease.trial_id.to_string(), attempt: lease.attempt, reason };
         match found {
             None => Err(stale("no such attempt".to_string())),
             Some((_, token, _)) if token as u64 != lease.token => {
@@ -473,7 +469,8 @@ impl Store {
         let tx = self.conn.transaction()?;
         Self::check_lease(&tx, lease)?;
         let flushed_through: std::collections::HashMap<String, i64> = {
-            let mut statement = tx.prepare("SELECT measure, through_step FROM progress_flushed_by_measure WHERE trial_id = ?1 AND attempt = ?2")?;
+            let mut statement =
+                tx.prepare("SELECT measure, through_step FROM progress_flushed_by_measure WHERE trial_id = ?1 AND attempt = ?2")?;
             statement
                 .query_map(params![lease.trial_id.as_str(), lease.attempt], |row| Ok((row.get(0)?, row.get(1)?)))?
                 .collect::<rusqlite::Result<_>>()?
@@ -489,7 +486,8 @@ impl Store {
                 if flushed_through.get(&row.measure).is_some_and(|&through| row.step <= through) {
                     continue;
                 }
-                inserted += insert.execute(params![lease.trial_id.as_str(), lease.attempt, row.step, row.measure, row.value, row.wall_time_ms])?;
+                inserted +=
+                    insert.execute(params![lease.trial_id.as_str(), lease.attempt, row.step, row.measure, row.value, row.wall_time_ms])?;
                 let entry = latest.get_or_insert((row.step, None, None));
                 if row.step > entry.0 {
                     *entry = (row.step, None, None);
@@ -688,9 +686,8 @@ impl Store {
 
     /// Attempts whose progress must be moved out of the results.
     pub fn superseded(&self) -> Result<Vec<SupersededAttempt>> {
-        let mut statement = self.conn.prepare(
-            "SELECT t.sweep, s.trial_id, s.attempt FROM superseded s JOIN trials t ON t.trial_id = s.trial_id",
-        )?;
+        let mut statement =
+            self.conn.prepare("SELECT t.sweep, s.trial_id, s.attempt FROM superseded s JOIN trials t ON t.trial_id = s.trial_id")?;
         let rows = statement.query_map([], |row| {
             Ok(SupersededAttempt { sweep: row.get(0)?, trial_id: TrialId::from_raw(row.get::<_, String>(1)?), attempt: row.get(2)? })
         })?;

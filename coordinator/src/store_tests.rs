@@ -155,7 +155,8 @@ fn a_new_measure_may_arrive_at_steps_already_flushed_for_others() {
     let buffered = store.buffered_attempts().expect("buffered");
     store.mark_flushed(&grant.lease.trial_id, 1, buffered[0].last_row_id).expect("flushed");
     // After training, the final-K losses come for the earlier checkpoint steps.
-    let final_k = vec![row(0, "excluded_loss_final_k", 4.0), row(100, "excluded_loss_final_k", 3.0), row(200, "excluded_loss_final_k", 5.0)];
+    let final_k =
+        vec![row(0, "excluded_loss_final_k", 4.0), row(100, "excluded_loss_final_k", 3.0), row(200, "excluded_loss_final_k", 5.0)];
     assert_eq!(store.record_progress(&grant.lease, &final_k, TTL).expect("final-K rows"), 3);
     let buffered = store.buffered_attempts().expect("buffered");
     assert_eq!(buffered[0].rows.iter().map(|r| r.step).collect::<Vec<_>>(), vec![0, 100, 200]);

@@ -116,17 +116,37 @@ impl DiffusionSettings {
             "patch_size",
             format!("{} does not divide image_size {}", self.patch_size, self.image_size),
         );
-        for (field, value) in [("d_model", self.d_model), ("n_heads", self.n_heads), ("d_ffn", self.d_ffn), ("sample_steps", self.sample_steps), ("samples_per_pair", self.samples_per_pair), ("decision_points", self.decision_points), ("judge_images_per_class", self.judge_images_per_class)] {
+        for (field, value) in [
+            ("d_model", self.d_model),
+            ("n_heads", self.n_heads),
+            ("d_ffn", self.d_ffn),
+            ("sample_steps", self.sample_steps),
+            ("samples_per_pair", self.samples_per_pair),
+            ("decision_points", self.decision_points),
+            ("judge_images_per_class", self.judge_images_per_class),
+        ] {
             check(value >= 1, field, "must be at least 1".to_string());
         }
-        check(self.n_heads == 0 || self.d_model % self.n_heads == 0, "n_heads", format!("{} does not divide d_model {}", self.n_heads, self.d_model));
+        check(
+            self.n_heads == 0 || self.d_model % self.n_heads == 0,
+            "n_heads",
+            format!("{} does not divide d_model {}", self.n_heads, self.d_model),
+        );
         check((0.0..=1.0).contains(&self.augmentation), "augmentation", format!("{} is not in [0, 1]", self.augmentation));
         check(self.t_min > 0.0 && self.t_min < 1.0, "t_min", format!("{} is not in (0, 1)", self.t_min));
-        check(self.decision_points <= self.sample_steps, "decision_points", format!("{} is more than sample_steps {}", self.decision_points, self.sample_steps));
+        check(
+            self.decision_points <= self.sample_steps,
+            "decision_points",
+            format!("{} is more than sample_steps {}", self.decision_points, self.sample_steps),
+        );
         check((0.0..1.0).contains(&self.critical_tolerance), "critical_tolerance", format!("{} is not in [0, 1)", self.critical_tolerance));
         check(self.switch_times.iter().all(|t| *t > 0.0 && *t < 1.0), "switch_times", "every time must be in (0, 1)".to_string());
         check(self.fourier_t > 0.0 && self.fourier_t <= 1.0, "fourier_t", format!("{} is not in (0, 1]", self.fourier_t));
-        check(self.judge_min_accuracy > 0.0 && self.judge_min_accuracy <= 1.0, "judge_min_accuracy", format!("{} is not in (0, 1]", self.judge_min_accuracy));
+        check(
+            self.judge_min_accuracy > 0.0 && self.judge_min_accuracy <= 1.0,
+            "judge_min_accuracy",
+            format!("{} is not in (0, 1]", self.judge_min_accuracy),
+        );
         check(
             max_modulus <= 100 || self.image_size >= 32,
             "image_size",
@@ -144,7 +164,13 @@ mod tests {
     fn defaults_are_valid_and_bad_values_are_named() {
         assert!(DiffusionSettings::default().problems(113).iter().any(|(field, _)| *field == "image_size"));
         assert!(DiffusionSettings::default().problems(23).is_empty());
-        let bad = DiffusionSettings { patch_size: 5, n_heads: 7, augmentation: 1.5, switch_times: vec![0.5, 1.0], ..DiffusionSettings::default() };
+        let bad = DiffusionSettings {
+            patch_size: 5,
+            n_heads: 7,
+            augmentation: 1.5,
+            switch_times: vec![0.5, 1.0],
+            ..DiffusionSettings::default()
+        };
         let fields: Vec<&str> = bad.problems(23).iter().map(|(field, _)| *field).collect();
         assert_eq!(fields, ["patch_size", "n_heads", "augmentation", "switch_times"]);
     }

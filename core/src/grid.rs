@@ -132,7 +132,8 @@ mod tests {
     fn trials_that_differ_only_in_weight_decay_share_their_split() {
         let trials = expand(&parse_spec("w.yaml", &spec_text(&[13], &[40], &[3, 10, 30], &[2], None)).expect("valid"));
         assert_eq!(trials.len(), 3);
-        let splits: Vec<crate::Split> = trials.iter().map(|t| crate::Split::new(t.params.modulus, t.params.data_fraction, t.params.data_seed)).collect();
+        let splits: Vec<crate::Split> =
+            trials.iter().map(|t| crate::Split::new(t.params.modulus, t.params.data_fraction, t.params.data_seed)).collect();
         assert!(splits.windows(2).all(|pair| pair[0] == pair[1]));
         // A different data seed does change it.
         assert_ne!(splits[0], crate::Split::new(13, 0.4, trials[0].params.data_seed + 1));

@@ -4,11 +4,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::Family;
+use crate::diffusion::DiffusionSettings;
 use crate::error::{SpecError, SpecProblem};
 use crate::location::LocationIndex;
 use crate::one_or_many::OneOrMany;
-use crate::Family;
-use crate::diffusion::DiffusionSettings;
 
 /// The spec versions this build understands, newest last.
 pub const SPEC_VERSIONS: &[u32] = &[1];
@@ -190,8 +190,8 @@ pub fn parse_spec(source_name: &str, yaml: &str) -> Result<SweepSpec, SpecError>
 /// Read a spec file and [`parse_spec`] it.
 pub fn load_spec(path: &std::path::Path) -> Result<SweepSpec, SpecError> {
     let source_name = path.display().to_string();
-    let yaml = std::fs::read_to_string(path)
-        .map_err(|error| SpecError::Io { source_name: source_name.clone(), message: error.to_string() })?;
+    let yaml =
+        std::fs::read_to_string(path).map_err(|error| SpecError::Io { source_name: source_name.clone(), message: error.to_string() })?;
     parse_spec(&source_name, &yaml)
 }
 
@@ -256,7 +256,10 @@ fn is_valid_name(name: &str) -> bool {
 impl SweepSpecV1 {
     fn build_and_validate(self, problems: &mut Problems<'_>) -> SweepSpec {
         if !is_valid_name(&self.name) {
-            problems.add("name", format!("`{}` is not a valid sweep name (1 to 64 letters, digits, `-`, `_` or `.`, not starting with `.`)", self.name));
+            problems.add(
+                "name",
+                format!("`{}` is not a valid sweep name (1 to 64 letters, digits, `-`, `_` or `.`, not starting with `.`)", self.name),
+            );
         }
         let families = validate_families(&self.families, problems);
         let axes = self.axes.build_and_validate(problems);

@@ -57,14 +57,23 @@ fn malformed_specs_report_exact_location_and_message() {
     let cases: Vec<(String, &str)> = vec![
         (with_line(6, "  data_fraction: [0.3, 0.5, 1.4]"), "x.yaml:6:29: axes.data_fraction[2]: 1.4 is not in (0, 1]"),
         (with_line(6, "  data_fraction: 0"), "x.yaml:6:18: axes.data_fraction[0]: 0 is not in (0, 1]"),
-        (with_line(5, "  modulus: [7, 12]"), "x.yaml:5:16: axes.modulus[1]: 12 is even; the modulus must be odd (the Fourier basis pairs frequencies 1..(p-1)/2)"),
+        (
+            with_line(5, "  modulus: [7, 12]"),
+            "x.yaml:5:16: axes.modulus[1]: 12 is even; the modulus must be odd (the Fourier basis pairs frequencies 1..(p-1)/2)",
+        ),
         (with_line(5, "  modulus: 1"), "x.yaml:5:12: axes.modulus[0]: 1 is not in [3, 1024]"),
         (with_line(5, "  modulus: []"), "x.yaml:5:12: axes.modulus: must have at least one value"),
         (with_line(7, "  weight_decay: -0.5"), "x.yaml:7:17: axes.weight_decay[0]: -0.5 must be a finite number ≥ 0"),
         (with_line(8, "  seed: [0, -1]"), "x.yaml:8:13: axes.seed[1]: -1 is negative; seeds are ≥ 0"),
         (with_line(8, "  seed: [3, 4, 3]"), "x.yaml:8:16: axes.seed[2]: 3 is listed twice"),
-        (with_line(3, "families: diffusion\ndiffusion: {patch_size: 5}"), "x.yaml:4:25: diffusion.patch_size: 5 does not divide image_size 28"),
-        (with_line(3, "families: diffusion\ndiffusion: {image_sise: 32}"), "x.yaml:4:13: diffusion: unknown field `image_sise`, expected one of `operand_input`, `image_size`, `patch_size`, `d_model`, `n_heads`, `d_ffn`, `glyph_seed`, `augmentation`, `sample_steps`, `samples_per_pair`, `t_min`, `decision_points`, `critical_tolerance`, `switch_times`, `fourier_t`, `judge_images_per_class`, `judge_min_accuracy`"),
+        (
+            with_line(3, "families: diffusion\ndiffusion: {patch_size: 5}"),
+            "x.yaml:4:25: diffusion.patch_size: 5 does not divide image_size 28",
+        ),
+        (
+            with_line(3, "families: diffusion\ndiffusion: {image_sise: 32}"),
+            "x.yaml:4:13: diffusion: unknown field `image_sise`, expected one of `operand_input`, `image_size`, `patch_size`, `d_model`, `n_heads`, `d_ffn`, `glyph_seed`, `augmentation`, `sample_steps`, `samples_per_pair`, `t_min`, `decision_points`, `critical_tolerance`, `switch_times`, `fourier_t`, `judge_images_per_class`, `judge_min_accuracy`",
+        ),
         (with_line(3, "families: [transformer, transformer]"), "x.yaml:3:25: families[1]: `transformer` is listed twice"),
         (with_line(3, "families: [gpt]"), "x.yaml:3:12: families[0]: unknown family `gpt`, expected one of: transformer, diffusion"),
         (with_line(10, "  lr: 0"), "x.yaml:10:7: training.lr: 0 must be a positive number"),
@@ -73,15 +82,30 @@ fn malformed_specs_report_exact_location_and_message() {
         (with_line(13, "  max_epochs: 0"), "x.yaml:13:15: stop.max_epochs: must be at least 1"),
         (with_line(14, "  target_test_accuracy: 1.5"), "x.yaml:14:25: stop.target_test_accuracy: 1.5 is not in (0, 1]"),
         (with_line(14, "retry: {max_attempts: 0}"), "x.yaml:14:23: retry.max_attempts: must be at least 1"),
-        (with_line(2, "name: bad name!"), "x.yaml:2:7: name: `bad name!` is not a valid sweep name (1 to 64 letters, digits, `-`, `_` or `.`, not starting with `.`)"),
+        (
+            with_line(2, "name: bad name!"),
+            "x.yaml:2:7: name: `bad name!` is not a valid sweep name (1 to 64 letters, digits, `-`, `_` or `.`, not starting with `.`)",
+        ),
         (with_line(1, "version: 2"), "x.yaml:1:10: version: unsupported spec version 2 (supported versions: [1])"),
         (with_line(1, "# no version"), "x.yaml:1:1: missing field `version` (supported versions: [1])"),
-        (with_line(14, "nam: typo"), "x.yaml:14:1: unknown field `nam`, expected one of `version`, `name`, `description`, `families`, `axes`, `training`, `stop`, `retry`, `diffusion`"),
-        (with_line(8, "  seeds: [0]"), "x.yaml:8:3: axes: unknown field `seeds`, expected one of `modulus`, `data_fraction`, `weight_decay`, `seed`, `data_seed`, `image_diversity`"),
-        (with_line(11, "  learning_rate: 0.1"), "x.yaml:11:3: training: unknown field `learning_rate`, expected one of `lr`, `warmup_steps`, `eval_every`, `d_model`, `n_heads`, `d_mlp`, `checkpoint_every`"),
+        (
+            with_line(14, "nam: typo"),
+            "x.yaml:14:1: unknown field `nam`, expected one of `version`, `name`, `description`, `families`, `axes`, `training`, `stop`, `retry`, `diffusion`",
+        ),
+        (
+            with_line(8, "  seeds: [0]"),
+            "x.yaml:8:3: axes: unknown field `seeds`, expected one of `modulus`, `data_fraction`, `weight_decay`, `seed`, `data_seed`, `image_diversity`",
+        ),
+        (
+            with_line(11, "  learning_rate: 0.1"),
+            "x.yaml:11:3: training: unknown field `learning_rate`, expected one of `lr`, `warmup_steps`, `eval_every`, `d_model`, `n_heads`, `d_mlp`, `checkpoint_every`",
+        ),
         (with_line(5, "  modulus: [7, eleven]"), "x.yaml:5:16: axes.modulus[1]: invalid type: string \"eleven\", expected i64"),
         (with_line(8, "  # seed removed"), "x.yaml:5:3: axes: missing field `seed`"),
-        (with_line(6, "  data_fraction: [0.3, 0.001]"), "x.yaml:6:24: axes.data_fraction[1]: 0.001 leaves no training pair at modulus 7\nx.yaml:6:24: axes.data_fraction[1]: 0.001 leaves no training pair at modulus 11"),
+        (
+            with_line(6, "  data_fraction: [0.3, 0.001]"),
+            "x.yaml:6:24: axes.data_fraction[1]: 0.001 leaves no training pair at modulus 7\nx.yaml:6:24: axes.data_fraction[1]: 0.001 leaves no training pair at modulus 11",
+        ),
         (with_line(8, "  seed: [0, 1]\n  image_diversity: 0"), "x.yaml:9:20: axes.image_diversity[0]: 0 is not in [1, 4096]"),
         (with_line(4, "axes: [1, 2"), "x.yaml:5:10: did not find expected ',' or ']', while parsing a flow sequence"),
     ];

@@ -143,10 +143,7 @@ mod tests {
 
     #[test]
     fn canonical_form_is_fixed() {
-        assert_eq!(
-            params().canonical(),
-            "family=transformer;modulus=113;data_fraction=0.3;weight_decay=1;seed=0;data_seed=0"
-        );
+        assert_eq!(params().canonical(), "family=transformer;modulus=113;data_fraction=0.3;weight_decay=1;seed=0;data_seed=0");
     }
 
     #[test]

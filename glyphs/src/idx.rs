@@ -122,7 +122,10 @@ impl LabelledImages {
             return Err(format(format!("images must have 3 dimensions, found {:?}", images.dims)));
         };
         if rows != columns || labels.dims != [count] {
-            return Err(format(format!("images {:?} and labels {:?} do not match (square images, one label each)", images.dims, labels.dims)));
+            return Err(format(format!(
+                "images {:?} and labels {:?} do not match (square images, one label each)",
+                images.dims, labels.dims
+            )));
         }
         let size = rows;
         let mut items = Vec::with_capacity(count);

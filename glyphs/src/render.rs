@@ -92,7 +92,13 @@ impl Augmentation {
             let wavelength = size * (0.35 + 0.35 * (symmetric() + 1.0) / 2.0);
             let k = std::f64::consts::TAU / wavelength;
             let amplitude = 0.045 * size * strength;
-            waves.push([k * angle.cos(), k * angle.sin(), std::f64::consts::PI * symmetric(), amplitude * symmetric(), amplitude * symmetric()]);
+            waves.push([
+                k * angle.cos(),
+                k * angle.sin(),
+                std::f64::consts::PI * symmetric(),
+                amplitude * symmetric(),
+                amplitude * symmetric(),
+            ]);
         }
         let blur_sigma = 0.9 * strength * (symmetric() + 1.0) / 2.0;
         Augmentation { rotation, scale, shear, shift, width_factor, waves, blur_sigma }
@@ -200,10 +206,8 @@ impl GlyphSet {
             let u = u + augmentation.shear * v;
             (size / 2.0 + cos * u - sin * v + augmentation.shift.0, size / 2.0 + sin * u + cos * v + augmentation.shift.1)
         };
-        let segments: Vec<((f64, f64), (f64, f64))> = strokes
-            .iter()
-            .flat_map(|stroke| stroke.windows(2).map(|pair| (place(pair[0]), place(pair[1]))).collect::<Vec<_>>())
-            .collect();
+        let segments: Vec<((f64, f64), (f64, f64))> =
+            strokes.iter().flat_map(|stroke| stroke.windows(2).map(|pair| (place(pair[0]), place(pair[1]))).collect::<Vec<_>>()).collect();
         let half_width = 0.045 * size * augmentation.width_factor;
         let mut ink = vec![0.0f64; self.size * self.size];
         for row in 0..self.size {
@@ -269,7 +273,8 @@ mod tests {
                 let inked = pixels.iter().filter(|&&p| p > 127).count() as f64 / pixels.len() as f64;
                 assert!((0.03..0.45).contains(&inked), "class {class} index {index}: {inked}");
                 // Nothing touches the border: the numeral stays inside the frame.
-                let border_ink: u32 = (0..28).flat_map(|i| [pixels[i], pixels[27 * 28 + i], pixels[i * 28], pixels[i * 28 + 27]]).map(u32::from).sum();
+                let border_ink: u32 =
+                    (0..28).flat_map(|i| [pixels[i], pixels[27 * 28 + i], pixels[i * 28], pixels[i * 28 + 27]]).map(u32::from).sum();
                 assert!(border_ink < 255 * 3, "class {class} index {index}: border ink {border_ink}");
             }
         }

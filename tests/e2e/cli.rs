@@ -33,7 +33,11 @@ fn every_shipped_sweep_validates_and_plans() {
 fn invalid_spec_is_reported_with_its_location_and_starts_nothing() {
     let directory = tempfile::tempdir().expect("tempdir");
     let spec = directory.path().join("bad.yaml");
-    std::fs::write(&spec, "version: 1\nname: bad\nfamilies: transformer\naxes:\n  modulus: 11\n  data_fraction: [0.5, 1.4]\n  weight_decay: 1\n  seed: 0\n").expect("write");
+    std::fs::write(
+        &spec,
+        "version: 1\nname: bad\nfamilies: transformer\naxes:\n  modulus: 11\n  data_fraction: [0.5, 1.4]\n  weight_decay: 1\n  seed: 0\n",
+    )
+    .expect("write");
     let data_dir = directory.path().join("data");
     let output = groksweep(&["run", spec.to_str().expect("utf-8"), "--data-dir", data_dir.to_str().expect("utf-8")]);
     assert!(!output.status.success());
@@ -92,7 +96,8 @@ fn glyphs_writes_a_contact_sheet_and_refuses_unreadable_labels() {
     // A PNG of 8 × 23 cells of 28 px with a 1-px gutter: width 8·29 + 1, height 23·29 + 1.
     let bytes = std::fs::read(&sheet).expect("sheet written");
     assert_eq!(&bytes[1..4], b"PNG");
-    let (width, height) = (u32::from_be_bytes(bytes[16..20].try_into().expect("4 bytes")), u32::from_be_bytes(bytes[20..24].try_into().expect("4 bytes")));
+    let (width, height) =
+        (u32::from_be_bytes(bytes[16..20].try_into().expect("4 bytes")), u32::from_be_bytes(bytes[20..24].try_into().expect("4 bytes")));
     assert_eq!((width, height), (8 * 29 + 1, 23 * 29 + 1));
     let output = groksweep(&["glyphs", "--modulus", "113", "--out", sheet.to_str().expect("utf-8")]);
     assert!(!output.status.success());

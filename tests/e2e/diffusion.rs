@@ -19,8 +19,11 @@ async fn tiny_diffusion_sweep_lands_in_parquet() {
 
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let cache = data.path().join("cache");
-    let config = WorkerConfig { coordinator: coordinator.address.clone(), slots: 2, token: None, name: "e2e".into(), cache_dir: cache.clone() };
-    let worker = tokio::spawn(sweep_worker::run(config, async { let _ = stopped.await; }));
+    let config =
+        WorkerConfig { coordinator: coordinator.address.clone(), slots: 2, token: None, name: "e2e".into(), cache_dir: cache.clone() };
+    let worker = tokio::spawn(sweep_worker::run(config, async {
+        let _ = stopped.await;
+    }));
     let status = wait_for_sweep(&mut client, "tiny-diffusion", Duration::from_secs(300), |s| s.finished).await;
     assert!(status.trials.iter().all(|t| t.status == "done"), "{status:#?}");
     let _ = stop.send(());
@@ -38,7 +41,8 @@ async fn tiny_diffusion_sweep_lands_in_parquet() {
         }
     }
     // The classifier was trained once and cached.
-    let cached: Vec<_> = std::fs::read_dir(&cache).expect("cache").flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    let cached: Vec<_> =
+        std::fs::read_dir(&cache).expect("cache").flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
     assert_eq!(cached.iter().filter(|name| name.ends_with(".accuracy")).count(), 1, "{cached:?}");
 
     let rows = progress_rows(&sweep_dir);
@@ -46,7 +50,15 @@ async fn tiny_diffusion_sweep_lands_in_parquet() {
         let mine: Vec<_> = rows.iter().filter(|r| r.trial_id == trial.trial_id).collect();
         let value = |step: i64, measure: &str| mine.iter().find(|r| r.step == step && r.measure == measure).map(|r| r.value);
         for step in [0, 10, 20] {
-            for measure in ["train_loss", "test_loss", "sum_squared_weights", "gini_operand", "spectral_entropy", "key_neuron_fraction", "mode_shift_fraction"] {
+            for measure in [
+                "train_loss",
+                "test_loss",
+                "sum_squared_weights",
+                "gini_operand",
+                "spectral_entropy",
+                "key_neuron_fraction",
+                "mode_shift_fraction",
+            ] {
                 let v = value(step, measure).unwrap_or_else(|| panic!("{measure} at {step} missing for {}", trial.trial_id));
                 assert!(v.is_finite() && v >= 0.0, "{measure} = {v}");
             }

@@ -44,7 +44,15 @@ impl InProcessCoordinator {
         let address = format!("http://{}", listener.local_addr().expect("bound address"));
         let (shutdown, signal) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            sweep_coordinator::run(listener, async { let _ = signal.await; }, coordinator).await.expect("coordinator runs");
+            sweep_coordinator::run(
+                listener,
+                async {
+                    let _ = signal.await;
+                },
+                coordinator,
+            )
+            .await
+            .expect("coordinator runs");
         });
         InProcessCoordinator { address, shutdown: Some(shutdown), task: Some(task) }
     }
@@ -89,13 +97,26 @@ impl Process {
     /// Start a coordinator process and read the address it printed.
     pub(crate) fn coordinator(data_dir: &Path, listen: &str, extra: &[&str]) -> (Self, String) {
         let data_dir = data_dir.to_str().expect("utf-8 temp path");
-        let mut args = vec!["coordinator", "--listen", listen, "--data-dir", data_dir, "--lease-ttl-secs", "2", "--heartbeat-secs", "0.3", "--roll-secs", "0.3"];
+        let mut args = vec![
+            "coordinator",
+            "--listen",
+            listen,
+            "--data-dir",
+            data_dir,
+            "--lease-ttl-secs",
+            "2",
+            "--heartbeat-secs",
+            "0.3",
+            "--roll-secs",
+            "0.3",
+        ];
         args.extend_from_slice(extra);
         let mut process = Process::spawn("coordinator", &args);
         let stdout = process.child.stdout.take().expect("piped stdout");
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).expect("coordinator prints its address");
-        let address = line.trim().strip_prefix("coordinator listening on ").unwrap_or_else(|| panic!("unexpected first line {line:?}")).to_string();
+        let address =
+            line.trim().strip_prefix("coordinator listening on ").unwrap_or_else(|| panic!("unexpected first line {line:?}")).to_string();
         (process, address)
     }
 

@@ -27,7 +27,8 @@ pub(crate) fn parquet_files(directory: &Path) -> Vec<PathBuf> {
 pub(crate) fn read_batches(directory: &Path) -> Vec<RecordBatch> {
     let mut batches = Vec::new();
     for file in parquet_files(directory) {
-        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&file).expect("open")).expect("parquet").build().expect("reader");
+        let reader =
+            ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&file).expect("open")).expect("parquet").build().expect("reader");
         for batch in reader {
             batches.push(batch.expect("batch"));
         }
@@ -93,7 +94,12 @@ pub(crate) fn check_progress(rows: &[Row]) {
         match row.measure.as_str() {
             "train_accuracy" | "test_accuracy" | "key_neuron_fraction" => assert!((0.0..=1.0).contains(&row.value), "{row:?}"),
             "gini_w_e" | "gini_w_l" => assert!((0.0..1.0).contains(&row.value), "{row:?}"),
-            "train_loss" | "test_loss" | "sum_squared_weights" | "restricted_loss" | "excluded_loss" | "restricted_loss_final_k"
+            "train_loss"
+            | "test_loss"
+            | "sum_squared_weights"
+            | "restricted_loss"
+            | "excluded_loss"
+            | "restricted_loss_final_k"
             | "excluded_loss_final_k" => assert!(finite_non_negative, "{row:?}"),
             "key_frequency_count" => assert!(finite_non_negative && row.value.fract() == 0.0, "{row:?}"),
             other => panic!("unknown measure {other}"),

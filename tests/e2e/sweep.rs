@@ -17,8 +17,16 @@ async fn tiny_sweep_runs_end_to_end_and_lands_in_parquet() {
     assert_eq!((submitted.trials_total, submitted.trials_added), (4, 4));
 
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let config = WorkerConfig { coordinator: coordinator.address.clone(), slots: 2, token: None, name: "e2e".into(), cache_dir: data.path().join("cache") };
-    let worker = tokio::spawn(sweep_worker::run(config, async { let _ = stopped.await; }));
+    let config = WorkerConfig {
+        coordinator: coordinator.address.clone(),
+        slots: 2,
+        token: None,
+        name: "e2e".into(),
+        cache_dir: data.path().join("cache"),
+    };
+    let worker = tokio::spawn(sweep_worker::run(config, async {
+        let _ = stopped.await;
+    }));
     let status = wait_for_sweep(&mut client, "tiny", Duration::from_secs(300), |s| s.finished).await;
     assert!(status.trials.iter().all(|t| t.status == "done"), "{status:#?}");
     assert!(status.trials.iter().all(|t| t.epoch == Some(60)));

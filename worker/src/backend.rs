@@ -1,20 +1,30 @@
 //! The burn backend a worker trains on, chosen by cargo features: `flex` (CPU,
-//! default) or `cuda`.
+//! default), `cuda`, or `ndarray` (burn's older CPU backend, kept only so the
+//! benchmarks can compare the two CPU backends; `cuda` wins if both are on).
 
 use burn::backend::Autodiff;
 
 /// The inference backend.
-#[cfg(not(feature = "cuda"))]
+#[cfg(not(any(feature = "cuda", feature = "ndarray")))]
 pub type WorkerBackend = burn::backend::Flex;
 /// The inference backend.
 #[cfg(feature = "cuda")]
 pub type WorkerBackend = burn::backend::Cuda;
+/// The inference backend.
+#[cfg(all(feature = "ndarray", not(feature = "cuda")))]
+pub type WorkerBackend = burn::backend::NdArray;
 
 /// The training backend.
 pub type TrainingBackend = Autodiff<WorkerBackend>;
 
 /// Name reported to the coordinator and stored with results.
-pub const BACKEND_NAME: &str = if cfg!(feature = "cuda") { "cuda" } else { "flex" };
+pub const BACKEND_NAME: &str = if cfg!(feature = "cuda") {
+    "cuda"
+} else if cfg!(feature = "ndarray") {
+    "ndarray"
+} else {
+    "flex"
+};
 
 /// CPU backend of the unit tests.
 #[cfg(test)]

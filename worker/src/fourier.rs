@@ -328,8 +328,7 @@ pub(crate) mod tests {
         let basis = FourierBasis::new(P);
         for k in 1..=basis.frequency_count() {
             for (is_sin, wave) in [(false, f64::cos as fn(f64) -> f64), (true, f64::sin)] {
-                let grid: Vec<f64> =
-                    (0..P * P).map(|i| wave(2.0 * PI * (k * ((i / P + i % P) % P)) as f64 / P as f64)).collect();
+                let grid: Vec<f64> = (0..P * P).map(|i| wave(2.0 * PI * (k * ((i / P + i % P) % P)) as f64 / P as f64)).collect();
                 let spectrum = basis.transform_2d(&grid);
                 let (c, s) = (2 * k - 1, 2 * k);
                 // The grid has norm p/√2 along a direction whose two entries
@@ -419,7 +418,8 @@ pub(crate) mod tests {
         for a in 0..P {
             for b in 0..P {
                 for c in 0..P {
-                    let value: f64 = keys.iter().map(|&(k, alpha)| alpha * (2.0 * PI * (k * ((a + b + P - c) % P)) as f64 / P as f64).cos()).sum();
+                    let value: f64 =
+                        keys.iter().map(|&(k, alpha)| alpha * (2.0 * PI * (k * ((a + b + P - c) % P)) as f64 / P as f64).cos()).sum();
                     logits[(a * P + b) * stride + c] = value as f32;
                 }
                 logits[(a * P + b) * stride + P] = 9.0; // the `=` logit, never used

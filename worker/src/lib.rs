@@ -14,10 +14,10 @@ pub mod diffusion;
 pub mod fourier;
 mod random;
 mod runtime;
-mod stopping;
 pub mod sink;
-mod trial_thread;
+mod stopping;
 pub mod transformer;
+mod trial_thread;
 
 pub use runtime::run;
 pub use sink::{CollectingSink, MeasureSink, SinkError};

@@ -214,8 +214,12 @@ impl Worker {
     /// Store pending checkpoints, oldest first; a checkpoint stays pending
     /// until the coordinator has it, so a restart of the coordinator loses none.
     async fn upload_checkpoints(&mut self) -> Result<(), tonic::Status> {
-        let with_checkpoints: Vec<String> =
-            self.running.iter().filter(|(_, trial)| !trial.pending_checkpoints.is_empty() && !trial.revoked).map(|(id, _)| id.clone()).collect();
+        let with_checkpoints: Vec<String> = self
+            .running
+            .iter()
+            .filter(|(_, trial)| !trial.pending_checkpoints.is_empty() && !trial.revoked)
+            .map(|(id, _)| id.clone())
+            .collect();
         for trial_id in with_checkpoints {
             let trial = self.running.get_mut(&trial_id).expect("ids were taken from the map");
             if matches!(trial.outcome, Some(TrialOutcome::Cancelled)) {
@@ -247,7 +251,9 @@ impl Worker {
         let finished: Vec<String> = self
             .running
             .iter()
-            .filter(|(_, trial)| trial.outcome.is_some() && ((trial.pending.is_empty() && trial.pending_checkpoints.is_empty()) || trial.revoked))
+            .filter(|(_, trial)| {
+                trial.outcome.is_some() && ((trial.pending.is_empty() && trial.pending_checkpoints.is_empty()) || trial.revoked)
+            })
             .map(|(id, _)| id.clone())
             .collect();
         for trial_id in finished {
@@ -348,7 +354,15 @@ impl Worker {
 
     fn track(&mut self, lease: pb::LeaseRef, sweep: String, outcome: Option<TrialOutcome>) -> Arc<AtomicBool> {
         let cancel = Arc::new(AtomicBool::new(false));
-        let trial = RunningTrial { lease: lease.clone(), sweep, cancel: Arc::clone(&cancel), pending: Vec::new(), pending_checkpoints: Vec::new(), outcome, revoked: false };
+        let trial = RunningTrial {
+            lease: lease.clone(),
+            sweep,
+            cancel: Arc::clone(&cancel),
+            pending: Vec::new(),
+            pending_checkpoints: Vec::new(),
+            outcome,
+            revoked: false,
+        };
         self.running.insert(lease.trial_id, trial);
         cancel
     }
@@ -358,8 +372,18 @@ fn job_from_lease(lease: pb::Lease, cache_dir: &std::path::Path) -> Result<Trial
     use sweep_proto::convert::required;
     let lease_ref = required(lease.lease, "lease").map_err(|error| error.to_string())?;
     let params = TrialParams::try_from(required(lease.params, "params").map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
-    let training = TrainingSettings::try_from(required(lease.training, "training").map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    let training =
+        TrainingSettings::try_from(required(lease.training, "training").map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
     let stop = StopRule::try_from(required(lease.stop, "stop").map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
     let diffusion = lease.diffusion.map(DiffusionSettings::try_from).transpose().map_err(|e| e.to_string())?;
-    Ok(TrialJob { trial_id: lease_ref.trial_id, sweep: lease.sweep, attempt: lease_ref.attempt, params, training, stop, diffusion, cache_dir: cache_dir.to_path_buf() })
+    Ok(TrialJob {
+        trial_id: lease_ref.trial_id,
+        sweep: lease.sweep,
+        attempt: lease_ref.attempt,
+        params,
+        training,
+        stop,
+        diffusion,
+        cache_dir: cache_dir.to_path_buf(),
+    })
 }

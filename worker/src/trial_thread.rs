@@ -11,9 +11,9 @@ use tokio::sync::mpsc;
 use tracing::{info, info_span};
 
 use crate::backend::TrainingBackend;
-use crate::sink::{MeasureSink, SinkError};
 use crate::diffusion::train::DiffusionError;
 use crate::diffusion::{self, DiffusionSpec};
+use crate::sink::{MeasureSink, SinkError};
 use crate::transformer::train::TrainError;
 use crate::transformer::{TrainSpec, train};
 
@@ -67,12 +67,17 @@ fn now_ms() -> i64 {
 impl MeasureSink for ChannelSink {
     fn record(&mut self, step: i64, measures: &[(String, f64)]) -> Result<(), SinkError> {
         let wall_time_ms = now_ms();
-        let rows = measures.iter().map(|(measure, value)| pb::ProgressRow { step, measure: measure.clone(), value: *value, wall_time_ms }).collect();
+        let rows = measures
+            .iter()
+            .map(|(measure, value)| pb::ProgressRow { step, measure: measure.clone(), value: *value, wall_time_ms })
+            .collect();
         self.events.blocking_send(TrialEvent::Rows { trial_id: self.trial_id.clone(), rows }).map_err(|_| SinkError::Closed)
     }
 
     fn checkpoint(&mut self, step: i64, safetensors: Vec<u8>) -> Result<(), SinkError> {
-        self.events.blocking_send(TrialEvent::Checkpoint { trial_id: self.trial_id.clone(), step, safetensors }).map_err(|_| SinkError::Closed)
+        self.events
+            .blocking_send(TrialEvent::Checkpoint { trial_id: self.trial_id.clone(), step, safetensors })
+            .map_err(|_| SinkError::Closed)
     }
 
     fn cancelled(&self) -> bool {
@@ -92,7 +97,13 @@ fn run_diffusion(job: &TrialJob, sink: &mut ChannelSink) -> TrialOutcome {
         return TrialOutcome::Failed("the lease of a diffusion trial carries no diffusion settings".to_string());
     };
     let started = Instant::now();
-    let spec = DiffusionSpec { params: job.params.clone(), training: job.training.clone(), stop: job.stop.clone(), diffusion, cache_dir: job.cache_dir.clone() };
+    let spec = DiffusionSpec {
+        params: job.params.clone(),
+        training: job.training.clone(),
+        stop: job.stop.clone(),
+        diffusion,
+        cache_dir: job.cache_dir.clone(),
+    };
     match diffusion::train::<TrainingBackend>(&spec, &Default::default(), sink) {
         Ok(outcome) => TrialOutcome::Done(pb::FinalMetrics {
             epochs: outcome.epochs,

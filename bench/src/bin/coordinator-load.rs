@@ -28,7 +28,13 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = format!("http://{}", listener.local_addr()?);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(sweep_coordinator::run(listener, async { let _ = stopped.await; }, coordinator.clone()));
+    let server = tokio::spawn(sweep_coordinator::run(
+        listener,
+        async {
+            let _ = stopped.await;
+        },
+        coordinator.clone(),
+    ));
 
     let mut client = connect_lazy(&address, None)?;
     let yaml = spec("load", trials, &[113]);
@@ -38,7 +44,12 @@ async fn main() -> anyhow::Result<()> {
     for index in 0..workers {
         let mut client = connect_lazy(&address, None)?;
         tasks.push(tokio::spawn(async move {
-            let request = pb::RegisterWorkerRequest { name: format!("sim{index}"), backend: "none".into(), slots: 1, previous_worker_id: String::new() };
+            let request = pb::RegisterWorkerRequest {
+                name: format!("sim{index}"),
+                backend: "none".into(),
+                slots: 1,
+                previous_worker_id: String::new(),
+            };
             let worker_id = client.register_worker(request).await?.into_inner().worker_id;
             let mut completed = 0usize;
             loop {
@@ -60,7 +71,10 @@ async fn main() -> anyhow::Result<()> {
         completed += task.await??;
     }
     let elapsed = started.elapsed().as_secs_f64();
-    println!("workers={workers} trials={completed} seconds={elapsed:.2} leases_per_second={:.0} (lease + complete round trips)", completed as f64 / elapsed);
+    println!(
+        "workers={workers} trials={completed} seconds={elapsed:.2} leases_per_second={:.0} (lease + complete round trips)",
+        completed as f64 / elapsed
+    );
 
     let big_started = Instant::now();
     let big = spec("plan-100k", 1000, &(0..100).map(|k| 3 + 2 * k).collect::<Vec<u32>>());

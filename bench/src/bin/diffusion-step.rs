@@ -19,6 +19,7 @@ use sweep_worker::diffusion::{Dit, DitConfig};
 
 type Inner = <TrainingBackend as burn::tensor::backend::AutodiffBackend>::InnerBackend;
 
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -90,7 +91,8 @@ fn main() {
     let evaluation = evaluator.evaluate(&valid);
     let eval_ms = started.elapsed().as_secs_f64() * 1e3;
     println!(
-        "backend {BACKEND_NAME}: P = {p}, {} training pairs, d_model {d_model}, {heads} heads, {image_size} px / {patch_size}-px patches ({} tokens), N = {per_class}: {per_step:.0} ms per step ({steps} steps; drawing the batch {draw_ms:.0} ms of it), one evaluation {eval_ms:.0} ms ({} sampler steps over {} pairs + {} switch runs), peak RSS {:.0} MiB; Σθ² {squared:.1}, train loss {:.4}",
+        "backend {BACKEND_NAME} ({}): P = {p}, {} training pairs, d_model {d_model}, {heads} heads, {image_size} px / {patch_size}-px patches ({} tokens), N = {per_class}: {per_step:.0} ms per step ({steps} steps; drawing the batch {draw_ms:.0} ms of it), one evaluation {eval_ms:.0} ms ({} sampler steps over {} pairs + {} switch runs), peak RSS {:.0} MiB; Σθ² {squared:.1}, train loss {:.4}",
+        groksweep_bench::build_info(),
         pairs.len(),
         (image_size / patch_size).pow(2) + 2,
         settings.sample_steps,

@@ -9,8 +9,8 @@ use std::time::Instant;
 use burn::module::AutodiffModule;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use sweep_core::Split;
-use sweep_worker::backend::{BACKEND_NAME, TrainingBackend};
 use sweep_core::{Family, TrialParams};
+use sweep_worker::backend::{BACKEND_NAME, TrainingBackend};
 use sweep_worker::transformer::checkpoint::{self, CheckpointInfo};
 use sweep_worker::transformer::data::TrialData;
 use sweep_worker::transformer::measures::Evaluator;
@@ -32,6 +32,7 @@ fn median_ms(runs: usize, mut work: impl FnMut()) -> f64 {
     times[runs / 2]
 }
 
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -66,7 +67,15 @@ fn main() {
     let evaluation = evaluation.expect("evaluated");
     let info = CheckpointInfo {
         step: steps as i64,
-        params: TrialParams { family: Family::Transformer, modulus: 113, data_fraction: 0.3, weight_decay: 1.0, seed: 0, data_seed: 0, image_diversity: None },
+        params: TrialParams {
+            family: Family::Transformer,
+            modulus: 113,
+            data_fraction: 0.3,
+            weight_decay: 1.0,
+            seed: 0,
+            data_seed: 0,
+            image_diversity: None,
+        },
     };
     let mut bytes = Vec::new();
     let save_ms = median_ms(5, || bytes = checkpoint::save(&valid, &info).expect("saves"));
@@ -78,8 +87,9 @@ fn main() {
     let measures_ms = eval_ms + save_ms + final_k_ms;
     let share = measures_ms / (100.0 * per_step + measures_ms);
     println!(
-        "backend={BACKEND_NAME} train_pairs={} steps={steps} ms_per_step={per_step:.1} eval_ms={eval_ms:.1} checkpoint_save_ms={save_ms:.1} \
+        "backend={BACKEND_NAME} {} train_pairs={} steps={steps} ms_per_step={per_step:.1} eval_ms={eval_ms:.1} checkpoint_save_ms={save_ms:.1} \
          final_k_ms={final_k_ms:.1} checkpoint_bytes={} measures_share_at_every_100={:.1}% (train loss {:.3}, test loss {:.3}, Σθ² {:.0})",
+        groksweep_bench::build_info(),
         data.train.len(),
         bytes.len(),
         share * 100.0,

@@ -16,13 +16,19 @@ pub(crate) fn connect(args: &ClientArgs) -> anyhow::Result<Client> {
 /// Turn a gRPC status into an error a person can act on.
 pub(crate) fn explain(status: tonic::Status, action: &str, coordinator: &str) -> anyhow::Error {
     match status.code() {
-        tonic::Code::Unavailable => anyhow::anyhow!("failed to {action}: the coordinator at {coordinator} is not reachable ({})", status.message()),
+        tonic::Code::Unavailable => {
+            anyhow::anyhow!("failed to {action}: the coordinator at {coordinator} is not reachable ({})", status.message())
+        }
         _ => anyhow::anyhow!("failed to {action}: {}", status.message()),
     }
 }
 
 /// Read, validate locally and submit a spec.
-pub(crate) async fn submit_spec(client: &mut Client, spec_path: &std::path::Path, coordinator: &str) -> anyhow::Result<pb::SubmitSweepResponse> {
+pub(crate) async fn submit_spec(
+    client: &mut Client,
+    spec_path: &std::path::Path,
+    coordinator: &str,
+) -> anyhow::Result<pb::SubmitSweepResponse> {
     let yaml = std::fs::read_to_string(spec_path).with_context(|| format!("failed to read {}", spec_path.display()))?;
     let source_name = spec_path.display().to_string();
     sweep_core::parse_spec(&source_name, &yaml)?;
@@ -94,7 +100,12 @@ pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<()> {
     let mut client = connect(&args.client)?;
     let Some(sweep) = args.sweep else {
         loop {
-            let sweeps = client.list_sweeps(pb::ListSweepsRequest {}).await.map_err(|s| explain(s, "list sweeps", &coordinator))?.into_inner().sweeps;
+            let sweeps = client
+                .list_sweeps(pb::ListSweepsRequest {})
+                .await
+                .map_err(|s| explain(s, "list sweeps", &coordinator))?
+                .into_inner()
+                .sweeps;
             if args.json {
                 let json: Vec<_> = sweeps
                     .iter()

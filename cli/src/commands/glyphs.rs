@@ -15,7 +15,8 @@ pub(crate) fn run(args: GlyphsArgs) -> anyhow::Result<()> {
     let closest = check_distinct(&set, args.modulus, DEFAULT_MIN_DISTANCE)?;
     let rows: Vec<_> = (0..args.modulus).map(|class| (0..args.per_class).map(|index| set.image(class, index)).collect()).collect();
     let file = std::fs::File::create(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
-    write_contact_sheet(std::io::BufWriter::new(file), &rows, args.scale).with_context(|| format!("cannot write {}", args.out.display()))?;
+    write_contact_sheet(std::io::BufWriter::new(file), &rows, args.scale)
+        .with_context(|| format!("cannot write {}", args.out.display()))?;
     println!(
         "wrote {} ({} classes × {} images, {} px, augmentation {}){}",
         args.out.display(),
@@ -23,7 +24,10 @@ pub(crate) fn run(args: GlyphsArgs) -> anyhow::Result<()> {
         args.per_class,
         args.image_size,
         args.augmentation,
-        closest.map_or_else(String::new, |pair| format!("; closest pair of classes: {} and {}, normalised distance {:.3}", pair.first, pair.second, pair.distance))
+        closest.map_or_else(String::new, |pair| format!(
+            "; closest pair of classes: {} and {}, normalised distance {:.3}",
+            pair.first, pair.second, pair.distance
+        ))
     );
     Ok(())
 }

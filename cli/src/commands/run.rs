@@ -71,7 +71,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(status) => {
             let status = status?;
             print!("\n{}", display::trials_table(&status));
-            println!("\nresults: {}/{{trials,progress}}", results.display());
+            println!("\nresults: {}/{{{}}}", results.display(), result_tables(&results).join(","));
             println!("  pandas: pd.read_parquet(\"{}/progress\")", results.display());
             println!(
                 "  sql:    groksweep sql \"SELECT trial_id, MAX(value) AS best_test_acc FROM progress WHERE measure = 'test_accuracy' GROUP BY trial_id\" --data-dir {}",
@@ -80,6 +80,26 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The tables (subdirectories) a sweep's results directory holds, sorted:
+/// `trials` and `progress` always, `spectra` and `checkpoints` for the
+/// transformer family.
+fn result_tables(sweep_dir: &std::path::Path) -> Vec<String> {
+    let mut tables: Vec<String> = std::fs::read_dir(sweep_dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|entry| entry.file_type().is_ok_and(|kind| kind.is_dir()))
+                .filter_map(|entry| entry.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    if tables.is_empty() {
+        tables = vec!["trials".to_owned(), "progress".to_owned()];
+    }
+    tables.sort();
+    tables
 }
 
 async fn wait_for(mut signal: watch::Receiver<bool>) {

@@ -139,7 +139,10 @@ impl LockFile {
             match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
                 Ok(_) => return Ok(LockFile(path)),
                 Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let stale = std::fs::metadata(&path).and_then(|m| m.modified()).map(|t| t.elapsed().unwrap_or_default() > Duration::from_secs(600)).unwrap_or(false);
+                    let stale = std::fs::metadata(&path)
+                        .and_then(|m| m.modified())
+                        .map(|t| t.elapsed().unwrap_or_default() > Duration::from_secs(600))
+                        .unwrap_or(false);
                     if stale {
                         let _ = std::fs::remove_file(&path);
                     } else if started.elapsed() > Duration::from_secs(3600) {
@@ -175,7 +178,11 @@ impl<B: Backend> Classifier<B> {
 
 /// Load the classifier for `key` from `cache_dir`, or train it there (with
 /// the autodiff backend `A`) and store it.
-pub fn load_or_train<A: AutodiffBackend>(key: &ClassifierKey, cache_dir: &Path, device: &A::Device) -> Result<(Classifier<A::InnerBackend>, Origin), ClassifierError> {
+pub fn load_or_train<A: AutodiffBackend>(
+    key: &ClassifierKey,
+    cache_dir: &Path,
+    device: &A::Device,
+) -> Result<(Classifier<A::InnerBackend>, Origin), ClassifierError> {
     std::fs::create_dir_all(cache_dir).map_err(|error| cache_error(cache_dir, error))?;
     let stem = cache_dir.join(key.file_stem());
     let weights = stem.with_extension("bin");
@@ -187,7 +194,9 @@ pub fn load_or_train<A: AutodiffBackend>(key: &ClassifierKey, cache_dir: &Path, 
         && let Ok(held_out_accuracy) = text.trim().parse::<f64>()
         && weights.exists()
     {
-        let model = Cnn::<A::InnerBackend>::new(key.classes, key.glyphs.size(), device).load_file(stem.clone(), &recorder, device).map_err(|error| cache_error(&weights, error))?;
+        let model = Cnn::<A::InnerBackend>::new(key.classes, key.glyphs.size(), device)
+            .load_file(stem.clone(), &recorder, device)
+            .map_err(|error| cache_error(&weights, error))?;
         return Ok((Classifier { model, held_out_accuracy }, Origin::Cached));
     }
     let started = Instant::now();
@@ -274,6 +283,8 @@ mod tests {
         let stronger = ClassifierKey { glyphs: GlyphSet::new(2, 16, 0.35).expect("valid"), ..key };
         let (_, origin) = load_or_train::<TestAutodiffBackend>(&stronger, directory.path(), &device).expect("trained");
         assert_eq!(origin, Origin::Trained, "another augmentation strength is another classifier");
-        assert!(!directory.path().read_dir().expect("dir").any(|entry| entry.expect("entry").path().extension().is_some_and(|e| e == "lock")));
+        assert!(
+            !directory.path().read_dir().expect("dir").any(|entry| entry.expect("entry").path().extension().is_some_and(|e| e == "lock"))
+        );
     }
 }

@@ -89,10 +89,18 @@ pub struct Batch<B: Backend> {
 impl<B: Backend> Batch<B> {
     /// Draw images, times and noise for `pairs` from `rng`. With `time`
     /// given, every pair uses that t instead of a random one.
-    pub fn draw(bank: &ImageBank, pairs: &[(usize, usize)], input: OperandInput, time: Option<f64>, rng: &mut SplitMix64, device: &B::Device) -> Self {
+    pub fn draw(
+        bank: &ImageBank,
+        pairs: &[(usize, usize)],
+        input: OperandInput,
+        time: Option<f64>,
+        rng: &mut SplitMix64,
+        device: &B::Device,
+    ) -> Self {
         let (n, pixels, p) = (pairs.len(), bank.pixels(), bank.classes());
         let pick = |rng: &mut SplitMix64| rng.below(bank.per_class() as u64) as usize;
-        let (mut a_images, mut b_images, mut x0) = (Vec::with_capacity(n * pixels), Vec::with_capacity(n * pixels), Vec::with_capacity(n * pixels));
+        let (mut a_images, mut b_images, mut x0) =
+            (Vec::with_capacity(n * pixels), Vec::with_capacity(n * pixels), Vec::with_capacity(n * pixels));
         let mut times = Vec::with_capacity(n);
         let mut targets = Vec::with_capacity(n);
         for &(a, b) in pairs {
@@ -112,7 +120,10 @@ impl<B: Backend> Batch<B> {
             OperandInput::Image => Operands::Images(matrix(a_images), matrix(b_images)),
             OperandInput::Token => {
                 let column = |values: Vec<i64>| Tensor::<B, 1, Int>::from_data(TensorData::new(values, [n]), device);
-                Operands::Tokens(column(pairs.iter().map(|pair| pair.0 as i64).collect()), column(pairs.iter().map(|pair| pair.1 as i64).collect()))
+                Operands::Tokens(
+                    column(pairs.iter().map(|pair| pair.0 as i64).collect()),
+                    column(pairs.iter().map(|pair| pair.1 as i64).collect()),
+                )
             }
         };
         Batch { operands, x0: matrix(x0), noise: matrix(noise), times, targets }

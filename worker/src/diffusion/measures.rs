@@ -20,8 +20,9 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use sweep_core::measures::{
-    self as names, CRITICAL_TIMESTEP_TEST, CRITICAL_TIMESTEP_TRAIN, GINI_OPERAND, KEY_FREQUENCY_COUNT, KEY_FVE_THRESHOLD, KEY_NEURON_FRACTION, MODE_SHIFT_FRACTION,
-    PairSet, SPECTRAL_ENTROPY, SUM_SQUARED_WEIGHTS, SpectrumKey, SpectrumMatrix, TEST_ACCURACY, TEST_LOSS, TRAIN_ACCURACY, TRAIN_LOSS,
+    self as names, CRITICAL_TIMESTEP_TEST, CRITICAL_TIMESTEP_TRAIN, GINI_OPERAND, KEY_FREQUENCY_COUNT, KEY_FVE_THRESHOLD,
+    KEY_NEURON_FRACTION, MODE_SHIFT_FRACTION, PairSet, SPECTRAL_ENTROPY, SUM_SQUARED_WEIGHTS, SpectrumKey, SpectrumMatrix, TEST_ACCURACY,
+    TEST_LOSS, TRAIN_ACCURACY, TRAIN_LOSS,
 };
 use sweep_core::split::SplitMix64;
 use sweep_core::{DiffusionSettings, OperandInput, Split};
@@ -207,7 +208,8 @@ impl<B: Backend> Evaluator<B> {
         let mut switches = Vec::new();
         for (position, &pair) in train.iter().take(SWITCH_PAIRS).enumerate() {
             let sum = (pair.0 + pair.1) % p;
-            let other = (1..train.len()).map(|offset| train[(position + offset) % train.len()]).find(|other| (other.0 + other.1) % p != sum);
+            let other =
+                (1..train.len()).map(|offset| train[(position + offset) % train.len()]).find(|other| (other.0 + other.1) % p != sum);
             switches.extend(other.map(|other| (pair, other)));
         }
         // The Fourier basis pairs frequencies of odd moduli (the spec allows only those).
@@ -244,7 +246,8 @@ impl<B: Backend> Evaluator<B> {
         let (steps, repeats) = (settings.sample_steps as usize, settings.samples_per_pair as usize);
         let every = (steps / settings.decision_points.max(1) as usize).max(1);
         let expanded: Vec<(usize, usize)> = pairs.iter().flat_map(|&pair| std::iter::repeat_n(pair, repeats)).collect();
-        let switched: Option<Vec<(usize, usize)>> = switch.map(|(_, new)| new.iter().flat_map(|&pair| std::iter::repeat_n(pair, repeats)).collect());
+        let switched: Option<Vec<(usize, usize)>> =
+            switch.map(|(_, new)| new.iter().flat_map(|&pair| std::iter::repeat_n(pair, repeats)).collect());
         let mut rng = SplitMix64::new(self.seed ^ salt);
         let mut switch_rng = SplitMix64::new(self.seed ^ salt ^ 0x5357_4954_4348);
         let mut generation = Generation { finals: Vec::with_capacity(expanded.len()), decisions: Vec::new() };
@@ -296,7 +299,17 @@ impl<B: Backend> Evaluator<B> {
         for chunk in pairs.chunks(CHUNK) {
             let n = chunk.len();
             let rows = |values: Vec<f32>| Tensor::<B, 2>::from_data(TensorData::new(values, [n, pixels]), &self.device);
-            let x_t: Vec<f32> = chunk.iter().flat_map(|&(a, b)| self.bank.image((a + b) % p, 0).iter().zip(&noise).map(|(x0, e)| ((1.0 - t) * *x0 as f64 + t * *e as f64) as f32).collect::<Vec<_>>()).collect();
+            let x_t: Vec<f32> = chunk
+                .iter()
+                .flat_map(|&(a, b)| {
+                    self.bank
+                        .image((a + b) % p, 0)
+                        .iter()
+                        .zip(&noise)
+                        .map(|(x0, e)| ((1.0 - t) * *x0 as f64 + t * *e as f64) as f32)
+                        .collect::<Vec<_>>()
+                })
+                .collect();
             let operands = match self.settings.operand_input {
                 OperandInput::Image => Operands::Images(
                     rows(chunk.iter().flat_map(|&(a, _)| self.bank.image(a, 0).to_vec()).collect()),
@@ -304,7 +317,10 @@ impl<B: Backend> Evaluator<B> {
                 ),
                 OperandInput::Token => {
                     let column = |values: Vec<i64>| Tensor::<B, 1, Int>::from_data(TensorData::new(values, [n]), &self.device);
-                    Operands::Tokens(column(chunk.iter().map(|pair| pair.0 as i64).collect()), column(chunk.iter().map(|pair| pair.1 as i64).collect()))
+                    Operands::Tokens(
+                        column(chunk.iter().map(|pair| pair.0 as i64).collect()),
+                        column(chunk.iter().map(|pair| pair.1 as i64).collect()),
+                    )
                 }
             };
             parts.push(model.forward(rows(x_t), time_features(&vec![t; n], &self.device), operands).ffn_pre);
@@ -316,8 +332,12 @@ impl<B: Backend> Evaluator<B> {
     fn operand_representations(&self, model: &Dit<B>) -> (Vec<f64>, usize) {
         let p = self.bank.classes();
         let operand = match self.settings.operand_input {
-            OperandInput::Image => OperandOne::Image(Tensor::from_data(TensorData::new(self.bank.prototypes(), [p, self.bank.pixels()]), &self.device)),
-            OperandInput::Token => OperandOne::Token(Tensor::from_data(TensorData::new((0..p as i64).collect::<Vec<_>>(), [p]), &self.device)),
+            OperandInput::Image => {
+                OperandOne::Image(Tensor::from_data(TensorData::new(self.bank.prototypes(), [p, self.bank.pixels()]), &self.device))
+            }
+            OperandInput::Token => {
+                OperandOne::Token(Tensor::from_data(TensorData::new((0..p as i64).collect::<Vec<_>>(), [p]), &self.device))
+            }
         };
         let representation = model.operand_representation(operand);
         let width = representation.dims()[1];
@@ -329,14 +349,23 @@ impl<B: Backend> Evaluator<B> {
         let (train_targets, test_targets) = (self.targets(&self.train), self.targets(&self.test));
         let train_generation = self.generate(model, &self.train, None, 0x7472_6169_6e);
         let test_generation = self.generate(model, &self.test, None, 0x7465_7374);
-        let repeat = |targets: &[usize]| targets.iter().flat_map(|&c| std::iter::repeat_n(c, self.settings.samples_per_pair as usize)).collect::<Vec<_>>();
+        let repeat = |targets: &[usize]| {
+            targets.iter().flat_map(|&c| std::iter::repeat_n(c, self.settings.samples_per_pair as usize)).collect::<Vec<_>>()
+        };
         let (train_targets, test_targets) = (repeat(&train_targets), repeat(&test_targets));
         let decision_train = self.decision_curve(&train_generation, &train_targets);
         let decision_test = self.decision_curve(&test_generation, &test_targets);
         let first_wrong_then_right = test_generation
             .decisions
             .first()
-            .map(|(_, first)| first.iter().zip(&test_generation.finals).zip(&test_targets).filter(|((first, last), target)| **first != Some(**target) && **last == Some(**target)).count())
+            .map(|(_, first)| {
+                first
+                    .iter()
+                    .zip(&test_generation.finals)
+                    .zip(&test_targets)
+                    .filter(|((first, last), target)| **first != Some(**target) && **last == Some(**target))
+                    .count()
+            })
             .unwrap_or(0);
 
         let mut switches = Vec::with_capacity(self.settings.switch_times.len());
@@ -349,28 +378,29 @@ impl<B: Backend> Evaluator<B> {
             switches.push((time, accuracy(&generation.finals, &new_targets), accuracy(&generation.finals, &old_targets)));
         }
 
-        let (key_frequencies, key_neuron_fraction, key_neuron_counts, spectral_entropy, gini_operand, operand_spectrum) = match (&self.basis, &self.basis_tensor) {
-            (Some(basis), Some(basis_tensor)) => {
-                let p = basis.modulus();
-                let preactivations = self.preactivations(model);
-                let neurons = preactivations.dims()[1];
-                let constant = constant_neurons(&host(preactivations.clone()), neurons);
-                let power = activation_power(basis_tensor, preactivations);
-                let mut owners = neuron_frequencies(&power, p, neurons);
-                for (owner, _) in owners.iter_mut().zip(&constant).filter(|(_, constant)| **constant) {
-                    owner.fve = 0.0;
+        let (key_frequencies, key_neuron_fraction, key_neuron_counts, spectral_entropy, gini_operand, operand_spectrum) =
+            match (&self.basis, &self.basis_tensor) {
+                (Some(basis), Some(basis_tensor)) => {
+                    let p = basis.modulus();
+                    let preactivations = self.preactivations(model);
+                    let neurons = preactivations.dims()[1];
+                    let constant = constant_neurons(&host(preactivations.clone()), neurons);
+                    let power = activation_power(basis_tensor, preactivations);
+                    let mut owners = neuron_frequencies(&power, p, neurons);
+                    for (owner, _) in owners.iter_mut().zip(&constant).filter(|(_, constant)| **constant) {
+                        owner.fve = 0.0;
+                    }
+                    let (keys, fraction) = key_frequencies(&owners, KEY_FVE_THRESHOLD);
+                    let mut counts = vec![0usize; basis.frequency_count() + 1];
+                    for owner in owners.iter().filter(|owner| owner.fve > KEY_FVE_THRESHOLD) {
+                        counts[owner.frequency] += 1;
+                    }
+                    let (representations, width) = self.operand_representations(model);
+                    let norms = basis.component_norms(&representations, width);
+                    (keys, fraction, counts, spectral_entropy(&power, p, neurons), gini(&norms), FourierBasis::frequency_norms(&norms))
                 }
-                let (keys, fraction) = key_frequencies(&owners, KEY_FVE_THRESHOLD);
-                let mut counts = vec![0usize; basis.frequency_count() + 1];
-                for owner in owners.iter().filter(|owner| owner.fve > KEY_FVE_THRESHOLD) {
-                    counts[owner.frequency] += 1;
-                }
-                let (representations, width) = self.operand_representations(model);
-                let norms = basis.component_norms(&representations, width);
-                (keys, fraction, counts, spectral_entropy(&power, p, neurons), gini(&norms), FourierBasis::frequency_norms(&norms))
-            }
-            _ => (Vec::new(), 0.0, Vec::new(), 0.0, 0.0, Vec::new()),
-        };
+                _ => (Vec::new(), 0.0, Vec::new(), 0.0, 0.0, Vec::new()),
+            };
 
         Evaluation {
             train_loss: self.flow_loss(model, &self.train, 0x6c6f_7373_7472),

@@ -286,7 +286,11 @@ impl<B: Backend> Dit<B> {
         let patches = self.patch_embed.forward_tokens(self.patchify(x_t));
         let patch_count = patches.dims()[1];
         // Added as [batch, patches·d] + [1, patches·d]: a shared-row broadcast, which burn-flex vectorises.
-        let patches = (patches.reshape([batch, patch_count * d]) + self.patch_pos.val().reshape([1, patch_count * d])).reshape([batch, patch_count, d]);
+        let patches = (patches.reshape([batch, patch_count * d]) + self.patch_pos.val().reshape([1, patch_count * d])).reshape([
+            batch,
+            patch_count,
+            d,
+        ]);
         let tokens = Tensor::cat(vec![first.unsqueeze_dim::<3>(1), second.unsqueeze_dim::<3>(1), patches], 1); // [batch, L, d]
         let length = tokens.dims()[1];
 
@@ -321,10 +325,23 @@ impl<B: Backend> Dit<B> {
     /// Σθ² over every parameter, accumulated in f64.
     pub fn sum_squared_weights(&self) -> f64 {
         let mut total = 0.0;
-        for dense in [&self.patch_embed, &self.time_in, &self.time_out, &self.block_modulation, &self.query, &self.key, &self.value, &self.attention_out, &self.ffn_in, &self.ffn_out, &self.final_modulation, &self.final_out]
-            .into_iter()
-            .chain(self.bottleneck_in.as_ref())
-            .chain(self.bottleneck_out.as_ref())
+        for dense in [
+            &self.patch_embed,
+            &self.time_in,
+            &self.time_out,
+            &self.block_modulation,
+            &self.query,
+            &self.key,
+            &self.value,
+            &self.attention_out,
+            &self.ffn_in,
+            &self.ffn_out,
+            &self.final_modulation,
+            &self.final_out,
+        ]
+        .into_iter()
+        .chain(self.bottleneck_in.as_ref())
+        .chain(self.bottleneck_out.as_ref())
         {
             total += dense.squared_sum();
         }
@@ -376,7 +393,10 @@ mod tests {
             let x_t = Tensor::<TestBackend, 2>::ones([3, 256], &device);
             let operands = match input {
                 OperandInput::Image => Operands::Images(Tensor::ones([3, 256], &device), Tensor::zeros([3, 256], &device)),
-                OperandInput::Token => Operands::Tokens(Tensor::from_data(TensorData::new(vec![0i64, 1, 4], [3]), &device), Tensor::from_data(TensorData::new(vec![2i64, 3, 0], [3]), &device)),
+                OperandInput::Token => Operands::Tokens(
+                    Tensor::from_data(TensorData::new(vec![0i64, 1, 4], [3]), &device),
+                    Tensor::from_data(TensorData::new(vec![2i64, 3, 0], [3]), &device),
+                ),
             };
             let output = model.forward(x_t, time_features(&[0.1, 0.5, 1.0], &device), operands);
             assert_eq!(output.x0.dims(), [3, 256]);

@@ -87,15 +87,16 @@ pub enum DiffusionError {
 }
 
 /// Set up the judge: the exemplars for N = 1, the cached (or freshly trained) CNN otherwise.
-fn judge<B: AutodiffBackend>(spec: &DiffusionSpec, set: &GlyphSet, bank: &ImageBank, device: &B::Device) -> Result<Judge<B::InnerBackend>, DiffusionError> {
+fn judge<B: AutodiffBackend>(
+    spec: &DiffusionSpec,
+    set: &GlyphSet,
+    bank: &ImageBank,
+    device: &B::Device,
+) -> Result<Judge<B::InnerBackend>, DiffusionError> {
     if bank.per_class() == 1 {
         return Ok(Judge::Exemplar(ExemplarJudge::new(bank.prototypes(), bank.pixels())));
     }
-    let key = ClassifierKey {
-        classes: bank.classes(),
-        glyphs: *set,
-        images_per_class: spec.diffusion.judge_images_per_class as usize,
-    };
+    let key = ClassifierKey { classes: bank.classes(), glyphs: *set, images_per_class: spec.diffusion.judge_images_per_class as usize };
     let (classifier, origin) = load_or_train::<B>(&key, &spec.cache_dir, device)?;
     info!(held_out_accuracy = classifier.held_out_accuracy(), origin = ?origin, "judge classifier ready");
     if classifier.held_out_accuracy() < spec.diffusion.judge_min_accuracy {
@@ -105,7 +106,11 @@ fn judge<B: AutodiffBackend>(spec: &DiffusionSpec, set: &GlyphSet, bank: &ImageB
 }
 
 /// Train a diffusion trial, sending measures to `sink`.
-pub fn train<B: AutodiffBackend>(spec: &DiffusionSpec, device: &B::Device, sink: &mut dyn MeasureSink) -> Result<DiffusionOutcome, DiffusionError> {
+pub fn train<B: AutodiffBackend>(
+    spec: &DiffusionSpec,
+    device: &B::Device,
+    sink: &mut dyn MeasureSink,
+) -> Result<DiffusionOutcome, DiffusionError> {
     let (params, settings) = (&spec.params, &spec.diffusion);
     let classes = params.modulus as usize;
     let set = GlyphSet::new(settings.glyph_seed, settings.image_size as usize, settings.augmentation)?;
@@ -177,7 +182,15 @@ mod tests {
 
     fn tiny_spec(modulus: u32, fraction: f64, epochs: u32, input: OperandInput) -> DiffusionSpec {
         DiffusionSpec {
-            params: TrialParams { family: Family::Diffusion, modulus, data_fraction: fraction, weight_decay: 0.0, seed: 1, data_seed: 1, image_diversity: Some(1) },
+            params: TrialParams {
+                family: Family::Diffusion,
+                modulus,
+                data_fraction: fraction,
+                weight_decay: 0.0,
+                seed: 1,
+                data_seed: 1,
+                image_diversity: Some(1),
+            },
             training: TrainingSettings { lr: 3e-3, warmup_steps: 5, eval_every: epochs, ..TrainingSettings::default() },
             stop: StopRule { max_epochs: epochs, target_test_accuracy: None, patience: 1 },
             diffusion: DiffusionSettings {

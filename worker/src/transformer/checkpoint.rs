@@ -29,8 +29,8 @@ use safetensors::tensor::{Dtype, TensorView};
 use safetensors::{SafeTensors, serialize};
 use sweep_core::TrialParams;
 
-use crate::host;
 use super::model::{SEQ_LEN, Transformer};
+use crate::host;
 
 /// Value of the `format` metadata key.
 pub const FORMAT: &str = "groksweep.transformer.v1";
@@ -123,7 +123,8 @@ pub fn save<B: Backend>(model: &Transformer<B>, info: &CheckpointInfo) -> Result
         ("unembed.W_U", vec![d_model, d_vocab], host(model.unembed.val())),
         ("unembed.b_U", vec![d_vocab], vec![0.0; d_vocab]),
     ];
-    let buffers: Vec<(&str, Vec<usize>, Vec<u8>)> = tensors.into_iter().map(|(name, shape, values)| (name, shape, to_bytes(&values))).collect();
+    let buffers: Vec<(&str, Vec<usize>, Vec<u8>)> =
+        tensors.into_iter().map(|(name, shape, values)| (name, shape, to_bytes(&values))).collect();
     let views = buffers
         .iter()
         .map(|(name, shape, bytes)| Ok((*name, TensorView::new(Dtype::F32, shape.clone(), bytes)?)))
@@ -161,7 +162,10 @@ where
 fn read(file: &SafeTensors<'_>, name: &'static str, shape: &[usize]) -> Result<Vec<f32>, CheckpointError> {
     let view = file.tensor(name).map_err(|error| CheckpointError::Tensor { name, message: error.to_string() })?;
     if view.dtype() != Dtype::F32 || view.shape() != shape {
-        return Err(CheckpointError::Tensor { name, message: format!("expected F32 {shape:?}, found {:?} {:?}", view.dtype(), view.shape()) });
+        return Err(CheckpointError::Tensor {
+            name,
+            message: format!("expected F32 {shape:?}, found {:?} {:?}", view.dtype(), view.shape()),
+        });
     }
     Ok(view.data().chunks_exact(4).map(|bytes| f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])).collect())
 }
@@ -251,14 +255,23 @@ mod tests {
     fn info() -> CheckpointInfo {
         CheckpointInfo {
             step: 700,
-            params: TrialParams { family: Family::Transformer, modulus: 13, data_fraction: 0.35, weight_decay: 1.0, seed: 3, data_seed: 8, image_diversity: None },
+            params: TrialParams {
+                family: Family::Transformer,
+                modulus: 13,
+                data_fraction: 0.35,
+                weight_decay: 1.0,
+                seed: 3,
+                data_seed: 8,
+                image_diversity: None,
+            },
         }
     }
 
     #[test]
     fn save_then_load_gives_identical_logits_and_metadata() {
         let device = Default::default();
-        let model: Transformer<TestBackend> = TransformerConfig::new(13).with_d_model(24).with_n_heads(3).with_d_mlp(40).with_seed(3).init(&device);
+        let model: Transformer<TestBackend> =
+            TransformerConfig::new(13).with_d_model(24).with_n_heads(3).with_d_mlp(40).with_seed(3).init(&device);
         let bytes = save(&model, &info()).expect("saves");
         let (loaded, read_info) = load::<TestBackend>(&bytes, &device).expect("loads");
         assert_eq!(read_info, info());
@@ -272,7 +285,8 @@ mod tests {
 
     #[test]
     fn tensors_have_transformer_lens_names_and_shapes() {
-        let model: Transformer<TestBackend> = TransformerConfig::new(13).with_d_model(24).with_n_heads(3).with_d_mlp(40).init(&Default::default());
+        let model: Transformer<TestBackend> =
+            TransformerConfig::new(13).with_d_model(24).with_n_heads(3).with_d_mlp(40).init(&Default::default());
         let bytes = save(&model, &info()).expect("saves");
         let file = SafeTensors::deserialize(&bytes).expect("parses");
         let expected: [(&str, &[usize]); 16] = [
@@ -305,10 +319,12 @@ mod tests {
 
     #[test]
     fn foreign_or_damaged_files_are_refused_with_the_reason() {
-        let model: Transformer<TestBackend> = TransformerConfig::new(13).with_d_model(24).with_n_heads(3).with_d_mlp(40).init(&Default::default());
+        let model: Transformer<TestBackend> =
+            TransformerConfig::new(13).with_d_model(24).with_n_heads(3).with_d_mlp(40).init(&Default::default());
         let bytes = save(&model, &info()).expect("saves");
         assert!(load::<TestBackend>(&bytes[..bytes.len() - 4], &Default::default()).is_err());
-        let other = serialize(Vec::<(&str, TensorView<'_>)>::new(), Some(HashMap::from([("format".to_string(), "other".to_string())]))).expect("serialises");
+        let other = serialize(Vec::<(&str, TensorView<'_>)>::new(), Some(HashMap::from([("format".to_string(), "other".to_string())])))
+            .expect("serialises");
         let error = load::<TestBackend>(&other, &Default::default()).expect_err("foreign format").to_string();
         assert_eq!(error, "checkpoint metadata `format`: `other` is not `groksweep.transformer.v1`");
     }

@@ -11,13 +11,13 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use sweep_core::Split;
 use sweep_core::measures::{
-    EXCLUDED_LOSS, GINI_W_E, GINI_W_L, KEY_FREQUENCY_COUNT, KEY_FVE_THRESHOLD, KEY_NEURON_FRACTION, RESTRICTED_LOSS, SUM_SQUARED_WEIGHTS, SpectrumKey,
-    SpectrumMatrix, TEST_ACCURACY, TEST_LOSS, TRAIN_ACCURACY, TRAIN_LOSS,
+    EXCLUDED_LOSS, GINI_W_E, GINI_W_L, KEY_FREQUENCY_COUNT, KEY_FVE_THRESHOLD, KEY_NEURON_FRACTION, RESTRICTED_LOSS, SUM_SQUARED_WEIGHTS,
+    SpectrumKey, SpectrumMatrix, TEST_ACCURACY, TEST_LOSS, TRAIN_ACCURACY, TRAIN_LOSS,
 };
 
 use super::eval::{LossAccumulator, LossAccuracy};
-use crate::fourier::{FourierBasis, FrequencyProjection, activation_power, basis_tensor, gini, key_frequencies, neuron_frequencies};
 use super::model::Transformer;
+use crate::fourier::{FourierBasis, FrequencyProjection, activation_power, basis_tensor, gini, key_frequencies, neuron_frequencies};
 use crate::host;
 
 /// Everything measured at one step.
@@ -216,7 +216,6 @@ impl<B: Backend> Evaluator<B> {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,7 +232,8 @@ mod tests {
 
     #[test]
     fn a_random_model_is_near_chance_and_its_measures_are_in_range() {
-        let model: Transformer<TestBackend> = TransformerConfig::new(P).with_d_model(16).with_n_heads(2).with_d_mlp(32).with_seed(1).init(&Default::default());
+        let model: Transformer<TestBackend> =
+            TransformerConfig::new(P).with_d_model(16).with_n_heads(2).with_d_mlp(32).with_seed(1).init(&Default::default());
         let evaluation = evaluator(0.5).evaluate(&model);
         let ln_p = (P as f64).ln();
         for loss in [evaluation.train.loss, evaluation.test.loss] {
@@ -277,7 +277,8 @@ mod tests {
         // W_V = identity; the last position then holds (e_a + e_b + e_=)/3.
         let device = Default::default();
         let (d_model, d_mlp) = (4, 6);
-        let mut model: Transformer<TestBackend> = TransformerConfig::new(P).with_d_model(d_model).with_n_heads(1).with_d_mlp(d_mlp).init(&device);
+        let mut model: Transformer<TestBackend> =
+            TransformerConfig::new(P).with_d_model(d_model).with_n_heads(1).with_d_mlp(d_mlp).init(&device);
         let frequencies = [3usize, 5];
         let mut embed = vec![0f32; (P + 1) * d_model];
         for t in 0..P {

@@ -130,16 +130,23 @@ impl<B: Backend> Transformer<B> {
         let d_model = self.embed.dims()[1];
         let d_attn = self.w_q.dims()[1];
         let d_head = d_attn / self.n_heads;
-        let flat_tokens = tokens.reshape([batch * seq]);
-        let token_embeddings = self.embed.val().select(0, flat_tokens).reshape([batch, seq, d_model]);
-        let residual = token_embeddings + self.pos_embed.val().unsqueeze::<3>(); // [batch, seq, d_model]
-        let residual_flat = residual.clone().reshape([batch * seq, d_model]);
+        // burn-flex 0.21 vectorises a broadcast add only when the broadcast
+        // operand is one row shared by every outer index, and walks element by
+        // element otherwise (bench/RESULTS.md): so the positional embedding is
+        // added as one [1, seq · d_model] row, and the last position's residual
+        // is built from its own token rather than narrowed out of `residual`
+        // (a strided view that the additions below would walk).
+        let flat_tokens = tokens.clone().reshape([batch * seq]);
+        let token_embeddings = self.embed.val().select(0, flat_tokens).reshape([batch, seq * d_model]);
+        let residual = token_embeddings + self.pos_embed.val().reshape([1, seq * d_model]); // [batch, seq · d_model]
+        let residual_flat = residual.reshape([batch * seq, d_model]);
         let split_heads = |projected: Tensor<B, 2>, positions: usize| {
             projected.reshape([batch, positions, self.n_heads, d_head]).swap_dims(1, 2) // [batch, heads, positions, d_head]
         };
         let keys = split_heads(residual_flat.clone().matmul(self.w_k.val()), seq);
         let values = split_heads(residual_flat.matmul(self.w_v.val()), seq);
-        let last = residual.narrow(1, seq - 1, 1).reshape([batch, d_model]); // [batch, d_model]
+        let last_tokens = tokens.narrow(1, seq - 1, 1).reshape([batch]);
+        let last = self.embed.val().select(0, last_tokens) + self.pos_embed.val().narrow(0, seq - 1, 1); // [batch, d_model]
         let queries = split_heads(last.clone().matmul(self.w_q.val()), 1); // [batch, heads, 1, d_head]
         let scores = queries.matmul(keys.swap_dims(2, 3)).div_scalar((d_head as f64).sqrt()); // [batch, heads, 1, seq]
         let pattern = softmax(scores, 3);
@@ -191,7 +198,8 @@ mod tests {
         let [batch, seq] = tokens.dims();
         let d_model = model.embed.dims()[1];
         let d_head = d_model / model.n_heads;
-        let x = model.embed.val().select(0, tokens.reshape([batch * seq])).reshape([batch, seq, d_model]) + model.pos_embed.val().unsqueeze::<3>();
+        let x = model.embed.val().select(0, tokens.reshape([batch * seq])).reshape([batch, seq, d_model])
+            + model.pos_embed.val().unsqueeze::<3>();
         let flat = x.clone().reshape([batch * seq, d_model]);
         let heads = |w: Tensor<TestBackend, 2>| flat.clone().matmul(w).reshape([batch, seq, model.n_heads, d_head]).swap_dims(1, 2);
         let (q, k, v) = (heads(model.w_q.val()), heads(model.w_k.val()), heads(model.w_v.val()));
@@ -207,13 +215,18 @@ mod tests {
         let after_attention = flat + z.matmul(model.w_o.val());
         let post = relu(after_attention.clone().matmul(model.w_in.val()) + model.b_in.val().unsqueeze::<2>());
         let after_mlp = after_attention + post.matmul(model.w_out.val()) + model.b_out.val().unsqueeze::<2>();
-        after_mlp.matmul(model.unembed.val()).reshape([batch, seq, model.unembed.dims()[1]]).narrow(1, seq - 1, 1).reshape([batch, model.unembed.dims()[1]])
+        after_mlp
+            .matmul(model.unembed.val())
+            .reshape([batch, seq, model.unembed.dims()[1]])
+            .narrow(1, seq - 1, 1)
+            .reshape([batch, model.unembed.dims()[1]])
     }
 
     #[test]
     fn last_position_forward_equals_the_full_causal_forward() {
         let device = Default::default();
-        let model: Transformer<TestBackend> = TransformerConfig::new(13).with_d_model(32).with_n_heads(4).with_d_mlp(48).with_seed(3).init(&device);
+        let model: Transformer<TestBackend> =
+            TransformerConfig::new(13).with_d_model(32).with_n_heads(4).with_d_mlp(48).with_seed(3).init(&device);
         let tokens: Vec<i64> = (0..13i64).flat_map(|a| [a, (5 * a + 2) % 13, 13]).collect();
         let tokens = Tensor::<TestBackend, 2, Int>::from_data(TensorData::new(tokens, [13, 3]), &device);
         let fast: Vec<f32> = model.forward(tokens.clone()).logits.into_data().to_vec().expect("f32");
@@ -233,11 +246,9 @@ mod tests {
         let output = model.forward(tokens);
         assert_eq!(output.logits.dims(), [2, 8]);
         assert_eq!(output.mlp_post.dims(), [2, 24]);
-        let expected: f64 = [8 * 16, 3 * 16, 16 * 16, 16 * 16, 16 * 16, 16 * 16, 16 * 24, 24 * 16]
-            .iter()
-            .map(|&n| n as f64 / 16.0)
-            .sum::<f64>()
-            + 16.0 * 8.0 / 8.0;
+        let expected: f64 =
+            [8 * 16, 3 * 16, 16 * 16, 16 * 16, 16 * 16, 16 * 16, 16 * 24, 24 * 16].iter().map(|&n| n as f64 / 16.0).sum::<f64>()
+                + 16.0 * 8.0 / 8.0;
         let measured = model.sum_squared_weights();
         assert!((measured / expected - 1.0).abs() < 0.15, "Σθ² {measured} vs expected about {expected}");
     }

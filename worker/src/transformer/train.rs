@@ -169,7 +169,10 @@ fn record_final_k_measures<B: AutodiffBackend>(
         }
         let (model, _) = checkpoint::load::<B::InnerBackend>(bytes, device)?;
         let measured = evaluator.restricted_excluded_with(&model, final_keys);
-        sink.record(*step, &[(RESTRICTED_LOSS_FINAL_K.to_string(), measured.restricted), (EXCLUDED_LOSS_FINAL_K.to_string(), measured.excluded)])?;
+        sink.record(
+            *step,
+            &[(RESTRICTED_LOSS_FINAL_K.to_string(), measured.restricted), (EXCLUDED_LOSS_FINAL_K.to_string(), measured.excluded)],
+        )?;
     }
     Ok(())
 }
@@ -184,8 +187,24 @@ mod tests {
 
     fn tiny_spec(weight_decay: f64, max_epochs: u32) -> TrainSpec {
         TrainSpec {
-            params: TrialParams { family: Family::Transformer, modulus: 11, data_fraction: 0.6, weight_decay, seed: 1, data_seed: 2, image_diversity: None },
-            training: TrainingSettings { lr: 1e-2, warmup_steps: 5, eval_every: 20, d_model: 32, n_heads: 4, d_mlp: 64, checkpoint_every: 100 },
+            params: TrialParams {
+                family: Family::Transformer,
+                modulus: 11,
+                data_fraction: 0.6,
+                weight_decay,
+                seed: 1,
+                data_seed: 2,
+                image_diversity: None,
+            },
+            training: TrainingSettings {
+                lr: 1e-2,
+                warmup_steps: 5,
+                eval_every: 20,
+                d_model: 32,
+                n_heads: 4,
+                d_mlp: 64,
+                checkpoint_every: 100,
+            },
             stop: StopRule { max_epochs, target_test_accuracy: None, patience: 1 },
         }
     }
