@@ -3,6 +3,8 @@
 //!
 //! - `nanda-step`: ms per full-batch training step at p = 113 (3,830 pairs).
 //! - `diffusion-step`: ms per diffusion training step and per evaluation, peak memory.
+//! - `avx512-control`: executes an AVX-512 instruction unchecked (the control of
+//!   `bench/x86-v4-without-avx512.sh`).
 //! - `coordinator-load`: leases per second with simulated workers on loopback,
 //!   and the time to plan and store a 100,000-trial sweep.
 

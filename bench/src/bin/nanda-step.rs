@@ -2,7 +2,8 @@
 //! on the worker's backend, and what the progress measures cost next to it:
 //! one evaluation with every measure, one checkpoint saved, and one final-K
 //! re-computation over a checkpoint.
-//! `cargo run --release -p groksweep-bench --bin nanda-step [steps]`.
+//! `cargo run --release -p groksweep-bench --bin nanda-step [steps] [p]`
+//! (p defaults to the paper's 113; a small p makes a quick functional run).
 
 use std::time::Instant;
 
@@ -38,10 +39,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     let steps: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(200);
+    let p: u32 = std::env::args().nth(2).and_then(|s| s.parse().ok()).unwrap_or(113);
     let device = Default::default();
-    let split = Split::new(113, 0.3, 0);
-    let data = TrialData::<TrainingBackend>::new(&split, 113, &device);
-    let mut model: Transformer<TrainingBackend> = TransformerConfig::new(113).init(&device);
+    let split = Split::new(p, 0.3, 0);
+    let data = TrialData::<TrainingBackend>::new(&split, p, &device);
+    let mut model: Transformer<TrainingBackend> = TransformerConfig::new(p as usize).init(&device);
     let mut optimizer = AdamWConfig::new().with_beta_1(0.9).with_beta_2(0.98).with_epsilon(1e-8).with_weight_decay(1.0).init();
     let mut step_once = |model: Transformer<TrainingBackend>| {
         let logits = model.forward(data.train.tokens.clone()).logits;
@@ -60,7 +62,7 @@ fn main() {
     let _ = model.valid().sum_squared_weights();
     let per_step = started.elapsed().as_secs_f64() * 1e3 / steps as f64;
 
-    let evaluator = Evaluator::<Inner>::new(&split, 113, &device);
+    let evaluator = Evaluator::<Inner>::new(&split, p, &device);
     let valid = model.valid();
     let mut evaluation = None;
     let eval_ms = median_ms(5, || evaluation = Some(evaluator.evaluate(&valid)));
@@ -69,7 +71,7 @@ fn main() {
         step: steps as i64,
         params: TrialParams {
             family: Family::Transformer,
-            modulus: 113,
+            modulus: p,
             data_fraction: 0.3,
             weight_decay: 1.0,
             seed: 0,
@@ -87,7 +89,7 @@ fn main() {
     let measures_ms = eval_ms + save_ms + final_k_ms;
     let share = measures_ms / (100.0 * per_step + measures_ms);
     println!(
-        "backend={BACKEND_NAME} {} train_pairs={} steps={steps} ms_per_step={per_step:.1} eval_ms={eval_ms:.1} checkpoint_save_ms={save_ms:.1} \
+        "backend={BACKEND_NAME} {} p={p} train_pairs={} steps={steps} ms_per_step={per_step:.1} eval_ms={eval_ms:.1} checkpoint_save_ms={save_ms:.1} \
          final_k_ms={final_k_ms:.1} checkpoint_bytes={} measures_share_at_every_100={:.1}% (train loss {:.3}, test loss {:.3}, Σθ² {:.0})",
         groksweep_bench::build_info(),
         data.train.len(),
