@@ -1,5 +1,5 @@
 //! Faults with real processes: kill -9 a worker, kill -9 the coordinator,
-//! and a worker without the token.
+//! a worker without the token, and a sweep cancelled under a running worker.
 
 use std::time::Duration;
 
@@ -89,4 +89,28 @@ async fn worker_and_client_without_the_token_are_refused() {
     assert_eq!(wrong.list_sweeps(sweep_proto::pb::ListSweepsRequest {}).await.expect_err("refused").code(), tonic::Code::Unauthenticated);
     let mut trusted = client(&address, Some("s3cret"));
     trusted.list_sweeps(sweep_proto::pb::ListSweepsRequest {}).await.expect("accepted with the token");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_sweep_stops_the_running_trial_and_frees_the_worker() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let (_coordinator, address) = Process::coordinator(data.path(), "127.0.0.1:0", &[]);
+    let mut client = client(&address, None);
+    submit(&mut client, &fixture_spec("endless.yaml")).await;
+    // One worker with one slot (the fixture's): it can take the next sweep
+    // only once the endless trial's training thread has really stopped.
+    let _worker = Process::worker(&address, &[]);
+    wait_for_sweep(&mut client, "endless", Duration::from_secs(120), running_with_progress).await;
+
+    let request = sweep_proto::pb::CancelSweepRequest { sweep: "endless".to_string() };
+    assert_eq!(client.cancel_sweep(request).await.expect("cancel").into_inner().cancelled, 1);
+    let status = wait_for_sweep(&mut client, "endless", Duration::from_secs(10), |s| s.finished).await;
+    assert_eq!(status.trials[0].status, "cancelled", "{status:#?}");
+
+    // Without the cancel the endless trial would hold the only slot for hours.
+    submit(&mut client, &fixture_spec("tiny.yaml")).await;
+    let tiny = wait_for_sweep(&mut client, "tiny", Duration::from_secs(180), |s| s.finished).await;
+    assert!(tiny.trials.iter().all(|t| t.status == "done"), "{tiny:#?}");
+    let endless = wait_for_sweep(&mut client, "endless", Duration::from_secs(1), |_| true).await;
+    assert_eq!(endless.trials[0].status, "cancelled", "a cancelled trial came back: {endless:#?}");
 }
