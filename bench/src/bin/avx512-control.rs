@@ -16,7 +16,8 @@ fn sum_of_sums(left: &[f32; 16], right: &[f32; 16]) -> f32 {
 fn main() {
     let left = std::hint::black_box([1.0f32; 16]);
     let right = std::hint::black_box([2.0f32; 16]);
-    // SAFETY: deliberately none: this is the illegal instruction the control is for.
+    // SAFETY: none, on purpose: without AVX-512 this is the illegal instruction
+    // the control exists to execute.
     let sum = unsafe { sum_of_sums(&left, &right) };
     println!("executed an AVX-512 instruction: sum {sum}");
 }
