@@ -1,5 +1,6 @@
 //! Faults with real processes: kill -9 a worker, kill -9 the coordinator,
-//! a worker without the token, and a sweep cancelled under a running worker.
+//! SIGTERM to a worker and to the coordinator, a worker without the token,
+//! and a sweep cancelled under a running worker.
 
 use std::time::Duration;
 
@@ -113,4 +114,32 @@ async fn cancelled_sweep_stops_the_running_trial_and_frees_the_worker() {
     assert!(tiny.trials.iter().all(|t| t.status == "done"), "{tiny:#?}");
     let endless = wait_for_sweep(&mut client, "endless", Duration::from_secs(1), |_| true).await;
     assert_eq!(endless.trials[0].status, "cancelled", "a cancelled trial came back: {endless:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_gives_the_trial_back_then_the_coordinator_flushes_and_exits_zero() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let (mut coordinator, address) = Process::coordinator(data.path(), "127.0.0.1:0", &[]);
+    let mut client = client(&address, None);
+    submit(&mut client, &fixture_spec("endless.yaml")).await;
+    let mut worker = Process::worker(&address, &[]);
+    wait_for_sweep(&mut client, "endless", Duration::from_secs(120), running_with_progress).await;
+
+    worker.terminate();
+    let (exit, stderr) = worker.wait_exit(Duration::from_secs(30));
+    assert!(exit.success(), "worker after SIGTERM: {exit:?}\n{stderr}");
+    let status = wait_for_sweep(&mut client, "endless", Duration::from_secs(10), |s| s.trials[0].status == "queued").await;
+    let trial = &status.trials[0];
+    assert_eq!((trial.attempt, trial.failures), (1, 0), "a trial given back on SIGTERM is not a failure: {trial:#?}");
+
+    coordinator.terminate();
+    let (exit, stderr) = coordinator.wait_exit(Duration::from_secs(30));
+    assert!(exit.success(), "coordinator after SIGTERM: {exit:?}\n{stderr}");
+    // Flushed before exit: the trials table, and the given-back attempt's
+    // rolled rows, kept aside rather than in the results.
+    let sweep_dir = data.path().join("results/endless");
+    assert_eq!(trials_rows(&sweep_dir), vec![(trial.trial_id.clone(), "queued".to_string(), 1)]);
+    assert!(progress_rows(&sweep_dir).is_empty(), "rows of the given-back attempt leaked into the results");
+    let kept_aside = crate::results::parquet_files(&data.path().join("superseded/endless").join(&trial.trial_id).join("progress"));
+    assert!(!kept_aside.is_empty(), "the given-back attempt's progress was not written");
 }

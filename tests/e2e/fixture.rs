@@ -132,6 +132,14 @@ impl Process {
         self.child.wait().expect("reaped");
     }
 
+    /// SIGTERM, as `kill` or a cluster scheduler sends it.
+    pub(crate) fn terminate(&self) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
+        // SAFETY: kill(2) takes plain integers; the child is ours and not yet reaped.
+        let result = unsafe { libc::kill(pid, libc::SIGTERM) };
+        assert_eq!(result, 0, "SIGTERM to the {} failed: {}", self.name, std::io::Error::last_os_error());
+    }
+
     /// Wait for exit (bounded) and return status and stderr.
     pub(crate) fn wait_exit(&mut self, limit: Duration) -> (std::process::ExitStatus, String) {
         let deadline = Instant::now() + limit;
