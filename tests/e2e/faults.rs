@@ -11,14 +11,31 @@ fn running_with_progress(status: &sweep_proto::pb::SweepStatus) -> bool {
     status.trials.iter().any(|t| t.status == "running" && t.epoch.unwrap_or(0) >= 100)
 }
 
+/// A coordinator process on a fresh data directory, the fixture sweep `spec`
+/// submitted, and one worker process (one slot) training its trial past epoch 100.
+/// Bind `data`, `coordinator` and `worker` for the whole test: dropping them
+/// deletes the directory or kills the process.
+struct Training {
+    data: tempfile::TempDir,
+    coordinator: Process,
+    address: String,
+    client: sweep_proto::client::Client,
+    worker: Process,
+}
+
+async fn training(spec: &str, sweep: &str) -> Training {
+    let data = tempfile::tempdir().expect("tempdir");
+    let (coordinator, address) = Process::coordinator(data.path(), "127.0.0.1:0", &[]);
+    let mut client = client(&address, None);
+    submit(&mut client, &fixture_spec(spec)).await;
+    let worker = Process::worker(&address, &[]);
+    wait_for_sweep(&mut client, sweep, Duration::from_secs(120), running_with_progress).await;
+    Training { data, coordinator, address, client, worker }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_worker_trial_is_leased_again_and_completes_once() {
-    let data = tempfile::tempdir().expect("tempdir");
-    let (_coordinator, address) = Process::coordinator(data.path(), "127.0.0.1:0", &[]);
-    let mut client = client(&address, None);
-    submit(&mut client, &fixture_spec("long.yaml")).await;
-    let mut first = Process::worker(&address, &[]);
-    wait_for_sweep(&mut client, "long", Duration::from_secs(120), running_with_progress).await;
+    let Training { data, coordinator: _coordinator, address, mut client, worker: mut first } = training("long.yaml", "long").await;
     // Let at least one roll reach Parquet, then kill without warning.
     tokio::time::sleep(Duration::from_millis(800)).await;
     first.kill_hard();
@@ -94,14 +111,9 @@ async fn worker_and_client_without_the_token_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelled_sweep_stops_the_running_trial_and_frees_the_worker() {
-    let data = tempfile::tempdir().expect("tempdir");
-    let (_coordinator, address) = Process::coordinator(data.path(), "127.0.0.1:0", &[]);
-    let mut client = client(&address, None);
-    submit(&mut client, &fixture_spec("endless.yaml")).await;
-    // One worker with one slot (the fixture's): it can take the next sweep
-    // only once the endless trial's training thread has really stopped.
-    let _worker = Process::worker(&address, &[]);
-    wait_for_sweep(&mut client, "endless", Duration::from_secs(120), running_with_progress).await;
+    // The worker has one slot: it can take the next sweep only once the
+    // endless trial's training thread has really stopped.
+    let Training { data: _data, coordinator: _coordinator, mut client, worker: _worker, .. } = training("endless.yaml", "endless").await;
 
     let request = sweep_proto::pb::CancelSweepRequest { sweep: "endless".to_string() };
     assert_eq!(client.cancel_sweep(request).await.expect("cancel").into_inner().cancelled, 1);
@@ -118,12 +130,7 @@ async fn cancelled_sweep_stops_the_running_trial_and_frees_the_worker() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_gives_the_trial_back_then_the_coordinator_flushes_and_exits_zero() {
-    let data = tempfile::tempdir().expect("tempdir");
-    let (mut coordinator, address) = Process::coordinator(data.path(), "127.0.0.1:0", &[]);
-    let mut client = client(&address, None);
-    submit(&mut client, &fixture_spec("endless.yaml")).await;
-    let mut worker = Process::worker(&address, &[]);
-    wait_for_sweep(&mut client, "endless", Duration::from_secs(120), running_with_progress).await;
+    let Training { data, mut coordinator, mut client, mut worker, .. } = training("endless.yaml", "endless").await;
 
     worker.terminate();
     let (exit, stderr) = worker.wait_exit(Duration::from_secs(30));
