@@ -83,8 +83,8 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 /// The tables (subdirectories) a sweep's results directory holds, sorted:
-/// `trials` and `progress` always, `spectra` and `checkpoints` for the
-/// transformer family.
+/// `trials`, `progress` and `spectra`, and `checkpoints` where a family
+/// wrote them (the transformer's).
 fn result_tables(sweep_dir: &std::path::Path) -> Vec<String> {
     let mut tables: Vec<String> = std::fs::read_dir(sweep_dir)
         .map(|entries| {
