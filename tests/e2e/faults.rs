@@ -131,6 +131,14 @@ async fn cancelled_sweep_stops_the_running_trial_and_frees_the_worker() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_gives_the_trial_back_then_the_coordinator_flushes_and_exits_zero() {
     let Training { data, mut coordinator, mut client, mut worker, .. } = training("endless.yaml", "endless").await;
+    // Wait until a roll of the attempt's progress has reached Parquet (rows
+    // still only buffered when an attempt is superseded are dropped with it).
+    let progress_dir = data.path().join("results/endless/progress");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while crate::results::parquet_files(&progress_dir).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no progress file was rolled within 30 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     worker.terminate();
     let (exit, stderr) = worker.wait_exit(Duration::from_secs(30));

@@ -1,6 +1,7 @@
 //! The groksweep worker: leases trials from a coordinator and trains them.
 //!
-//! - [`backend`]: the burn backend, chosen by cargo features (`flex` CPU by default, `cuda`).
+//! - [`backend`]: the burn backend, chosen by cargo features (`flex` CPU by default, `cuda`; `ndarray` for the bench comparison).
+//! - `layout`: tensor layouts that keep burn-flex's element-wise ops vectorised, used by both model families.
 //! - [`transformer`]: the Nanda et al. 2023 family — `model`, `data`, `train`, `eval`.
 //! - [`fourier`]: the Fourier basis on Z_p and the measures built on it, shared by both families.
 //! - [`diffusion`]: the flow-matching diffusion family — glyph data, DiT model, sampler, judge, measures.
@@ -12,6 +13,7 @@
 pub mod backend;
 pub mod diffusion;
 pub mod fourier;
+mod layout;
 mod random;
 mod runtime;
 pub mod sink;

@@ -16,6 +16,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use sweep_core::OperandInput;
 use sweep_core::split::SplitMix64;
 
+use crate::layout::{add_per_position, per_position};
 use crate::random::normal_samples;
 
 /// Width of the sinusoidal timestep features.
@@ -225,19 +226,10 @@ fn layer_norm<B: Backend>(x: Tensor<B, 3>) -> Tensor<B, 3> {
     centred / (variance + 1e-6).sqrt()
 }
 
-/// One row per batch element, [batch, d], repeated over the `tokens` of a
-/// [batch, tokens, d] tensor. Repeated rather than broadcast: burn-flex runs
-/// a broadcast over the middle dimension element by element through a
-/// strided iterator (most of a small model's step), while repeating is a few
-/// memcpys and the product of two contiguous tensors runs on its SIMD path.
-fn per_token<B: Backend>(rows: Tensor<B, 2>, tokens: usize) -> Tensor<B, 3> {
-    rows.unsqueeze_dim::<3>(1).repeat_dim(1, tokens)
-}
-
 /// x · (1 + scale) + shift with one (shift, scale) per batch row.
 fn modulate<B: Backend>(x: Tensor<B, 3>, shift: Tensor<B, 2>, scale: Tensor<B, 2>) -> Tensor<B, 3> {
     let tokens = x.dims()[1];
-    x * (per_token(scale, tokens) + 1.0) + per_token(shift, tokens)
+    x * (per_position(scale, tokens) + 1.0) + per_position(shift, tokens)
 }
 
 impl<B: Backend> Dit<B> {
@@ -283,14 +275,8 @@ impl<B: Backend> Dit<B> {
         let operand_pos = self.operand_pos.val();
         let first = self.operand_representation(first) + operand_pos.clone().narrow(0, 0, 1);
         let second = self.operand_representation(second) + operand_pos.narrow(0, 1, 1);
-        let patches = self.patch_embed.forward_tokens(self.patchify(x_t));
+        let patches = add_per_position(self.patch_embed.forward_tokens(self.patchify(x_t)), self.patch_pos.val());
         let patch_count = patches.dims()[1];
-        // Added as [batch, patches·d] + [1, patches·d]: a shared-row broadcast, which burn-flex vectorises.
-        let patches = (patches.reshape([batch, patch_count * d]) + self.patch_pos.val().reshape([1, patch_count * d])).reshape([
-            batch,
-            patch_count,
-            d,
-        ]);
         let tokens = Tensor::cat(vec![first.unsqueeze_dim::<3>(1), second.unsqueeze_dim::<3>(1), patches], 1); // [batch, L, d]
         let length = tokens.dims()[1];
 
@@ -307,11 +293,11 @@ impl<B: Backend> Dit<B> {
         let v = split(self.value.forward_tokens(attention_in));
         let pattern = softmax(q.matmul(k.swap_dims(2, 3)).div_scalar((d_head as f64).sqrt()), 3);
         let mixed = pattern.matmul(v).swap_dims(1, 2).reshape([batch, length, d]);
-        let tokens = tokens + self.attention_out.forward_tokens(mixed) * per_token(part(2), length);
+        let tokens = tokens + self.attention_out.forward_tokens(mixed) * per_position(part(2), length);
 
         let ffn_in = modulate(layer_norm(tokens.clone()), part(3), part(4));
         let ffn_pre = self.ffn_in.forward_tokens(ffn_in); // [batch, L, d_ffn]
-        let tokens = tokens + self.ffn_out.forward_tokens(gelu(ffn_pre.clone())) * per_token(part(5), length);
+        let tokens = tokens + self.ffn_out.forward_tokens(gelu(ffn_pre.clone())) * per_position(part(5), length);
 
         let final_modulation = self.final_modulation.forward(condition);
         let (shift, scale) = (final_modulation.clone().narrow(1, 0, d), final_modulation.narrow(1, d, d));

@@ -13,6 +13,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use sweep_core::split::SplitMix64;
 
+use crate::layout::add_per_position;
 use crate::random::normal_samples;
 
 /// Sequence length: `[a, b, =]`.
@@ -130,21 +131,18 @@ impl<B: Backend> Transformer<B> {
         let d_model = self.embed.dims()[1];
         let d_attn = self.w_q.dims()[1];
         let d_head = d_attn / self.n_heads;
-        // burn-flex 0.21 vectorises a broadcast add only when the broadcast
-        // operand is one row shared by every outer index, and walks element by
-        // element otherwise (bench/RESULTS.md): so the positional embedding is
-        // added as one [1, seq · d_model] row, and the last position's residual
-        // is built from its own token rather than narrowed out of `residual`
-        // (a strided view that the additions below would walk).
         let flat_tokens = tokens.clone().reshape([batch * seq]);
-        let token_embeddings = self.embed.val().select(0, flat_tokens).reshape([batch, seq * d_model]);
-        let residual = token_embeddings + self.pos_embed.val().reshape([1, seq * d_model]); // [batch, seq · d_model]
+        let token_embeddings = self.embed.val().select(0, flat_tokens).reshape([batch, seq, d_model]);
+        let residual = add_per_position(token_embeddings, self.pos_embed.val()); // [batch, seq, d_model]
         let residual_flat = residual.reshape([batch * seq, d_model]);
         let split_heads = |projected: Tensor<B, 2>, positions: usize| {
             projected.reshape([batch, positions, self.n_heads, d_head]).swap_dims(1, 2) // [batch, heads, positions, d_head]
         };
         let keys = split_heads(residual_flat.clone().matmul(self.w_k.val()), seq);
         let values = split_heads(residual_flat.matmul(self.w_v.val()), seq);
+        // The last position's residual is built from its own token rather than
+        // narrowed out of `residual`: a strided view, which burn-flex would walk
+        // element by element in the additions below (`crate::layout`).
         let last_tokens = tokens.narrow(1, seq - 1, 1).reshape([batch]);
         let last = self.embed.val().select(0, last_tokens) + self.pos_embed.val().narrow(0, seq - 1, 1); // [batch, d_model]
         let queries = split_heads(last.clone().matmul(self.w_q.val()), 1); // [batch, heads, 1, d_head]
