@@ -1,7 +1,7 @@
 //! Analysis of groksweep results with DataFusion.
 //!
-//! - [`open_results`]: a `SessionContext` with the `trials`, `progress` and
-//!   `spectra` tables registered over `<data-dir>/results/*/` (one sweep or
+//! - [`open_results`]: a `SessionContext` with the `trials`, `progress`,
+//!   `spectra` and `curves` tables registered over `<data-dir>/results/*/` (one sweep or
 //!   all), and the `key_frequencies` view (the key frequencies of every eval
 //!   step, one row each, from `spectra`).
 //! - [`final_results`]: a named query, one row per trial with its outcome.
@@ -17,7 +17,7 @@ use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
-use sweep_core::measures::{progress_schema, spectra_schema, trials_schema};
+use sweep_core::measures::{curves_schema, progress_schema, spectra_schema, trials_schema};
 
 /// Errors of the analysis crate.
 #[derive(Debug, thiserror::Error)]
@@ -97,7 +97,7 @@ const KEY_FREQUENCIES_VIEW: &str = "CREATE VIEW key_frequencies AS
     SELECT sweep, trial_id, attempt, step, frequency, CAST(norm AS INT) AS neurons
     FROM spectra WHERE matrix = 'key_neurons' AND norm > 0";
 
-/// A session with `trials`, `progress`, `spectra` and the `key_frequencies`
+/// A session with `trials`, `progress`, `spectra`, `curves` and the `key_frequencies`
 /// view registered over the results of one sweep (or every sweep) under `data_dir`.
 pub async fn open_results(data_dir: &Path, sweep: Option<&str>) -> Result<SessionContext> {
     let results_root = data_dir.join("results");
@@ -108,6 +108,7 @@ pub async fn open_results(data_dir: &Path, sweep: Option<&str>) -> Result<Sessio
     register(&context, "trials", &table_dirs(&results_root, sweep, "trials")?, trials_schema()).await?;
     register(&context, "progress", &table_dirs(&results_root, sweep, "progress")?, progress_schema()).await?;
     register(&context, "spectra", &table_dirs(&results_root, sweep, "spectra")?, spectra_schema()).await?;
+    register(&context, "curves", &table_dirs(&results_root, sweep, "curves")?, curves_schema()).await?;
     context.sql(KEY_FREQUENCIES_VIEW).await?.collect().await?;
     Ok(context)
 }
@@ -134,6 +135,8 @@ mod tests {
         let batches = context.sql("SELECT COUNT(*) AS n FROM progress").await.expect("sql").collect().await.expect("runs");
         let count = batches[0].column(0).as_any().downcast_ref::<datafusion::arrow::array::Int64Array>().expect("count").value(0);
         assert_eq!(count, 0);
+        let batches = context.sql("SELECT COUNT(*) AS n FROM curves").await.expect("sql").collect().await.expect("runs");
+        assert_eq!(batches[0].num_rows(), 1);
         assert!(matches!(open_results(directory.path(), Some("nope")).await, Err(AnalysisError::UnknownSweep { .. })));
     }
 

@@ -1,7 +1,8 @@
 //! Benchmarks run by hand (`cargo run --release -p groksweep-bench --bin ...`);
 //! their results are recorded in `bench/RESULTS.md` with the command that made them.
 //!
-//! - `nanda-step`: ms per full-batch training step at p = 113 (3,830 pairs).
+//! - `nanda-step`: ms per full-batch training step at p = 113 (3,830 pairs), a pack of one.
+//! - `pack-throughput`: trials·epochs per second of a pack of K trials, or of K packs of one on K threads.
 //! - `diffusion-step`: ms per diffusion training step and per evaluation, peak memory.
 //! - `avx512-control`: executes an AVX-512 instruction unchecked (the control of
 //!   `bench/x86-v4-without-avx512.sh`).
@@ -25,4 +26,58 @@ fn cpu_has_avx512f() -> bool {
 #[cfg(not(target_arch = "x86_64"))]
 fn cpu_has_avx512f() -> bool {
     false
+}
+
+use sweep_core::{
+    DiffusionSettings, Family, FamilySettings, LeaseRef, StopRule, TrainingSettings, TransformerSettings, TrialId, TrialLease, TrialParams,
+};
+
+/// A lease of a transformer trial at the paper's sizes, for the benchmarks.
+pub fn transformer_lease(modulus: u32, data_fraction: f64, weight_decay: f64, seed: u64) -> TrialLease {
+    TrialLease {
+        lease: LeaseRef { trial_id: TrialId::from_raw(format!("bench{seed:04}")), attempt: 1, token: 1 },
+        sweep: "bench".into(),
+        params: TrialParams {
+            family: Family::Transformer,
+            modulus,
+            data_fraction,
+            weight_decay,
+            seed,
+            data_seed: seed,
+            image_diversity: None,
+        },
+        training: TrainingSettings { lr: 1e-3, warmup_steps: 0, eval_every: 100, checkpoint_every: 100 },
+        stop: StopRule { max_epochs: 40_000, target_test_accuracy: None, patience: 1 },
+        family: FamilySettings::Transformer(TransformerSettings::default()),
+        deadline_ms: 0,
+    }
+}
+
+/// A lease of a diffusion trial with these settings, for the benchmarks.
+pub fn diffusion_lease(modulus: u32, data_fraction: f64, seed: u64, image_diversity: u32, settings: DiffusionSettings) -> TrialLease {
+    TrialLease {
+        lease: LeaseRef { trial_id: TrialId::from_raw(format!("bench{seed:04}")), attempt: 1, token: 1 },
+        sweep: "bench".into(),
+        params: TrialParams {
+            family: Family::Diffusion,
+            modulus,
+            data_fraction,
+            weight_decay: 1.0,
+            seed,
+            data_seed: seed,
+            image_diversity: Some(image_diversity),
+        },
+        training: TrainingSettings { lr: 1e-3, warmup_steps: 0, eval_every: 100, checkpoint_every: 0 },
+        stop: StopRule { max_epochs: 40_000, target_test_accuracy: None, patience: 1 },
+        family: FamilySettings::Diffusion(settings),
+        deadline_ms: 0,
+    }
+}
+
+/// A line of /proc/self/status (Linux) in MiB: `VmHWM` is the peak resident set, `VmRSS` the current one.
+pub fn status_mib(key: &str) -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with(key))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
 }

@@ -32,7 +32,7 @@ pub enum Command {
     Cancel(CancelArgs),
     /// Validate a sweep spec and list its trials; runs nothing.
     Plan(PlanArgs),
-    /// Query the results with SQL (DataFusion): tables `trials`, `progress`, `spectra`.
+    /// Query the results with SQL (DataFusion): tables `trials`, `progress`, `spectra`, `curves`.
     Sql(SqlArgs),
     /// Draw the diffusion family's symbol images into a contact sheet (PNG):
     /// one row per class, images 0.. of each class left to right.
@@ -87,9 +87,13 @@ pub struct RunArgs {
     /// Local workers (in-process, each with its own gRPC connection to the coordinator).
     #[arg(long, default_value_t = 1)]
     pub workers: u32,
-    /// Trials each worker trains at once.
+    /// Packs each worker trains at once, each on its own thread.
     #[arg(long, default_value_t = 1)]
     pub slots: u32,
+    /// Most trials in one pack, trained together as one stacked program
+    /// (default: chosen for the backend, see the README).
+    #[arg(long)]
+    pub pack: Option<u32>,
 }
 
 /// `groksweep coordinator`.
@@ -134,9 +138,17 @@ pub struct WorkerArgs {
     /// Coordinator connection.
     #[command(flatten)]
     pub client: ClientArgs,
-    /// Trials trained at once.
+    /// Packs trained at once, each on its own thread.
     #[arg(long, default_value_t = 1)]
     pub slots: u32,
+    /// Most trials in one pack, trained together as one stacked program
+    /// (default: chosen for the backend, see the README).
+    #[arg(long)]
+    pub pack: Option<u32>,
+    /// Where each running trial's checkpoints are kept until it ends
+    /// (default: the system's temporary directory).
+    #[arg(long, env = "GROKSWEEP_SCRATCH_DIR")]
+    pub scratch_dir: Option<PathBuf>,
     /// Name in the coordinator's records (default: host name).
     #[arg(long)]
     pub name: Option<String>,

@@ -1,84 +1,52 @@
 //! Domain types of the coordinator: what the store and the service speak.
 //! The gRPC adapter converts these to and from wire messages.
 
-use sweep_core::{DiffusionSettings, StopRule, TrainingSettings, TrialId, TrialParams};
+use sweep_core::{MeasureKind, MeasureValue, StepMeasures, TrialId, TrialParams};
 
-/// Milliseconds since the Unix epoch.
-pub type Millis = i64;
+pub use sweep_core::{FinalMetrics, LeaseRef, Millis, Revocation, TrialLease};
 
-/// Identifies one lease: a trial's attempt and the fencing token it was granted with.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LeaseRef {
-    /// The trial.
-    pub trial_id: TrialId,
-    /// Attempt number, from 1.
-    pub attempt: u32,
-    /// Monotonic token; only the current one is accepted.
-    pub token: u64,
-}
-
-/// A trial handed to a worker.
+/// One buffered value of a typed measure: a scalar, one frequency of a
+/// spectrum (`key` = k) or one point of a curve (`key` = t).
 #[derive(Debug, Clone, PartialEq)]
-pub struct LeaseGrant {
-    /// The lease to quote in every later call.
-    pub lease: LeaseRef,
-    /// Sweep of the trial.
-    pub sweep: String,
-    /// The grid point.
-    pub params: TrialParams,
-    /// Training settings of the sweep.
-    pub training: TrainingSettings,
-    /// Stop rule of the sweep.
-    pub stop: StopRule,
-    /// Diffusion settings of the sweep, for diffusion trials.
-    pub diffusion: Option<DiffusionSettings>,
-    /// The lease lapses at this time unless renewed.
-    pub deadline_ms: Millis,
-}
-
-/// A lease the worker must drop, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Revocation {
-    /// The lease.
-    pub lease: LeaseRef,
-    /// Human-readable reason.
-    pub reason: String,
-}
-
-/// One measure value at one step.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ProgressRow {
+pub struct BufferedRow {
     /// Training step (epoch).
     pub step: i64,
     /// Measure name.
     pub measure: String,
+    /// The measure's shape, which decides its table.
+    pub kind: MeasureKind,
+    /// 0 for a scalar, the frequency of a spectrum entry, the t of a curve point.
+    pub key: f64,
     /// Value.
     pub value: f64,
     /// When the worker computed it.
     pub wall_time_ms: Millis,
 }
 
-/// What a finished trial reports.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct FinalMetrics {
-    /// Epochs trained.
-    pub epochs: i64,
-    /// Final train loss.
-    pub train_loss: f64,
-    /// Final test loss.
-    pub test_loss: f64,
-    /// Final train accuracy.
-    pub train_accuracy: f64,
-    /// Final test accuracy.
-    pub test_accuracy: f64,
-    /// First evaluated epoch with test accuracy ≥ 0.95.
-    pub grokked_at: Option<i64>,
-    /// Seconds the attempt took.
-    pub wall_seconds: f64,
-    /// Key frequencies of the final model (transformer), ascending.
-    pub key_frequencies: Vec<u32>,
-    /// Held-out accuracy of the classifier that judged generated images (diffusion, N > 1).
-    pub judge_accuracy: Option<f64>,
+impl BufferedRow {
+    /// The rows of one step's typed measures.
+    pub fn explode(step: &StepMeasures) -> Vec<BufferedRow> {
+        let mut rows = Vec::new();
+        for measure in &step.measures {
+            let mut push = |kind, key, value| {
+                rows.push(BufferedRow { step: step.step, measure: measure.name.clone(), kind, key, value, wall_time_ms: step.wall_time_ms })
+            };
+            match &measure.value {
+                MeasureValue::Scalar(value) => push(MeasureKind::Scalar, 0.0, *value),
+                MeasureValue::Spectrum(values) => {
+                    for (frequency, value) in values.iter().enumerate() {
+                        push(MeasureKind::Spectrum, frequency as f64, *value);
+                    }
+                }
+                MeasureValue::Curve(points) => {
+                    for point in points {
+                        push(MeasureKind::Curve, point.t, point.value);
+                    }
+                }
+            }
+        }
+        rows
+    }
 }
 
 /// Lifecycle of a trial.

@@ -2,15 +2,15 @@
 
 use std::pin::Pin;
 
-use sweep_core::{TrialId, TrialParams};
-use sweep_proto::convert::required;
+use sweep_core::{FinalMetrics, StepMeasures, TrialParams};
+use sweep_proto::convert::{self, required};
 use sweep_proto::pb;
 use sweep_proto::pb::coordinator_server::Coordinator as CoordinatorRpc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::domain::{FinalMetrics, LeaseGrant, LeaseRef, ProgressRow, SweepSummary, TrialView};
+use crate::domain::{LeaseRef, SweepSummary, TrialView};
 use crate::error::CoordinatorError;
 use crate::service::Coordinator;
 
@@ -32,27 +32,7 @@ fn invalid(error: impl std::fmt::Display) -> Status {
 }
 
 fn lease_from_wire(wire: Option<pb::LeaseRef>) -> Result<LeaseRef, Status> {
-    let wire = required(wire, "lease").map_err(invalid)?;
-    if wire.trial_id.is_empty() {
-        return Err(invalid("lease.trial_id is empty"));
-    }
-    Ok(LeaseRef { trial_id: TrialId::from_raw(wire.trial_id), attempt: wire.attempt, token: wire.fencing_token })
-}
-
-fn lease_to_wire(lease: &LeaseRef) -> pb::LeaseRef {
-    pb::LeaseRef { trial_id: lease.trial_id.to_string(), attempt: lease.attempt, fencing_token: lease.token }
-}
-
-fn grant_to_wire(grant: &LeaseGrant) -> pb::Lease {
-    pb::Lease {
-        lease: Some(lease_to_wire(&grant.lease)),
-        sweep: grant.sweep.clone(),
-        params: Some(pb::TrialParams::from(&grant.params)),
-        training: Some((&grant.training).into()),
-        stop: Some((&grant.stop).into()),
-        deadline_ms: grant.deadline_ms,
-        diffusion: grant.diffusion.as_ref().map(Into::into),
-    }
+    convert::lease_ref(wire).map_err(invalid)
 }
 
 fn summary_to_wire(summary: &SweepSummary) -> pb::SweepSummary {
@@ -182,8 +162,15 @@ impl CoordinatorRpc for GrpcAdapter {
 
     async fn lease_trials(&self, request: Request<pb::LeaseTrialsRequest>) -> Result<Response<pb::LeaseTrialsResponse>, Status> {
         let request = request.into_inner();
-        let grants = self.coordinator.lease(request.worker_id, request.free_slots).await?;
-        Ok(Response::new(pb::LeaseTrialsResponse { leases: grants.iter().map(grant_to_wire).collect() }))
+        let packs = self.coordinator.lease(request.worker_id, request.free_slots, request.pack_size.max(1)).await?;
+        let packs = packs
+            .iter()
+            .map(|pack| pb::LeasedPack {
+                pack_key: pack.first().map(|lease| lease.pack_key().to_string()).unwrap_or_default(),
+                leases: pack.iter().map(pb::Lease::from).collect(),
+            })
+            .collect();
+        Ok(Response::new(pb::LeaseTrialsResponse { packs }))
     }
 
     async fn heartbeat(&self, request: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatResponse>, Status> {
@@ -193,10 +180,7 @@ impl CoordinatorRpc for GrpcAdapter {
             leases.push(lease_from_wire(Some(wire))?);
         }
         let revoked = self.coordinator.heartbeat(request.worker_id, leases).await?;
-        let revoked = revoked
-            .iter()
-            .map(|revocation| pb::Revocation { lease: Some(lease_to_wire(&revocation.lease)), reason: revocation.reason.clone() })
-            .collect();
+        let revoked = revoked.iter().map(pb::Revocation::from).collect();
         Ok(Response::new(pb::HeartbeatResponse { revoked }))
     }
 
@@ -209,14 +193,11 @@ impl CoordinatorRpc for GrpcAdapter {
         while let Some(batch) = stream.next().await {
             let batch = batch?;
             let lease = lease_from_wire(batch.lease)?;
-            let mut rows = Vec::with_capacity(batch.rows.len());
-            for row in batch.rows {
-                if row.measure.is_empty() {
-                    return Err(invalid("progress row without a measure name"));
-                }
-                rows.push(ProgressRow { step: row.step, measure: row.measure, value: row.value, wall_time_ms: row.wall_time_ms });
+            let mut steps = Vec::with_capacity(batch.steps.len());
+            for step in batch.steps {
+                steps.push(StepMeasures::try_from(step).map_err(invalid)?);
             }
-            accepted += self.coordinator.report_progress(vec![(lease, rows)]).await?;
+            accepted += self.coordinator.report_progress(vec![(lease, steps)]).await?;
         }
         Ok(Response::new(pb::ReportProgressResponse { rows_accepted: accepted }))
     }
@@ -224,18 +205,7 @@ impl CoordinatorRpc for GrpcAdapter {
     async fn complete_trial(&self, request: Request<pb::CompleteTrialRequest>) -> Result<Response<pb::CompleteTrialResponse>, Status> {
         let request = request.into_inner();
         let lease = lease_from_wire(request.lease)?;
-        let wire = required(request.metrics, "metrics").map_err(invalid)?;
-        let metrics = FinalMetrics {
-            epochs: wire.epochs,
-            train_loss: wire.train_loss,
-            test_loss: wire.test_loss,
-            train_accuracy: wire.train_accuracy,
-            test_accuracy: wire.test_accuracy,
-            grokked_at: wire.grokked_at,
-            wall_seconds: wire.wall_seconds,
-            key_frequencies: wire.key_frequencies,
-            judge_accuracy: wire.judge_accuracy,
-        };
+        let metrics = FinalMetrics::try_from(required(request.metrics, "metrics").map_err(invalid)?).map_err(invalid)?;
         self.coordinator.complete(lease, metrics).await?;
         Ok(Response::new(pb::CompleteTrialResponse {}))
     }

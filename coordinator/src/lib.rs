@@ -7,6 +7,7 @@
 //! - [`results`]: the Parquet results directory.
 //! - [`service`]: [`Coordinator`], plain async domain methods and background loops.
 //! - `grpc`: the thin tonic adapter; `auth`: the shared-token interceptor.
+//! - `migrate`: bringing a data directory of an older build up to date when the store opens.
 //! - [`run`]: serve on a bound listener until a shutdown future resolves.
 
 pub mod auth;
@@ -15,6 +16,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 mod grpc;
+mod migrate;
 pub mod results;
 pub mod service;
 pub mod store;

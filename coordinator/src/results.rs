@@ -5,15 +5,16 @@
 //! <data-dir>/results/<sweep>/trials/trials.parquet          one row per trial, rewritten on change
 //! <data-dir>/results/<sweep>/progress/<trial>/a<attempt>-r<first>-<last>.parquet
 //! <data-dir>/results/<sweep>/spectra/<trial>/a<attempt>-r<first>-<last>.parquet
+//! <data-dir>/results/<sweep>/curves/<trial>/a<attempt>-r<first>-<last>.parquet
 //! <data-dir>/results/<sweep>/checkpoints/<trial>/a<attempt>/step-<step>.safetensors
 //! <data-dir>/superseded/<sweep>/<trial>/...                  all of the above for failed/lapsed attempts
 //! ```
 //! Files are written under a hidden `.name.tmp` and renamed when closed, so
 //! readers only ever see complete files. `r<first>-<last>` is the range of
 //! coordinator buffer rows a file holds; after a crash it tells which buffered
-//! rows are already on disk. One flush of buffered rows writes its spectrum
-//! rows (see `SpectrumKey`) to `spectra` and the rest to `progress`, under
-//! the same name.
+//! rows are already on disk. One flush of buffered rows writes each row to
+//! the table of its measure's shape — scalars to `progress`, spectra to
+//! `spectra`, curves to `curves` — under the same name.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -25,10 +26,10 @@ use arrow_array::{ArrayRef, Float64Array, Int32Array, Int64Array, RecordBatch, S
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
-use sweep_core::TrialId;
-use sweep_core::measures::{SpectrumKey, progress_schema, spectra_schema, trials_schema};
+use sweep_core::measures::{curves_schema, progress_schema, spectra_schema, trials_schema};
+use sweep_core::{MeasureKind, TrialId};
 
-use crate::domain::TrialView;
+use crate::domain::{BufferedRow, TrialView};
 use crate::error::{CoordinatorError, Result};
 use crate::store::{BufferedAttempt, SupersededAttempt};
 
@@ -94,15 +95,27 @@ pub(crate) enum SeriesTable {
     Progress,
     /// `spectra`.
     Spectra,
+    /// `curves`.
+    Curves,
 }
 
 impl SeriesTable {
-    const ALL: [SeriesTable; 2] = [SeriesTable::Progress, SeriesTable::Spectra];
+    const ALL: [SeriesTable; 3] = [SeriesTable::Progress, SeriesTable::Spectra, SeriesTable::Curves];
 
     fn directory_name(self) -> &'static str {
         match self {
             SeriesTable::Progress => "progress",
             SeriesTable::Spectra => "spectra",
+            SeriesTable::Curves => "curves",
+        }
+    }
+
+    /// The table a measure of this shape is written to.
+    fn of(kind: MeasureKind) -> Self {
+        match kind {
+            MeasureKind::Scalar => SeriesTable::Progress,
+            MeasureKind::Spectrum => SeriesTable::Spectra,
+            MeasureKind::Curve => SeriesTable::Curves,
         }
     }
 }
@@ -136,7 +149,7 @@ impl ResultsLayout {
         self.data_dir.join("superseded").join(sweep).join(trial_id.as_str())
     }
 
-    /// Parsed names of the row-range files of one trial in `progress` and `spectra`.
+    /// Parsed names of the row-range files of one trial in `progress`, `spectra` and `curves`.
     pub(crate) fn progress_files(&self, sweep: &str, trial_id: &TrialId) -> Result<Vec<ProgressFileName>> {
         let mut names = Vec::new();
         for table in SeriesTable::ALL {
@@ -162,51 +175,18 @@ impl ResultsLayout {
         Ok(names)
     }
 
-    /// Write an attempt's buffered rows: spectrum rows as one `spectra`
-    /// file, the others as one `progress` file (each only when non-empty).
+    /// Write an attempt's buffered rows: one file in each table that gets rows.
     pub fn write_progress(&self, buffered: &BufferedAttempt) -> Result<Vec<PathBuf>> {
         let name = ProgressFileName { attempt: buffered.attempt, first_row_id: buffered.first_row_id, last_row_id: buffered.last_row_id };
-        let (spectra, scalars): (Vec<_>, Vec<_>) =
-            buffered.rows.iter().partition(|row| SpectrumKey::from_measure_name(&row.measure).is_some());
         let mut written = Vec::new();
-        let common = |count: usize| -> Vec<ArrayRef> {
-            vec![
-                Arc::new(StringArray::from(vec![buffered.sweep.as_str(); count])),
-                Arc::new(StringArray::from(vec![buffered.trial_id.as_str(); count])),
-                Arc::new(Int32Array::from(vec![buffered.attempt as i32; count])),
-            ]
-        };
-        let wall_times = |rows: &[&crate::domain::ProgressRow]| -> ArrayRef {
-            Arc::new(TimestampMillisecondArray::from_iter_values(rows.iter().map(|row| row.wall_time_ms)).with_timezone("UTC"))
-        };
-        if !spectra.is_empty() {
-            let keys: Vec<SpectrumKey> = spectra.iter().filter_map(|row| SpectrumKey::from_measure_name(&row.measure)).collect();
-            let mut matrices = StringDictionaryBuilder::<Int32Type>::new();
-            for key in &keys {
-                matrices.append_value(key.matrix.as_str());
+        for table in SeriesTable::ALL {
+            let rows: Vec<&BufferedRow> = buffered.rows.iter().filter(|row| SeriesTable::of(row.kind) == table).collect();
+            if rows.is_empty() {
+                continue;
             }
-            let mut columns = common(spectra.len());
-            columns.push(Arc::new(Int64Array::from_iter_values(spectra.iter().map(|row| row.step))));
-            columns.push(Arc::new(matrices.finish()));
-            columns.push(Arc::new(Int32Array::from_iter_values(keys.iter().map(|key| key.frequency as i32))));
-            columns.push(Arc::new(Float64Array::from_iter_values(spectra.iter().map(|row| row.value))));
-            columns.push(wall_times(&spectra));
-            let path = self.series_dir(SeriesTable::Spectra, &buffered.sweep, &buffered.trial_id).join(name.render());
-            write_atomically(&path, &RecordBatch::try_new(spectra_schema(), columns)?)?;
-            written.push(path);
-        }
-        if !scalars.is_empty() {
-            let mut measures = StringDictionaryBuilder::<Int32Type>::new();
-            for row in &scalars {
-                measures.append_value(&row.measure);
-            }
-            let mut columns = common(scalars.len());
-            columns.push(Arc::new(Int64Array::from_iter_values(scalars.iter().map(|row| row.step))));
-            columns.push(Arc::new(measures.finish()));
-            columns.push(Arc::new(Float64Array::from_iter_values(scalars.iter().map(|row| row.value))));
-            columns.push(wall_times(&scalars));
-            let path = self.series_dir(SeriesTable::Progress, &buffered.sweep, &buffered.trial_id).join(name.render());
-            write_atomically(&path, &RecordBatch::try_new(progress_schema(), columns)?)?;
+            let batch = series_batch(table, buffered, &rows)?;
+            let path = self.series_dir(table, &buffered.sweep, &buffered.trial_id).join(name.render());
+            write_atomically(&path, &batch)?;
             written.push(path);
         }
         Ok(written)
@@ -260,6 +240,36 @@ impl ResultsLayout {
         write_atomically(&path, &batch)?;
         Ok(path)
     }
+}
+
+/// The rows of one table: (sweep, trial_id, attempt, step, name, [key,] value, wall_time).
+fn series_batch(table: SeriesTable, buffered: &BufferedAttempt, rows: &[&BufferedRow]) -> Result<RecordBatch> {
+    let count = rows.len();
+    let mut names = StringDictionaryBuilder::<Int32Type>::new();
+    for row in rows {
+        names.append_value(&row.measure);
+    }
+    let mut columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(vec![buffered.sweep.as_str(); count])),
+        Arc::new(StringArray::from(vec![buffered.trial_id.as_str(); count])),
+        Arc::new(Int32Array::from(vec![buffered.attempt as i32; count])),
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|row| row.step))),
+        Arc::new(names.finish()),
+    ];
+    let schema = match table {
+        SeriesTable::Progress => progress_schema(),
+        SeriesTable::Spectra => {
+            columns.push(Arc::new(Int32Array::from_iter_values(rows.iter().map(|row| row.key as i32))));
+            spectra_schema()
+        }
+        SeriesTable::Curves => {
+            columns.push(Arc::new(Float64Array::from_iter_values(rows.iter().map(|row| row.key))));
+            curves_schema()
+        }
+    };
+    columns.push(Arc::new(Float64Array::from_iter_values(rows.iter().map(|row| row.value))));
+    columns.push(Arc::new(TimestampMillisecondArray::from_iter_values(rows.iter().map(|row| row.wall_time_ms)).with_timezone("UTC")));
+    Ok(RecordBatch::try_new(schema, columns)?)
 }
 
 fn trials_batch(trials: &[TrialView]) -> Result<RecordBatch> {

@@ -11,9 +11,9 @@ use tracing::{debug, info, warn};
 
 use crate::clock::Clock;
 use crate::config::CoordinatorConfig;
-use crate::domain::{
-    FinalMetrics, LeaseGrant, LeaseRef, Millis, ProgressRow, Revocation, SubmitOutcome, SweepSummary, TrialStatus, TrialView,
-};
+use sweep_core::StepMeasures;
+
+use crate::domain::{FinalMetrics, LeaseRef, Millis, Revocation, SubmitOutcome, SweepSummary, TrialLease, TrialStatus, TrialView};
 use crate::error::{CoordinatorError, Result};
 use crate::results::ResultsLayout;
 use crate::store::Store;
@@ -112,17 +112,20 @@ impl Coordinator {
         Ok(worker_id)
     }
 
-    /// Lease up to `free_slots` trials (none while shutting down).
-    pub async fn lease(&self, worker_id: String, free_slots: u32) -> Result<Vec<LeaseGrant>> {
+    /// Lease up to `free_slots` packs of up to `pack_size` trials each (none while shutting down).
+    pub async fn lease(&self, worker_id: String, free_slots: u32, pack_size: u32) -> Result<Vec<Vec<TrialLease>>> {
         if !self.inner.leasing.load(Ordering::SeqCst) || free_slots == 0 {
             return Ok(Vec::new());
         }
         let ttl = ttl_ms(&self.inner.config);
-        let grants = self.with_store(move |store| store.lease(&worker_id, free_slots, ttl)).await?;
-        for grant in &grants {
-            info!(sweep = %grant.sweep, trial = %grant.lease.trial_id, attempt = grant.lease.attempt, "trial leased");
+        let worker = worker_id.clone();
+        let packs = self.with_store(move |store| store.lease(&worker_id, free_slots, pack_size, ttl)).await?;
+        for pack in &packs {
+            for lease in pack {
+                info!(sweep = %lease.sweep, trial = %lease.lease.trial_id, attempt = lease.lease.attempt, worker = %worker, pack = pack.len(), "trial leased");
+            }
         }
-        Ok(grants)
+        Ok(packs)
     }
 
     /// Renew leases; returns those to drop.
@@ -132,7 +135,7 @@ impl Coordinator {
     }
 
     /// Buffer progress batches durably; returns the number of new rows.
-    pub async fn report_progress(&self, batches: Vec<(LeaseRef, Vec<ProgressRow>)>) -> Result<u64> {
+    pub async fn report_progress(&self, batches: Vec<(LeaseRef, Vec<StepMeasures>)>) -> Result<u64> {
         let ttl = ttl_ms(&self.inner.config);
         self.with_store(move |store| {
             let mut accepted = 0;

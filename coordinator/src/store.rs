@@ -6,11 +6,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
-use sweep_core::{Family, SweepSpec, TrialId, TrialParams, TrialSpec};
+use sweep_core::{MeasureKind, PackKey, StepMeasures, SweepSpec, TrialId, TrialParams, TrialSpec};
 
 use crate::clock::Clock;
 use crate::domain::{
-    FinalMetrics, LeaseGrant, LeaseRef, Millis, ProgressRow, Revocation, SubmitOutcome, SweepSummary, TrialStatus, TrialView,
+    BufferedRow, FinalMetrics, LeaseRef, Millis, Revocation, SubmitOutcome, SweepSummary, TrialLease, TrialStatus, TrialView,
 };
 use crate::error::{CoordinatorError, Result};
 
@@ -61,16 +61,6 @@ CREATE TABLE IF NOT EXISTS workers (
     registered_at_ms INTEGER NOT NULL,
     last_seen_ms INTEGER NOT NULL
 );
-CREATE TABLE IF NOT EXISTS progress_buffer (
-    row_id INTEGER PRIMARY KEY AUTOINCREMENT,
-    trial_id TEXT NOT NULL,
-    attempt INTEGER NOT NULL,
-    step INTEGER NOT NULL,
-    measure TEXT NOT NULL,
-    value REAL NOT NULL,
-    wall_time_ms INTEGER NOT NULL,
-    UNIQUE (trial_id, attempt, step, measure)
-);
 CREATE TABLE IF NOT EXISTS progress_flushed_by_measure (
     trial_id TEXT NOT NULL,
     attempt INTEGER NOT NULL,
@@ -93,6 +83,27 @@ CREATE TABLE IF NOT EXISTS superseded (
 CREATE TABLE IF NOT EXISTS dirty_sweeps (sweep TEXT PRIMARY KEY);
 ";
 
+/// Progress rows not yet in Parquet, typed: `kind` is the measure's shape
+/// (`scalar`, `spectrum`, `curve`), `key` the frequency of a spectrum entry
+/// or the t of a curve point (0 for a scalar).
+const PROGRESS_BUFFER: &str = "
+CREATE TABLE IF NOT EXISTS progress_buffer (
+    row_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    trial_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    step INTEGER NOT NULL,
+    measure TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    key REAL NOT NULL,
+    value REAL NOT NULL,
+    wall_time_ms INTEGER NOT NULL,
+    UNIQUE (trial_id, attempt, step, measure, kind, key)
+);
+";
+
+/// How many queued trials one pack is chosen from.
+const PACK_WINDOW: u32 = 512;
+
 /// Buffered progress rows of one attempt, ready to be written to Parquet.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BufferedAttempt {
@@ -102,8 +113,8 @@ pub struct BufferedAttempt {
     pub trial_id: TrialId,
     /// Attempt.
     pub attempt: u32,
-    /// Rows in (step, measure) order.
-    pub rows: Vec<ProgressRow>,
+    /// Rows in (step, measure, key) order.
+    pub rows: Vec<BufferedRow>,
     /// Largest buffer row id included.
     pub last_row_id: i64,
     /// Smallest buffer row id included.
@@ -155,12 +166,15 @@ impl Store {
         Self::init(Connection::open_in_memory()?, clock)
     }
 
-    fn init(conn: Connection, clock: Arc<dyn Clock>) -> Result<Self> {
+    fn init(mut conn: Connection, clock: Arc<dyn Clock>) -> Result<Self> {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        crate::migrate::typed_progress(&mut conn, PROGRESS_BUFFER)?;
+        conn.execute_batch(PROGRESS_BUFFER)?;
+        crate::migrate::sweep_specs(&mut conn)?;
         Ok(Store { conn, clock })
     }
 
@@ -363,55 +377,89 @@ impl Store {
         Ok(())
     }
 
-    /// Lease up to `free_slots` queued trials to a worker, oldest sweep first.
-    pub fn lease(&mut self, worker_id: &str, free_slots: u32, ttl_ms: Millis) -> Result<Vec<LeaseGrant>> {
+    /// Lease up to `free_slots` packs to a worker, each of up to `pack_size`
+    /// queued trials of one pack key: a pack starts with the oldest queued
+    /// trial (oldest sweep first, grid order) and takes the next queued trials
+    /// that share its key. Each trial gets its own attempt and fencing token.
+    pub fn lease(&mut self, worker_id: &str, free_slots: u32, pack_size: u32, ttl_ms: Millis) -> Result<Vec<Vec<TrialLease>>> {
         let now = self.now_ms();
+        let pack_size = pack_size.max(1);
         let tx = self.conn.transaction()?;
         Self::require_worker(&tx, worker_id, now)?;
-        let candidates: Vec<(String, String, String, u32)> = {
-            let mut statement = tx.prepare(
-                "SELECT t.trial_id, t.sweep, t.params_json, t.attempt FROM trials t JOIN sweeps s ON s.name = t.sweep
-                 WHERE t.status = 'queued' ORDER BY s.created_at_ms, t.sweep, t.seq LIMIT ?1",
-            )?;
-            let rows = statement.query_map([free_slots], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)))?;
-            rows.collect::<rusqlite::Result<_>>()?
-        };
-        let mut grants = Vec::with_capacity(candidates.len());
         let mut specs: std::collections::HashMap<String, SweepSpec> = std::collections::HashMap::new();
-        for (trial_id, sweep, params_json, previous_attempt) in candidates {
-            let attempt = previous_attempt + 1;
-            let token = next_token(&tx)?;
-            let deadline_ms = now + ttl_ms;
-            tx.execute(
-                "INSERT INTO attempts(trial_id, attempt, worker_id, fencing_token, state, started_at_ms, deadline_ms)
-                 VALUES (?1, ?2, ?3, ?4, 'active', ?5, ?6)",
-                params![trial_id, attempt, worker_id, token as i64, now, deadline_ms],
-            )?;
-            tx.execute(
-                "UPDATE trials SET status = 'running', attempt = ?2, worker_id = ?3, started_at_ms = ?4,
-                        last_epoch = NULL, last_train_accuracy = NULL, last_test_accuracy = NULL, error = NULL
-                 WHERE trial_id = ?1",
-                params![trial_id, attempt, worker_id, now],
-            )?;
-            mark_dirty(&tx, &sweep)?;
-            if !specs.contains_key(&sweep) {
-                let stored: String = tx.query_row("SELECT spec_json FROM sweeps WHERE name = ?1", [&sweep], |row| row.get(0))?;
-                specs.insert(sweep.clone(), serde_json::from_str(&stored).map_err(json_error)?);
+        let mut packs = Vec::new();
+        for _ in 0..free_slots {
+            let candidates: Vec<(String, String, String, u32)> = {
+                let mut statement = tx.prepare_cached(
+                    "SELECT t.trial_id, t.sweep, t.params_json, t.attempt FROM trials t JOIN sweeps s ON s.name = t.sweep
+                     WHERE t.status = 'queued' ORDER BY s.created_at_ms, t.sweep, t.seq LIMIT ?1",
+                )?;
+                let rows =
+                    statement.query_map([PACK_WINDOW.max(pack_size)], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)))?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
+            let mut pack: Vec<TrialLease> = Vec::new();
+            let mut pack_key: Option<PackKey> = None;
+            for (trial_id, sweep, params_json, previous_attempt) in candidates {
+                if !specs.contains_key(&sweep) {
+                    let stored: String = tx.query_row("SELECT spec_json FROM sweeps WHERE name = ?1", [&sweep], |row| row.get(0))?;
+                    specs.insert(sweep.clone(), serde_json::from_str(&stored).map_err(json_error)?);
+                }
+                let spec = &specs[&sweep];
+                let params: TrialParams = serde_json::from_str(&params_json).map_err(json_error)?;
+                let family = spec.family_settings(params.family);
+                let key = family.pack_key(params.modulus);
+                if pack_key.as_ref().is_some_and(|first| *first != key) {
+                    continue;
+                }
+                pack_key = Some(key);
+                let lease = Self::grant(&tx, worker_id, &trial_id, previous_attempt + 1, &sweep, now, ttl_ms)?;
+                pack.push(TrialLease {
+                    lease,
+                    family,
+                    params,
+                    training: spec.training.clone(),
+                    stop: spec.stop.clone(),
+                    sweep,
+                    deadline_ms: now + ttl_ms,
+                });
+                if pack.len() as u32 == pack_size {
+                    break;
+                }
             }
-            let spec = &specs[&sweep];
-            let params: TrialParams = serde_json::from_str(&params_json).map_err(json_error)?;
-            grants.push(LeaseGrant {
-                lease: LeaseRef { trial_id: TrialId::from_raw(trial_id), attempt, token },
-                diffusion: (params.family == Family::Diffusion).then(|| spec.diffusion.clone()),
-                params,
-                training: spec.training.clone(),
-                stop: spec.stop.clone(),
-                sweep,
-                deadline_ms,
-            });
+            if pack.is_empty() {
+                break;
+            }
+            packs.push(pack);
         }
         tx.commit()?;
-        Ok(grants)
+        Ok(packs)
+    }
+
+    /// Start attempt `attempt` of a queued trial for a worker.
+    fn grant(
+        tx: &Transaction<'_>,
+        worker_id: &str,
+        trial_id: &str,
+        attempt: u32,
+        sweep: &str,
+        now: Millis,
+        ttl_ms: Millis,
+    ) -> Result<LeaseRef> {
+        let token = next_token(tx)?;
+        tx.execute(
+            "INSERT INTO attempts(trial_id, attempt, worker_id, fencing_token, state, started_at_ms, deadline_ms)
+             VALUES (?1, ?2, ?3, ?4, 'active', ?5, ?6)",
+            params![trial_id, attempt, worker_id, token as i64, now, now + ttl_ms],
+        )?;
+        tx.execute(
+            "UPDATE trials SET status = 'running', attempt = ?2, worker_id = ?3, started_at_ms = ?4,
+                    last_epoch = NULL, last_train_accuracy = NULL, last_test_accuracy = NULL, error = NULL
+             WHERE trial_id = ?1",
+            params![trial_id, attempt, worker_id, now],
+        )?;
+        mark_dirty(tx, sweep)?;
+        Ok(LeaseRef { trial_id: TrialId::from_raw(trial_id), attempt, token })
     }
 
     /// Check that `lease` is the trial's active attempt; returns the sweep.
@@ -457,14 +505,14 @@ impl Store {
         Ok(revoked)
     }
 
-    /// Buffer progress rows of a live lease (which also renews it). Rows
-    /// already buffered or already written to Parquet are ignored, so a batch
-    /// may be re-sent safely: each measure's rows arrive in step order, and a
-    /// row at or below the last step of its measure already written is a
-    /// repeat. (Per measure, because rows of a new measure may come later at
-    /// earlier steps, like the final-K losses computed after training.)
-    /// Returns the number of new rows.
-    pub fn record_progress(&mut self, lease: &LeaseRef, rows: &[ProgressRow], ttl_ms: Millis) -> Result<usize> {
+    /// Buffer the typed measures of a live lease (which also renews it).
+    /// Rows already buffered or already written to Parquet are ignored, so a
+    /// batch may be re-sent safely: each measure's steps arrive in order, and
+    /// a row at or below the last step of its measure already written is a
+    /// repeat. (Per measure, because a measure may come later at earlier
+    /// steps, like the final-K losses computed after training.) Returns the
+    /// number of new rows (a spectrum or a curve is one row per entry).
+    pub fn record_progress(&mut self, lease: &LeaseRef, steps: &[StepMeasures], ttl_ms: Millis) -> Result<usize> {
         let now = self.now_ms();
         let tx = self.conn.transaction()?;
         Self::check_lease(&tx, lease)?;
@@ -479,24 +527,36 @@ impl Store {
         let mut latest: Option<(i64, Option<f64>, Option<f64>)> = None;
         {
             let mut insert = tx.prepare(
-                "INSERT OR IGNORE INTO progress_buffer(trial_id, attempt, step, measure, value, wall_time_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT OR IGNORE INTO progress_buffer(trial_id, attempt, step, measure, kind, key, value, wall_time_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?;
-            for row in rows {
-                if flushed_through.get(&row.measure).is_some_and(|&through| row.step <= through) {
-                    continue;
+            for step in steps {
+                for row in BufferedRow::explode(step) {
+                    if flushed_through.get(&row.measure).is_some_and(|&through| row.step <= through) {
+                        continue;
+                    }
+                    inserted += insert.execute(params![
+                        lease.trial_id.as_str(),
+                        lease.attempt,
+                        row.step,
+                        row.measure,
+                        row.kind.as_str(),
+                        row.key,
+                        row.value,
+                        row.wall_time_ms
+                    ])?;
                 }
-                inserted +=
-                    insert.execute(params![lease.trial_id.as_str(), lease.attempt, row.step, row.measure, row.value, row.wall_time_ms])?;
-                let entry = latest.get_or_insert((row.step, None, None));
-                if row.step > entry.0 {
-                    *entry = (row.step, None, None);
+                let entry = latest.get_or_insert((step.step, None, None));
+                if step.step > entry.0 {
+                    *entry = (step.step, None, None);
                 }
-                if row.step == entry.0 {
-                    match row.measure.as_str() {
-                        sweep_core::measures::TRAIN_ACCURACY => entry.1 = Some(row.value),
-                        sweep_core::measures::TEST_ACCURACY => entry.2 = Some(row.value),
-                        _ => {}
+                if step.step == entry.0 {
+                    for measure in &step.measures {
+                        match (measure.name.as_str(), measure.as_scalar()) {
+                            (sweep_core::measures::TRAIN_ACCURACY, Some(value)) => entry.1 = Some(value),
+                            (sweep_core::measures::TEST_ACCURACY, Some(value)) => entry.2 = Some(value),
+                            _ => {}
+                        }
                     }
                 }
             }
@@ -622,8 +682,8 @@ impl Store {
         let keys: Vec<(String, u32, String)> =
             statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?.collect::<rusqlite::Result<_>>()?;
         let mut rows_statement = self.conn.prepare(
-            "SELECT row_id, step, measure, value, wall_time_ms FROM progress_buffer
-             WHERE trial_id = ?1 AND attempt = ?2 ORDER BY step, measure",
+            "SELECT row_id, step, measure, kind, key, value, wall_time_ms FROM progress_buffer
+             WHERE trial_id = ?1 AND attempt = ?2 ORDER BY step, measure, key",
         )?;
         let mut attempts = Vec::with_capacity(keys.len());
         for (trial_id, attempt, sweep) in keys {
@@ -634,7 +694,16 @@ impl Store {
                 let row_id: i64 = row.get(0)?;
                 first_row_id = first_row_id.min(row_id);
                 last_row_id = last_row_id.max(row_id);
-                rows.push(ProgressRow { step: row.get(1)?, measure: row.get(2)?, value: row.get(3)?, wall_time_ms: row.get(4)? });
+                let kind: String = row.get(3)?;
+                let kind = MeasureKind::parse(&kind).ok_or_else(|| CoordinatorError::Internal(format!("unknown measure kind {kind}")))?;
+                rows.push(BufferedRow {
+                    step: row.get(1)?,
+                    measure: row.get(2)?,
+                    kind,
+                    key: row.get(4)?,
+                    value: row.get(5)?,
+                    wall_time_ms: row.get(6)?,
+                });
             }
             attempts.push(BufferedAttempt { sweep, trial_id: TrialId::from_raw(trial_id), attempt, rows, first_row_id, last_row_id });
         }
@@ -734,6 +803,9 @@ fn settings_difference(stored: &SweepSpec, submitted: &SweepSpec) -> Option<Stri
     }
     if stored.stop != submitted.stop {
         return Some("stop rules differ".to_string());
+    }
+    if stored.transformer != submitted.transformer {
+        return Some("transformer settings differ".to_string());
     }
     if stored.diffusion != submitted.diffusion {
         return Some("diffusion settings differ".to_string());

@@ -29,8 +29,13 @@ fn status_of(store: &Store, trial: &TrialId) -> TrialView {
     store.trials_of("lease-test").expect("trials").into_iter().find(|t| &t.trial_id == trial).expect("trial exists")
 }
 
-fn row(step: i64, measure: &str, value: f64) -> ProgressRow {
-    ProgressRow { step, measure: measure.to_string(), value, wall_time_ms: step }
+fn row(step: i64, measure: &str, value: f64) -> StepMeasures {
+    StepMeasures { step, wall_time_ms: step, measures: vec![sweep_core::Measure::scalar(measure, value)] }
+}
+
+/// Lease up to `count` trials, one pack of one each.
+fn lease(store: &mut Store, worker: &str, count: u32) -> Result<Vec<TrialLease>> {
+    Ok(store.lease(worker, count, 1, TTL)?.into_iter().flatten().collect())
 }
 
 #[test]
@@ -47,25 +52,25 @@ fn resubmitting_is_idempotent_and_settings_changes_are_refused() {
 #[test]
 fn lease_grants_each_trial_once_with_increasing_tokens() {
     let (mut store, _clock, worker) = store_with(3);
-    let first = store.lease(&worker, 1, TTL).expect("lease");
-    let second = store.lease(&worker, 5, TTL).expect("lease");
+    let first = lease(&mut store, &worker, 1).expect("lease");
+    let second = lease(&mut store, &worker, 5).expect("lease");
     assert_eq!((first.len(), second.len()), (1, 1));
     assert_ne!(first[0].lease.trial_id, second[0].lease.trial_id);
     assert!(second[0].lease.token > first[0].lease.token);
-    assert!(store.lease(&worker, 5, TTL).expect("lease").is_empty());
+    assert!(lease(&mut store, &worker, 5).expect("lease").is_empty());
     assert_eq!(status_of(&store, &first[0].lease.trial_id).status, TrialStatus::Running);
 }
 
 #[test]
 fn unknown_worker_is_refused() {
     let (mut store, _clock, _) = store_with(3);
-    assert!(matches!(store.lease("nobody", 1, TTL), Err(CoordinatorError::UnknownWorker(_))));
+    assert!(matches!(lease(&mut store, "nobody", 1), Err(CoordinatorError::UnknownWorker(_))));
 }
 
 #[test]
 fn heartbeats_keep_a_lease_alive_and_silence_lets_it_lapse() {
     let (mut store, clock, worker) = store_with(3);
-    let grant = store.lease(&worker, 1, TTL).expect("lease").remove(0);
+    let grant = lease(&mut store, &worker, 1).expect("lease").remove(0);
     for _ in 0..5 {
         clock.advance(TTL / 2);
         assert!(store.heartbeat(&worker, &[grant.lease.clone()], TTL).expect("heartbeat").is_empty());
@@ -86,10 +91,10 @@ fn heartbeats_keep_a_lease_alive_and_silence_lets_it_lapse() {
 #[test]
 fn requeued_trial_gets_a_new_attempt_and_the_old_token_is_stale() {
     let (mut store, clock, worker) = store_with(3);
-    let first = store.lease(&worker, 1, TTL).expect("lease").remove(0);
+    let first = lease(&mut store, &worker, 1).expect("lease").remove(0);
     clock.advance(TTL + 1);
     store.expire_leases().expect("expire");
-    let mut again = store.lease(&worker, 2, TTL).expect("lease");
+    let mut again = lease(&mut store, &worker, 2).expect("lease");
     let retry = again.iter().position(|g| g.lease.trial_id == first.lease.trial_id).expect("re-queued trial is leased again");
     let retry = again.remove(retry);
     assert_eq!(retry.lease.attempt, 2);
@@ -109,10 +114,10 @@ fn requeued_trial_gets_a_new_attempt_and_the_old_token_is_stale() {
 #[test]
 fn trial_fails_after_max_attempts() {
     let (mut store, clock, worker) = store_with(2);
-    let trial = store.lease(&worker, 1, TTL).expect("lease")[0].lease.trial_id.clone();
+    let trial = lease(&mut store, &worker, 1).expect("lease")[0].lease.trial_id.clone();
     clock.advance(TTL + 1);
     store.expire_leases().expect("expire");
-    let mut leased = store.lease(&worker, 2, TTL).expect("lease");
+    let mut leased = lease(&mut store, &worker, 2).expect("lease");
     leased.retain(|g| g.lease.trial_id == trial);
     let status = store.fail(&leased[0].lease, "out of memory", false).expect("fail");
     assert_eq!(status, TrialStatus::Failed);
@@ -124,7 +129,7 @@ fn trial_fails_after_max_attempts() {
 #[test]
 fn release_requeues_without_counting_a_failure() {
     let (mut store, _clock, worker) = store_with(1);
-    let grant = store.lease(&worker, 1, TTL).expect("lease").remove(0);
+    let grant = lease(&mut store, &worker, 1).expect("lease").remove(0);
     assert_eq!(store.fail(&grant.lease, "worker shutting down", true).expect("release"), TrialStatus::Queued);
     assert_eq!(status_of(&store, &grant.lease.trial_id).failures, 0);
 }
@@ -132,7 +137,7 @@ fn release_requeues_without_counting_a_failure() {
 #[test]
 fn progress_is_idempotent_and_flushed_steps_are_not_buffered_again() {
     let (mut store, _clock, worker) = store_with(3);
-    let grant = store.lease(&worker, 1, TTL).expect("lease").remove(0);
+    let grant = lease(&mut store, &worker, 1).expect("lease").remove(0);
     let batch = vec![row(10, "train_loss", 0.5), row(10, "test_accuracy", 0.25)];
     assert_eq!(store.record_progress(&grant.lease, &batch, TTL).expect("progress"), 2);
     assert_eq!(store.record_progress(&grant.lease, &batch, TTL).expect("resend"), 0);
@@ -149,7 +154,7 @@ fn progress_is_idempotent_and_flushed_steps_are_not_buffered_again() {
 #[test]
 fn a_new_measure_may_arrive_at_steps_already_flushed_for_others() {
     let (mut store, _clock, worker) = store_with(3);
-    let grant = store.lease(&worker, 1, TTL).expect("lease").remove(0);
+    let grant = lease(&mut store, &worker, 1).expect("lease").remove(0);
     let evals = vec![row(0, "train_loss", 2.0), row(100, "train_loss", 0.5), row(200, "train_loss", 0.1)];
     assert_eq!(store.record_progress(&grant.lease, &evals, TTL).expect("progress"), 3);
     let buffered = store.buffered_attempts().expect("buffered");
@@ -170,7 +175,7 @@ fn a_new_measure_may_arrive_at_steps_already_flushed_for_others() {
 #[test]
 fn checkpoints_of_a_live_lease_are_recorded_and_a_stale_one_is_refused() {
     let (mut store, clock, worker) = store_with(3);
-    let grant = store.lease(&worker, 1, TTL).expect("lease").remove(0);
+    let grant = lease(&mut store, &worker, 1).expect("lease").remove(0);
     assert_eq!(store.checkpoint_target(&grant.lease, TTL).expect("live"), "lease-test");
     store.record_checkpoint(&grant.lease, 0, "checkpoints/t/a1/step-00000000.safetensors").expect("recorded");
     store.record_checkpoint(&grant.lease, 100, "checkpoints/t/a1/step-00000100.safetensors").expect("recorded");
@@ -189,19 +194,143 @@ fn checkpoints_of_a_live_lease_are_recorded_and_a_stale_one_is_refused() {
 #[test]
 fn cancel_revokes_running_leases() {
     let (mut store, _clock, worker) = store_with(3);
-    let grant = store.lease(&worker, 1, TTL).expect("lease").remove(0);
+    let grant = lease(&mut store, &worker, 1).expect("lease").remove(0);
     assert_eq!(store.cancel("lease-test").expect("cancel"), 2);
     let revoked = store.heartbeat(&worker, &[grant.lease.clone()], TTL).expect("heartbeat");
     assert_eq!(revoked.len(), 1);
-    assert!(store.lease(&worker, 5, TTL).expect("lease").is_empty());
+    assert!(lease(&mut store, &worker, 5).expect("lease").is_empty());
 }
 
 #[test]
 fn grace_extends_leases_after_a_restart() {
     let (mut store, clock, worker) = store_with(3);
-    store.lease(&worker, 1, TTL).expect("lease");
+    lease(&mut store, &worker, 1).expect("lease");
     clock.advance(TTL - 1);
     assert_eq!(store.grant_grace(TTL).expect("grace"), 1);
     clock.advance(TTL - 1);
     assert!(store.expire_leases().expect("expire").is_empty());
+}
+
+fn pack_store() -> (Store, ManualClock, String) {
+    let clock = ManualClock::new(1_000_000);
+    let mut store = Store::open_in_memory(Arc::new(clock.clone())).expect("store");
+    let text = "version: 1\nname: packs\nfamilies: transformer\naxes:\n  modulus: [7, 11]\n  data_fraction: [0.5, 0.9]\n  weight_decay: 1\n  seed: [0, 1]\n";
+    let spec = parse_spec("t.yaml", text).expect("valid");
+    store.submit(&spec, text, &expand(&spec)).expect("submit");
+    let worker = store.register_worker("w", "flex", 2, None).expect("register");
+    (store, clock, worker)
+}
+
+#[test]
+fn a_pack_holds_queued_trials_of_one_key_each_with_its_own_lease() {
+    let (mut store, clock, worker) = pack_store();
+    let packs = store.lease(&worker, 2, 3, TTL).expect("lease");
+    assert_eq!(packs.iter().map(Vec::len).collect::<Vec<_>>(), vec![3, 1], "four trials at p = 7: a pack of 3, then the last one");
+    for pack in &packs {
+        assert!(pack.iter().all(|lease| lease.pack_key() == pack[0].pack_key() && lease.params.modulus == 7));
+    }
+    let mut tokens: Vec<u64> = packs.iter().flatten().map(|lease| lease.lease.token).collect();
+    tokens.dedup();
+    assert_eq!(tokens.len(), 4, "every trial has its own fencing token");
+    let next = store.lease(&worker, 1, 8, TTL).expect("lease");
+    assert_eq!(next.len(), 1);
+    assert!(next[0].len() == 4 && next[0].iter().all(|lease| lease.params.modulus == 11));
+    // One trial of the first pack completes; the others go silent and lapse on their own.
+    let first = &packs[0];
+    store.complete(&first[0].lease, &FinalMetrics { epochs: 3, ..FinalMetrics::default() }).expect("complete");
+    clock.advance(TTL + 1);
+    let lapsed = store.expire_leases().expect("expire");
+    assert_eq!(lapsed.len(), 7, "each remaining trial lapses by itself");
+    assert_eq!(status_of_sweep(&store, "packs", &first[0].lease.trial_id).status, TrialStatus::Done);
+    assert_eq!(status_of_sweep(&store, "packs", &first[1].lease.trial_id).status, TrialStatus::Queued);
+}
+
+fn status_of_sweep(store: &Store, sweep: &str, trial: &TrialId) -> TrialView {
+    store.trials_of(sweep).expect("trials").into_iter().find(|t| &t.trial_id == trial).expect("trial exists")
+}
+
+#[test]
+fn typed_measures_are_buffered_by_shape_and_resent_ones_are_ignored() {
+    use sweep_core::{CurvePoint, Measure};
+    let (mut store, _clock, worker) = store_with(3);
+    let grant = lease(&mut store, &worker, 1).expect("lease").remove(0);
+    let step = StepMeasures {
+        step: 10,
+        wall_time_ms: 5,
+        measures: vec![
+            Measure::scalar("test_accuracy", 0.5),
+            Measure::spectrum("W_E", vec![1.0, 2.0, 3.0]),
+            Measure::curve("decision_accuracy_test", vec![CurvePoint { t: 1.0, value: 0.1 }, CurvePoint { t: 0.5, value: 0.4 }]),
+        ],
+    };
+    assert_eq!(store.record_progress(&grant.lease, std::slice::from_ref(&step), TTL).expect("progress"), 6);
+    assert_eq!(store.record_progress(&grant.lease, std::slice::from_ref(&step), TTL).expect("resend"), 0);
+    let buffered = store.buffered_attempts().expect("buffered").remove(0);
+    let shapes: Vec<(String, MeasureKind, f64)> = buffered.rows.iter().map(|row| (row.measure.clone(), row.kind, row.key)).collect();
+    assert_eq!(
+        shapes,
+        vec![
+            ("W_E".to_string(), MeasureKind::Spectrum, 0.0),
+            ("W_E".to_string(), MeasureKind::Spectrum, 1.0),
+            ("W_E".to_string(), MeasureKind::Spectrum, 2.0),
+            ("decision_accuracy_test".to_string(), MeasureKind::Curve, 0.5),
+            ("decision_accuracy_test".to_string(), MeasureKind::Curve, 1.0),
+            ("test_accuracy".to_string(), MeasureKind::Scalar, 0.0),
+        ]
+    );
+    store.mark_flushed(&grant.lease.trial_id, 1, buffered.last_row_id).expect("flushed");
+    assert_eq!(store.record_progress(&grant.lease, &[step], TTL).expect("resend after flush"), 0);
+}
+
+#[test]
+fn a_data_directory_of_the_untyped_build_is_migrated_on_open() {
+    let directory = tempfile::tempdir().expect("temp dir");
+    let path = directory.path().join("coordinator.sqlite");
+    let yaml = "version: 1\nname: old\nfamilies: transformer\naxes:\n  modulus: 7\n  data_fraction: 0.5\n  weight_decay: 1\n  seed: 0\ntraining:\n  d_model: 32\n  n_heads: 2\n";
+    let spec = parse_spec("t.yaml", yaml).expect("valid");
+    {
+        // What the build before typed measures and family sections left on disk.
+        let conn = Connection::open(&path).expect("open");
+        conn.execute_batch(SCHEMA).expect("schema");
+        conn.execute_batch(
+            "CREATE TABLE progress_buffer (row_id INTEGER PRIMARY KEY AUTOINCREMENT, trial_id TEXT NOT NULL, attempt INTEGER NOT NULL,
+             step INTEGER NOT NULL, measure TEXT NOT NULL, value REAL NOT NULL, wall_time_ms INTEGER NOT NULL,
+             UNIQUE (trial_id, attempt, step, measure));",
+        )
+        .expect("old buffer");
+        let json = serde_json::to_string(&spec)
+            .expect("json")
+            .replace("\"checkpoint_every\":1000},", "\"d_model\":32,\"n_heads\":2,\"d_mlp\":512,\"checkpoint_every\":1000},");
+        let old_json = json.replace(",\"transformer\":{\"d_model\":32,\"n_heads\":2,\"d_mlp\":512}", "");
+        assert!(serde_json::from_str::<SweepSpec>(&old_json).is_err());
+        conn.execute("INSERT INTO sweeps VALUES ('old', ?1, ?2, 0)", params![old_json, yaml]).expect("sweep");
+        for (id, measure) in [(1, "train_loss"), (2, "spectrum:W_E:3"), (3, "decision_accuracy_test@0.50")] {
+            conn.execute("INSERT INTO progress_buffer VALUES (?1, 't', 1, 100, ?2, 0.25, 7)", params![id, measure]).expect("row");
+        }
+        conn.execute("INSERT INTO progress_flushed_by_measure VALUES ('t', 1, 'spectrum:W_E:3', 50)", []).expect("watermark");
+        conn.execute("INSERT INTO progress_flushed_by_measure VALUES ('t', 1, 'spectrum:W_E:0', 60)", []).expect("watermark");
+    }
+    let store = Store::open(&path, Arc::new(ManualClock::new(0))).expect("migrates");
+    assert_eq!(store.sweep_spec("old").expect("readable").transformer.d_model, 32);
+    let rows: Vec<(i64, String, String, f64)> = {
+        let mut statement = store.conn.prepare("SELECT row_id, measure, kind, key FROM progress_buffer ORDER BY row_id").expect("query");
+        statement
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)))
+            .expect("rows")
+            .map(|r| r.expect("row"))
+            .collect()
+    };
+    assert_eq!(
+        rows,
+        vec![
+            (1, "train_loss".to_string(), "scalar".to_string(), 0.0),
+            (2, "W_E".to_string(), "spectrum".to_string(), 3.0),
+            (3, "decision_accuracy_test".to_string(), "curve".to_string(), 0.5),
+        ]
+    );
+    let through: i64 = store
+        .conn
+        .query_row("SELECT through_step FROM progress_flushed_by_measure WHERE measure = 'W_E'", [], |row| row.get(0))
+        .expect("watermark");
+    assert_eq!(through, 60);
 }

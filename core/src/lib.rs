@@ -1,28 +1,37 @@
 //! Sweep core: everything the other crates agree on, with no runtime attached.
 //!
 //! - [`spec`]: the YAML sweep spec, its validation and [`SweepSpec`].
+//! - [`family`]: [`FamilySettings`], one variant per family, and the [`PackKey`] of trials that train together.
 //! - [`diffusion`]: [`DiffusionSettings`], the diffusion family's section of a spec.
 //! - `location`: field path → line/column index used in spec errors.
 //! - [`error`]: [`SpecError`], every problem with file, line, column and path.
 //! - [`trial`]: [`Family`], [`TrialParams`], the stable [`TrialId`].
 //! - [`grid`]: [`expand`] a spec into its trials.
 //! - [`split`]: the train/test split of the p² pairs.
+//! - [`progress`]: typed measures ([`Measure`]: scalar, spectrum or curve) of one step.
+//! - [`lease`]: [`LeaseRef`], [`TrialLease`] and [`FinalMetrics`], what worker and coordinator say about a trial.
 //! - [`measures`]: the Arrow schemas of the results tables and the measure names.
 
 pub mod diffusion;
 pub mod error;
+pub mod family;
 pub mod grid;
+pub mod lease;
 mod location;
 pub mod measures;
 mod one_or_many;
+pub mod progress;
 pub mod spec;
 pub mod split;
 pub mod trial;
 
 pub use diffusion::{DiffusionSettings, OperandInput};
 pub use error::{SpecError, SpecProblem};
+pub use family::{FamilySettings, PackKey, TransformerSettings};
 pub use grid::expand;
+pub use lease::{FinalMetrics, LeaseRef, Millis, Revocation, TrialLease};
 pub use location::Location;
+pub use progress::{CurvePoint, Measure, MeasureKind, MeasureValue, StepMeasures};
 pub use spec::{Axes, RetryPolicy, StopRule, SweepSpec, TrainingSettings, load_spec, parse_spec};
 pub use split::Split;
 pub use trial::{Family, TrialId, TrialParams, TrialSpec};

@@ -2,11 +2,12 @@
 //!
 //! `progress` is long format: one row per (trial, attempt, step, measure).
 //! `spectra` is long format too: one row per (trial, attempt, step, matrix, frequency).
+//! `curves` is long format: one row per (trial, attempt, step, curve, t).
 //! `trials` has one row per trial with every parameter as a typed column.
 //!
-//! Spectrum entries travel from worker to coordinator as ordinary progress
-//! rows whose measure name is a [`SpectrumKey`] (`spectrum:W_E:14`); the
-//! coordinator writes them to `spectra`, never to `progress`.
+//! Measures travel typed ([`crate::Measure`]): scalars become `progress`
+//! rows, spectra `spectra` rows and curves `curves` rows; the names here are
+//! the `measure`, `matrix` and `curve` values.
 
 use std::sync::Arc;
 
@@ -72,7 +73,7 @@ pub const CRITICAL_TIMESTEP_TEST: &str = "critical_timestep_test";
 /// first decision point is judged a wrong class and whose final sample is right.
 pub const MODE_SHIFT_FRACTION: &str = "mode_shift_fraction";
 
-/// Which pairs a decision-curve point is measured on.
+/// Which pairs a decision curve is measured on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PairSet {
     /// Training pairs.
@@ -81,20 +82,21 @@ pub enum PairSet {
     Test,
 }
 
-/// Diffusion measure name of one decision-curve point: the accuracy of the
-/// class of x̂0 at sampling time `t`, e.g. `decision_accuracy_test@0.50`.
-pub fn decision_measure(pairs: PairSet, t: f64) -> String {
-    let set = match pairs {
-        PairSet::Train => "train",
-        PairSet::Test => "test",
-    };
-    format!("decision_accuracy_{set}@{t:.2}")
-}
+/// Diffusion curve: accuracy of the class of x̂0 at sampling time t on the training pairs.
+pub const DECISION_ACCURACY_TRAIN: &str = "decision_accuracy_train";
+/// Diffusion curve: the same on the test pairs.
+pub const DECISION_ACCURACY_TEST: &str = "decision_accuracy_test";
+/// Diffusion curve: fraction of operand-switched samples that end on the new sum, against the switch time.
+pub const SWITCH_FOLLOWS_NEW: &str = "switch_follows_new";
+/// Diffusion curve: fraction of operand-switched samples that end on the old sum, against the switch time.
+pub const SWITCH_FOLLOWS_OLD: &str = "switch_follows_old";
 
-/// Diffusion measure names of the operand-switch intervention at time `t`:
-/// the fraction of samples that end on the new sum, and on the old one.
-pub fn switch_measures(t: f64) -> [String; 2] {
-    [format!("switch_follows_new@{t:.2}"), format!("switch_follows_old@{t:.2}")]
+/// The decision curve's name for a pair set.
+pub fn decision_curve(pairs: PairSet) -> &'static str {
+    match pairs {
+        PairSet::Train => DECISION_ACCURACY_TRAIN,
+        PairSet::Test => DECISION_ACCURACY_TEST,
+    }
 }
 
 /// Fraction of variance a frequency must explain for a neuron to count as owned by it.
@@ -152,29 +154,23 @@ impl SpectrumMatrix {
     }
 }
 
-/// One entry of a spectrum: (matrix, frequency).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SpectrumKey {
-    /// Which spectrum.
-    pub matrix: SpectrumMatrix,
-    /// Frequency k, 0..=(p−1)/2.
-    pub frequency: u32,
-}
+/// Column of `curves`: which curve.
+pub const CURVE: &str = "curve";
+/// Column of `curves`: sampling time t in [0, 1].
+pub const T: &str = "t";
 
-impl SpectrumKey {
-    const PREFIX: &'static str = "spectrum:";
-
-    /// The progress-row measure name that carries this entry.
-    pub fn measure_name(self) -> String {
-        format!("{}{}:{}", Self::PREFIX, self.matrix.as_str(), self.frequency)
-    }
-
-    /// Decode a measure name; `None` for ordinary measures.
-    pub fn from_measure_name(name: &str) -> Option<Self> {
-        let rest = name.strip_prefix(Self::PREFIX)?;
-        let (matrix, frequency) = rest.rsplit_once(':')?;
-        Some(SpectrumKey { matrix: SpectrumMatrix::parse(matrix)?, frequency: frequency.parse().ok()? })
-    }
+/// Schema of the `curves` table.
+pub fn curves_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new(SWEEP, DataType::Utf8, false),
+        Field::new(TRIAL_ID, DataType::Utf8, false),
+        Field::new(ATTEMPT, DataType::Int32, false),
+        Field::new(STEP, DataType::Int64, false),
+        Field::new(CURVE, DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)), false),
+        Field::new(T, DataType::Float64, false),
+        Field::new(VALUE, DataType::Float64, false),
+        Field::new(WALL_TIME, utc_millis(), false),
+    ]))
 }
 
 /// Schema of the `spectra` table.
@@ -331,16 +327,11 @@ mod tests {
     }
 
     #[test]
-    fn spectrum_keys_round_trip_through_measure_names() {
+    fn spectrum_matrix_names_round_trip() {
         for matrix in SpectrumMatrix::ALL {
-            for frequency in [0, 1, 14, 56] {
-                let key = SpectrumKey { matrix, frequency };
-                assert_eq!(SpectrumKey::from_measure_name(&key.measure_name()), Some(key));
-            }
+            assert_eq!(SpectrumMatrix::parse(matrix.as_str()), Some(matrix));
         }
-        assert_eq!(SpectrumKey { matrix: SpectrumMatrix::WE, frequency: 14 }.measure_name(), "spectrum:W_E:14");
-        for ordinary in [TRAIN_LOSS, "spectrum:W_X:3", "spectrum:W_E:", "spectrum:W_E:x", "spectrumW_E:3"] {
-            assert_eq!(SpectrumKey::from_measure_name(ordinary), None, "{ordinary}");
-        }
+        assert_eq!(SpectrumMatrix::parse("W_X"), None);
+        assert!(validate_schema(&curves_schema(), &spectra_schema()).is_err());
     }
 }

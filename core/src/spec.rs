@@ -7,15 +7,17 @@ use serde::{Deserialize, Serialize};
 use crate::Family;
 use crate::diffusion::DiffusionSettings;
 use crate::error::{SpecError, SpecProblem};
+use crate::family::{FamilySettings, TransformerSettings};
 use crate::location::LocationIndex;
 use crate::one_or_many::OneOrMany;
 
 /// The spec versions this build understands, newest last.
 pub const SPEC_VERSIONS: &[u32] = &[1];
 
-/// Fixed training settings of every trial in a sweep (defaults: Nanda et al. 2023).
+/// Fixed training settings of every trial in a sweep, whatever its family
+/// (defaults: Nanda et al. 2023).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields)]
 pub struct TrainingSettings {
     /// AdamW learning rate (paper: 1e-3).
     pub lr: f64,
@@ -23,21 +25,45 @@ pub struct TrainingSettings {
     pub warmup_steps: u32,
     /// Evaluate (and stream measures) every this many epochs; the last epoch is always evaluated.
     pub eval_every: u32,
-    /// Residual stream width (paper: 128).
-    pub d_model: u32,
-    /// Attention heads (paper: 4); `d_head = d_model / n_heads`.
-    pub n_heads: u32,
-    /// MLP hidden width (paper: 512).
-    pub d_mlp: u32,
     /// Save a checkpoint every this many epochs (and always at the last
-    /// epoch); 0 saves only the last. The `*_final_k` measures are computed
-    /// over these checkpoints, so this also sets their resolution.
+    /// epoch); 0 saves only the last. The transformer's `*_final_k` measures
+    /// are computed over these checkpoints, so this also sets their resolution.
     pub checkpoint_every: u32,
 }
 
 impl Default for TrainingSettings {
     fn default() -> Self {
-        TrainingSettings { lr: 1e-3, warmup_steps: 10, eval_every: 100, d_model: 128, n_heads: 4, d_mlp: 512, checkpoint_every: 1000 }
+        TrainingSettings { lr: 1e-3, warmup_steps: 10, eval_every: 100, checkpoint_every: 1000 }
+    }
+}
+
+/// The `training:` section as written: the shared settings, plus the
+/// transformer's sizes in their older place (they now have a `transformer:`
+/// section of their own; both spellings are read).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct TrainingV1 {
+    lr: f64,
+    warmup_steps: u32,
+    eval_every: u32,
+    d_model: Option<u32>,
+    n_heads: Option<u32>,
+    d_mlp: Option<u32>,
+    checkpoint_every: u32,
+}
+
+impl Default for TrainingV1 {
+    fn default() -> Self {
+        let shared = TrainingSettings::default();
+        TrainingV1 {
+            lr: shared.lr,
+            warmup_steps: shared.warmup_steps,
+            eval_every: shared.eval_every,
+            d_model: None,
+            n_heads: None,
+            d_mlp: None,
+            checkpoint_every: shared.checkpoint_every,
+        }
     }
 }
 
@@ -90,8 +116,11 @@ pub struct Axes {
     pub image_diversity: Vec<u32>,
 }
 
-/// A validated sweep: the only way to get one is [`parse_spec`].
+/// A validated sweep: the only way to get one is [`parse_spec`]. Its JSON
+/// form (what the coordinator stores) refuses unknown fields, so a form
+/// written by an older build is recognised and re-read from its YAML.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SweepSpec {
     /// Sweep name: letters, digits, `-`, `_`, `.`; used in result paths.
     pub name: String,
@@ -107,9 +136,20 @@ pub struct SweepSpec {
     pub stop: StopRule,
     /// Retry policy.
     pub retry: RetryPolicy,
+    /// Sizes of the transformer family (defaults when the sweep has none).
+    pub transformer: TransformerSettings,
     /// Settings of the diffusion family (defaults when the sweep has none).
-    #[serde(default)]
     pub diffusion: DiffusionSettings,
+}
+
+impl SweepSpec {
+    /// The settings trials of `family` carry.
+    pub fn family_settings(&self, family: Family) -> FamilySettings {
+        match family {
+            Family::Transformer => FamilySettings::Transformer(self.transformer.clone()),
+            Family::Diffusion => FamilySettings::Diffusion(self.diffusion.clone()),
+        }
+    }
 }
 
 /// Versioned on-disk form: the `version` field picks the variant.
@@ -134,11 +174,13 @@ struct SweepSpecV1 {
     families: OneOrMany<String>,
     axes: AxesV1,
     #[serde(default)]
-    training: TrainingSettings,
+    training: TrainingV1,
     #[serde(default)]
     stop: StopRule,
     #[serde(default)]
     retry: RetryPolicy,
+    #[serde(default)]
+    transformer: Option<TransformerSettings>,
     #[serde(default)]
     diffusion: DiffusionSettings,
 }
@@ -263,7 +305,8 @@ impl SweepSpecV1 {
         }
         let families = validate_families(&self.families, problems);
         let axes = self.axes.build_and_validate(problems);
-        validate_training(&self.training, problems);
+        let training = validate_training(&self.training, problems);
+        let transformer = transformer_sizes(&self.training, self.transformer, problems);
         validate_stop(&self.stop, problems);
         if self.retry.max_attempts == 0 {
             problems.add("retry.max_attempts", "must be at least 1");
@@ -279,9 +322,10 @@ impl SweepSpecV1 {
             description: self.description,
             families,
             axes,
-            training: self.training,
+            training,
             stop: self.stop,
             retry: self.retry,
+            transformer,
             diffusion: self.diffusion,
         }
     }
@@ -303,21 +347,51 @@ fn validate_families(raw: &OneOrMany<String>, problems: &mut Problems<'_>) -> Ve
     families
 }
 
-fn validate_training(training: &TrainingSettings, problems: &mut Problems<'_>) {
+fn validate_training(training: &TrainingV1, problems: &mut Problems<'_>) -> TrainingSettings {
     if !(training.lr.is_finite() && training.lr > 0.0) {
         problems.add("training.lr", format!("{} must be a positive number", training.lr));
     }
     if training.eval_every == 0 {
         problems.add("training.eval_every", "must be at least 1");
     }
-    for (field, value) in [("d_model", training.d_model), ("n_heads", training.n_heads), ("d_mlp", training.d_mlp)] {
-        if value == 0 {
-            problems.add(format!("training.{field}"), "must be at least 1");
+    TrainingSettings {
+        lr: training.lr,
+        warmup_steps: training.warmup_steps,
+        eval_every: training.eval_every,
+        checkpoint_every: training.checkpoint_every,
+    }
+}
+
+/// The transformer's sizes, from the `transformer:` section or from their
+/// older place in `training:` (not both), checked where they were written.
+fn transformer_sizes(training: &TrainingV1, section: Option<TransformerSettings>, problems: &mut Problems<'_>) -> TransformerSettings {
+    let legacy = [("d_model", training.d_model), ("n_heads", training.n_heads), ("d_mlp", training.d_mlp)];
+    let (sizes, prefix) = match section {
+        Some(sizes) => {
+            for (field, value) in legacy {
+                if value.is_some() {
+                    problems.add(
+                        format!("training.{field}"),
+                        "the transformer's sizes are given in `transformer:`; give each in one place only",
+                    );
+                }
+            }
+            (sizes, "transformer")
         }
+        None => {
+            let defaults = TransformerSettings::default();
+            let sizes = TransformerSettings {
+                d_model: training.d_model.unwrap_or(defaults.d_model),
+                n_heads: training.n_heads.unwrap_or(defaults.n_heads),
+                d_mlp: training.d_mlp.unwrap_or(defaults.d_mlp),
+            };
+            (sizes, "training")
+        }
+    };
+    for (field, message) in sizes.problems() {
+        problems.add(format!("{prefix}.{field}"), message);
     }
-    if training.n_heads != 0 && training.d_model % training.n_heads != 0 {
-        problems.add("training.n_heads", format!("{} does not divide d_model {}", training.n_heads, training.d_model));
-    }
+    sizes
 }
 
 fn validate_stop(stop: &StopRule, problems: &mut Problems<'_>) {
@@ -360,7 +434,8 @@ fn validate_axis<T: Copy + PartialEq + std::fmt::Display, U>(
     accepted
 }
 
-fn check_modulus(value: i64) -> Result<u32, String> {
+/// The spec's rule for a modulus: odd, in 3..=1024 (the message follows the value).
+pub fn check_modulus(value: i64) -> Result<u32, String> {
     if !(3..=1024).contains(&value) {
         return Err("is not in [3, 1024]".to_string());
     }

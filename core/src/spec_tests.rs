@@ -47,7 +47,7 @@ fn valid_spec_has_defaults_and_values() {
     assert_eq!(spec.axes.modulus, vec![7, 11]);
     assert_eq!(spec.axes.weight_decay, vec![1.0]);
     assert_eq!(spec.training.lr, 3e-3);
-    assert_eq!(spec.training.d_model, 128);
+    assert_eq!(spec.transformer.d_model, 128);
     assert_eq!(spec.stop.max_epochs, 500);
     assert_eq!(spec.retry.max_attempts, 3);
 }
@@ -90,7 +90,7 @@ fn malformed_specs_report_exact_location_and_message() {
         (with_line(1, "# no version"), "x.yaml:1:1: missing field `version` (supported versions: [1])"),
         (
             with_line(14, "nam: typo"),
-            "x.yaml:14:1: unknown field `nam`, expected one of `version`, `name`, `description`, `families`, `axes`, `training`, `stop`, `retry`, `diffusion`",
+            "x.yaml:14:1: unknown field `nam`, expected one of `version`, `name`, `description`, `families`, `axes`, `training`, `stop`, `retry`, `transformer`, `diffusion`",
         ),
         (
             with_line(8, "  seeds: [0]"),
@@ -99,6 +99,11 @@ fn malformed_specs_report_exact_location_and_message() {
         (
             with_line(11, "  learning_rate: 0.1"),
             "x.yaml:11:3: training: unknown field `learning_rate`, expected one of `lr`, `warmup_steps`, `eval_every`, `d_model`, `n_heads`, `d_mlp`, `checkpoint_every`",
+        ),
+        (with_line(11, "transformer: {n_heads: 5}"), "x.yaml:11:24: transformer.n_heads: 5 does not divide d_model 128"),
+        (
+            with_line(11, "  d_mlp: 64\ntransformer: {d_mlp: 32}"),
+            "x.yaml:11:10: training.d_mlp: the transformer's sizes are given in `transformer:`; give each in one place only",
         ),
         (with_line(5, "  modulus: [7, eleven]"), "x.yaml:5:16: axes.modulus[1]: invalid type: string \"eleven\", expected i64"),
         (with_line(8, "  # seed removed"), "x.yaml:5:3: axes: missing field `seed`"),
@@ -134,4 +139,24 @@ fn every_problem_is_reported_at_once() {
         ]
     );
     assert_eq!(error.problems().len(), 3);
+}
+
+#[test]
+fn transformer_sizes_are_read_from_either_place() {
+    let legacy = parse_spec("x.yaml", &with_line(11, "  d_model: 64\n  n_heads: 2")).expect("valid");
+    assert_eq!(legacy.transformer, TransformerSettings { d_model: 64, n_heads: 2, d_mlp: 512 });
+    let section = parse_spec("x.yaml", &with_line(14, "transformer: {d_model: 64, n_heads: 2}")).expect("valid");
+    assert_eq!(section.transformer, legacy.transformer);
+    assert_eq!(section.family_settings(Family::Transformer), FamilySettings::Transformer(legacy.transformer.clone()));
+}
+
+#[test]
+fn stored_json_round_trips_and_an_older_form_is_refused() {
+    let spec = parse_spec("x.yaml", VALID).expect("valid");
+    let json = serde_json::to_string(&spec).expect("serialises");
+    assert_eq!(serde_json::from_str::<SweepSpec>(&json).expect("reads back"), spec);
+    // The form stored before family settings had their own sections: sizes in `training`.
+    let older = json.replace("\"checkpoint_every\":1000", "\"d_model\":128,\"n_heads\":4,\"d_mlp\":512,\"checkpoint_every\":1000");
+    assert_ne!(older, json);
+    assert!(serde_json::from_str::<SweepSpec>(&older).is_err(), "an older stored form must be recognised, not misread");
 }

@@ -1,13 +1,14 @@
-//! A tiny diffusion sweep through an in-process coordinator and worker: its
-//! measures land in `progress` and `spectra`, the judge's accuracy in `trials`,
-//! and the judge classifier is trained once into the cache.
+//! A tiny diffusion sweep through an in-process coordinator and worker, its
+//! two trials (N = 1 and 2) trained as one pack: its measures land in
+//! `progress`, `spectra` and `curves`, the judge's accuracy in `trials`, and
+//! the judge classifier is trained once into the cache.
 
 use std::time::Duration;
 
 use sweep_worker::WorkerConfig;
 
 use crate::fixture::{InProcessCoordinator, client, fast_config, fixture_spec, submit, wait_for_sweep};
-use crate::results::{progress_rows, spectra_rows, trial_details};
+use crate::results::{curve_rows, progress_rows, spectra_rows, trial_details};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tiny_diffusion_sweep_lands_in_parquet() {
@@ -19,8 +20,15 @@ async fn tiny_diffusion_sweep_lands_in_parquet() {
 
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let cache = data.path().join("cache");
-    let config =
-        WorkerConfig { coordinator: coordinator.address.clone(), slots: 2, token: None, name: "e2e".into(), cache_dir: cache.clone() };
+    let config = WorkerConfig {
+        coordinator: coordinator.address.clone(),
+        slots: 1,
+        pack_size: 2,
+        token: None,
+        name: "e2e".into(),
+        cache_dir: cache.clone(),
+        scratch_dir: data.path().join("scratch"),
+    };
     let worker = tokio::spawn(sweep_worker::run(config, async {
         let _ = stopped.await;
     }));
@@ -46,9 +54,13 @@ async fn tiny_diffusion_sweep_lands_in_parquet() {
     assert_eq!(cached.iter().filter(|name| name.ends_with(".accuracy")).count(), 1, "{cached:?}");
 
     let rows = progress_rows(&sweep_dir);
+    let curves = curve_rows(&sweep_dir);
     for trial in &trials {
         let mine: Vec<_> = rows.iter().filter(|r| r.trial_id == trial.trial_id).collect();
         let value = |step: i64, measure: &str| mine.iter().find(|r| r.step == step && r.measure == measure).map(|r| r.value);
+        let point = |step: i64, curve: &str, t: f64| {
+            curves.iter().find(|c| c.0 == trial.trial_id && c.1 == step && c.2 == curve && (c.3 - t).abs() < 1e-9).map(|c| c.4)
+        };
         for step in [0, 10, 20] {
             for measure in [
                 "train_loss",
@@ -62,16 +74,24 @@ async fn tiny_diffusion_sweep_lands_in_parquet() {
                 let v = value(step, measure).unwrap_or_else(|| panic!("{measure} at {step} missing for {}", trial.trial_id));
                 assert!(v.is_finite() && v >= 0.0, "{measure} = {v}");
             }
-            for measure in ["train_accuracy", "test_accuracy", "switch_follows_new@0.60", "switch_follows_old@0.60"] {
+            for measure in ["train_accuracy", "test_accuracy"] {
                 let v = value(step, measure).unwrap_or_else(|| panic!("{measure} at {step} missing"));
                 assert!((0.0..=1.0).contains(&v), "{measure} = {v}");
             }
+            for curve in ["switch_follows_new", "switch_follows_old"] {
+                let v = point(step, curve, 0.6).unwrap_or_else(|| panic!("{curve} at t = 0.6, step {step} missing"));
+                assert!((0.0..=1.0).contains(&v), "{curve} = {v}");
+            }
             // Decision curve: 5 sampler steps, 5 points (t = 1.0 .. 0.2) and the sample at t = 0.
-            for t in ["1.00", "0.80", "0.60", "0.40", "0.20", "0.00"] {
-                assert!(value(step, &format!("decision_accuracy_test@{t}")).is_some(), "decision point {t} at {step}");
+            let mut decision: Vec<f64> =
+                curves.iter().filter(|c| c.0 == trial.trial_id && c.1 == step && c.2 == "decision_accuracy_test").map(|c| c.3).collect();
+            decision.sort_by(f64::total_cmp);
+            assert_eq!(decision.len(), 6, "decision points at {step}: {decision:?}");
+            for (got, want) in decision.iter().zip([0.0, 0.2, 0.4, 0.6, 0.8, 1.0]) {
+                assert!((got - want).abs() < 1e-9, "decision point {got} at {step}");
             }
             // The last point of the curve is the generation accuracy itself.
-            assert_eq!(value(step, "decision_accuracy_test@0.00"), value(step, "test_accuracy"));
+            assert_eq!(point(step, "decision_accuracy_test", 0.0), value(step, "test_accuracy"));
         }
         // Training lowers the flow-matching loss.
         assert!(value(20, "train_loss") < value(0, "train_loss"), "{:?} → {:?}", value(0, "train_loss"), value(20, "train_loss"));

@@ -161,6 +161,32 @@ pub(crate) fn check_spectra(spectra: &[SpectrumRow], progress: &[Row], modulus: 
     }
 }
 
+/// One curves row: (trial, step, curve, t, value).
+pub(crate) type CurveRow = (String, i64, String, f64, f64);
+
+pub(crate) fn curve_rows(sweep_dir: &Path) -> Vec<CurveRow> {
+    let mut rows = Vec::new();
+    for batch in read_batches(&sweep_dir.join("curves")) {
+        sweep_core::measures::validate_schema(&sweep_core::measures::curves_schema(), &batch.schema()).expect("curves schema");
+        let trial = batch.column_by_name("trial_id").expect("trial_id").as_string::<i32>().clone();
+        let step = batch.column_by_name("step").expect("step").as_primitive::<Int64Type>().clone();
+        let curve = batch.column_by_name("curve").expect("curve").as_dictionary::<Int32Type>().clone();
+        let names = curve.values().as_string::<i32>().clone();
+        let t = batch.column_by_name("t").expect("t").as_primitive::<Float64Type>().clone();
+        let value = batch.column_by_name("value").expect("value").as_primitive::<Float64Type>().clone();
+        for index in 0..batch.num_rows() {
+            rows.push((
+                trial.value(index).to_string(),
+                step.value(index),
+                names.value(curve.keys().value(index) as usize).to_string(),
+                t.value(index),
+                value.value(index),
+            ));
+        }
+    }
+    rows
+}
+
 /// One `trials` row, the columns the tests look at.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct TrialRow {

@@ -1,5 +1,6 @@
 //! A tiny sweep through an in-process coordinator and an in-process worker
-//! talking gRPC on loopback; the Parquet is read back and checked.
+//! talking gRPC on loopback, its 4 trials trained as one pack; the Parquet is
+//! read back and checked.
 
 use std::time::Duration;
 
@@ -19,10 +20,12 @@ async fn tiny_sweep_runs_end_to_end_and_lands_in_parquet() {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let config = WorkerConfig {
         coordinator: coordinator.address.clone(),
-        slots: 2,
+        slots: 1,
+        pack_size: 4,
         token: None,
         name: "e2e".into(),
         cache_dir: data.path().join("cache"),
+        scratch_dir: data.path().join("scratch"),
     };
     let worker = tokio::spawn(sweep_worker::run(config, async {
         let _ = stopped.await;
@@ -30,6 +33,10 @@ async fn tiny_sweep_runs_end_to_end_and_lands_in_parquet() {
     let status = wait_for_sweep(&mut client, "tiny", Duration::from_secs(300), |s| s.finished).await;
     assert!(status.trials.iter().all(|t| t.status == "done"), "{status:#?}");
     assert!(status.trials.iter().all(|t| t.epoch == Some(60)));
+    assert!(
+        std::fs::read_dir(data.path().join("scratch")).expect("scratch").next().is_none(),
+        "every trial's local checkpoints are gone once it ends"
+    );
 
     // Resubmitting is idempotent: nothing new, everything already done.
     let again = submit(&mut client, &fixture_spec("tiny.yaml")).await;

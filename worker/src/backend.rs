@@ -32,3 +32,11 @@ pub(crate) type TestBackend = burn::backend::Flex;
 /// CPU autodiff backend of the unit tests.
 #[cfg(test)]
 pub(crate) type TestAutodiffBackend = Autodiff<TestBackend>;
+
+/// Trials per pack when a worker is not told (`--pack`): one on the CPU
+/// backends, where a pack of K shares per-operation overhead but not the
+/// arithmetic (bench/RESULTS.md, "Packs"), and 32 on GPU backends, where one
+/// small model leaves the device mostly idle.
+pub fn default_pack_size() -> u32 {
+    if cfg!(feature = "cuda") { 32 } else { 1 }
+}

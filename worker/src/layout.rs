@@ -6,19 +6,12 @@
 //! `[batch, 1, d]` operand against `[batch, positions, d]`, or a
 //! `[1, positions, d]` table — runs element by element through a strided
 //! iterator, which took 41 % of a small diffusion step and 12 % of the Nanda
-//! step (`bench/RESULTS.md`). Both model families build their per-position
-//! additions and per-sample modulations with these two helpers.
+//! step (`bench/RESULTS.md`). Both model families build their per-sample
+//! modulations and per-trial biases and tables with these helpers (a
+//! per-position table of a pack of one is a per-trial bias of its rows).
 
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
-
-/// `x + table` for `x`: [batch, positions, d] and a per-position `table`:
-/// [positions, d], added as [batch, positions · d] + [1, positions · d], the
-/// shared-row broadcast burn-flex vectorises.
-pub(crate) fn add_per_position<B: Backend>(x: Tensor<B, 3>, table: Tensor<B, 2>) -> Tensor<B, 3> {
-    let [batch, positions, d] = x.dims();
-    (x.reshape([batch, positions * d]) + table.reshape([1, positions * d])).reshape([batch, positions, d])
-}
 
 /// One row per batch element, [batch, d], repeated over `positions`:
 /// [batch, positions, d]. Repeating is a few memcpys, after which a product
@@ -27,20 +20,48 @@ pub(crate) fn per_position<B: Backend>(rows: Tensor<B, 2>, positions: usize) -> 
     rows.unsqueeze_dim::<3>(1).repeat_dim(1, positions)
 }
 
+/// `x + bias` for `x`: [trials, rows, d] and one `bias` row per trial,
+/// [trials, d]. A pack of one adds it as [rows, d] + [1, d] (the shared row
+/// burn-flex vectorises); a larger pack repeats each trial's row over its
+/// rows first, so the addition is between two contiguous tensors.
+pub(crate) fn add_per_trial<B: Backend>(x: Tensor<B, 3>, bias: Tensor<B, 2>) -> Tensor<B, 3> {
+    let [trials, rows, d] = x.dims();
+    if trials == 1 {
+        return (x.reshape([rows, d]) + bias).reshape([1, rows, d]);
+    }
+    x + bias.unsqueeze_dim::<3>(1).repeat_dim(1, rows)
+}
+
+/// One scalar per trial, [trials], as a [trials, 1] column on `device`:
+/// multiplying a [trials, n] tensor by it is burn-flex's vectorised
+/// per-row-scalar broadcast.
+pub(crate) fn per_trial_column<B: Backend>(values: &[f32], device: &B::Device) -> Tensor<B, 2> {
+    Tensor::from_data(burn::tensor::TensorData::new(values.to_vec(), [values.len(), 1]), device)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::backend::TestBackend;
 
     #[test]
-    fn both_equal_the_broadcast_they_replace() {
+    fn per_position_rows_equal_the_broadcast_they_replace() {
         let device = Default::default();
         let x = Tensor::<TestBackend, 1, burn::tensor::Int>::arange(0..24, &device).float().reshape([2, 3, 4]);
-        let table = Tensor::<TestBackend, 1, burn::tensor::Int>::arange(100..112, &device).float().reshape([3, 4]);
         let rows = Tensor::<TestBackend, 1, burn::tensor::Int>::arange(50..58, &device).float().reshape([2, 4]);
-        let broadcast_sum: Vec<f32> = (x.clone() + table.clone().unsqueeze::<3>()).into_data().to_vec().expect("f32");
-        assert_eq!(add_per_position(x.clone(), table).into_data().to_vec::<f32>().expect("f32"), broadcast_sum);
         let broadcast_product: Vec<f32> = (x.clone() * rows.clone().unsqueeze_dim::<3>(1)).into_data().to_vec().expect("f32");
         assert_eq!((x * per_position(rows, 3)).into_data().to_vec::<f32>().expect("f32"), broadcast_product);
+    }
+
+    #[test]
+    fn per_trial_bias_equals_the_broadcast_it_replaces() {
+        let device = Default::default();
+        for trials in [1usize, 3] {
+            let x = Tensor::<TestBackend, 1, burn::tensor::Int>::arange(0..(trials * 8) as i64, &device).float().reshape([trials, 2, 4]);
+            let bias =
+                Tensor::<TestBackend, 1, burn::tensor::Int>::arange(100..100 + (trials * 4) as i64, &device).float().reshape([trials, 4]);
+            let broadcast: Vec<f32> = (x.clone() + bias.clone().unsqueeze_dim::<3>(1)).into_data().to_vec().expect("f32");
+            assert_eq!(add_per_trial(x, bias).into_data().to_vec::<f32>().expect("f32"), broadcast, "{trials} trials");
+        }
     }
 }

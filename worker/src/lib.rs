@@ -5,24 +5,34 @@
 //! - [`transformer`]: the Nanda et al. 2023 family — `model`, `data`, `train`, `eval`.
 //! - [`fourier`]: the Fourier basis on Z_p and the measures built on it, shared by both families.
 //! - [`diffusion`]: the flow-matching diffusion family — glyph data, DiT model, sampler, judge, measures.
-//! - [`sink`]: [`MeasureSink`], where a training loop sends measures.
-//! - `stopping`: grokked-at and the early-stop rule, shared by both training loops.
-//! - `trial_thread`: one trial on a dedicated OS thread, rows over a bounded channel.
+//! - [`family`]: [`PackFamily`], the seam every family implements; [`registry`]: which family trains a lease.
+//! - [`runner`]: [`run_pack`], the one training loop (cadence, stop rules, cancellation, sinks) for packs of any size.
+//! - [`optim`]: per-trial AdamW over stacked parameters; `stack`: stacking, slicing and dropping trials of a pack.
+//! - [`sink`]: [`MeasureSink`], where the runner sends one trial's measures, checkpoints and outcome.
+//! - `stopping`: grokked-at and the early-stop rule.
+//! - `pack_thread`: one pack on a dedicated OS thread, results over a bounded channel.
 //! - `runtime`: the async worker loop ([`run`]).
 
 pub mod backend;
 pub mod diffusion;
+pub mod family;
 pub mod fourier;
 mod layout;
+pub mod optim;
+mod pack_thread;
 mod random;
+pub mod registry;
+pub mod runner;
 mod runtime;
 pub mod sink;
+mod stack;
 mod stopping;
 pub mod transformer;
-mod trial_thread;
 
+pub use family::{Evaluation, FamilyContext, FamilyError, PackFamily};
+pub use runner::run_pack;
 pub use runtime::run;
-pub use sink::{CollectingSink, MeasureSink, SinkError};
+pub use sink::{CollectingSink, MeasureSink, SinkError, TrialError, TrialOutcome};
 
 /// A tensor's values on the host, row-major.
 pub(crate) fn host<B: burn::tensor::backend::Backend, const D: usize>(tensor: burn::tensor::Tensor<B, D>) -> Vec<f32> {
@@ -34,14 +44,19 @@ pub(crate) fn host<B: burn::tensor::backend::Backend, const D: usize>(tensor: bu
 pub struct WorkerConfig {
     /// Coordinator address, e.g. `http://head:50051`.
     pub coordinator: String,
-    /// Trials trained at once.
+    /// Packs trained at once, each on its own thread.
     pub slots: u32,
+    /// Most trials in one pack (trained as one stacked program).
+    pub pack_size: u32,
     /// Shared token, if the coordinator requires one.
     pub token: Option<String>,
     /// Name shown in the coordinator's records (host name by default).
     pub name: String,
     /// Where trained judge classifiers of the diffusion family are cached.
     pub cache_dir: std::path::PathBuf,
+    /// Where each running trial's checkpoints are kept on local disk until
+    /// it ends (for measures computed over them after training).
+    pub scratch_dir: std::path::PathBuf,
 }
 
 /// Errors that end a worker.

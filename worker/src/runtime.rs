@@ -1,18 +1,20 @@
-//! The worker loop: register, lease up to `slots` trials, upload progress,
-//! heartbeat, finish or give back trials, and ride out coordinator restarts.
+//! The worker loop: register, lease up to `slots` packs of up to `pack_size`
+//! trials, upload progress, heartbeat (one call for every trial of every
+//! pack), finish or give back trials one by one, and ride out coordinator
+//! restarts.
 //!
 //! All coordinator calls happen in one `sync` pass on a timer. A failed pass
 //! (coordinator down, network) is retried with exponential backoff; nothing is
 //! dropped meanwhile: progress rows wait in memory and are re-sent (the
 //! coordinator ignores rows it already has), finished trials wait to report.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use sweep_core::{DiffusionSettings, StopRule, TrainingSettings, TrialParams};
+use sweep_core::{LeaseRef, Revocation, StepMeasures, TrialId, TrialLease};
 use sweep_proto::client::{Client, connect_lazy};
 use sweep_proto::pb;
 use tokio::sync::mpsc;
@@ -20,7 +22,9 @@ use tokio::time::Instant;
 use tonic::Code;
 use tracing::{debug, info, warn};
 
-use crate::trial_thread::{self, TrialEvent, TrialJob, TrialOutcome};
+use crate::family::FamilyContext;
+use crate::pack_thread::{self, PackEvent};
+use crate::sink::{TrialError, TrialOutcome};
 use crate::{WorkerConfig, WorkerError};
 
 const TICK: Duration = Duration::from_millis(200);
@@ -28,10 +32,12 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 
 struct RunningTrial {
-    lease: pb::LeaseRef,
+    lease: LeaseRef,
     sweep: String,
+    /// The pack it trains in (`None` for a lease that never started).
+    pack: Option<u64>,
     cancel: Arc<AtomicBool>,
-    pending: Vec<pb::ProgressRow>,
+    pending: Vec<StepMeasures>,
     /// Checkpoints not yet stored by the coordinator: (step, safetensors bytes).
     pending_checkpoints: Vec<(i64, Vec<u8>)>,
     outcome: Option<TrialOutcome>,
@@ -47,8 +53,11 @@ struct Worker {
     heartbeat_every: Duration,
     next_heartbeat: Instant,
     next_lease: Instant,
-    running: HashMap<String, RunningTrial>,
-    events: mpsc::Sender<TrialEvent>,
+    running: HashMap<TrialId, RunningTrial>,
+    /// Packs whose threads are running.
+    packs: HashSet<u64>,
+    next_pack: u64,
+    events: mpsc::Sender<PackEvent>,
     stopping: bool,
 }
 
@@ -70,6 +79,8 @@ pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()>) -> Re
         next_heartbeat: now,
         next_lease: now,
         running: HashMap::new(),
+        packs: HashSet::new(),
+        next_pack: 0,
         events,
         stopping: false,
     };
@@ -124,21 +135,28 @@ pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()>) -> Re
 }
 
 impl Worker {
-    fn absorb(&mut self, event: TrialEvent) {
+    fn absorb(&mut self, event: PackEvent) {
         match event {
-            TrialEvent::Rows { trial_id, rows } => {
+            PackEvent::Measures { trial_id, step } => {
                 if let Some(trial) = self.running.get_mut(&trial_id) {
-                    trial.pending.extend(rows);
+                    trial.pending.push(step);
                 }
             }
-            TrialEvent::Checkpoint { trial_id, step, safetensors } => {
+            PackEvent::Checkpoint { trial_id, step, safetensors } => {
                 if let Some(trial) = self.running.get_mut(&trial_id) {
                     trial.pending_checkpoints.push((step, safetensors));
                 }
             }
-            TrialEvent::Finished { trial_id, outcome } => {
+            PackEvent::Finished { trial_id, outcome } => {
                 if let Some(trial) = self.running.get_mut(&trial_id) {
                     trial.outcome = Some(outcome);
+                }
+            }
+            PackEvent::Ended { pack, panic } => {
+                self.packs.remove(&pack);
+                for trial in self.running.values_mut().filter(|trial| trial.pack == Some(pack) && trial.outcome.is_none()) {
+                    let why = panic.clone().unwrap_or_else(|| "the pack ended without an outcome for this trial".to_string());
+                    trial.outcome = Some(TrialOutcome::Failed(TrialError::Panicked(why)));
                 }
                 self.next_lease = Instant::now();
             }
@@ -168,9 +186,16 @@ impl Worker {
             backend: crate::backend::BACKEND_NAME.to_string(),
             slots: self.config.slots,
             previous_worker_id: self.previous_worker_id.clone().unwrap_or_default(),
+            pack_size: self.config.pack_size,
         };
         let response = self.client.register_worker(request).await?.into_inner();
-        info!(worker = %response.worker_id, slots = self.config.slots, backend = crate::backend::BACKEND_NAME, "registered with the coordinator");
+        info!(
+            worker = %response.worker_id,
+            slots = self.config.slots,
+            pack_size = self.config.pack_size,
+            backend = crate::backend::BACKEND_NAME,
+            "registered with the coordinator"
+        );
         self.heartbeat_every = Duration::from_millis(response.heartbeat_interval_ms.max(100) as u64);
         self.previous_worker_id = Some(response.worker_id.clone());
         self.worker_id = Some(response.worker_id);
@@ -185,7 +210,7 @@ impl Worker {
     }
 
     async fn upload_progress(&mut self) -> Result<(), tonic::Status> {
-        let with_rows: Vec<String> =
+        let with_rows: Vec<TrialId> =
             self.running.iter().filter(|(_, trial)| !trial.pending.is_empty() && !trial.revoked).map(|(id, _)| id.clone()).collect();
         for trial_id in with_rows {
             let trial = self.running.get_mut(&trial_id).expect("ids were taken from the map");
@@ -194,7 +219,7 @@ impl Worker {
                 continue;
             }
             let sent = trial.pending.len();
-            let batch = pb::ProgressBatch { lease: Some(trial.lease.clone()), rows: trial.pending.clone() };
+            let batch = pb::ProgressBatch { lease: Some((&trial.lease).into()), steps: trial.pending.iter().map(Into::into).collect() };
             match self.client.report_progress(tokio_stream::iter(vec![batch])).await {
                 Ok(_) => {
                     trial.pending.drain(..sent);
@@ -214,7 +239,7 @@ impl Worker {
     /// Store pending checkpoints, oldest first; a checkpoint stays pending
     /// until the coordinator has it, so a restart of the coordinator loses none.
     async fn upload_checkpoints(&mut self) -> Result<(), tonic::Status> {
-        let with_checkpoints: Vec<String> = self
+        let with_checkpoints: Vec<TrialId> = self
             .running
             .iter()
             .filter(|(_, trial)| !trial.pending_checkpoints.is_empty() && !trial.revoked)
@@ -227,7 +252,7 @@ impl Worker {
                 continue;
             }
             while let Some((step, bytes)) = trial.pending_checkpoints.first() {
-                let request = pb::UploadCheckpointRequest { lease: Some(trial.lease.clone()), step: *step, safetensors: bytes.clone() };
+                let request = pb::UploadCheckpointRequest { lease: Some((&trial.lease).into()), step: *step, safetensors: bytes.clone() };
                 match self.client.upload_checkpoint(request).await {
                     Ok(response) => {
                         debug!(trial = %trial_id, step = *step, path = %response.into_inner().path, "checkpoint stored");
@@ -248,7 +273,7 @@ impl Worker {
     }
 
     async fn report_finished(&mut self) -> Result<(), tonic::Status> {
-        let finished: Vec<String> = self
+        let finished: Vec<TrialId> = self
             .running
             .iter()
             .filter(|(_, trial)| {
@@ -258,16 +283,16 @@ impl Worker {
             .collect();
         for trial_id in finished {
             let trial = &self.running[&trial_id];
-            let lease = Some(trial.lease.clone());
+            let lease = Some((&trial.lease).into());
             let result = match (&trial.outcome, trial.revoked) {
                 (_, true) => Ok(()),
                 (Some(TrialOutcome::Done(metrics)), false) => {
-                    let request = pb::CompleteTrialRequest { lease, metrics: Some(metrics.clone()) };
+                    let request = pb::CompleteTrialRequest { lease, metrics: Some(metrics.into()) };
                     self.client.complete_trial(request).await.map(|_| ())
                 }
-                (Some(TrialOutcome::Failed(reason)), false) => {
-                    warn!(trial = %trial_id, reason = %reason, "trial failed");
-                    let request = pb::FailTrialRequest { lease, reason: reason.clone(), release: false };
+                (Some(TrialOutcome::Failed(error)), false) => {
+                    warn!(trial = %trial_id, error = %error, "trial failed");
+                    let request = pb::FailTrialRequest { lease, reason: error.to_string(), release: false };
                     self.client.fail_trial(request).await.map(|_| ())
                 }
                 (Some(TrialOutcome::Cancelled), false) | (None, false) => {
@@ -289,7 +314,7 @@ impl Worker {
 
     async fn heartbeat(&mut self) -> Result<(), tonic::Status> {
         let worker_id = self.worker_id.clone().unwrap_or_default();
-        let leases = self.running.values().filter(|trial| !trial.revoked).map(|trial| trial.lease.clone()).collect();
+        let leases = self.running.values().filter(|trial| !trial.revoked).map(|trial| (&trial.lease).into()).collect();
         let response = match self.client.heartbeat(pb::HeartbeatRequest { worker_id, leases }).await {
             Ok(response) => response.into_inner(),
             Err(status) => {
@@ -297,10 +322,10 @@ impl Worker {
                 return Err(status);
             }
         };
-        for revocation in response.revoked {
-            let Some(lease) = revocation.lease else { continue };
+        for wire in response.revoked {
+            let Ok(Revocation { lease, reason }) = Revocation::try_from(wire) else { continue };
             if let Some(trial) = self.running.get_mut(&lease.trial_id) {
-                warn!(trial = %lease.trial_id, attempt = lease.attempt, reason = %revocation.reason, "lease revoked; stopping the trial");
+                warn!(trial = %lease.trial_id, attempt = lease.attempt, reason = %reason, "lease revoked; stopping the trial");
                 trial.revoked = true;
                 trial.cancel.store(true, Ordering::Relaxed);
             }
@@ -310,7 +335,7 @@ impl Worker {
     }
 
     async fn lease(&mut self) -> Result<(), tonic::Status> {
-        let free_slots = self.config.slots.saturating_sub(self.running.len() as u32);
+        let free_slots = self.config.slots.saturating_sub(self.packs.len() as u32);
         self.next_lease = Instant::now() + Duration::from_secs(1);
         if free_slots == 0 {
             return Ok(());
@@ -319,44 +344,79 @@ impl Worker {
             worker_id: self.worker_id.clone().unwrap_or_default(),
             free_slots,
             backend: crate::backend::BACKEND_NAME.to_string(),
+            pack_size: self.config.pack_size,
         };
-        let leases = match self.client.lease_trials(request).await {
-            Ok(response) => response.into_inner().leases,
+        let packs = match self.client.lease_trials(request).await {
+            Ok(response) => response.into_inner().packs,
             Err(status) => {
                 self.on_unknown_worker(&status);
                 return Err(status);
             }
         };
-        for lease in leases {
-            self.start(lease);
+        for pack in packs {
+            self.start(pack);
         }
         Ok(())
     }
 
-    fn start(&mut self, lease: pb::Lease) {
-        let Some(lease_ref) = lease.lease.clone() else { return };
-        let job = match job_from_lease(lease, &self.config.cache_dir) {
-            Ok(job) => job,
-            Err(message) => {
-                warn!(trial = %lease_ref.trial_id, error = %message, "lease is malformed; failing it");
-                self.track(lease_ref, String::new(), Some(TrialOutcome::Failed(message)));
-                return;
+    /// Start a leased pack on its own thread. A lease that does not convert
+    /// is failed on its own; the others of the pack start without it.
+    fn start(&mut self, pack: pb::LeasedPack) {
+        let mut leases = Vec::with_capacity(pack.leases.len());
+        for wire in pack.leases {
+            let Ok(lease_ref) = sweep_proto::convert::lease_ref(wire.lease.clone()) else {
+                warn!("a lease without a usable lease reference; it will lapse");
+                continue;
+            };
+            match TrialLease::try_from(wire) {
+                Ok(lease) => leases.push(lease),
+                Err(error) => {
+                    warn!(trial = %lease_ref.trial_id, %error, "lease is malformed; failing it");
+                    self.track(lease_ref, String::new(), None, Some(TrialOutcome::Failed(TrialError::Malformed(error))));
+                }
             }
-        };
-        let sweep = job.sweep.clone();
-        info!(sweep = %sweep, trial = %job.trial_id, attempt = job.attempt, modulus = job.params.modulus, "starting trial");
-        let cancel = self.track(lease_ref.clone(), sweep, None);
-        if let Err(error) = trial_thread::spawn(job, self.events.clone(), cancel) {
-            self.running.get_mut(&lease_ref.trial_id).expect("just tracked").outcome =
-                Some(TrialOutcome::Failed(format!("cannot start a training thread: {error}")));
+        }
+        if leases.is_empty() {
+            return;
+        }
+        let id = self.next_pack;
+        self.next_pack += 1;
+        let mut cancel = HashMap::new();
+        for lease in &leases {
+            info!(
+                sweep = %lease.sweep,
+                trial = %lease.lease.trial_id,
+                attempt = lease.lease.attempt,
+                modulus = lease.params.modulus,
+                pack = id,
+                pack_trials = leases.len(),
+                "starting trial"
+            );
+            let flag = self.track(lease.lease.clone(), lease.sweep.clone(), Some(id), None);
+            cancel.insert(lease.lease.trial_id.clone(), flag);
+        }
+        let context = FamilyContext { cache_dir: self.config.cache_dir.clone() };
+        let trial_ids: Vec<TrialId> = leases.iter().map(|lease| lease.lease.trial_id.clone()).collect();
+        match pack_thread::spawn(id, leases, &cancel, self.events.clone(), context, self.config.scratch_dir.clone()) {
+            Ok(()) => {
+                self.packs.insert(id);
+            }
+            Err(error) => {
+                let message = error.to_string();
+                for trial_id in trial_ids {
+                    let trial = self.running.get_mut(&trial_id).expect("just tracked");
+                    trial.outcome = Some(TrialOutcome::Failed(TrialError::Thread(std::io::Error::other(message.clone()))));
+                }
+            }
         }
     }
 
-    fn track(&mut self, lease: pb::LeaseRef, sweep: String, outcome: Option<TrialOutcome>) -> Arc<AtomicBool> {
+    fn track(&mut self, lease: LeaseRef, sweep: String, pack: Option<u64>, outcome: Option<TrialOutcome>) -> Arc<AtomicBool> {
         let cancel = Arc::new(AtomicBool::new(false));
         let trial = RunningTrial {
             lease: lease.clone(),
             sweep,
+            pack,
             cancel: Arc::clone(&cancel),
             pending: Vec::new(),
             pending_checkpoints: Vec::new(),
@@ -366,24 +426,4 @@ impl Worker {
         self.running.insert(lease.trial_id, trial);
         cancel
     }
-}
-
-fn job_from_lease(lease: pb::Lease, cache_dir: &std::path::Path) -> Result<TrialJob, String> {
-    use sweep_proto::convert::required;
-    let lease_ref = required(lease.lease, "lease").map_err(|error| error.to_string())?;
-    let params = TrialParams::try_from(required(lease.params, "params").map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
-    let training =
-        TrainingSettings::try_from(required(lease.training, "training").map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
-    let stop = StopRule::try_from(required(lease.stop, "stop").map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
-    let diffusion = lease.diffusion.map(DiffusionSettings::try_from).transpose().map_err(|e| e.to_string())?;
-    Ok(TrialJob {
-        trial_id: lease_ref.trial_id,
-        sweep: lease.sweep,
-        attempt: lease_ref.attempt,
-        params,
-        training,
-        stop,
-        diffusion,
-        cache_dir: cache_dir.to_path_buf(),
-    })
 }

@@ -49,16 +49,17 @@ async fn main() -> anyhow::Result<()> {
                 backend: "none".into(),
                 slots: 1,
                 previous_worker_id: String::new(),
+                pack_size: 1,
             };
             let worker_id = client.register_worker(request).await?.into_inner().worker_id;
             let mut completed = 0usize;
             loop {
-                let request = pb::LeaseTrialsRequest { worker_id: worker_id.clone(), free_slots: 1, backend: "none".into() };
-                let leases = client.lease_trials(request).await?.into_inner().leases;
-                if leases.is_empty() {
+                let request = pb::LeaseTrialsRequest { worker_id: worker_id.clone(), free_slots: 1, backend: "none".into(), pack_size: 1 };
+                let packs = client.lease_trials(request).await?.into_inner().packs;
+                if packs.is_empty() {
                     return anyhow::Ok(completed);
                 }
-                for lease in leases {
+                for lease in packs.into_iter().flat_map(|pack| pack.leases) {
                     let metrics = pb::FinalMetrics { epochs: 1, ..Default::default() };
                     client.complete_trial(pb::CompleteTrialRequest { lease: lease.lease, metrics: Some(metrics) }).await?;
                     completed += 1;

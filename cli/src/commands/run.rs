@@ -17,6 +17,7 @@ use crate::signals::shutdown_signal;
 /// Run a sweep here, to the end or until Ctrl-C; a second run resumes.
 pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.workers >= 1 && args.slots >= 1, "--workers and --slots must be at least 1");
+    anyhow::ensure!(args.pack != Some(0), "--pack must be at least 1");
     // Validate before anything starts: a bad spec starts nothing.
     let spec = sweep_core::load_spec(&args.spec)?;
 
@@ -38,9 +39,11 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         let config = WorkerConfig {
             coordinator: address.clone(),
             slots: args.slots,
+            pack_size: args.pack.unwrap_or_else(sweep_worker::backend::default_pack_size),
             token: None,
             name: format!("{}-local{index}", host_name()),
             cache_dir: args.data_dir.join("cache"),
+            scratch_dir: args.data_dir.join("scratch"),
         };
         workers.push(tokio::spawn(sweep_worker::run(config, wait_for(workers_stopped.clone()))));
     }
@@ -83,8 +86,8 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 /// The tables (subdirectories) a sweep's results directory holds, sorted:
-/// `trials`, `progress` and `spectra`, and `checkpoints` where a family
-/// wrote them (the transformer's).
+/// `trials`, `progress`, and `spectra`, `curves` and `checkpoints` where a
+/// family wrote them.
 fn result_tables(sweep_dir: &std::path::Path) -> Vec<String> {
     let mut tables: Vec<String> = std::fs::read_dir(sweep_dir)
         .map(|entries| {

@@ -18,12 +18,15 @@ pub(crate) fn host_name() -> String {
 /// Run a worker.
 pub(crate) async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.slots >= 1, "--slots must be at least 1");
+    anyhow::ensure!(args.pack != Some(0), "--pack must be at least 1");
     let config = WorkerConfig {
         coordinator: args.client.coordinator.clone(),
         slots: args.slots,
+        pack_size: args.pack.unwrap_or_else(sweep_worker::backend::default_pack_size),
         token: args.client.token,
         name: args.name.unwrap_or_else(host_name),
         cache_dir: args.cache_dir,
+        scratch_dir: args.scratch_dir.unwrap_or_else(std::env::temp_dir),
     };
     sweep_worker::run(config, shutdown_signal()).await.with_context(|| format!("worker for {} failed", args.client.coordinator))
 }

@@ -17,6 +17,7 @@ pub struct TrialParams {
     #[prost(uint32, optional, tag = "7")]
     pub image_diversity: ::core::option::Option<u32>,
 }
+/// Settings every family shares (sweep_core::TrainingSettings).
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, ::prost::Message)]
 pub struct TrainingSettings {
@@ -26,14 +27,19 @@ pub struct TrainingSettings {
     pub warmup_steps: u32,
     #[prost(uint32, tag = "3")]
     pub eval_every: u32,
-    #[prost(uint32, tag = "4")]
-    pub d_model: u32,
-    #[prost(uint32, tag = "5")]
-    pub n_heads: u32,
-    #[prost(uint32, tag = "6")]
-    pub d_mlp: u32,
     #[prost(uint32, tag = "7")]
     pub checkpoint_every: u32,
+}
+/// Sizes of the transformer family (sweep_core::TransformerSettings).
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct TransformerSettings {
+    #[prost(uint32, tag = "1")]
+    pub d_model: u32,
+    #[prost(uint32, tag = "2")]
+    pub n_heads: u32,
+    #[prost(uint32, tag = "3")]
+    pub d_mlp: u32,
 }
 /// Settings of the diffusion family (sweep_core::DiffusionSettings).
 #[allow(clippy::all)]
@@ -201,11 +207,15 @@ pub struct RegisterWorkerRequest {
     pub name: ::prost::alloc::string::String,
     #[prost(string, tag = "2")]
     pub backend: ::prost::alloc::string::String,
+    /// Packs the worker trains at once.
     #[prost(uint32, tag = "3")]
     pub slots: u32,
     /// Set when re-registering after a coordinator restart.
     #[prost(string, tag = "4")]
     pub previous_worker_id: ::prost::alloc::string::String,
+    /// Most trials in one pack.
+    #[prost(uint32, tag = "5")]
+    pub pack_size: u32,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -222,10 +232,14 @@ pub struct RegisterWorkerResponse {
 pub struct LeaseTrialsRequest {
     #[prost(string, tag = "1")]
     pub worker_id: ::prost::alloc::string::String,
+    /// Packs the worker can start now.
     #[prost(uint32, tag = "2")]
     pub free_slots: u32,
     #[prost(string, tag = "3")]
     pub backend: ::prost::alloc::string::String,
+    /// Most trials per pack (0 is read as 1).
+    #[prost(uint32, tag = "4")]
+    pub pack_size: u32,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -242,15 +256,37 @@ pub struct Lease {
     pub stop: ::core::option::Option<StopRule>,
     #[prost(int64, tag = "6")]
     pub deadline_ms: i64,
-    /// Set for diffusion trials.
-    #[prost(message, optional, tag = "7")]
-    pub diffusion: ::core::option::Option<DiffusionSettings>,
+    /// The settings of the trial's family (the family named in params).
+    #[prost(oneof = "lease::Family", tags = "7, 8")]
+    pub family: ::core::option::Option<lease::Family>,
+}
+/// Nested message and enum types in `Lease`.
+pub mod lease {
+    /// The settings of the trial's family (the family named in params).
+    #[allow(clippy::all)]
+    #[derive(Clone, PartialEq, ::prost::Oneof)]
+    pub enum Family {
+        #[prost(message, tag = "7")]
+        Diffusion(super::DiffusionSettings),
+        #[prost(message, tag = "8")]
+        Transformer(super::TransformerSettings),
+    }
+}
+/// Trials of one pack key, to be trained together as one program. Each keeps
+/// its own lease, attempt and fencing token.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct LeasedPack {
+    #[prost(message, repeated, tag = "1")]
+    pub leases: ::prost::alloc::vec::Vec<Lease>,
+    #[prost(string, tag = "2")]
+    pub pack_key: ::prost::alloc::string::String,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct LeaseTrialsResponse {
-    #[prost(message, repeated, tag = "1")]
-    pub leases: ::prost::alloc::vec::Vec<Lease>,
+    #[prost(message, repeated, tag = "2")]
+    pub packs: ::prost::alloc::vec::Vec<LeasedPack>,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -285,28 +321,63 @@ pub struct HeartbeatResponse {
     #[prost(message, repeated, tag = "1")]
     pub revoked: ::prost::alloc::vec::Vec<Revocation>,
 }
+/// One value per frequency k = 0..(p-1)/2 (the index is k).
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
-pub struct ProgressRow {
+pub struct Spectrum {
+    #[prost(double, repeated, tag = "1")]
+    pub values: ::prost::alloc::vec::Vec<f64>,
+}
+/// Values at sampling times; t and values have the same length.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Curve {
+    #[prost(double, repeated, tag = "1")]
+    pub t: ::prost::alloc::vec::Vec<f64>,
+    #[prost(double, repeated, tag = "2")]
+    pub values: ::prost::alloc::vec::Vec<f64>,
+}
+/// A typed measure (sweep_core::Measure): scalars go to the `progress` table,
+/// spectra to `spectra`, curves to `curves`.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Measure {
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    #[prost(oneof = "measure::Value", tags = "2, 3, 4")]
+    pub value: ::core::option::Option<measure::Value>,
+}
+/// Nested message and enum types in `Measure`.
+pub mod measure {
+    #[allow(clippy::all)]
+    #[derive(Clone, PartialEq, ::prost::Oneof)]
+    pub enum Value {
+        #[prost(double, tag = "2")]
+        Scalar(f64),
+        #[prost(message, tag = "3")]
+        Spectrum(super::Spectrum),
+        #[prost(message, tag = "4")]
+        Curve(super::Curve),
+    }
+}
+/// Every measure of one step.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct StepMeasures {
     #[prost(int64, tag = "1")]
     pub step: i64,
-    /// A measure name, or a spectrum entry encoded as `spectrum:<matrix>:<frequency>`
-    /// (see sweep_core::measures::SpectrumKey); the coordinator routes those to
-    /// the `spectra` table.
-    #[prost(string, tag = "2")]
-    pub measure: ::prost::alloc::string::String,
-    #[prost(double, tag = "3")]
-    pub value: f64,
-    #[prost(int64, tag = "4")]
+    #[prost(int64, tag = "2")]
     pub wall_time_ms: i64,
+    #[prost(message, repeated, tag = "3")]
+    pub measures: ::prost::alloc::vec::Vec<Measure>,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ProgressBatch {
     #[prost(message, optional, tag = "1")]
     pub lease: ::core::option::Option<LeaseRef>,
-    #[prost(message, repeated, tag = "2")]
-    pub rows: ::prost::alloc::vec::Vec<ProgressRow>,
+    #[prost(message, repeated, tag = "3")]
+    pub steps: ::prost::alloc::vec::Vec<StepMeasures>,
 }
 #[allow(clippy::all)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]

@@ -71,32 +71,30 @@ impl ImageBank {
     }
 }
 
-/// One batch of (a, b) pairs with the images, times and noise drawn for it.
+/// The draws of one batch on the host: per pair, the images of a, b and
+/// c = (a + b) mod P, a time and the noise.
 #[derive(Debug, Clone)]
-pub struct Batch<B: Backend> {
-    /// The operands as the model takes them.
-    pub operands: Operands<B>,
-    /// Target images x0, [batch, pixels].
-    pub x0: Tensor<B, 2>,
-    /// Noise ε, [batch, pixels].
-    pub noise: Tensor<B, 2>,
+pub struct HostDraw {
+    /// The pairs, in order.
+    pub pairs: Vec<(usize, usize)>,
+    /// Images of a, [n · pixels] (empty for token input).
+    pub a_images: Vec<f32>,
+    /// Images of b, [n · pixels] (empty for token input).
+    pub b_images: Vec<f32>,
+    /// Target images x0, [n · pixels].
+    pub x0: Vec<f32>,
+    /// Noise ε, [n · pixels].
+    pub noise: Vec<f32>,
     /// The drawn times.
     pub times: Vec<f64>,
-    /// The sums c = (a + b) mod P.
+    /// The sums c.
     pub targets: Vec<usize>,
 }
 
-impl<B: Backend> Batch<B> {
+impl HostDraw {
     /// Draw images, times and noise for `pairs` from `rng`. With `time`
     /// given, every pair uses that t instead of a random one.
-    pub fn draw(
-        bank: &ImageBank,
-        pairs: &[(usize, usize)],
-        input: OperandInput,
-        time: Option<f64>,
-        rng: &mut SplitMix64,
-        device: &B::Device,
-    ) -> Self {
+    pub fn draw(bank: &ImageBank, pairs: &[(usize, usize)], input: OperandInput, time: Option<f64>, rng: &mut SplitMix64) -> Self {
         let (n, pixels, p) = (pairs.len(), bank.pixels(), bank.classes());
         let pick = |rng: &mut SplitMix64| rng.below(bank.per_class() as u64) as usize;
         let (mut a_images, mut b_images, mut x0) =
@@ -115,18 +113,80 @@ impl<B: Backend> Batch<B> {
             targets.push(c);
         }
         let noise = normal_samples(rng, n * pixels, 1.0);
+        HostDraw { pairs: pairs.to_vec(), a_images, b_images, x0, noise, times, targets }
+    }
+
+    /// Pairs drawn.
+    pub fn len(&self) -> usize {
+        self.pairs.len()
+    }
+
+    /// No pairs.
+    pub fn is_empty(&self) -> bool {
+        self.pairs.is_empty()
+    }
+
+    /// The same draw with its first row repeated until it has `rows` rows
+    /// (padding of a pack; the repeated rows carry no loss weight).
+    pub fn padded(mut self, rows: usize, pixels: usize) -> Self {
+        let n = self.len();
+        for _ in n..rows {
+            let pad = |values: &mut Vec<f32>| {
+                if !values.is_empty() {
+                    values.extend_from_within(0..pixels);
+                }
+            };
+            pad(&mut self.a_images);
+            pad(&mut self.b_images);
+            pad(&mut self.x0);
+            pad(&mut self.noise);
+            self.pairs.push(self.pairs[0]);
+            self.times.push(self.times[0]);
+            self.targets.push(self.targets[0]);
+        }
+        self
+    }
+}
+
+/// One batch of (a, b) pairs with the images, times and noise drawn for it.
+#[derive(Debug, Clone)]
+pub struct Batch<B: Backend> {
+    /// The operands as the model takes them.
+    pub operands: Operands<B>,
+    /// Target images x0, [batch, pixels].
+    pub x0: Tensor<B, 2>,
+    /// Noise ε, [batch, pixels].
+    pub noise: Tensor<B, 2>,
+    /// The drawn times.
+    pub times: Vec<f64>,
+    /// The sums c = (a + b) mod P.
+    pub targets: Vec<usize>,
+}
+
+impl<B: Backend> Batch<B> {
+    /// Draw images, times and noise for `pairs` from `rng` ([`HostDraw::draw`]) as tensors.
+    pub fn draw(
+        bank: &ImageBank,
+        pairs: &[(usize, usize)],
+        input: OperandInput,
+        time: Option<f64>,
+        rng: &mut SplitMix64,
+        device: &B::Device,
+    ) -> Self {
+        let draw = HostDraw::draw(bank, pairs, input, time, rng);
+        let (n, pixels) = (draw.len(), bank.pixels());
         let matrix = |values: Vec<f32>| Tensor::<B, 2>::from_data(TensorData::new(values, [n, pixels]), device);
         let operands = match input {
-            OperandInput::Image => Operands::Images(matrix(a_images), matrix(b_images)),
+            OperandInput::Image => Operands::Images(matrix(draw.a_images), matrix(draw.b_images)),
             OperandInput::Token => {
                 let column = |values: Vec<i64>| Tensor::<B, 1, Int>::from_data(TensorData::new(values, [n]), device);
                 Operands::Tokens(
-                    column(pairs.iter().map(|pair| pair.0 as i64).collect()),
-                    column(pairs.iter().map(|pair| pair.1 as i64).collect()),
+                    column(draw.pairs.iter().map(|pair| pair.0 as i64).collect()),
+                    column(draw.pairs.iter().map(|pair| pair.1 as i64).collect()),
                 )
             }
         };
-        Batch { operands, x0: matrix(x0), noise: matrix(noise), times, targets }
+        Batch { operands, x0: matrix(draw.x0), noise: matrix(draw.noise), times: draw.times, targets: draw.targets }
     }
 
     /// x_t for the drawn times, and the time features the model takes.

@@ -21,11 +21,11 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use sweep_core::measures::{
     self as names, CRITICAL_TIMESTEP_TEST, CRITICAL_TIMESTEP_TRAIN, GINI_OPERAND, KEY_FREQUENCY_COUNT, KEY_FVE_THRESHOLD,
-    KEY_NEURON_FRACTION, MODE_SHIFT_FRACTION, PairSet, SPECTRAL_ENTROPY, SUM_SQUARED_WEIGHTS, SpectrumKey, SpectrumMatrix, TEST_ACCURACY,
-    TEST_LOSS, TRAIN_ACCURACY, TRAIN_LOSS,
+    KEY_NEURON_FRACTION, MODE_SHIFT_FRACTION, PairSet, SPECTRAL_ENTROPY, SUM_SQUARED_WEIGHTS, SpectrumMatrix, TEST_ACCURACY, TEST_LOSS,
+    TRAIN_ACCURACY, TRAIN_LOSS,
 };
 use sweep_core::split::SplitMix64;
-use sweep_core::{DiffusionSettings, OperandInput, Split};
+use sweep_core::{CurvePoint, DiffusionSettings, Measure, OperandInput, Split};
 
 use super::data::{Batch, ImageBank};
 use super::flow::euler_sample;
@@ -81,40 +81,46 @@ pub struct Evaluation {
 }
 
 impl Evaluation {
-    /// The rows to record: scalar measures, decision-curve points, switch
-    /// results, then the spectra as `SpectrumKey` names.
-    pub fn rows(&self) -> Vec<(String, f64)> {
-        let mut rows = vec![
-            (TRAIN_LOSS.to_string(), self.train_loss),
-            (TEST_LOSS.to_string(), self.test_loss),
-            (TRAIN_ACCURACY.to_string(), self.train_accuracy),
-            (TEST_ACCURACY.to_string(), self.test_accuracy),
-            (SUM_SQUARED_WEIGHTS.to_string(), self.sum_squared_weights),
-            (MODE_SHIFT_FRACTION.to_string(), self.mode_shift_fraction),
-            (KEY_FREQUENCY_COUNT.to_string(), self.key_frequencies.len() as f64),
-            (KEY_NEURON_FRACTION.to_string(), self.key_neuron_fraction),
-            (GINI_OPERAND.to_string(), self.gini_operand),
-            (SPECTRAL_ENTROPY.to_string(), self.spectral_entropy),
-        ];
-        rows.extend(self.critical_train.map(|t| (CRITICAL_TIMESTEP_TRAIN.to_string(), t)));
-        rows.extend(self.critical_test.map(|t| (CRITICAL_TIMESTEP_TEST.to_string(), t)));
+    /// The measures, typed: scalars, the decision curves and the
+    /// operand-switch results as curves over t, and the spectra.
+    pub fn measures(&self) -> Vec<Measure> {
+        let mut measures: Vec<Measure> = [
+            (TRAIN_LOSS, self.train_loss),
+            (TEST_LOSS, self.test_loss),
+            (TRAIN_ACCURACY, self.train_accuracy),
+            (TEST_ACCURACY, self.test_accuracy),
+            (SUM_SQUARED_WEIGHTS, self.sum_squared_weights),
+            (MODE_SHIFT_FRACTION, self.mode_shift_fraction),
+            (KEY_FREQUENCY_COUNT, self.key_frequencies.len() as f64),
+            (KEY_NEURON_FRACTION, self.key_neuron_fraction),
+            (GINI_OPERAND, self.gini_operand),
+            (SPECTRAL_ENTROPY, self.spectral_entropy),
+        ]
+        .into_iter()
+        .map(|(name, value)| Measure::scalar(name, value))
+        .collect();
+        measures.extend(self.critical_train.map(|t| Measure::scalar(CRITICAL_TIMESTEP_TRAIN, t)));
+        measures.extend(self.critical_test.map(|t| Measure::scalar(CRITICAL_TIMESTEP_TEST, t)));
+        let points = |curve: &[(f64, f64)]| curve.iter().map(|&(t, value)| CurvePoint { t, value }).collect::<Vec<_>>();
         for (set, curve) in [(PairSet::Train, &self.decision_train), (PairSet::Test, &self.decision_test)] {
-            rows.extend(curve.iter().map(|&(t, accuracy)| (names::decision_measure(set, t), accuracy)));
-        }
-        for &(t, new, old) in &self.switches {
-            let [follows_new, follows_old] = names::switch_measures(t);
-            rows.push((follows_new, new));
-            rows.push((follows_old, old));
-        }
-        for (matrix, values) in [
-            (SpectrumMatrix::KeyNeurons, self.key_neuron_counts.iter().map(|&count| count as f64).collect::<Vec<_>>()),
-            (SpectrumMatrix::Operand, self.operand_spectrum.clone()),
-        ] {
-            for (frequency, value) in values.into_iter().enumerate() {
-                rows.push((SpectrumKey { matrix, frequency: frequency as u32 }.measure_name(), value));
+            if !curve.is_empty() {
+                measures.push(Measure::curve(names::decision_curve(set), points(curve)));
             }
         }
-        rows
+        if !self.switches.is_empty() {
+            let follows_new: Vec<(f64, f64)> = self.switches.iter().map(|&(t, new, _)| (t, new)).collect();
+            let follows_old: Vec<(f64, f64)> = self.switches.iter().map(|&(t, _, old)| (t, old)).collect();
+            measures.push(Measure::curve(names::SWITCH_FOLLOWS_NEW, points(&follows_new)));
+            measures.push(Measure::curve(names::SWITCH_FOLLOWS_OLD, points(&follows_old)));
+        }
+        let counts: Vec<f64> = self.key_neuron_counts.iter().map(|&count| count as f64).collect();
+        if !counts.is_empty() {
+            measures.push(Measure::spectrum(SpectrumMatrix::KeyNeurons.as_str(), counts));
+        }
+        if !self.operand_spectrum.is_empty() {
+            measures.push(Measure::spectrum(SpectrumMatrix::Operand.as_str(), self.operand_spectrum.clone()));
+        }
+        measures
     }
 }
 
@@ -407,7 +413,7 @@ impl<B: Backend> Evaluator<B> {
             test_loss: self.flow_loss(model, &self.test, 0x6c6f_7373_7465),
             train_accuracy: accuracy(&train_generation.finals, &train_targets),
             test_accuracy: accuracy(&test_generation.finals, &test_targets),
-            sum_squared_weights: model.sum_squared_weights(),
+            sum_squared_weights: model.sum_squared_weights(0),
             critical_train: critical_timestep(&decision_train, self.settings.critical_tolerance),
             critical_test: critical_timestep(&decision_test, self.settings.critical_tolerance),
             decision_train,

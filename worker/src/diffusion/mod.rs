@@ -7,7 +7,7 @@
 //! - `flow`: interpolation, velocity and the Euler sampler
 //! - `judge`: nearest exemplar (N = 1) or the CNN (`classifier`, diverse N)
 //! - `measures`: every progress measure of one step
-//! - `train`: the training loop
+//! - `pack`: the family's [`crate::family::PackFamily`]: per-trial draws, the flow-matching loss, measures
 
 pub mod classifier;
 pub mod data;
@@ -15,7 +15,7 @@ pub mod flow;
 pub mod judge;
 pub mod measures;
 pub mod model;
-pub mod train;
+pub mod pack;
 
 pub use model::{Dit, DitConfig};
-pub use train::{DiffusionOutcome, DiffusionSpec, train};
+pub use pack::{DiffusionError, DiffusionPack};

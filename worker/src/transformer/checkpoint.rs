@@ -99,12 +99,13 @@ fn to_bytes(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|value| value.to_le_bytes()).collect()
 }
 
-/// Serialise `model` as a TransformerLens-named safetensors file.
+/// Serialise `model`, a pack of one, as a TransformerLens-named safetensors file.
 pub fn save<B: Backend>(model: &Transformer<B>, info: &CheckpointInfo) -> Result<Vec<u8>, CheckpointError> {
-    let [d_vocab, d_model] = model.embed.dims();
+    debug_assert_eq!(model.trials(), 1, "a checkpoint holds one trial");
+    let [_, d_vocab, d_model] = model.embed.dims();
     let heads = model.n_heads;
-    let d_head = model.w_q.dims()[1] / heads;
-    let d_mlp = model.w_in.dims()[1];
+    let d_head = model.w_q.dims()[2] / heads;
+    let d_mlp = model.w_in.dims()[2];
     let tensors: Vec<(&str, Vec<usize>, Vec<f32>)> = vec![
         ("embed.W_E", vec![d_vocab, d_model], host(model.embed.val())),
         ("pos_embed.W_pos", vec![SEQ_LEN, d_model], host(model.pos_embed.val())),
@@ -170,7 +171,7 @@ fn read(file: &SafeTensors<'_>, name: &'static str, shape: &[usize]) -> Result<V
     Ok(view.data().chunks_exact(4).map(|bytes| f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])).collect())
 }
 
-/// Read a checkpoint written by [`save`] back into a model on `device`.
+/// Read a checkpoint written by [`save`] back into a model (a pack of one) on `device`.
 pub fn load<B: Backend>(bytes: &[u8], device: &B::Device) -> Result<(Transformer<B>, CheckpointInfo), CheckpointError> {
     let (_, header) = SafeTensors::read_metadata(bytes)?;
     let file = SafeTensors::deserialize(bytes)?;
@@ -204,12 +205,12 @@ pub fn load<B: Backend>(bytes: &[u8], device: &B::Device) -> Result<(Transformer
             return Err(CheckpointError::Tensor { name, message: "this model has no such bias; it must be all zeros".to_string() });
         }
     }
-    let matrix = |rows: usize, columns: usize, values: Vec<f32>| -> Param<Tensor<B, 2>> {
-        Param::from_tensor(Tensor::from_data(TensorData::new(values, [rows, columns]), device))
+    let matrix = |rows: usize, columns: usize, values: Vec<f32>| -> Param<Tensor<B, 3>> {
+        Param::from_tensor(Tensor::from_data(TensorData::new(values, [1, rows, columns]), device))
     };
-    let vector = |values: Vec<f32>| -> Param<Tensor<B, 1>> {
+    let vector = |values: Vec<f32>| -> Param<Tensor<B, 2>> {
         let length = values.len();
-        Param::from_tensor(Tensor::from_data(TensorData::new(values, [length]), device))
+        Param::from_tensor(Tensor::from_data(TensorData::new(values, [1, length]), device))
     };
     let d_attn = heads * d_head;
     let per_head = |name: &'static str| -> Result<Vec<f32>, CheckpointError> {
@@ -248,8 +249,7 @@ pub fn evaluate_checkpoint(bytes: &[u8]) -> Result<(CheckpointInfo, super::measu
 mod tests {
     use super::*;
     use crate::backend::TestBackend;
-    use crate::transformer::model::TransformerConfig;
-    use burn::tensor::Int;
+    use crate::transformer::model::{PackInputs, TransformerConfig};
     use sweep_core::Family;
 
     fn info() -> CheckpointInfo {
@@ -275,12 +275,12 @@ mod tests {
         let bytes = save(&model, &info()).expect("saves");
         let (loaded, read_info) = load::<TestBackend>(&bytes, &device).expect("loads");
         assert_eq!(read_info, info());
-        let tokens: Vec<i64> = (0..13i64).flat_map(|a| [a, (7 * a + 1) % 13, 13]).collect();
-        let tokens = Tensor::<TestBackend, 2, Int>::from_data(TensorData::new(tokens, [13, 3]), &device);
-        let before: Vec<f32> = model.forward(tokens.clone()).logits.into_data().to_vec().expect("f32");
-        let after: Vec<f32> = loaded.forward(tokens).logits.into_data().to_vec().expect("f32");
+        let tokens: Vec<[i64; 3]> = (0..13i64).map(|a| [a, (7 * a + 1) % 13, 13]).collect();
+        let inputs = PackInputs::<TestBackend>::new(&[tokens], 14, &device);
+        let before: Vec<f32> = model.forward(&inputs).logits.into_data().to_vec().expect("f32");
+        let after: Vec<f32> = loaded.forward(&inputs).logits.into_data().to_vec().expect("f32");
         assert_eq!(before, after);
-        assert_eq!(loaded.w_in.dims(), [24, 40]);
+        assert_eq!(loaded.w_in.dims(), [1, 24, 40]);
     }
 
     #[test]

@@ -1,64 +1,76 @@
-//! Tensors of a trial's data: the `[a, b, =]` inputs and labels of the split.
+//! The training pairs of a pack as tensors: each trial its own split, padded
+//! to the pack's largest, with per-row loss weights 1/n_k on a trial's own n_k
+//! pairs and 0 on padding, so each trial's gradient is its single run's.
 
 use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor, TensorData};
-use sweep_core::Split;
+use burn::tensor::{Tensor, TensorData};
 
-/// One side of the split as tensors.
+use super::model::{PackInputs, SEQ_LEN};
+
+/// The full-batch training data of a pack.
 #[derive(Debug, Clone)]
-pub struct PairBatch<B: Backend> {
-    /// Inputs `[a, b, p]`, [n, 3].
-    pub tokens: Tensor<B, 2, Int>,
-    /// One-hot labels over the p + 1 tokens, [n, p + 1] (for the training loss).
+pub struct PackBatch<B: Backend> {
+    /// Inputs `[a, b, =]` of every trial, padded.
+    pub inputs: PackInputs<B>,
+    /// One-hot labels over the p + 1 tokens, [K · rows, p + 1].
     pub one_hot: Tensor<B, 2>,
-    /// Labels `(a + b) mod p`, on the host.
-    pub labels: Vec<usize>,
+    /// Loss weight of each row, [K · rows, 1]: 1/n_k for trial k's pairs, 0 for padding.
+    pub weights: Tensor<B, 2>,
 }
 
-impl<B: Backend> PairBatch<B> {
-    /// Build the batch of `pairs` at modulus `p`.
-    pub fn new(pairs: &[(u32, u32)], modulus: u32, device: &B::Device) -> Self {
-        let count = pairs.len();
+impl<B: Backend> PackBatch<B> {
+    /// The batch of trials whose training pairs are `pairs[k]`, at modulus `modulus`.
+    pub fn new(pairs: &[&[(u32, u32)]], modulus: u32, device: &B::Device) -> Self {
+        let rows = pairs.iter().map(|trial| trial.len()).max().unwrap_or(0);
         let d_vocab = modulus as usize + 1;
-        let mut tokens = Vec::with_capacity(count * 3);
-        let mut one_hot = vec![0f32; count * d_vocab];
-        let mut labels = Vec::with_capacity(count);
-        for (row, &(a, b)) in pairs.iter().enumerate() {
-            tokens.extend_from_slice(&[a as i64, b as i64, modulus as i64]);
-            let label = ((a + b) % modulus) as usize;
-            one_hot[row * d_vocab + label] = 1.0;
-            labels.push(label);
+        let mut tokens = Vec::with_capacity(pairs.len());
+        let mut one_hot = vec![0f32; pairs.len() * rows * d_vocab];
+        let mut weights = vec![0f32; pairs.len() * rows];
+        for (trial, trial_pairs) in pairs.iter().enumerate() {
+            let weight = 1.0 / trial_pairs.len() as f32;
+            let mut inputs: Vec<[i64; SEQ_LEN]> = Vec::with_capacity(rows);
+            for row in 0..rows {
+                // Padding repeats the first pair; its weight of 0 keeps it out of the loss.
+                let (a, b) = trial_pairs.get(row).copied().unwrap_or(trial_pairs[0]);
+                inputs.push([a as i64, b as i64, modulus as i64]);
+                let label = ((a + b) % modulus) as usize;
+                one_hot[(trial * rows + row) * d_vocab + label] = 1.0;
+                if row < trial_pairs.len() {
+                    weights[trial * rows + row] = weight;
+                }
+            }
+            tokens.push(inputs);
         }
-        PairBatch {
-            tokens: Tensor::from_data(TensorData::new(tokens, [count, 3]), device),
-            one_hot: Tensor::from_data(TensorData::new(one_hot, [count, d_vocab]), device),
-            labels,
+        let total = pairs.len() * rows;
+        PackBatch {
+            inputs: PackInputs::new(&tokens, d_vocab, device),
+            one_hot: Tensor::from_data(TensorData::new(one_hot, [total, d_vocab]), device),
+            weights: Tensor::from_data(TensorData::new(weights, [total, 1]), device),
         }
     }
 
-    /// Number of pairs.
-    pub fn len(&self) -> usize {
-        self.labels.len()
-    }
-
-    /// No pairs (a training fraction of 1 leaves no test pairs).
-    pub fn is_empty(&self) -> bool {
-        self.labels.is_empty()
+    /// Rows per trial (the largest training split of the pack).
+    pub fn rows(&self) -> usize {
+        self.inputs.batch()
     }
 }
 
-/// Train and test batches of a split.
-#[derive(Debug, Clone)]
-pub struct TrialData<B: Backend> {
-    /// Training pairs.
-    pub train: PairBatch<B>,
-    /// Test pairs.
-    pub test: PairBatch<B>,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::TestBackend;
 
-impl<B: Backend> TrialData<B> {
-    /// Build the split's tensors.
-    pub fn new(split: &Split, modulus: u32, device: &B::Device) -> Self {
-        TrialData { train: PairBatch::new(&split.train, modulus, device), test: PairBatch::new(&split.test, modulus, device) }
+    #[test]
+    fn trials_are_padded_with_zero_weights() {
+        let (first, second) = ([(1u32, 2u32), (3, 4), (0, 0)], [(2u32, 2u32)]);
+        let batch = PackBatch::<TestBackend>::new(&[&first, &second], 5, &Default::default());
+        assert_eq!(batch.rows(), 3);
+        let weights = crate::host(batch.weights);
+        let third = 1.0 / 3.0;
+        assert_eq!(weights, vec![third, third, third, 1.0, 0.0, 0.0]);
+        let one_hot = crate::host(batch.one_hot);
+        // Row 1 of trial 0 is (3, 4): label 2; row 0 of trial 1 is (2, 2): label 4.
+        assert_eq!(one_hot[6 + 2], 1.0);
+        assert_eq!(one_hot[3 * 6 + 4], 1.0);
     }
 }

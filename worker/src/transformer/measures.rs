@@ -7,16 +7,16 @@
 //! matrix products against the precomputed basis on the model's backend; the
 //! rest is O(p²·p) host arithmetic in f64.
 
+use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor, TensorData};
-use sweep_core::Split;
 use sweep_core::measures::{
     EXCLUDED_LOSS, GINI_W_E, GINI_W_L, KEY_FREQUENCY_COUNT, KEY_FVE_THRESHOLD, KEY_NEURON_FRACTION, RESTRICTED_LOSS, SUM_SQUARED_WEIGHTS,
-    SpectrumKey, SpectrumMatrix, TEST_ACCURACY, TEST_LOSS, TRAIN_ACCURACY, TRAIN_LOSS,
+    SpectrumMatrix, TEST_ACCURACY, TEST_LOSS, TRAIN_ACCURACY, TRAIN_LOSS,
 };
+use sweep_core::{Measure, Split};
 
 use super::eval::{LossAccumulator, LossAccuracy};
-use super::model::Transformer;
+use super::model::{PackInputs, SEQ_LEN, Transformer};
 use crate::fourier::{FourierBasis, FrequencyProjection, activation_power, basis_tensor, gini, key_frequencies, neuron_frequencies};
 use crate::host;
 
@@ -57,9 +57,9 @@ pub struct RestrictedExcluded {
 }
 
 impl Evaluation {
-    /// The measures as progress rows: scalars by name, spectra as [`SpectrumKey`] names.
-    pub fn rows(&self) -> Vec<(String, f64)> {
-        let mut rows: Vec<(String, f64)> = [
+    /// The measures, typed: scalars, and the spectra of W_E, W_L and the key neurons.
+    pub fn measures(&self) -> Vec<Measure> {
+        let mut measures: Vec<Measure> = [
             (TRAIN_LOSS, self.train.loss),
             (TEST_LOSS, self.test.loss),
             (TRAIN_ACCURACY, self.train.accuracy),
@@ -73,29 +73,24 @@ impl Evaluation {
             (KEY_NEURON_FRACTION, self.key_neuron_fraction),
         ]
         .into_iter()
-        .map(|(name, value)| (name.to_string(), value))
+        .map(|(name, value)| Measure::scalar(name, value))
         .collect();
-        let spectra = [
-            (SpectrumMatrix::WE, self.spectrum_w_e.clone()),
-            (SpectrumMatrix::WL, self.spectrum_w_l.clone()),
-            (SpectrumMatrix::KeyNeurons, self.key_neuron_counts.iter().map(|&count| count as f64).collect()),
-        ];
-        for (matrix, values) in spectra {
-            for (frequency, value) in values.into_iter().enumerate() {
-                rows.push((SpectrumKey { matrix, frequency: frequency as u32 }.measure_name(), value));
-            }
-        }
-        rows
+        measures.push(Measure::spectrum(SpectrumMatrix::WE.as_str(), self.spectrum_w_e.clone()));
+        measures.push(Measure::spectrum(SpectrumMatrix::WL.as_str(), self.spectrum_w_l.clone()));
+        let counts = self.key_neuron_counts.iter().map(|&count| count as f64).collect();
+        measures.push(Measure::spectrum(SpectrumMatrix::KeyNeurons.as_str(), counts));
+        measures
     }
 }
 
 /// Precomputed inputs of the measures for one trial: all p² inputs, the
 /// split as indices into them, and the Fourier basis on host and device.
+/// It measures a pack of one (one trial taken out of its pack).
 #[derive(Debug)]
 pub struct Evaluator<B: Backend> {
     basis: FourierBasis,
     basis_tensor: Tensor<B, 2>,
-    inputs: Tensor<B, 2, Int>,
+    inputs: PackInputs<B>,
     train: Vec<(usize, usize)>,
     test: Vec<(usize, usize)>,
 }
@@ -112,10 +107,10 @@ impl<B: Backend> Evaluator<B> {
     /// Prepare the measures of a trial with this split.
     pub fn new(split: &Split, modulus: u32, device: &B::Device) -> Self {
         let p = modulus as usize;
-        let mut tokens = Vec::with_capacity(p * p * 3);
+        let mut tokens: Vec<[i64; SEQ_LEN]> = Vec::with_capacity(p * p);
         for a in 0..p {
             for b in 0..p {
-                tokens.extend_from_slice(&[a as i64, b as i64, p as i64]);
+                tokens.push([a as i64, b as i64, p as i64]);
             }
         }
         let basis = FourierBasis::new(p);
@@ -123,7 +118,7 @@ impl<B: Backend> Evaluator<B> {
         Evaluator {
             basis_tensor: basis_tensor(&basis, device),
             basis,
-            inputs: Tensor::from_data(TensorData::new(tokens, [p * p, 3]), device),
+            inputs: PackInputs::new(&[tokens], p + 1, device),
             train: index(&split.train),
             test: index(&split.test),
         }
@@ -133,13 +128,13 @@ impl<B: Backend> Evaluator<B> {
         self.basis.modulus()
     }
 
-    /// Every measure of `model` at this step.
+    /// Every measure of `model` (a pack of one) at this step.
     pub fn evaluate(&self, model: &Transformer<B>) -> Evaluation {
         let p = self.modulus();
-        let output = model.forward(self.inputs.clone());
-        let d_mlp = output.mlp_post.dims()[1];
-        let power = activation_power(&self.basis_tensor, output.mlp_post);
-        let all = AllInputs { stride: output.logits.dims()[1], logits: host(output.logits) };
+        let output = model.forward(&self.inputs);
+        let [_, inputs, d_mlp] = output.mlp_post.dims();
+        let power = activation_power(&self.basis_tensor, output.mlp_post.reshape([inputs, d_mlp]));
+        let all = AllInputs { stride: output.logits.dims()[2], logits: host(output.logits) };
         let neurons = neuron_frequencies(&power, p, d_mlp);
         let (keys, key_neuron_fraction) = key_frequencies(&neurons, KEY_FVE_THRESHOLD);
         let mut key_neuron_counts = vec![0usize; self.basis.frequency_count() + 1];
@@ -150,7 +145,7 @@ impl<B: Backend> Evaluator<B> {
         Evaluation {
             train: self.loss_over(&all, &self.train),
             test: self.loss_over(&all, &self.test),
-            sum_squared_weights: model.sum_squared_weights(),
+            sum_squared_weights: model.sum_squared_weights(0),
             restricted_excluded: self.restricted_excluded(&all, &keys),
             gini_w_e: gini(&w_e),
             gini_w_l: gini(&w_l),
@@ -165,8 +160,8 @@ impl<B: Backend> Evaluator<B> {
     /// Restricted and excluded loss of `model` for a given set of key frequencies
     /// (the re-computation with the final model's K over saved checkpoints).
     pub fn restricted_excluded_with(&self, model: &Transformer<B>, keys: &[usize]) -> RestrictedExcluded {
-        let logits = model.forward(self.inputs.clone()).logits;
-        let all = AllInputs { stride: logits.dims()[1], logits: host(logits) };
+        let logits = model.forward(&self.inputs).logits;
+        let all = AllInputs { stride: logits.dims()[2], logits: host(logits) };
         self.restricted_excluded(&all, keys)
     }
 
@@ -199,9 +194,9 @@ impl<B: Backend> Evaluator<B> {
     /// Fourier-component norms of W_E (number rows) and of W_L = W_U[:, :p]ᵀ W_out.
     fn fourier_norms(&self, model: &Transformer<B>) -> (Vec<f64>, Vec<f64>) {
         let p = self.modulus();
-        let [_, d_model] = model.embed.dims();
-        let [d_mlp, _] = model.w_out.dims();
-        let embed: Vec<f64> = host(model.embed.val().narrow(0, 0, p)).into_iter().map(f64::from).collect();
+        let [_, _, d_model] = model.embed.dims();
+        let [_, d_mlp, _] = model.w_out.dims();
+        let embed: Vec<f64> = host(model.embed.val().narrow(1, 0, p)).into_iter().map(f64::from).collect();
         let unembed = host(model.unembed.val()); // [d_model, d_vocab]
         let w_out = host(model.w_out.val()); // [d_mlp, d_model]
         let d_vocab = unembed.len() / d_model;
@@ -222,6 +217,7 @@ mod tests {
     use crate::backend::TestBackend;
     use crate::transformer::model::TransformerConfig;
     use burn::module::Param;
+    use burn::tensor::TensorData;
     use std::f64::consts::PI;
 
     use crate::fourier::tests::P;
@@ -244,9 +240,13 @@ mod tests {
         }
         assert_eq!(evaluation.spectrum_w_e.len(), P / 2 + 1);
         assert_eq!(evaluation.key_neuron_counts.iter().sum::<usize>() as f64 / 32.0, evaluation.key_neuron_fraction);
-        let rows = evaluation.rows();
-        assert_eq!(rows.len(), 11 + 3 * (P / 2 + 1));
-        assert!(rows.iter().all(|(_, value)| value.is_finite()));
+        let measures = evaluation.measures();
+        assert_eq!(measures.len(), 11 + 3);
+        assert!(measures.iter().all(|measure| match &measure.value {
+            sweep_core::MeasureValue::Scalar(value) => value.is_finite(),
+            sweep_core::MeasureValue::Spectrum(values) => values.len() == P / 2 + 1 && values.iter().all(|v| v.is_finite()),
+            sweep_core::MeasureValue::Curve(_) => false,
+        }));
     }
 
     #[test]
@@ -286,12 +286,12 @@ mod tests {
                 embed[t * d_model + slot] = (2.0 * PI * (k * t % P) as f64 / P as f64).cos() as f32;
             }
         }
-        let zeros = |rows: usize, columns: usize| Param::from_tensor(Tensor::<TestBackend, 2>::zeros([rows, columns], &device));
+        let zeros = |rows: usize, columns: usize| Param::from_tensor(Tensor::<TestBackend, 3>::zeros([1, rows, columns], &device));
         let identity = |n: usize| {
             let values: Vec<f32> = (0..n * n).map(|i| if i / n == i % n { 1.0 } else { 0.0 }).collect();
-            Param::from_tensor(Tensor::<TestBackend, 2>::from_data(TensorData::new(values, [n, n]), &device))
+            Param::from_tensor(Tensor::<TestBackend, 3>::from_data(TensorData::new(values, [1, n, n]), &device))
         };
-        model.embed = Param::from_tensor(Tensor::from_data(TensorData::new(embed, [P + 1, d_model]), &device));
+        model.embed = Param::from_tensor(Tensor::from_data(TensorData::new(embed, [1, P + 1, d_model]), &device));
         model.pos_embed = zeros(3, d_model);
         model.w_q = zeros(d_model, d_model);
         model.w_k = zeros(d_model, d_model);
@@ -303,8 +303,8 @@ mod tests {
         for neuron in 0..d_mlp {
             w_in[(neuron / 3) * d_mlp + neuron] = 1.0 + neuron as f32;
         }
-        model.w_in = Param::from_tensor(Tensor::from_data(TensorData::new(w_in, [d_model, d_mlp]), &device));
-        model.b_in = Param::from_tensor(Tensor::from_data(TensorData::new(vec![10f32; d_mlp], [d_mlp]), &device));
+        model.w_in = Param::from_tensor(Tensor::from_data(TensorData::new(w_in, [1, d_model, d_mlp]), &device));
+        model.b_in = Param::from_tensor(Tensor::from_data(TensorData::new(vec![10f32; d_mlp], [1, d_mlp]), &device));
         let evaluation = evaluator(0.5).evaluate(&model);
         assert_eq!(evaluation.key_frequencies, vec![3, 5]);
         assert_eq!(evaluation.key_neuron_fraction, 1.0);

@@ -1,10 +1,14 @@
-//! The one-layer transformer of Nanda et al. 2023 (no LayerNorm).
+//! The one-layer transformer of Nanda et al. 2023 (no LayerNorm), as a pack:
+//! every parameter has a leading trial dimension, so K trials train as one
+//! program and every layer is one batched matrix product. A single trial is
+//! a pack of one.
 //!
 //! Weights are stored in the orientation that makes the forward pass a chain
-//! of plain matrix products (`x · W`). Relation to TransformerLens names:
-//! `embed` = `embed.W_E` [d_vocab, d_model]; `w_q[:, h·d_head..(h+1)·d_head]ᵀ` =
-//! `blocks.0.attn.W_Q[h]`; `w_o` rows `h·d_head..` = `W_O[h]`; `w_in` = `W_in`
-//! [d_model, d_mlp]; `unembed` = `unembed.W_U` [d_model, d_vocab].
+//! of plain matrix products (`x · W`). Relation to TransformerLens names, for
+//! trial k: `embed[k]` = `embed.W_E` [d_vocab, d_model];
+//! `w_q[k][:, h·d_head..(h+1)·d_head]ᵀ` = `blocks.0.attn.W_Q[h]`; `w_o[k]` rows
+//! `h·d_head..` = `W_O[h]`; `w_in[k]` = `W_in` [d_model, d_mlp]; `unembed[k]` =
+//! `unembed.W_U` [d_model, d_vocab].
 
 use burn::config::Config;
 use burn::module::{Module, Param};
@@ -13,7 +17,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use sweep_core::split::SplitMix64;
 
-use crate::layout::add_per_position;
+use crate::layout::add_per_trial;
 use crate::random::normal_samples;
 
 /// Sequence length: `[a, b, =]`.
@@ -38,42 +42,85 @@ pub struct TransformerConfig {
     pub seed: u64,
 }
 
-/// The model.
+/// A pack of K models (K = 1 for one trial).
 #[derive(Module, Debug)]
 pub struct Transformer<B: Backend> {
-    /// Token embedding W_E, [d_vocab, d_model].
-    pub embed: Param<Tensor<B, 2>>,
-    /// Positional embedding W_pos, [3, d_model].
-    pub pos_embed: Param<Tensor<B, 2>>,
-    /// Queries, [d_model, n_heads · d_head].
-    pub w_q: Param<Tensor<B, 2>>,
-    /// Keys, [d_model, n_heads · d_head].
-    pub w_k: Param<Tensor<B, 2>>,
-    /// Values, [d_model, n_heads · d_head].
-    pub w_v: Param<Tensor<B, 2>>,
-    /// Output projection, [n_heads · d_head, d_model].
-    pub w_o: Param<Tensor<B, 2>>,
-    /// MLP in, [d_model, d_mlp].
-    pub w_in: Param<Tensor<B, 2>>,
-    /// MLP in bias, [d_mlp].
-    pub b_in: Param<Tensor<B, 1>>,
-    /// MLP out, [d_mlp, d_model].
-    pub w_out: Param<Tensor<B, 2>>,
-    /// MLP out bias, [d_model].
-    pub b_out: Param<Tensor<B, 1>>,
-    /// Unembedding W_U, [d_model, d_vocab].
-    pub unembed: Param<Tensor<B, 2>>,
+    /// Token embedding W_E, [K, d_vocab, d_model].
+    pub embed: Param<Tensor<B, 3>>,
+    /// Positional embedding W_pos, [K, 3, d_model].
+    pub pos_embed: Param<Tensor<B, 3>>,
+    /// Queries, [K, d_model, n_heads · d_head].
+    pub w_q: Param<Tensor<B, 3>>,
+    /// Keys, [K, d_model, n_heads · d_head].
+    pub w_k: Param<Tensor<B, 3>>,
+    /// Values, [K, d_model, n_heads · d_head].
+    pub w_v: Param<Tensor<B, 3>>,
+    /// Output projection, [K, n_heads · d_head, d_model].
+    pub w_o: Param<Tensor<B, 3>>,
+    /// MLP in, [K, d_model, d_mlp].
+    pub w_in: Param<Tensor<B, 3>>,
+    /// MLP in bias, [K, d_mlp].
+    pub b_in: Param<Tensor<B, 2>>,
+    /// MLP out, [K, d_mlp, d_model].
+    pub w_out: Param<Tensor<B, 3>>,
+    /// MLP out bias, [K, d_model].
+    pub b_out: Param<Tensor<B, 2>>,
+    /// Unembedding W_U, [K, d_model, d_vocab].
+    pub unembed: Param<Tensor<B, 3>>,
     /// Attention heads.
     pub n_heads: usize,
 }
 
-/// What one forward pass yields for the last position.
+/// What one forward pass yields for the last position of every input of every trial.
 #[derive(Debug)]
 pub struct ForwardOutput<B: Backend> {
-    /// Logits over the p + 1 tokens, [batch, d_vocab].
-    pub logits: Tensor<B, 2>,
-    /// Post-ReLU MLP activations, [batch, d_mlp].
-    pub mlp_post: Tensor<B, 2>,
+    /// Logits over the p + 1 tokens, [K, batch, d_vocab].
+    pub logits: Tensor<B, 3>,
+    /// Post-ReLU MLP activations, [K, batch, d_mlp].
+    pub mlp_post: Tensor<B, 3>,
+}
+
+/// Inputs of a pack as gather indices into the per-trial table of token +
+/// position embeddings (built once per set of inputs, see [`PackInputs::new`]).
+#[derive(Debug, Clone)]
+pub struct PackInputs<B: Backend> {
+    /// Row of (trial, position, token) for every position of every input, [K · batch · 3].
+    every_position: Tensor<B, 1, Int>,
+    /// Row of (trial, 2, token) of the last position of every input, [K · batch].
+    last_position: Tensor<B, 1, Int>,
+    trials: usize,
+    batch: usize,
+}
+
+impl<B: Backend> PackInputs<B> {
+    /// `tokens[k]` holds trial k's inputs, each `[a, b, =]`; every trial has
+    /// `batch` of them. `d_vocab` is p + 1.
+    pub fn new(tokens: &[Vec<[i64; SEQ_LEN]>], d_vocab: usize, device: &B::Device) -> Self {
+        let trials = tokens.len();
+        let batch = tokens.first().map_or(0, Vec::len);
+        let mut every = Vec::with_capacity(trials * batch * SEQ_LEN);
+        let mut last = Vec::with_capacity(trials * batch);
+        for (trial, inputs) in tokens.iter().enumerate() {
+            debug_assert_eq!(inputs.len(), batch, "every trial of a pack has the same number of inputs");
+            for input in inputs {
+                for (position, &token) in input.iter().enumerate() {
+                    every.push(((trial * SEQ_LEN + position) * d_vocab) as i64 + token);
+                }
+                last.push(((trial * SEQ_LEN + SEQ_LEN - 1) * d_vocab) as i64 + input[SEQ_LEN - 1]);
+            }
+        }
+        PackInputs {
+            every_position: Tensor::from_data(TensorData::new(every, [trials * batch * SEQ_LEN]), device),
+            last_position: Tensor::from_data(TensorData::new(last, [trials * batch]), device),
+            trials,
+            batch,
+        }
+    }
+
+    /// Inputs per trial.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
 }
 
 impl TransformerConfig {
@@ -82,13 +129,15 @@ impl TransformerConfig {
         self.modulus + 1
     }
 
-    /// Build the model: every weight ~ N(0, 1/d_model) except W_U ~ N(0, 1/d_vocab); biases 0.
+    /// Build a pack of one: every weight ~ N(0, 1/d_model) except W_U ~
+    /// N(0, 1/d_vocab); biases 0. The values depend only on the sizes and the
+    /// seed, so a trial starts the same alone or in a pack ([`Transformer::stack`]).
     pub fn init<B: Backend>(&self, device: &B::Device) -> Transformer<B> {
         let mut rng = SplitMix64::new(self.seed ^ 0x6772_6f6b_5f69_6e69);
         let weight_scale = 1.0 / (self.d_model as f64).sqrt();
         let mut matrix = |rows: usize, columns: usize, scale: f64| {
             let values = normal_samples(&mut rng, rows * columns, scale);
-            Param::from_tensor(Tensor::<B, 2>::from_data(TensorData::new(values, [rows, columns]), device))
+            Param::from_tensor(Tensor::<B, 3>::from_data(TensorData::new(values, [1, rows, columns]), device))
         };
         let d_attn = self.d_model;
         let embed = matrix(self.d_vocab(), self.d_model, weight_scale);
@@ -108,9 +157,9 @@ impl TransformerConfig {
             w_v,
             w_o,
             w_in,
-            b_in: Param::from_tensor(Tensor::zeros([self.d_mlp], device)),
+            b_in: Param::from_tensor(Tensor::zeros([1, self.d_mlp], device)),
             w_out,
-            b_out: Param::from_tensor(Tensor::zeros([self.d_model], device)),
+            b_out: Param::from_tensor(Tensor::zeros([1, self.d_model], device)),
             unembed,
             n_heads: self.n_heads,
         }
@@ -118,56 +167,62 @@ impl TransformerConfig {
 }
 
 impl<B: Backend> Transformer<B> {
+    /// Trials in the pack.
+    pub fn trials(&self) -> usize {
+        self.embed.dims()[0]
+    }
+
     /// Forward pass for the last position only. With one layer and a causal
     /// mask, the last position's output depends on the other positions only
     /// through its attention keys and values, so the MLP and unembedding run
     /// on the last position alone; the logits are exactly the full model's.
     ///
     /// # Shapes
-    /// - `tokens`: [batch, 3]
-    /// - output logits: [batch, d_vocab], mlp_post: [batch, d_mlp]
-    pub fn forward(&self, tokens: Tensor<B, 2, Int>) -> ForwardOutput<B> {
-        let [batch, seq] = tokens.dims();
-        let d_model = self.embed.dims()[1];
-        let d_attn = self.w_q.dims()[1];
+    /// - `inputs`: K trials × batch inputs
+    /// - output logits: [K, batch, d_vocab], mlp_post: [K, batch, d_mlp]
+    pub fn forward(&self, inputs: &PackInputs<B>) -> ForwardOutput<B> {
+        let (trials, batch) = (inputs.trials, inputs.batch);
+        debug_assert_eq!(trials, self.trials(), "inputs are for a pack of another size");
+        let [_, d_vocab, d_model] = self.embed.dims();
+        let d_attn = self.w_q.dims()[2];
         let d_head = d_attn / self.n_heads;
-        let flat_tokens = tokens.clone().reshape([batch * seq]);
-        let token_embeddings = self.embed.val().select(0, flat_tokens).reshape([batch, seq, d_model]);
-        let residual = add_per_position(token_embeddings, self.pos_embed.val()); // [batch, seq, d_model]
-        let residual_flat = residual.reshape([batch * seq, d_model]);
-        let split_heads = |projected: Tensor<B, 2>, positions: usize| {
-            projected.reshape([batch, positions, self.n_heads, d_head]).swap_dims(1, 2) // [batch, heads, positions, d_head]
+        // Token + position embedding of every (trial, position, token), one
+        // row each: [K · 3 · d_vocab, d_model]; the inputs gather their rows.
+        let tokens = self.embed.val().unsqueeze_dim::<4>(1).repeat_dim(1, SEQ_LEN); // [K, 3, d_vocab, d_model]
+        let positions = self.pos_embed.val().unsqueeze_dim::<4>(2).repeat_dim(2, d_vocab); // [K, 3, d_vocab, d_model]
+        let table = (tokens + positions).reshape([trials * SEQ_LEN * d_vocab, d_model]);
+        let residual = table.clone().select(0, inputs.every_position.clone()).reshape([trials, batch * SEQ_LEN, d_model]);
+        let split_heads = |projected: Tensor<B, 3>, positions: usize| {
+            projected.reshape([trials * batch, positions, self.n_heads, d_head]).swap_dims(1, 2) // [K · batch, heads, positions, d_head]
         };
-        let keys = split_heads(residual_flat.clone().matmul(self.w_k.val()), seq);
-        let values = split_heads(residual_flat.matmul(self.w_v.val()), seq);
-        // The last position's residual is built from its own token rather than
-        // narrowed out of `residual`: a strided view, which burn-flex would walk
-        // element by element in the additions below (`crate::layout`).
-        let last_tokens = tokens.narrow(1, seq - 1, 1).reshape([batch]);
-        let last = self.embed.val().select(0, last_tokens) + self.pos_embed.val().narrow(0, seq - 1, 1); // [batch, d_model]
-        let queries = split_heads(last.clone().matmul(self.w_q.val()), 1); // [batch, heads, 1, d_head]
-        let scores = queries.matmul(keys.swap_dims(2, 3)).div_scalar((d_head as f64).sqrt()); // [batch, heads, 1, seq]
+        let keys = split_heads(residual.clone().matmul(self.w_k.val()), SEQ_LEN);
+        let values = split_heads(residual.matmul(self.w_v.val()), SEQ_LEN);
+        // The last position's residual is gathered from its own row rather
+        // than narrowed out of `residual`: a strided view, which burn-flex
+        // would walk element by element in the additions below (`crate::layout`).
+        let last = table.select(0, inputs.last_position.clone()).reshape([trials, batch, d_model]);
+        let queries = split_heads(last.clone().matmul(self.w_q.val()), 1); // [K · batch, heads, 1, d_head]
+        let scores = queries.matmul(keys.swap_dims(2, 3)).div_scalar((d_head as f64).sqrt()); // [K · batch, heads, 1, 3]
         let pattern = softmax(scores, 3);
-        let mixed = pattern.matmul(values).reshape([batch, d_attn]); // [batch, heads · d_head]
+        let mixed = pattern.matmul(values).reshape([trials, batch, d_attn]); // [K, batch, heads · d_head]
         let after_attention = last + mixed.matmul(self.w_o.val());
-        let mlp_pre = after_attention.clone().matmul(self.w_in.val()) + self.b_in.val().unsqueeze::<2>();
-        let mlp_post = relu(mlp_pre); // [batch, d_mlp]
-        let after_mlp = after_attention + mlp_post.clone().matmul(self.w_out.val()) + self.b_out.val().unsqueeze::<2>();
-        let logits = after_mlp.matmul(self.unembed.val()); // [batch, d_vocab]
+        let mlp_post = relu(add_per_trial(after_attention.clone().matmul(self.w_in.val()), self.b_in.val())); // [K, batch, d_mlp]
+        let after_mlp = add_per_trial(after_attention + mlp_post.clone().matmul(self.w_out.val()), self.b_out.val());
+        let logits = after_mlp.matmul(self.unembed.val()); // [K, batch, d_vocab]
         ForwardOutput { logits, mlp_post }
     }
 
-    /// Σθ² over every parameter, accumulated in f64.
-    pub fn sum_squared_weights(&self) -> f64 {
+    /// Σθ² of trial `trial`, accumulated in f64.
+    pub fn sum_squared_weights(&self, trial: usize) -> f64 {
         let mut total = 0.0;
         let mut add = |values: TensorData| {
             total += values.iter::<f64>().map(|value| value * value).sum::<f64>();
         };
         for matrix in [&self.embed, &self.pos_embed, &self.w_q, &self.w_k, &self.w_v, &self.w_o, &self.w_in, &self.w_out, &self.unembed] {
-            add(matrix.val().into_data());
+            add(matrix.val().narrow(0, trial, 1).into_data());
         }
-        add(self.b_in.val().into_data());
-        add(self.b_out.val().into_data());
+        add(self.b_in.val().narrow(0, trial, 1).into_data());
+        add(self.b_out.val().narrow(0, trial, 1).into_data());
         total
     }
 }
@@ -190,64 +245,92 @@ mod tests {
         assert!((variance * 32.0 - 1.0).abs() < 0.15, "variance {variance}");
     }
 
-    /// The textbook forward: every position, causal mask, MLP everywhere;
-    /// returns the last position's logits.
-    fn full_causal_logits(model: &Transformer<TestBackend>, tokens: Tensor<TestBackend, 2, Int>) -> Tensor<TestBackend, 2> {
-        let [batch, seq] = tokens.dims();
-        let d_model = model.embed.dims()[1];
+    /// The textbook forward of trial `trial`: every position, causal mask,
+    /// MLP everywhere; returns the last position's logits.
+    fn full_causal_logits(model: &Transformer<TestBackend>, trial: usize, tokens: &[[i64; SEQ_LEN]]) -> Vec<f32> {
+        let device = Default::default();
+        let weight = |param: &Param<Tensor<TestBackend, 3>>| {
+            let [_, rows, columns] = param.dims();
+            param.val().narrow(0, trial, 1).reshape([rows, columns])
+        };
+        let bias = |param: &Param<Tensor<TestBackend, 2>>| param.val().narrow(0, trial, 1);
+        let (batch, seq) = (tokens.len(), SEQ_LEN);
+        let d_model = model.embed.dims()[2];
         let d_head = d_model / model.n_heads;
-        let x = model.embed.val().select(0, tokens.reshape([batch * seq])).reshape([batch, seq, d_model])
-            + model.pos_embed.val().unsqueeze::<3>();
+        let flat: Vec<i64> = tokens.iter().flatten().copied().collect();
+        let flat = Tensor::<TestBackend, 1, Int>::from_data(TensorData::new(flat, [batch * seq]), &device);
+        let x = weight(&model.embed).select(0, flat).reshape([batch, seq, d_model]) + weight(&model.pos_embed).unsqueeze::<3>();
         let flat = x.clone().reshape([batch * seq, d_model]);
         let heads = |w: Tensor<TestBackend, 2>| flat.clone().matmul(w).reshape([batch, seq, model.n_heads, d_head]).swap_dims(1, 2);
-        let (q, k, v) = (heads(model.w_q.val()), heads(model.w_k.val()), heads(model.w_v.val()));
+        let (q, k, v) = (heads(weight(&model.w_q)), heads(weight(&model.w_k)), heads(weight(&model.w_v)));
         let mut mask = vec![0f32; seq * seq];
         for row in 0..seq {
             for column in row + 1..seq {
                 mask[row * seq + column] = -1e9;
             }
         }
-        let mask = Tensor::<TestBackend, 2>::from_data(TensorData::new(mask, [seq, seq]), &Default::default()).unsqueeze::<4>();
+        let mask = Tensor::<TestBackend, 2>::from_data(TensorData::new(mask, [seq, seq]), &device).unsqueeze::<4>();
         let scores = q.matmul(k.swap_dims(2, 3)).div_scalar((d_head as f64).sqrt()) + mask;
         let z = softmax(scores, 3).matmul(v).swap_dims(1, 2).reshape([batch * seq, d_model]);
-        let after_attention = flat + z.matmul(model.w_o.val());
-        let post = relu(after_attention.clone().matmul(model.w_in.val()) + model.b_in.val().unsqueeze::<2>());
-        let after_mlp = after_attention + post.matmul(model.w_out.val()) + model.b_out.val().unsqueeze::<2>();
-        after_mlp
-            .matmul(model.unembed.val())
-            .reshape([batch, seq, model.unembed.dims()[1]])
-            .narrow(1, seq - 1, 1)
-            .reshape([batch, model.unembed.dims()[1]])
+        let after_attention = flat + z.matmul(weight(&model.w_o));
+        let post = relu(after_attention.clone().matmul(weight(&model.w_in)) + bias(&model.b_in));
+        let after_mlp = after_attention + post.matmul(weight(&model.w_out)) + bias(&model.b_out);
+        let d_vocab = model.unembed.dims()[2];
+        let logits =
+            after_mlp.matmul(weight(&model.unembed)).reshape([batch, seq, d_vocab]).narrow(1, seq - 1, 1).reshape([batch, d_vocab]);
+        logits.into_data().to_vec().expect("f32")
     }
 
     #[test]
-    fn last_position_forward_equals_the_full_causal_forward() {
+    fn the_pack_forward_equals_each_trials_full_causal_forward() {
         let device = Default::default();
-        let model: Transformer<TestBackend> =
-            TransformerConfig::new(13).with_d_model(32).with_n_heads(4).with_d_mlp(48).with_seed(3).init(&device);
-        let tokens: Vec<i64> = (0..13i64).flat_map(|a| [a, (5 * a + 2) % 13, 13]).collect();
-        let tokens = Tensor::<TestBackend, 2, Int>::from_data(TensorData::new(tokens, [13, 3]), &device);
-        let fast: Vec<f32> = model.forward(tokens.clone()).logits.into_data().to_vec().expect("f32");
-        let reference: Vec<f32> = full_causal_logits(&model, tokens).into_data().to_vec().expect("f32");
-        assert_eq!(fast.len(), reference.len());
-        for (a, b) in fast.iter().zip(&reference) {
-            assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+        let config = |seed| TransformerConfig::new(13).with_d_model(32).with_n_heads(4).with_d_mlp(48).with_seed(seed);
+        let pack: Transformer<TestBackend> = {
+            let singles: Vec<Transformer<TestBackend>> = (0..3).map(|seed| config(seed).init(&device)).collect();
+            let cat = |get: &dyn Fn(&Transformer<TestBackend>) -> Tensor<TestBackend, 3>| {
+                Param::from_tensor(Tensor::cat(singles.iter().map(get).collect(), 0))
+            };
+            let cat2 = |get: &dyn Fn(&Transformer<TestBackend>) -> Tensor<TestBackend, 2>| {
+                Param::from_tensor(Tensor::cat(singles.iter().map(get).collect(), 0))
+            };
+            Transformer {
+                embed: cat(&|m| m.embed.val()),
+                pos_embed: cat(&|m| m.pos_embed.val()),
+                w_q: cat(&|m| m.w_q.val()),
+                w_k: cat(&|m| m.w_k.val()),
+                w_v: cat(&|m| m.w_v.val()),
+                w_o: cat(&|m| m.w_o.val()),
+                w_in: cat(&|m| m.w_in.val()),
+                b_in: cat2(&|m| m.b_in.val().add_scalar(0.1)),
+                w_out: cat(&|m| m.w_out.val()),
+                b_out: cat2(&|m| m.b_out.val().add_scalar(-0.2)),
+                unembed: cat(&|m| m.unembed.val()),
+                n_heads: 4,
+            }
+        };
+        // Each trial its own inputs.
+        let tokens: Vec<Vec<[i64; SEQ_LEN]>> = (0..3i64).map(|k| (0..13i64).map(|a| [a, (5 * a + 2 + k) % 13, 13]).collect()).collect();
+        let fast: Vec<f32> = pack.forward(&PackInputs::new(&tokens, 14, &device)).logits.into_data().to_vec().expect("f32");
+        for (trial, inputs) in tokens.iter().enumerate() {
+            let reference = full_causal_logits(&pack, trial, inputs);
+            for (a, b) in fast[trial * 13 * 14..(trial + 1) * 13 * 14].iter().zip(&reference) {
+                assert!((a - b).abs() < 1e-4, "trial {trial}: {a} vs {b}");
+            }
         }
     }
 
     #[test]
-    fn last_position_forward_matches_shapes_and_sums_weights() {
+    fn forward_shapes_and_sum_of_squared_weights() {
         let device = Default::default();
         let config = TransformerConfig::new(7).with_d_model(16).with_n_heads(2).with_d_mlp(24);
         let model: Transformer<TestBackend> = config.init(&device);
-        let tokens = Tensor::<TestBackend, 2, Int>::from_data(TensorData::new(vec![1i64, 2, 7, 3, 4, 7], [2, 3]), &device);
-        let output = model.forward(tokens);
-        assert_eq!(output.logits.dims(), [2, 8]);
-        assert_eq!(output.mlp_post.dims(), [2, 24]);
+        let output = model.forward(&PackInputs::new(&[vec![[1, 2, 7], [3, 4, 7]]], 8, &device));
+        assert_eq!(output.logits.dims(), [1, 2, 8]);
+        assert_eq!(output.mlp_post.dims(), [1, 2, 24]);
         let expected: f64 =
             [8 * 16, 3 * 16, 16 * 16, 16 * 16, 16 * 16, 16 * 16, 16 * 24, 24 * 16].iter().map(|&n| n as f64 / 16.0).sum::<f64>()
                 + 16.0 * 8.0 / 8.0;
-        let measured = model.sum_squared_weights();
+        let measured = model.sum_squared_weights(0);
         assert!((measured / expected - 1.0).abs() < 0.15, "Σθ² {measured} vs expected about {expected}");
     }
 }

@@ -1,0 +1,84 @@
+//! Throughput of packing on the worker's backend: K transformer trials at
+//! modulus p (fraction 0.3, the paper's sizes, seeds 0..K, weight decay 0.3
+//! or 1 alternately) trained either as one pack of K (`pack`, one stacked
+//! program) or as K packs of one on K threads (`slots`, what `--slots K
+//! --pack 1` does), for `steps` full-batch steps after 3 warm-up steps.
+//! Prints trials·epochs per second, ms per step and memory.
+//! `cargo run --release -p groksweep-bench --bin pack-throughput -- <p> <K> <pack|slots> [steps]`
+
+use std::time::Instant;
+
+use sweep_worker::backend::{BACKEND_NAME, TrainingBackend};
+use sweep_worker::transformer::TransformerPack;
+use sweep_worker::{FamilyContext, PackFamily};
+
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+type Pack = TransformerPack<TrainingBackend>;
+
+fn build(p: u32, seeds: std::ops::Range<u64>) -> anyhow::Result<Pack> {
+    let device = Default::default();
+    let context = FamilyContext { cache_dir: std::env::temp_dir() };
+    let mut members = Vec::new();
+    for seed in seeds {
+        let weight_decay = if seed % 2 == 0 { 1.0 } else { 0.3 };
+        members.push(Pack::prepare(&groksweep_bench::transformer_lease(p, 0.3, weight_decay, seed), &context, &device)?);
+    }
+    Ok(Pack::stack(members, &device))
+}
+
+/// Train `pack` for `steps` steps after 3 warm-up steps; returns the seconds of the timed steps.
+fn train(pack: &mut Pack, steps: usize, trials: usize) -> f64 {
+    let rates = vec![1e-3; trials];
+    for _ in 0..3 {
+        pack.step(&rates);
+    }
+    let started = Instant::now();
+    for _ in 0..steps {
+        pack.step(&rates);
+    }
+    // Reading a measure back waits for the last step to finish.
+    let _ = pack.evaluate(0).train_loss;
+    started.elapsed().as_secs_f64()
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    anyhow::ensure!(args.len() >= 4, "usage: pack-throughput <p> <K> <pack|slots> [steps]");
+    let p: u32 = args[1].parse()?;
+    let trials: usize = args[2].parse()?;
+    let mode = args[3].as_str();
+    let steps: usize = args.get(4).map(|s| s.parse()).transpose()?.unwrap_or(10);
+    let baseline = groksweep_bench::status_mib("VmRSS:").unwrap_or(f64::NAN);
+    let seconds = match mode {
+        "pack" => {
+            let mut pack = build(p, 0..trials as u64)?;
+            train(&mut pack, steps, trials)
+        }
+        "slots" => {
+            let packs: Vec<Pack> = (0..trials as u64).map(|seed| build(p, seed..seed + 1)).collect::<anyhow::Result<_>>()?;
+            let started = Instant::now();
+            std::thread::scope(|scope| {
+                for mut pack in packs {
+                    scope.spawn(move || train(&mut pack, steps, 1));
+                }
+            });
+            // The warm-up steps of every thread run inside the wall time here;
+            // subtract them as the same share of each thread's work.
+            started.elapsed().as_secs_f64() * steps as f64 / (steps + 3) as f64
+        }
+        other => anyhow::bail!("mode `{other}` is not `pack` or `slots`"),
+    };
+    let peak = groksweep_bench::status_mib("VmHWM:").unwrap_or(f64::NAN);
+    let trial_epochs = (trials * steps) as f64 / seconds;
+    println!(
+        "backend={BACKEND_NAME} {} p={p} train_pairs={} K={trials} mode={mode} steps={steps} ms_per_step={:.1} trial_epochs_per_s={trial_epochs:.2} peak_rss_mib={peak:.0} rss_per_trial_mib={:.1}",
+        groksweep_bench::build_info(),
+        sweep_core::split::train_size(p, 0.3),
+        seconds * 1e3 / steps as f64,
+        (peak - baseline) / trials as f64,
+    );
+    Ok(())
+}

@@ -1,0 +1,117 @@
+//! Bringing a data directory written by an older build up to date, once, when
+//! the store opens:
+//!
+//! - progress buffered before measures were typed: rows whose names encoded
+//!   their shape (`spectrum:W_E:14`, `decision_accuracy_test@0.50`) become
+//!   typed rows (kind and key columns), and the per-measure watermarks follow;
+//! - sweeps stored before family settings had sections of their own are read
+//!   again from their stored YAML, which this build still parses.
+//!
+//! This is the only place that reads a shape out of a measure name.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use sweep_core::{MeasureKind, SweepSpec, parse_spec};
+use tracing::info;
+
+use crate::error::{CoordinatorError, Result};
+
+/// The typed form of a measure name written by an older build: (name, kind, key).
+fn legacy_measure(name: &str) -> (String, MeasureKind, f64) {
+    if let Some(rest) = name.strip_prefix("spectrum:")
+        && let Some((matrix, frequency)) = rest.rsplit_once(':')
+        && let Ok(frequency) = frequency.parse::<u32>()
+    {
+        return (matrix.to_string(), MeasureKind::Spectrum, frequency as f64);
+    }
+    if let Some((curve, t)) = name.rsplit_once('@')
+        && let Ok(t) = t.parse::<f64>()
+    {
+        return (curve.to_string(), MeasureKind::Curve, t);
+    }
+    (name.to_string(), MeasureKind::Scalar, 0.0)
+}
+
+fn has_column(conn: &Connection, table: &str, column: &str) -> Result<bool> {
+    let mut statement = conn.prepare(&format!("PRAGMA table_info({table})"))?;
+    let names: Vec<String> = statement.query_map([], |row| row.get(1))?.collect::<rusqlite::Result<_>>()?;
+    Ok(names.iter().any(|name| name == column))
+}
+
+/// Rewrite an untyped progress buffer (if this data directory has one) in typed form.
+pub(crate) fn typed_progress(conn: &mut Connection, create_buffer: &str) -> Result<()> {
+    let exists: Option<String> = conn
+        .query_row("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'progress_buffer'", [], |row| row.get(0))
+        .optional()?;
+    if exists.is_none() || has_column(conn, "progress_buffer", "kind")? {
+        return Ok(());
+    }
+    let tx = conn.transaction()?;
+    tx.execute("ALTER TABLE progress_buffer RENAME TO progress_buffer_untyped", [])?;
+    tx.execute_batch(create_buffer)?;
+    let mut moved = 0usize;
+    {
+        let mut read = tx
+            .prepare("SELECT row_id, trial_id, attempt, step, measure, value, wall_time_ms FROM progress_buffer_untyped ORDER BY row_id")?;
+        let mut insert = tx.prepare(
+            "INSERT OR IGNORE INTO progress_buffer(row_id, trial_id, attempt, step, measure, kind, key, value, wall_time_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?;
+        let mut rows = read.query([])?;
+        while let Some(row) = rows.next()? {
+            let (name, kind, key) = legacy_measure(&row.get::<_, String>(4)?);
+            let (row_id, trial_id, attempt, step): (i64, String, u32, i64) = (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
+            let (value, wall_time_ms): (f64, i64) = (row.get(5)?, row.get(6)?);
+            moved += insert.execute(params![row_id, trial_id, attempt, step, name, kind.as_str(), key, value, wall_time_ms])?;
+        }
+    }
+    tx.execute("DROP TABLE progress_buffer_untyped", [])?;
+    let watermarks: Vec<(String, u32, String, i64)> = {
+        let mut statement = tx.prepare("SELECT trial_id, attempt, measure, through_step FROM progress_flushed_by_measure")?;
+        statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)))?.collect::<rusqlite::Result<_>>()?
+    };
+    tx.execute("DELETE FROM progress_flushed_by_measure", [])?;
+    for (trial_id, attempt, measure, through_step) in watermarks {
+        let (name, _, _) = legacy_measure(&measure);
+        tx.execute(
+            "INSERT INTO progress_flushed_by_measure(trial_id, attempt, measure, through_step) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(trial_id, attempt, measure) DO UPDATE SET through_step = MAX(through_step, excluded.through_step)",
+            params![trial_id, attempt, name, through_step],
+        )?;
+    }
+    tx.commit()?;
+    info!(rows = moved, "progress buffered by an older build rewritten with typed measures");
+    Ok(())
+}
+
+/// Re-read every sweep whose stored JSON an older build wrote.
+pub(crate) fn sweep_specs(conn: &mut Connection) -> Result<()> {
+    let stored: Vec<(String, String, String)> = {
+        let mut statement = conn.prepare("SELECT name, spec_json, spec_yaml FROM sweeps")?;
+        statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?.collect::<rusqlite::Result<_>>()?
+    };
+    for (name, json, yaml) in stored {
+        if serde_json::from_str::<SweepSpec>(&json).is_ok() {
+            continue;
+        }
+        let spec = parse_spec(&format!("stored spec of sweep {name}"), &yaml)
+            .map_err(|error| CoordinatorError::Internal(format!("the stored spec of sweep `{name}` cannot be read: {error}")))?;
+        let json = serde_json::to_string(&spec).map_err(|error| CoordinatorError::Internal(error.to_string()))?;
+        conn.execute("UPDATE sweeps SET spec_json = ?2 WHERE name = ?1", params![name, json])?;
+        info!(sweep = %name, "stored spec of an older build read again from its YAML");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn legacy_names_become_typed() {
+        assert_eq!(legacy_measure("spectrum:W_E:14"), ("W_E".to_string(), MeasureKind::Spectrum, 14.0));
+        assert_eq!(legacy_measure("spectrum:key_neurons:0"), ("key_neurons".to_string(), MeasureKind::Spectrum, 0.0));
+        assert_eq!(legacy_measure("decision_accuracy_test@0.50"), ("decision_accuracy_test".to_string(), MeasureKind::Curve, 0.5));
+        assert_eq!(legacy_measure("switch_follows_old@0.90"), ("switch_follows_old".to_string(), MeasureKind::Curve, 0.9));
+        assert_eq!(legacy_measure("train_loss"), ("train_loss".to_string(), MeasureKind::Scalar, 0.0));
+    }
+}

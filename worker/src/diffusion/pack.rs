@@ -1,0 +1,240 @@
+//! The diffusion family as a [`PackFamily`]: K trials of one modulus, model
+//! size and image settings stacked into one [`Dit`]. Every step each member
+//! uses every one of its own training pairs once, with images, times and
+//! noise freshly drawn from its own generator (exactly its single run's
+//! draws), padded to the pack's largest split with rows of no loss weight;
+//! each member's flow-matching MSE is normalised by its own pairs and pixels.
+
+use burn::module::AutodiffModule;
+use burn::optim::GradientsParams;
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{Int, Tensor, TensorData};
+use sweep_core::split::SplitMix64;
+use sweep_core::{DiffusionSettings, FamilySettings, OperandInput, Split, TrialLease, TrialParams};
+use sweep_glyphs::{DEFAULT_MIN_DISTANCE, DistinctnessError, GlyphSet, GlyphSetError, check_distinct};
+use tracing::info;
+
+use super::classifier::{ClassifierError, ClassifierKey, load_or_train};
+use super::data::{HostDraw, ImageBank};
+use super::flow::interpolate;
+use super::judge::{ExemplarJudge, Judge};
+use super::measures::Evaluator;
+use super::model::{Dit, DitConfig, PackOperands, TIME_FEATURES, time_features};
+use crate::family::{Evaluation, FamilyContext, FamilyError, LocalCheckpoints, PackFamily};
+use crate::optim::PackAdamW;
+use crate::sink::MeasureSink;
+use crate::stack;
+
+/// Why a diffusion trial cannot be prepared.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DiffusionError {
+    /// The glyph settings are unusable for this modulus.
+    #[error("symbol images: {0}")]
+    Glyphs(#[from] GlyphSetError),
+    /// Two classes' symbols look alike.
+    #[error("symbol images: {0}")]
+    LookAlike(#[from] DistinctnessError),
+    /// The judge classifier could not be loaded or stored.
+    #[error(transparent)]
+    Classifier(#[from] ClassifierError),
+    /// The judge classifier is not good enough to trust its verdicts.
+    #[error(
+        "the judge classifier reaches only {accuracy:.3} held-out accuracy (at least {required} is required before its verdicts are used); raise diffusion.judge_images_per_class or lower diffusion.augmentation"
+    )]
+    WeakJudge {
+        /// Its held-out accuracy.
+        accuracy: f64,
+        /// The required accuracy.
+        required: f64,
+    },
+}
+
+/// Set up the judge: the exemplars for N = 1, the cached (or freshly trained) CNN otherwise.
+fn judge<B: AutodiffBackend>(
+    settings: &DiffusionSettings,
+    context: &FamilyContext,
+    set: &GlyphSet,
+    bank: &ImageBank,
+    device: &B::Device,
+) -> Result<Judge<B::InnerBackend>, DiffusionError> {
+    if bank.per_class() == 1 {
+        return Ok(Judge::Exemplar(ExemplarJudge::new(bank.prototypes(), bank.pixels())));
+    }
+    let key = ClassifierKey { classes: bank.classes(), glyphs: *set, images_per_class: settings.judge_images_per_class as usize };
+    let (classifier, origin) = load_or_train::<B>(&key, &context.cache_dir, device)?;
+    info!(held_out_accuracy = classifier.held_out_accuracy(), origin = ?origin, "judge classifier ready");
+    if classifier.held_out_accuracy() < settings.judge_min_accuracy {
+        return Err(DiffusionError::WeakJudge { accuracy: classifier.held_out_accuracy(), required: settings.judge_min_accuracy });
+    }
+    Ok(Judge::Classifier(classifier))
+}
+
+/// One prepared diffusion trial.
+#[derive(Debug)]
+pub struct DiffusionMember<B: AutodiffBackend> {
+    model: Dit<B>,
+    data: MemberData<B>,
+}
+
+#[derive(Debug)]
+struct MemberData<B: AutodiffBackend> {
+    params: TrialParams,
+    train_pairs: Vec<(usize, usize)>,
+    bank: ImageBank,
+    rng: SplitMix64,
+    evaluator: Evaluator<B::InnerBackend>,
+    judge_accuracy: Option<f64>,
+}
+
+/// A pack of diffusion trials.
+#[derive(Debug)]
+pub struct DiffusionPack<B: AutodiffBackend> {
+    model: Dit<B>,
+    optimizer: PackAdamW<B>,
+    members: Vec<MemberData<B>>,
+    input: OperandInput,
+    device: B::Device,
+}
+
+impl<B: AutodiffBackend> DiffusionPack<B> {
+    /// This step's draws of every member, padded to the largest, as the
+    /// model's inputs; returns (x_t, time features, operands, x0, loss weights).
+    fn draw(&mut self) -> (Tensor<B, 3>, Tensor<B, 3>, PackOperands<B>, Tensor<B, 3>, Tensor<B, 2>) {
+        let rows = self.members.iter().map(|member| member.train_pairs.len()).max().unwrap_or(0);
+        let trials = self.members.len();
+        let pixels = self.members[0].bank.pixels();
+        let classes = self.members[0].bank.classes();
+        let (mut a_images, mut b_images, mut x0, mut noise) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut times, mut a_rows, mut b_rows) = (Vec::new(), Vec::new(), Vec::new());
+        let mut weights = vec![0f32; trials * rows];
+        for (trial, member) in self.members.iter_mut().enumerate() {
+            let draw = HostDraw::draw(&member.bank, &member.train_pairs, self.input, None, &mut member.rng);
+            let weight = 1.0 / (draw.len() * pixels) as f32;
+            weights[trial * rows..trial * rows + draw.len()].fill(weight);
+            let draw = draw.padded(rows, pixels);
+            a_images.extend(draw.a_images);
+            b_images.extend(draw.b_images);
+            x0.extend(draw.x0);
+            noise.extend(draw.noise);
+            times.extend(draw.times);
+            a_rows.extend(draw.pairs.iter().map(|pair| (trial * classes + pair.0) as i64));
+            b_rows.extend(draw.pairs.iter().map(|pair| (trial * classes + pair.1) as i64));
+        }
+        let device = &self.device;
+        let flat = |values: Vec<f32>| Tensor::<B, 2>::from_data(TensorData::new(values, [trials * rows, pixels]), device);
+        let t: Vec<f32> = times.iter().map(|&t| t as f32).collect();
+        let t = Tensor::<B, 2>::from_data(TensorData::new(t, [trials * rows, 1]), device);
+        let x0 = flat(x0);
+        let x_t = interpolate(x0.clone(), flat(noise), t).reshape([trials, rows, pixels]);
+        let features = time_features::<B>(&times, device).reshape([trials, rows, TIME_FEATURES]);
+        let operands = match self.input {
+            OperandInput::Image => {
+                PackOperands::Images(flat(a_images).reshape([trials, rows, pixels]), flat(b_images).reshape([trials, rows, pixels]))
+            }
+            OperandInput::Token => {
+                let column = |values: Vec<i64>| Tensor::<B, 1, Int>::from_data(TensorData::new(values, [trials * rows]), device);
+                PackOperands::Tokens(column(a_rows), column(b_rows))
+            }
+        };
+        let weights = Tensor::from_data(TensorData::new(weights, [trials * rows, 1]), device);
+        (x_t, features, operands, x0.reshape([trials, rows, pixels]), weights)
+    }
+}
+
+impl<B: AutodiffBackend> PackFamily<B> for DiffusionPack<B> {
+    type Member = DiffusionMember<B>;
+
+    const NAME: &'static str = "diffusion";
+
+    fn prepare(lease: &TrialLease, context: &FamilyContext, device: &B::Device) -> Result<Self::Member, FamilyError> {
+        let FamilySettings::Diffusion(settings) = &lease.family else {
+            return Err(FamilyError::WrongFamily { expected: Self::NAME, found: lease.family.family().to_string() });
+        };
+        let params = &lease.params;
+        let classes = params.modulus as usize;
+        let set = GlyphSet::new(settings.glyph_seed, settings.image_size as usize, settings.augmentation).map_err(DiffusionError::from)?;
+        set.check_classes(params.modulus).map_err(DiffusionError::from)?;
+        check_distinct(&set, params.modulus, DEFAULT_MIN_DISTANCE).map_err(DiffusionError::from)?;
+        let bank = ImageBank::generate(&set, classes, params.image_diversity.unwrap_or(1) as usize);
+        let judge = judge::<B>(settings, context, &set, &bank, device)?;
+        let judge_accuracy = judge.held_out_accuracy();
+        let split = Split::new(params.modulus, params.data_fraction, params.data_seed);
+        let evaluator = Evaluator::<B::InnerBackend>::new(settings, bank.clone(), &split, judge, params.seed ^ 0x6576_616c, device);
+        let config = DitConfig {
+            classes,
+            image_size: settings.image_size as usize,
+            patch_size: settings.patch_size as usize,
+            d_model: settings.d_model as usize,
+            n_heads: settings.n_heads as usize,
+            d_ffn: settings.d_ffn as usize,
+            operand_input: settings.operand_input,
+            seed: params.seed,
+        };
+        Ok(DiffusionMember {
+            model: config.init(device),
+            data: MemberData {
+                params: params.clone(),
+                train_pairs: split.train.iter().map(|&(a, b)| (a as usize, b as usize)).collect(),
+                bank,
+                rng: SplitMix64::new(params.seed ^ 0x6461_7461),
+                evaluator,
+                judge_accuracy,
+            },
+        })
+    }
+
+    fn stack(members: Vec<Self::Member>, device: &B::Device) -> Self {
+        let input = if members[0].model.operand_embed.is_some() { OperandInput::Token } else { OperandInput::Image };
+        let optimizer = PackAdamW::new(members.iter().map(|member| member.data.params.weight_decay).collect());
+        let (models, members): (Vec<Dit<B>>, Vec<MemberData<B>>) = members.into_iter().map(|member| (member.model, member.data)).unzip();
+        DiffusionPack { model: stack::stack(models), optimizer, members, input, device: device.clone() }
+    }
+
+    fn step(&mut self, learning_rates: &[f64]) {
+        let (x_t, time, operands, x0, weights) = self.draw();
+        let x0_hat = self.model.forward_pack(x_t, time, operands).x0; // [K, rows, pixels]
+        let [trials, rows, pixels] = x0_hat.dims();
+        let squared = (x0_hat - x0).powi_scalar(2).reshape([trials * rows, pixels]).sum_dim(1); // [K · rows, 1]
+        let loss = (squared * weights).sum();
+        let gradients = GradientsParams::from_grads(loss.backward(), &self.model);
+        let model = self.model.clone();
+        self.model = self.optimizer.step(learning_rates, model, gradients, &self.device);
+    }
+
+    fn evaluate(&self, index: usize) -> Evaluation {
+        let member = &self.members[index];
+        let evaluation = member.evaluator.evaluate(&stack::one_trial(self.model.valid(), index));
+        Evaluation {
+            train_loss: evaluation.train_loss,
+            test_loss: evaluation.test_loss,
+            train_accuracy: evaluation.train_accuracy,
+            test_accuracy: evaluation.test_accuracy,
+            key_frequencies: evaluation.key_frequencies.iter().map(|&k| k as u32).collect(),
+            judge_accuracy: member.judge_accuracy,
+            measures: evaluation.measures(),
+        }
+    }
+
+    fn checkpoint(&self, _index: usize, _step: i64) -> Result<Option<Vec<u8>>, FamilyError> {
+        Ok(None)
+    }
+
+    fn record_final(&self, _: usize, _: &Evaluation, _: &LocalCheckpoints, _: &mut dyn MeasureSink) -> Result<(), FamilyError> {
+        Ok(())
+    }
+
+    fn keep(&mut self, keep: &[usize]) {
+        self.model = stack::keep_trials(self.model.clone(), keep, &self.device);
+        self.optimizer.keep_trials(keep, &self.device);
+        let mut index = 0;
+        self.members.retain(|_| {
+            index += 1;
+            keep.contains(&(index - 1))
+        });
+    }
+}
+
+#[cfg(test)]
+#[path = "pack_tests.rs"]
+mod tests;

@@ -1,0 +1,104 @@
+//! The diffusion family through the runner: a tiny model learns one pair,
+//! and a pack of two trains each member exactly as its single run.
+
+use super::*;
+use crate::backend::TestAutodiffBackend;
+use crate::runner::run_pack;
+use crate::sink::CollectingSink;
+use sweep_core::measures::{DECISION_ACCURACY_TEST, SWITCH_FOLLOWS_NEW, TRAIN_LOSS};
+use sweep_core::{Family, LeaseRef, MeasureValue, StopRule, TrainingSettings, TrialId};
+
+fn lease(name: &str, modulus: u32, fraction: f64, weight_decay: f64, seed: u64, epochs: u32, input: OperandInput) -> TrialLease {
+    TrialLease {
+        lease: LeaseRef { trial_id: TrialId::from_raw(name), attempt: 1, token: 1 },
+        sweep: "test".into(),
+        params: TrialParams {
+            family: Family::Diffusion,
+            modulus,
+            data_fraction: fraction,
+            weight_decay,
+            seed,
+            data_seed: seed,
+            image_diversity: Some(1),
+        },
+        training: TrainingSettings { lr: 3e-3, warmup_steps: 5, eval_every: epochs.div_ceil(2), checkpoint_every: 0 },
+        stop: StopRule { max_epochs: epochs, target_test_accuracy: None, patience: 1 },
+        family: FamilySettings::Diffusion(DiffusionSettings {
+            operand_input: input,
+            image_size: 16,
+            patch_size: 4,
+            d_model: 32,
+            n_heads: 2,
+            d_ffn: 32,
+            sample_steps: 10,
+            decision_points: 5,
+            switch_times: vec![0.8, 0.2],
+            ..DiffusionSettings::default()
+        }),
+        deadline_ms: 0,
+    }
+}
+
+fn train(leases: Vec<TrialLease>) -> Vec<CollectingSink> {
+    let scratch = tempfile::tempdir().expect("scratch");
+    let context = FamilyContext { cache_dir: std::env::temp_dir() };
+    let mut sinks: Vec<CollectingSink> = leases.iter().map(|_| CollectingSink::default()).collect();
+    let borrowed: Vec<&mut dyn MeasureSink> = sinks.iter_mut().map(|sink| sink as &mut dyn MeasureSink).collect();
+    run_pack::<TestAutodiffBackend, DiffusionPack<TestAutodiffBackend>>(leases, borrowed, &context, scratch.path(), &Default::default());
+    sinks
+}
+
+#[test]
+fn a_tiny_model_overfits_one_pair() {
+    // One training pair, 300 full-batch steps: the flow loss falls by far
+    // and the sampler draws the right symbol from noise.
+    let sink = train(vec![lease("a", 3, 0.12, 0.0, 1, 300, OperandInput::Token)]).remove(0);
+    let metrics = sink.metrics().expect("done");
+    let first_loss = sink.value(0, TRAIN_LOSS).expect("recorded at step 0");
+    assert!(metrics.train_loss < first_loss / 10.0, "loss {first_loss} → {}", metrics.train_loss);
+    assert_eq!(metrics.train_accuracy, 1.0);
+    assert_eq!(metrics.epochs, 300);
+    assert!(metrics.judge_accuracy.is_none());
+    assert!(matches!(sink.measure(300, SWITCH_FOLLOWS_NEW), Some(MeasureValue::Curve(points)) if points.len() == 2));
+}
+
+fn flat(sink: &CollectingSink) -> Vec<(i64, String, f64)> {
+    let mut rows = Vec::new();
+    for (step, measures) in &sink.steps {
+        for measure in measures {
+            match &measure.value {
+                MeasureValue::Scalar(value) => rows.push((*step, measure.name.clone(), *value)),
+                MeasureValue::Spectrum(values) => {
+                    rows.extend(values.iter().enumerate().map(|(k, v)| (*step, format!("{}[{k}]", measure.name), *v)))
+                }
+                MeasureValue::Curve(points) => {
+                    rows.extend(points.iter().map(|point| (*step, format!("{}@{}", measure.name, point.t), point.value)))
+                }
+            }
+        }
+    }
+    rows
+}
+
+/// Relative tolerance of pack-versus-single values (see the transformer's);
+/// generation accuracies are counts of judged samples, so a sample whose
+/// verdict sits on the judge's margin may flip: those are compared exactly
+/// only where both runs are away from it, which the tiny runs here are.
+const PACK_TOLERANCE: f64 = 5e-4;
+
+#[test]
+fn a_pack_of_two_trains_each_trial_as_its_single_run() {
+    let leases = vec![lease("a", 5, 0.6, 1.0, 1, 24, OperandInput::Image), lease("b", 5, 0.4, 0.1, 2, 24, OperandInput::Image)];
+    let singles: Vec<CollectingSink> = leases.iter().map(|lease| train(vec![lease.clone()]).remove(0)).collect();
+    let packed = train(leases);
+    for (index, (pack, single)) in packed.iter().zip(&singles).enumerate() {
+        let (got, want) = (flat(pack), flat(single));
+        assert_eq!(got.len(), want.len(), "trial {index}: the same measures");
+        for ((step, name, a), (_, other, b)) in got.iter().zip(&want) {
+            assert_eq!(name, other, "trial {index}");
+            assert!((a - b).abs() <= PACK_TOLERANCE * b.abs().max(1e-3), "trial {index}: {name} at {step}: pack {a} vs single {b}");
+        }
+        assert_eq!(pack.metrics().expect("done").epochs, 24);
+        assert!(pack.measure(24, DECISION_ACCURACY_TEST).is_some());
+    }
+}

@@ -1,0 +1,197 @@
+//! The transformer family as a [`PackFamily`]: K trials of one modulus and
+//! size stacked into one [`Transformer`], trained full batch with the loss
+//! of each trial normalised by its own number of training pairs, per-trial
+//! AdamW ([`PackAdamW`]), and every measure of a member from a pack-of-one
+//! slice of the stack. After its last step a member's final-K losses are
+//! computed over its checkpoints, read back from the worker's disk.
+
+use burn::module::AutodiffModule;
+use burn::optim::GradientsParams;
+use burn::tensor::Tensor;
+use burn::tensor::activation::relu;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use sweep_core::measures::{EXCLUDED_LOSS_FINAL_K, RESTRICTED_LOSS_FINAL_K};
+use sweep_core::{FamilySettings, Measure, Split, TrialLease, TrialParams};
+
+use super::checkpoint::{self, CheckpointInfo};
+use super::data::PackBatch;
+use super::measures::Evaluator;
+use super::model::{Transformer, TransformerConfig};
+use crate::family::{Evaluation, FamilyContext, FamilyError, LocalCheckpoints, PackFamily};
+use crate::optim::PackAdamW;
+use crate::sink::MeasureSink;
+use crate::stack;
+
+/// One prepared transformer trial.
+#[derive(Debug)]
+pub struct TransformerMember<B: AutodiffBackend> {
+    params: TrialParams,
+    model: Transformer<B>,
+    train_pairs: Vec<(u32, u32)>,
+    evaluator: Evaluator<B::InnerBackend>,
+}
+
+/// A pack of transformer trials.
+#[derive(Debug)]
+pub struct TransformerPack<B: AutodiffBackend> {
+    model: Transformer<B>,
+    optimizer: PackAdamW<B>,
+    members: Vec<MemberData<B>>,
+    batch: PackBatch<B>,
+    modulus: u32,
+    device: B::Device,
+}
+
+#[derive(Debug)]
+struct MemberData<B: AutodiffBackend> {
+    params: TrialParams,
+    train_pairs: Vec<(u32, u32)>,
+    evaluator: Evaluator<B::InnerBackend>,
+}
+
+fn batch_of<B: AutodiffBackend>(members: &[MemberData<B>], modulus: u32, device: &B::Device) -> PackBatch<B> {
+    let pairs: Vec<&[(u32, u32)]> = members.iter().map(|member| member.train_pairs.as_slice()).collect();
+    PackBatch::new(&pairs, modulus, device)
+}
+
+impl<B: AutodiffBackend> TransformerPack<B> {
+    /// Member `index` as a pack of one, without autodiff.
+    fn member_model(&self, index: usize) -> Transformer<B::InnerBackend> {
+        stack::one_trial(self.model.valid(), index)
+    }
+
+    /// The summed loss of the pack: Σ_k (1/n_k) Σ_{i ≤ n_k} ℓ_ki.
+    fn loss(&self) -> Tensor<B, 1> {
+        let logits = self.model.forward(&self.batch.inputs).logits; // [K, rows, d_vocab]
+        let [trials, rows, d_vocab] = logits.dims();
+        let per_row = cross_entropy_rows(logits.reshape([trials * rows, d_vocab]), self.batch.one_hot.clone()); // [K · rows, 1]
+        (per_row * self.batch.weights.clone()).sum()
+    }
+}
+
+impl<B: AutodiffBackend> PackFamily<B> for TransformerPack<B> {
+    type Member = TransformerMember<B>;
+
+    const NAME: &'static str = "transformer";
+
+    fn prepare(lease: &TrialLease, _context: &FamilyContext, device: &B::Device) -> Result<Self::Member, FamilyError> {
+        let FamilySettings::Transformer(sizes) = &lease.family else {
+            return Err(FamilyError::WrongFamily { expected: Self::NAME, found: lease.family.family().to_string() });
+        };
+        let params = lease.params.clone();
+        let config = TransformerConfig::new(params.modulus as usize)
+            .with_d_model(sizes.d_model as usize)
+            .with_n_heads(sizes.n_heads as usize)
+            .with_d_mlp(sizes.d_mlp as usize)
+            .with_seed(params.seed);
+        let split = Split::new(params.modulus, params.data_fraction, params.data_seed);
+        Ok(TransformerMember {
+            model: config.init(device),
+            evaluator: Evaluator::new(&split, params.modulus, device),
+            train_pairs: split.train,
+            params,
+        })
+    }
+
+    fn stack(members: Vec<Self::Member>, device: &B::Device) -> Self {
+        let modulus = members[0].params.modulus;
+        let optimizer = PackAdamW::new(members.iter().map(|member| member.params.weight_decay).collect());
+        let mut models = Vec::with_capacity(members.len());
+        let mut data = Vec::with_capacity(members.len());
+        for member in members {
+            models.push(member.model);
+            data.push(MemberData { params: member.params, train_pairs: member.train_pairs, evaluator: member.evaluator });
+        }
+        let batch = batch_of(&data, modulus, device);
+        TransformerPack { model: stack::stack(models), optimizer, members: data, batch, modulus, device: device.clone() }
+    }
+
+    fn step(&mut self, learning_rates: &[f64]) {
+        let loss = self.loss();
+        let gradients = GradientsParams::from_grads(loss.backward(), &self.model);
+        let model = self.model.clone();
+        self.model = self.optimizer.step(learning_rates, model, gradients, &self.device);
+    }
+
+    fn evaluate(&self, index: usize) -> Evaluation {
+        let evaluation = self.members[index].evaluator.evaluate(&self.member_model(index));
+        Evaluation {
+            train_loss: evaluation.train.loss,
+            test_loss: evaluation.test.loss,
+            train_accuracy: evaluation.train.accuracy,
+            test_accuracy: evaluation.test.accuracy,
+            key_frequencies: evaluation.key_frequencies.iter().map(|&k| k as u32).collect(),
+            judge_accuracy: None,
+            measures: evaluation.measures(),
+        }
+    }
+
+    fn checkpoint(&self, index: usize, step: i64) -> Result<Option<Vec<u8>>, FamilyError> {
+        let info = CheckpointInfo { step, params: self.members[index].params.clone() };
+        Ok(Some(checkpoint::save(&self.member_model(index), &info)?))
+    }
+
+    /// The authors' definition: K fixed from the final model, reused at
+    /// every checkpoint, each read back from the worker's disk.
+    fn record_final(
+        &self,
+        index: usize,
+        last: &Evaluation,
+        checkpoints: &LocalCheckpoints,
+        sink: &mut dyn MeasureSink,
+    ) -> Result<(), FamilyError> {
+        let final_keys: Vec<usize> = last.key_frequencies.iter().map(|&k| k as usize).collect();
+        let evaluator = &self.members[index].evaluator;
+        for saved in checkpoints.read() {
+            let (step, bytes) = saved?;
+            if sink.cancelled() {
+                return Err(crate::sink::SinkError::Cancelled.into());
+            }
+            let (model, _) = checkpoint::load::<B::InnerBackend>(&bytes, &self.device)?;
+            let measured = evaluator.restricted_excluded_with(&model, &final_keys);
+            sink.record(
+                step,
+                vec![
+                    Measure::scalar(RESTRICTED_LOSS_FINAL_K, measured.restricted),
+                    Measure::scalar(EXCLUDED_LOSS_FINAL_K, measured.excluded),
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn keep(&mut self, keep: &[usize]) {
+        self.model = stack::keep_trials(self.model.clone(), keep, &self.device);
+        self.optimizer.keep_trials(keep, &self.device);
+        let mut index = 0;
+        self.members.retain(|_| {
+            index += 1;
+            keep.contains(&(index - 1))
+        });
+        self.batch = batch_of(&self.members, self.modulus, &self.device);
+    }
+}
+
+/// Cross-entropy of each row of d_vocab logits against its one-hot label, in a
+/// form that keeps f32 precise when the loss is tiny (the authors used an f64
+/// log-softmax for this): per row, softplus(z) with z = LSE_{i≠c}(x_i) − x_c.
+/// Its gradient is sigmoid(z) spread over the other classes by their softmax
+/// and −sigmoid(z) on the label, so neither side rounds to 1 − 1 = 0 the way
+/// `softmax − one_hot` does in f32 once the label's probability is within
+/// 6e-8 of 1. softplus(z) = relu(z) + ln(1 + e^−|z|) never overflows.
+///
+/// # Shapes
+/// - `logits`, `one_hot`: [rows, d_vocab]
+/// - output: [rows, 1]
+pub fn cross_entropy_rows<B: Backend>(logits: Tensor<B, 2>, one_hot: Tensor<B, 2>) -> Tensor<B, 2> {
+    let label_logit = (logits.clone() * one_hot.clone()).sum_dim(1); // [n, 1]
+    let others = logits + one_hot.mul_scalar(-1e30); // the label's logit pushed out of the sum
+    let shift = others.clone().max_dim(1).detach();
+    let others_lse = (others - shift.clone()).exp().sum_dim(1).log() + shift; // [n, 1]
+    let z = others_lse - label_logit;
+    relu(z.clone()) + z.abs().neg().exp().log1p()
+}
+
+#[cfg(test)]
+#[path = "pack_tests.rs"]
+mod tests;

@@ -1,0 +1,211 @@
+//! The transformer family through the runner: single trials (packs of one)
+//! and packs that must train each member exactly as its single run.
+
+use super::*;
+use crate::backend::{TestAutodiffBackend, TestBackend};
+use crate::runner::run_pack;
+use crate::sink::{CollectingSink, TrialOutcome};
+use sweep_core::measures::{RESTRICTED_LOSS, TEST_ACCURACY, TRAIN_LOSS};
+use sweep_core::{Family, LeaseRef, MeasureValue, StopRule, TrainingSettings, TransformerSettings, TrialId};
+
+fn lease(name: &str, weight_decay: f64, data_fraction: f64, seed: u64, max_epochs: u32) -> TrialLease {
+    TrialLease {
+        lease: LeaseRef { trial_id: TrialId::from_raw(name), attempt: 1, token: 1 },
+        sweep: "test".into(),
+        params: TrialParams {
+            family: Family::Transformer,
+            modulus: 11,
+            data_fraction,
+            weight_decay,
+            seed,
+            data_seed: seed + 1,
+            image_diversity: None,
+        },
+        training: TrainingSettings { lr: 1e-2, warmup_steps: 5, eval_every: 20, checkpoint_every: 100 },
+        stop: StopRule { max_epochs, target_test_accuracy: None, patience: 1 },
+        family: FamilySettings::Transformer(TransformerSettings { d_model: 32, n_heads: 4, d_mlp: 64 }),
+        deadline_ms: 0,
+    }
+}
+
+fn context() -> FamilyContext {
+    FamilyContext { cache_dir: std::env::temp_dir() }
+}
+
+/// Train `leases` as one pack; one collecting sink per trial.
+fn train(leases: Vec<TrialLease>) -> Vec<CollectingSink> {
+    let scratch = tempfile::tempdir().expect("scratch");
+    let mut sinks: Vec<CollectingSink> = leases.iter().map(|_| CollectingSink::default()).collect();
+    let borrowed: Vec<&mut dyn MeasureSink> = sinks.iter_mut().map(|sink| sink as &mut dyn MeasureSink).collect();
+    run_pack::<TestAutodiffBackend, TransformerPack<TestAutodiffBackend>>(
+        leases,
+        borrowed,
+        &context(),
+        scratch.path(),
+        &Default::default(),
+    );
+    sinks
+}
+
+fn train_one(lease: TrialLease) -> CollectingSink {
+    train(vec![lease]).remove(0)
+}
+
+fn close(got: f64, want: f64, tolerance: f64) -> bool {
+    (got - want).abs() <= tolerance * want.abs().max(1e-3) || (got.is_nan() && want.is_nan())
+}
+
+#[test]
+fn training_memorises_the_training_pairs_and_reports_every_eval() {
+    let sink = train_one(lease("a", 0.1, 0.6, 1, 200));
+    let metrics = sink.metrics().expect("done");
+    assert_eq!(metrics.epochs, 200);
+    assert_eq!(sink.steps_of(TRAIN_LOSS), (0..=200).step_by(20).collect::<Vec<_>>());
+    assert_eq!(sink.checkpoints.iter().map(|c| c.0).collect::<Vec<_>>(), vec![0, 100, 200]);
+    assert_eq!(sink.steps_of(RESTRICTED_LOSS_FINAL_K), vec![0, 100, 200]);
+    // At the last step K is the same either way, so both definitions agree there.
+    let last = |name| sink.value(200, name).expect("measured at the last step");
+    assert_eq!(last(RESTRICTED_LOSS_FINAL_K), last(RESTRICTED_LOSS));
+    assert_eq!(last(EXCLUDED_LOSS_FINAL_K), last(sweep_core::measures::EXCLUDED_LOSS));
+    let first_loss = sink.value(0, TRAIN_LOSS).expect("loss at step 0");
+    assert!((first_loss - (11f64).ln()).abs() < 1.0, "initial loss {first_loss} should be near ln 11");
+    assert!(metrics.train_loss < 0.1 * first_loss, "loss fell from {first_loss} to {}", metrics.train_loss);
+    assert_eq!(metrics.train_accuracy, 1.0);
+    assert!(matches!(sink.measure(200, "W_E"), Some(MeasureValue::Spectrum(values)) if values.len() == 6));
+}
+
+#[test]
+fn same_seeds_give_identical_series_and_other_seeds_do_not() {
+    let run = |seed: u64| train_one(lease("a", 1.0, 0.6, seed, 40)).steps;
+    assert_eq!(run(1), run(1));
+    assert_ne!(run(1), run(2));
+}
+
+#[test]
+fn early_stop_ends_when_the_target_is_held() {
+    let mut early = lease("a", 0.1, 0.9, 1, 400);
+    early.stop = StopRule { max_epochs: 400, target_test_accuracy: Some(0.01), patience: 2 };
+    let sink = train_one(early);
+    let accuracies: Vec<(i64, f64)> =
+        sink.steps_of(TEST_ACCURACY).into_iter().map(|step| (step, sink.value(step, TEST_ACCURACY).expect("recorded"))).collect();
+    let held = accuracies.windows(2).find(|pair| pair[0].1 >= 0.01 && pair[1].1 >= 0.01).map(|pair| pair[1].0).expect("the target is met");
+    assert!(held < 400);
+    assert_eq!(sink.metrics().expect("done").epochs, held, "stops at the second consecutive evaluation at the target");
+    assert_eq!(accuracies.last().map(|a| a.0), Some(held), "and evaluates nothing after it");
+}
+
+fn scalar_measures(sink: &CollectingSink) -> Vec<(i64, String, f64)> {
+    let mut rows = Vec::new();
+    for (step, measures) in &sink.steps {
+        for measure in measures {
+            match &measure.value {
+                MeasureValue::Scalar(value) => rows.push((*step, measure.name.clone(), *value)),
+                MeasureValue::Spectrum(values) => {
+                    rows.extend(values.iter().enumerate().map(|(k, v)| (*step, format!("{}[{k}]", measure.name), *v)))
+                }
+                MeasureValue::Curve(_) => unreachable!("the transformer family records no curves"),
+            }
+        }
+    }
+    rows
+}
+
+/// Relative tolerance of the pack-versus-single comparisons: the stacked
+/// products and the weighted loss sum in another order than a pack of one,
+/// so values agree to f32 rounding accumulated over the steps, not bit for bit.
+const PACK_TOLERANCE: f64 = 2e-4;
+
+fn assert_same_run(pack: &CollectingSink, single: &CollectingSink, what: &str) {
+    let (pack_rows, single_rows) = (scalar_measures(pack), scalar_measures(single));
+    assert_eq!(pack_rows.len(), single_rows.len(), "{what}: the same measures at the same steps");
+    for ((step, name, got), (single_step, single_name, want)) in pack_rows.iter().zip(&single_rows) {
+        assert_eq!((step, name), (single_step, single_name), "{what}");
+        assert!(close(*got, *want, PACK_TOLERANCE), "{what}: {name} at step {step}: pack {got} vs single {want}");
+    }
+    let (pack_metrics, single_metrics) = (pack.metrics().expect("done"), single.metrics().expect("done"));
+    assert_eq!(pack_metrics.epochs, single_metrics.epochs, "{what}: ends at the same step");
+    assert_eq!(pack_metrics.key_frequencies, single_metrics.key_frequencies, "{what}");
+    assert_eq!(pack_metrics.grokked_at, single_metrics.grokked_at, "{what}");
+    let (pack_last, single_last) = (pack.checkpoints.last().expect("checkpoint"), single.checkpoints.last().expect("checkpoint"));
+    assert_eq!(pack_last.0, single_last.0, "{what}: final checkpoint step");
+    let device = Default::default();
+    let (a, _) = checkpoint::load::<TestBackend>(&pack_last.1, &device).expect("loads");
+    let (b, _) = checkpoint::load::<TestBackend>(&single_last.1, &device).expect("loads");
+    for (got, want) in crate::host(a.w_in.val()).iter().zip(crate::host(b.w_in.val())) {
+        assert!(close(*got as f64, want as f64, PACK_TOLERANCE), "{what}: final W_in {got} vs {want}");
+    }
+    for (got, want) in crate::host(a.embed.val()).iter().zip(crate::host(b.embed.val())) {
+        assert!(close(*got as f64, want as f64, PACK_TOLERANCE), "{what}: final W_E {got} vs {want}");
+    }
+}
+
+#[test]
+fn a_pack_of_three_trains_each_trial_as_its_single_run() {
+    // Different weight decay, data fraction (so different split sizes and
+    // padding) and seed; the second stops early at its own rule.
+    let mut stopping = lease("b", 0.1, 0.5, 2, 60);
+    stopping.stop = StopRule { max_epochs: 60, target_test_accuracy: Some(0.01), patience: 2 };
+    let leases = vec![lease("a", 1.0, 0.8, 1, 60), stopping, lease("c", 0.0, 0.3, 3, 60)];
+    let singles: Vec<CollectingSink> = leases.iter().map(|lease| train_one(lease.clone())).collect();
+    let packed = train(leases);
+    for (index, (pack, single)) in packed.iter().zip(&singles).enumerate() {
+        assert_same_run(pack, single, &format!("trial {index}"));
+    }
+    assert_eq!(packed[1].metrics().expect("done").epochs, 20, "the early stopper left at step 20");
+    assert_eq!(packed[0].metrics().expect("done").epochs, 60);
+    assert_eq!(packed[2].steps_of(TEST_ACCURACY), vec![0, 20, 40, 60], "the others trained on after it left");
+}
+
+#[test]
+fn a_trial_of_another_family_fails_alone() {
+    let mut wrong = lease("b", 1.0, 0.5, 2, 20);
+    wrong.family = FamilySettings::Diffusion(sweep_core::DiffusionSettings::default());
+    let sinks = train(vec![lease("a", 1.0, 0.5, 1, 20), wrong]);
+    assert!(sinks[0].metrics().is_some());
+    assert!(matches!(sinks[1].outcome, Some(TrialOutcome::Failed(_))));
+}
+
+#[test]
+fn cross_entropy_matches_f64_and_keeps_tiny_gradients() {
+    use burn::tensor::{Tensor, TensorData};
+    let device = Default::default();
+    // Row 0: an ordinary row. Row 1: margin 20 over 4 classes, loss ≈ 3·e^−20 ≈ 6e-9,
+    // where an f32 `log_softmax` gives the label a gradient of exactly 0.
+    let rows = [vec![0.3f32, -1.2, 2.0, 0.5], vec![20.0f32, 0.0, 0.0, 0.0]];
+    let labels = [2usize, 0];
+    let logits: Vec<f32> = rows.iter().flatten().copied().collect();
+    let mut one_hot = vec![0f32; 8];
+    one_hot[labels[0]] = 1.0;
+    one_hot[4 + labels[1]] = 1.0;
+    let logits = Tensor::<TestAutodiffBackend, 2>::from_data(TensorData::new(logits, [2, 4]), &device).require_grad();
+    let one_hot = Tensor::<TestAutodiffBackend, 2>::from_data(TensorData::new(one_hot, [2, 4]), &device);
+    let loss = cross_entropy_rows(logits.clone(), one_hot).mean();
+    let value: f32 = loss.clone().into_scalar();
+    let gradients = loss.backward();
+    let gradient: Vec<f32> = logits.grad(&gradients).expect("gradient").into_data().to_vec().expect("f32");
+    let mut expected_loss = 0.0;
+    for (index, (row, &label)) in rows.iter().zip(&labels).enumerate() {
+        let row: Vec<f64> = row.iter().map(|&x| x as f64).collect();
+        let expected = reference_gradient(&row, label);
+        let max = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let lse = max + row.iter().map(|x| (x - max).exp()).sum::<f64>().ln();
+        expected_loss += (lse - row[label]) / 2.0;
+        for (column, want) in expected.iter().enumerate() {
+            let got = gradient[index * 4 + column] as f64 * 2.0; // the mean over 2 rows halves it
+            assert!((got - want).abs() <= 1e-5 * want.abs().max(1e-3), "row {index} column {column}: {got} vs {want}");
+        }
+    }
+    assert!((value as f64 - expected_loss).abs() < 1e-6, "{value} vs {expected_loss}");
+    // The label's gradient in the confident row is −3e^−20 to 1e-5 relative, not 0.
+    assert!(gradient[4] < 0.0 && ((gradient[4] as f64 * 2.0) / (-3.0 * (-20f64).exp()) - 1.0).abs() < 1e-5);
+}
+
+/// Row-wise f64 reference of d loss / d logits, with the label's entry
+/// written as −Σ_{i≠c} p_i so it keeps its precision.
+fn reference_gradient(row: &[f64], label: usize) -> Vec<f64> {
+    let max = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let denominator: f64 = row.iter().map(|x| (x - max).exp()).sum();
+    let softmax: Vec<f64> = row.iter().map(|x| (x - max).exp() / denominator).collect();
+    let others: f64 = softmax.iter().enumerate().filter(|(i, _)| *i != label).map(|(_, p)| p).sum();
+    softmax.iter().enumerate().map(|(i, p)| if i == label { -others } else { *p }).collect()
+}
