@@ -1,4 +1,5 @@
-//! Faults with real processes: kill -9 a worker, kill -9 the coordinator,
+//! Faults with real processes: kill -9 a worker (alone, or training a pack
+//! of three), kill -9 the coordinator,
 //! SIGTERM to a worker and to the coordinator, a worker without the token,
 //! and a sweep cancelled under a running worker.
 
@@ -57,6 +58,44 @@ async fn killed_worker_trial_is_leased_again_and_completes_once() {
     assert_eq!(trials_rows(&sweep_dir), vec![(trial.trial_id.clone(), "done".to_string(), 2)]);
     let superseded = crate::results::parquet_files(&data.path().join("superseded"));
     assert!(!superseded.is_empty(), "the killed attempt's rolled progress should be kept aside");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_pack_worker_s_trials_are_each_leased_again_and_complete_once() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let (_coordinator, address) = Process::coordinator(data.path(), "127.0.0.1:0", &[]);
+    let mut client = client(&address, None);
+    submit(&mut client, &fixture_spec("long-pack.yaml")).await;
+    let mut first = Process::worker(&address, &["--pack", "3"]);
+    let all_running = |status: &sweep_proto::pb::SweepStatus| {
+        status.trials.len() == 3 && status.trials.iter().all(|t| t.status == "running" && t.epoch.unwrap_or(0) >= 100)
+    };
+    let status = wait_for_sweep(&mut client, "long-pack", Duration::from_secs(120), all_running).await;
+    assert!(status.trials.iter().all(|t| t.worker == status.trials[0].worker), "one worker trains the whole pack");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    first.kill_hard();
+
+    let _second = Process::worker(&address, &["--pack", "3"]);
+    let status = wait_for_sweep(&mut client, "long-pack", Duration::from_secs(300), |s| s.finished).await;
+    for trial in &status.trials {
+        assert_eq!((trial.status.as_str(), trial.attempt, trial.failures), ("done", 2, 1), "{trial:#?}");
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let sweep_dir = data.path().join("results/long-pack");
+    let rows = progress_rows(&sweep_dir);
+    check_progress(&rows);
+    assert!(rows.iter().all(|row| row.attempt == 2), "rows of the killed attempts leaked into the results");
+    for trial in &status.trials {
+        // Exactly one final series: every eval step once, 0..=6000 every 20.
+        let mut steps: Vec<i64> = rows.iter().filter(|r| r.trial_id == trial.trial_id && r.measure == "test_loss").map(|r| r.step).collect();
+        steps.sort();
+        assert_eq!(steps, (0..=6000).step_by(20).collect::<Vec<i64>>(), "trial {}", trial.trial_id);
+    }
+    check_final_checkpoints(&sweep_dir);
+    let mut trials = trials_rows(&sweep_dir);
+    trials.sort();
+    assert_eq!(trials.len(), 3);
+    assert!(trials.iter().all(|(_, status, attempt)| status == "done" && *attempt == 2), "{trials:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
