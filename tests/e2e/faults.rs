@@ -87,7 +87,8 @@ async fn a_killed_pack_worker_s_trials_are_each_leased_again_and_complete_once()
     assert!(rows.iter().all(|row| row.attempt == 2), "rows of the killed attempts leaked into the results");
     for trial in &status.trials {
         // Exactly one final series: every eval step once, 0..=6000 every 20.
-        let mut steps: Vec<i64> = rows.iter().filter(|r| r.trial_id == trial.trial_id && r.measure == "test_loss").map(|r| r.step).collect();
+        let mut steps: Vec<i64> =
+            rows.iter().filter(|r| r.trial_id == trial.trial_id && r.measure == "test_loss").map(|r| r.step).collect();
         steps.sort();
         assert_eq!(steps, (0..=6000).step_by(20).collect::<Vec<i64>>(), "trial {}", trial.trial_id);
     }

@@ -1,17 +1,23 @@
 //! The burn backend a worker trains on, chosen by cargo features: `flex` (CPU,
-//! default), `cuda`, or `ndarray` (burn's older CPU backend, kept only so the
-//! benchmarks can compare the two CPU backends; `cuda` wins if both are on).
+//! default), `cuda` (NVIDIA GPUs), `wgpu` (any Vulkan, Metal or DX12 device
+//! through wgpu; the same cubecl kernels as `cuda`, and what CI runs on
+//! Mesa's software Vulkan device), or `ndarray` (burn's older CPU backend,
+//! kept only so the benchmarks can compare the two CPU backends). With more
+//! than one on, `cuda` wins, then `wgpu`.
 
 use burn::backend::Autodiff;
 
 /// The inference backend.
-#[cfg(not(any(feature = "cuda", feature = "ndarray")))]
+#[cfg(not(any(feature = "cuda", feature = "wgpu", feature = "ndarray")))]
 pub type WorkerBackend = burn::backend::Flex;
 /// The inference backend.
 #[cfg(feature = "cuda")]
 pub type WorkerBackend = burn::backend::Cuda;
 /// The inference backend.
-#[cfg(all(feature = "ndarray", not(feature = "cuda")))]
+#[cfg(all(feature = "wgpu", not(feature = "cuda")))]
+pub type WorkerBackend = burn::backend::Wgpu;
+/// The inference backend.
+#[cfg(all(feature = "ndarray", not(any(feature = "cuda", feature = "wgpu"))))]
 pub type WorkerBackend = burn::backend::NdArray;
 
 /// The training backend.
@@ -20,6 +26,8 @@ pub type TrainingBackend = Autodiff<WorkerBackend>;
 /// Name reported to the coordinator and stored with results.
 pub const BACKEND_NAME: &str = if cfg!(feature = "cuda") {
     "cuda"
+} else if cfg!(feature = "wgpu") {
+    "wgpu"
 } else if cfg!(feature = "ndarray") {
     "ndarray"
 } else {

@@ -1,6 +1,6 @@
 //! The groksweep worker: leases trials from a coordinator and trains them.
 //!
-//! - [`backend`]: the burn backend, chosen by cargo features (`flex` CPU by default, `cuda`; `ndarray` for the bench comparison).
+//! - [`backend`]: the burn backend, chosen by cargo features (`flex` CPU by default, `cuda`, `wgpu`; `ndarray` for the bench comparison).
 //! - `layout`: tensor layouts that keep burn-flex's element-wise ops vectorised, used by both model families.
 //! - [`transformer`]: the Nanda et al. 2023 family — `model`, `data`, `train`, `eval`.
 //! - [`fourier`]: the Fourier basis on Z_p and the measures built on it, shared by both families.
@@ -17,6 +17,8 @@ pub mod backend;
 pub mod diffusion;
 pub mod family;
 pub mod fourier;
+#[cfg(all(test, any(feature = "wgpu", feature = "cuda")))]
+mod gpu_tests;
 mod layout;
 pub mod optim;
 mod pack_thread;

@@ -1,0 +1,116 @@
+//! The GPU code path: a tiny pack of each family trained on the worker's GPU
+//! backend against the same pack on flex (the CPU backend). With `--features
+//! wgpu` that is burn's wgpu backend, the cubecl kernels the CUDA backend
+//! compiles, which CI runs on Mesa's software Vulkan device (lavapipe):
+//! `cargo test -p sweep-worker --features wgpu gpu_tests`; with `--features
+//! cuda` it is the CUDA backend (`bench/gpu/run.sh`).
+
+use burn::backend::{Autodiff, Flex};
+use burn::tensor::backend::AutodiffBackend;
+use sweep_core::{
+    DiffusionSettings, Family, FamilySettings, LeaseRef, MeasureValue, OperandInput, StopRule, TrainingSettings, TransformerSettings,
+    TrialId, TrialLease, TrialParams,
+};
+
+use crate::backend::WorkerBackend as Gpu;
+use crate::diffusion::DiffusionPack;
+use crate::family::{FamilyContext, PackFamily};
+use crate::runner::run_pack;
+use crate::sink::{CollectingSink, MeasureSink};
+use crate::transformer::TransformerPack;
+
+fn lease(name: &str, family: FamilySettings, modulus: u32, fraction: f64, weight_decay: f64, seed: u64, epochs: u32) -> TrialLease {
+    let image_diversity = matches!(family, FamilySettings::Diffusion(_)).then_some(1);
+    TrialLease {
+        lease: LeaseRef { trial_id: TrialId::from_raw(name), attempt: 1, token: 1 },
+        sweep: "gpu".into(),
+        params: TrialParams {
+            family: family.family(),
+            modulus,
+            data_fraction: fraction,
+            weight_decay,
+            seed,
+            data_seed: seed,
+            image_diversity,
+        },
+        training: TrainingSettings { lr: 1e-2, warmup_steps: 3, eval_every: epochs / 2, checkpoint_every: 0 },
+        stop: StopRule { max_epochs: epochs, target_test_accuracy: None, patience: 1 },
+        family,
+        deadline_ms: 0,
+    }
+}
+
+fn train<B: AutodiffBackend, F: PackFamily<B>>(leases: &[TrialLease], device: &B::Device) -> Vec<CollectingSink> {
+    let scratch = tempfile::tempdir().expect("scratch");
+    let context = FamilyContext { cache_dir: std::env::temp_dir() };
+    let mut sinks: Vec<CollectingSink> = leases.iter().map(|_| CollectingSink::default()).collect();
+    let borrowed: Vec<&mut dyn MeasureSink> = sinks.iter_mut().map(|sink| sink as &mut dyn MeasureSink).collect();
+    run_pack::<B, F>(leases.to_vec(), borrowed, &context, scratch.path(), device);
+    sinks
+}
+
+/// Measures that are float noise at step 0 and so backend-dependent there:
+/// with adaLN-Zero's gates closed and the Fourier analysis at t = 1 (pure
+/// noise), the FFN pre-activations do not depend on (a, b) at
+/// initialisation, and the entropy of their (a, b) spectrum is the entropy
+/// of rounding errors.
+const NOISE_AT_INIT: [&str; 1] = [sweep_core::measures::SPECTRAL_ENTROPY];
+
+/// Every value of `gpu` within `tolerance` (relative, floor 1e-3) of `cpu`;
+/// accuracies may differ by `accuracy_slack` (judged samples on a margin).
+fn compare(gpu: &[CollectingSink], cpu: &[CollectingSink], tolerance: f64, accuracy_slack: f64) {
+    for (trial, (gpu, cpu)) in gpu.iter().zip(cpu).enumerate() {
+        assert!(gpu.metrics().is_some() && cpu.metrics().is_some(), "trial {trial} finished on both backends");
+        assert_eq!(gpu.steps.len(), cpu.steps.len());
+        for ((step, gpu_measures), (_, cpu_measures)) in gpu.steps.iter().zip(&cpu.steps) {
+            for (a, b) in gpu_measures.iter().zip(cpu_measures) {
+                assert_eq!(a.name, b.name);
+                if *step == 0 && NOISE_AT_INIT.contains(&a.name.as_str()) {
+                    continue;
+                }
+                let slack = if a.name.contains("accuracy") || a.name.contains("switch") { accuracy_slack } else { 0.0 };
+                let pairs: Vec<(f64, f64)> = match (&a.value, &b.value) {
+                    (MeasureValue::Scalar(x), MeasureValue::Scalar(y)) => vec![(*x, *y)],
+                    (MeasureValue::Spectrum(x), MeasureValue::Spectrum(y)) => x.iter().copied().zip(y.iter().copied()).collect(),
+                    (MeasureValue::Curve(x), MeasureValue::Curve(y)) => x.iter().zip(y).map(|(p, q)| (p.value, q.value)).collect(),
+                    _ => panic!("{} changed shape", a.name),
+                };
+                for (x, y) in pairs {
+                    let close = (x - y).abs() <= tolerance * y.abs().max(1e-3) + slack || (x.is_nan() && y.is_nan());
+                    assert!(close, "trial {trial}, {} at step {step}: gpu {x} vs flex {y}", a.name);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn the_gpu_backend_trains_a_transformer_pack_as_flex_does() {
+    let sizes = FamilySettings::Transformer(TransformerSettings { d_model: 32, n_heads: 4, d_mlp: 64 });
+    let leases = [lease("a", sizes.clone(), 11, 0.6, 1.0, 1, 40), lease("b", sizes, 11, 0.4, 0.1, 2, 40)];
+    let gpu = train::<Autodiff<Gpu>, TransformerPack<Autodiff<Gpu>>>(&leases, &Default::default());
+    let cpu = train::<Autodiff<Flex>, TransformerPack<Autodiff<Flex>>>(&leases, &Default::default());
+    compare(&gpu, &cpu, 2e-3, 0.0);
+    assert_eq!(leases[0].params.family, Family::Transformer);
+}
+
+#[test]
+fn the_gpu_backend_trains_a_diffusion_pack_as_flex_does() {
+    let settings = FamilySettings::Diffusion(DiffusionSettings {
+        operand_input: OperandInput::Image,
+        image_size: 16,
+        patch_size: 4,
+        d_model: 16,
+        n_heads: 2,
+        d_ffn: 16,
+        sample_steps: 5,
+        decision_points: 5,
+        switch_times: vec![0.6],
+        ..DiffusionSettings::default()
+    });
+    let leases = [lease("a", settings.clone(), 5, 0.6, 1.0, 1, 10), lease("b", settings, 5, 0.5, 0.1, 2, 10)];
+    let gpu = train::<Autodiff<Gpu>, DiffusionPack<Autodiff<Gpu>>>(&leases, &Default::default());
+    let cpu = train::<Autodiff<Flex>, DiffusionPack<Autodiff<Flex>>>(&leases, &Default::default());
+    // Generated images are judged: a sample on the judge's margin may flip, one in 25 pairs.
+    compare(&gpu, &cpu, 5e-3, 0.05);
+}
