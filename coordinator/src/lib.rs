@@ -1,6 +1,6 @@
 //! The groksweep coordinator: the only writer of sweep state and results.
 //!
-//! - [`config`]: [`CoordinatorConfig`].
+//! - [`config`]: the [`CoordinatorConfig`].
 //! - [`domain`]: leases, progress rows, trial views — the types the service speaks.
 //! - [`clock`]: injectable time ([`SystemClock`], [`ManualClock`]).
 //! - [`store`]: SQLite state (sweeps, trials, attempts/leases, workers, progress buffer).

@@ -73,7 +73,7 @@ fn heartbeats_keep_a_lease_alive_and_silence_lets_it_lapse() {
     let grant = lease(&mut store, &worker, 1).expect("lease").remove(0);
     for _ in 0..5 {
         clock.advance(TTL / 2);
-        assert!(store.heartbeat(&worker, &[grant.lease.clone()], TTL).expect("heartbeat").is_empty());
+        assert!(store.heartbeat(&worker, std::slice::from_ref(&grant.lease), TTL).expect("heartbeat").is_empty());
         assert!(store.expire_leases().expect("expire").is_empty());
     }
     clock.advance(TTL + 1);
@@ -82,7 +82,7 @@ fn heartbeats_keep_a_lease_alive_and_silence_lets_it_lapse() {
     let view = status_of(&store, &grant.lease.trial_id);
     assert_eq!((view.status, view.attempt, view.failures), (TrialStatus::Queued, 1, 1));
     // The lapsed lease is revoked at the next heartbeat, and refused elsewhere.
-    let revoked = store.heartbeat(&worker, &[grant.lease.clone()], TTL).expect("heartbeat");
+    let revoked = store.heartbeat(&worker, std::slice::from_ref(&grant.lease), TTL).expect("heartbeat");
     assert_eq!(revoked.len(), 1);
     assert!(revoked[0].reason.contains("lapsed"), "{}", revoked[0].reason);
     assert!(matches!(store.complete(&grant.lease, &FinalMetrics::default()), Err(CoordinatorError::StaleLease { .. })));
@@ -196,7 +196,7 @@ fn cancel_revokes_running_leases() {
     let (mut store, _clock, worker) = store_with(3);
     let grant = lease(&mut store, &worker, 1).expect("lease").remove(0);
     assert_eq!(store.cancel("lease-test").expect("cancel"), 2);
-    let revoked = store.heartbeat(&worker, &[grant.lease.clone()], TTL).expect("heartbeat");
+    let revoked = store.heartbeat(&worker, std::slice::from_ref(&grant.lease), TTL).expect("heartbeat");
     assert_eq!(revoked.len(), 1);
     assert!(lease(&mut store, &worker, 5).expect("lease").is_empty());
 }

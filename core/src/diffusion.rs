@@ -112,7 +112,7 @@ impl DiffusionSettings {
         };
         check((16..=64).contains(&self.image_size), "image_size", format!("{} is not in [16, 64]", self.image_size));
         check(
-            self.patch_size >= 1 && self.image_size % self.patch_size.max(1) == 0,
+            self.patch_size >= 1 && self.image_size.is_multiple_of(self.patch_size.max(1)),
             "patch_size",
             format!("{} does not divide image_size {}", self.patch_size, self.image_size),
         );
@@ -128,7 +128,7 @@ impl DiffusionSettings {
             check(value >= 1, field, "must be at least 1".to_string());
         }
         check(
-            self.n_heads == 0 || self.d_model % self.n_heads == 0,
+            self.n_heads == 0 || self.d_model.is_multiple_of(self.n_heads),
             "n_heads",
             format!("{} does not divide d_model {}", self.n_heads, self.d_model),
         );

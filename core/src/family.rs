@@ -40,7 +40,7 @@ impl TransformerSettings {
                 found.push((field, "must be at least 1".to_string()));
             }
         }
-        if self.n_heads != 0 && self.d_model % self.n_heads != 0 {
+        if self.n_heads != 0 && !self.d_model.is_multiple_of(self.n_heads) {
             found.push(("n_heads", format!("{} does not divide d_model {}", self.n_heads, self.d_model)));
         }
         found

@@ -31,12 +31,12 @@ struct Member<'a> {
 
 impl Member<'_> {
     fn evaluate_at(&self, step: u64) -> bool {
-        step % self.lease.training.eval_every.max(1) as u64 == 0 || step == self.lease.stop.max_epochs as u64
+        step.is_multiple_of(self.lease.training.eval_every.max(1) as u64) || step == self.lease.stop.max_epochs as u64
     }
 
     fn checkpoint_at(&self, step: u64) -> bool {
         let every = self.lease.training.checkpoint_every as u64;
-        every > 0 && step % every == 0
+        every > 0 && step.is_multiple_of(every)
     }
 
     fn metrics(&self, step: u64, last: &Evaluation) -> FinalMetrics {
@@ -78,11 +78,11 @@ fn visit<B: AutodiffBackend, F: PackFamily<B>>(family: &F, index: usize, member:
                 finishing = Some(evaluation);
             }
         }
-        if finishing.is_some() || member.checkpoint_at(step) {
-            if let Some(bytes) = family.checkpoint(index, step as i64)? {
-                member.checkpoints.add(step as i64, &bytes)?;
-                member.sink.checkpoint(step as i64, bytes)?;
-            }
+        if (finishing.is_some() || member.checkpoint_at(step))
+            && let Some(bytes) = family.checkpoint(index, step as i64)?
+        {
+            member.checkpoints.add(step as i64, &bytes)?;
+            member.sink.checkpoint(step as i64, bytes)?;
         }
         let Some(last) = finishing else { return Ok(None) };
         family.record_final(index, &last, &member.checkpoints, &mut *member.sink)?;

@@ -12,7 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .out_dir(&out_dir)
         .file_descriptor_set_path(out_dir.join("sweep_descriptor.bin"))
-        .compile_protos(&[crate_dir.join("sweep/v1/sweep.proto")], &[crate_dir.clone()])?;
+        .compile_protos(&[crate_dir.join("sweep/v1/sweep.proto")], std::slice::from_ref(&crate_dir))?;
     println!("regenerated proto/src/gen");
     Ok(())
 }

@@ -216,7 +216,7 @@ fn image_of(bank: &ImageBank, item: usize, per_class: usize) -> &[f32] {
 
 /// Train the CNN with Adam on images `FIRST_INDEX..` and measure it on the next ones.
 fn train<A: AutodiffBackend>(key: &ClassifierKey, device: &A::Device) -> (Cnn<A::InnerBackend>, f64) {
-    A::seed(device, 0x6a75_6467_65 ^ key.glyphs.seed());
+    A::seed(device, 0x006a_7564_6765 ^ key.glyphs.seed());
     let per_class = key.images_per_class;
     let held_out_per_class = (per_class / 4).max(20);
     let train_bank = ImageBank::from_indices(&key.glyphs, key.classes, per_class, FIRST_INDEX);
@@ -226,7 +226,7 @@ fn train<A: AutodiffBackend>(key: &ClassifierKey, device: &A::Device) -> (Cnn<A:
     let mut optimizer = AdamConfig::new().init::<A, Cnn<A>>();
     let total = key.classes * per_class;
     let mut order: Vec<usize> = (0..total).collect();
-    let mut rng = SplitMix64::new(key.glyphs.seed() ^ 0x636e_6e);
+    let mut rng = SplitMix64::new(key.glyphs.seed() ^ 0x0063_6e6e);
     for _ in 0..EPOCHS {
         for i in (1..order.len()).rev() {
             order.swap(i, rng.below(i as u64 + 1) as usize);

@@ -62,8 +62,8 @@ impl ExemplarJudge {
 pub enum Judge<B: Backend> {
     /// N = 1.
     Exemplar(ExemplarJudge),
-    /// Diverse N.
-    Classifier(Classifier<B>),
+    /// Diverse N (boxed: the network is far larger than the exemplars' handle).
+    Classifier(Box<Classifier<B>>),
 }
 
 impl<B: Backend> Judge<B> {

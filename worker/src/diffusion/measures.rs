@@ -353,7 +353,7 @@ impl<B: Backend> Evaluator<B> {
     /// Every measure of `model` at this step.
     pub fn evaluate(&self, model: &Dit<B>) -> Evaluation {
         let (train_targets, test_targets) = (self.targets(&self.train), self.targets(&self.test));
-        let train_generation = self.generate(model, &self.train, None, 0x7472_6169_6e);
+        let train_generation = self.generate(model, &self.train, None, 0x0074_7261_696e);
         let test_generation = self.generate(model, &self.test, None, 0x7465_7374);
         let repeat = |targets: &[usize]| {
             targets.iter().flat_map(|&c| std::iter::repeat_n(c, self.settings.samples_per_pair as usize)).collect::<Vec<_>>()
@@ -375,7 +375,8 @@ impl<B: Backend> Evaluator<B> {
             .unwrap_or(0);
 
         let mut switches = Vec::with_capacity(self.settings.switch_times.len());
-        let (old_pairs, new_pairs): (Vec<(usize, usize)>, Vec<(usize, usize)>) = self.switches.iter().copied().unzip();
+        let old_pairs: Vec<(usize, usize)> = self.switches.iter().map(|switch| switch.0).collect();
+        let new_pairs: Vec<(usize, usize)> = self.switches.iter().map(|switch| switch.1).collect();
         let (old_targets, new_targets) = (repeat(&self.targets(&old_pairs)), repeat(&self.targets(&new_pairs)));
         for &time in &self.settings.switch_times {
             let steps = self.settings.sample_steps as usize;

@@ -67,7 +67,7 @@ fn judge<B: AutodiffBackend>(
     if classifier.held_out_accuracy() < settings.judge_min_accuracy {
         return Err(DiffusionError::WeakJudge { accuracy: classifier.held_out_accuracy(), required: settings.judge_min_accuracy });
     }
-    Ok(Judge::Classifier(classifier))
+    Ok(Judge::Classifier(Box::new(classifier)))
 }
 
 /// One prepared diffusion trial.
@@ -97,10 +97,22 @@ pub struct DiffusionPack<B: AutodiffBackend> {
     device: B::Device,
 }
 
+/// One step's inputs of a pack: every member's draws, padded to the largest.
+struct PackDraw<B: AutodiffBackend> {
+    /// Noisy images, [K, rows, pixels].
+    x_t: Tensor<B, 3>,
+    /// Time features, [K, rows, TIME_FEATURES].
+    time: Tensor<B, 3>,
+    operands: PackOperands<B>,
+    /// Targets, [K, rows, pixels].
+    x0: Tensor<B, 3>,
+    /// Loss weight of each row, [K · rows, 1]: 1 / (n_k · pixels) on member k's pairs, 0 on padding.
+    weights: Tensor<B, 2>,
+}
+
 impl<B: AutodiffBackend> DiffusionPack<B> {
-    /// This step's draws of every member, padded to the largest, as the
-    /// model's inputs; returns (x_t, time features, operands, x0, loss weights).
-    fn draw(&mut self) -> (Tensor<B, 3>, Tensor<B, 3>, PackOperands<B>, Tensor<B, 3>, Tensor<B, 2>) {
+    /// This step's draws of every member, padded to the largest, as the model's inputs.
+    fn draw(&mut self) -> PackDraw<B> {
         let rows = self.members.iter().map(|member| member.train_pairs.len()).max().unwrap_or(0);
         let trials = self.members.len();
         let pixels = self.members[0].bank.pixels();
@@ -138,7 +150,7 @@ impl<B: AutodiffBackend> DiffusionPack<B> {
             }
         };
         let weights = Tensor::from_data(TensorData::new(weights, [trials * rows, 1]), device);
-        (x_t, features, operands, x0.reshape([trials, rows, pixels]), weights)
+        PackDraw { x_t, time: features, operands, x0: x0.reshape([trials, rows, pixels]), weights }
     }
 }
 
@@ -192,7 +204,7 @@ impl<B: AutodiffBackend> PackFamily<B> for DiffusionPack<B> {
     }
 
     fn step(&mut self, learning_rates: &[f64]) {
-        let (x_t, time, operands, x0, weights) = self.draw();
+        let PackDraw { x_t, time, operands, x0, weights } = self.draw();
         let x0_hat = self.model.forward_pack(x_t, time, operands).x0; // [K, rows, pixels]
         let [trials, rows, pixels] = x0_hat.dims();
         let squared = (x0_hat - x0).powi_scalar(2).reshape([trials * rows, pixels]).sum_dim(1); // [K · rows, 1]

@@ -156,6 +156,49 @@ fn a_pack_of_three_trains_each_trial_as_its_single_run() {
     assert_eq!(packed[2].steps_of(TEST_ACCURACY), vec![0, 20, 40, 60], "the others trained on after it left");
 }
 
+/// A sink that asks its trial to stop once it has recorded `after` steps.
+struct CancelAfter {
+    inner: CollectingSink,
+    after: usize,
+}
+
+impl MeasureSink for CancelAfter {
+    fn record(&mut self, step: i64, measures: Vec<Measure>) -> Result<(), crate::sink::SinkError> {
+        self.inner.record(step, measures)
+    }
+
+    fn checkpoint(&mut self, step: i64, safetensors: Vec<u8>) -> Result<(), crate::sink::SinkError> {
+        self.inner.checkpoint(step, safetensors)
+    }
+
+    fn cancelled(&self) -> bool {
+        self.inner.steps.len() >= self.after
+    }
+
+    fn finish(&mut self, outcome: TrialOutcome) {
+        self.inner.finish(outcome)
+    }
+}
+
+#[test]
+fn a_cancelled_trial_leaves_the_pack_and_the_others_train_as_alone() {
+    let leases = vec![lease("a", 1.0, 0.6, 1, 60), lease("b", 0.3, 0.5, 2, 60)];
+    let single = train_one(leases[0].clone());
+    let scratch = tempfile::tempdir().expect("scratch");
+    let mut kept = CollectingSink::default();
+    let mut cancelled = CancelAfter { inner: CollectingSink::default(), after: 2 };
+    run_pack::<TestAutodiffBackend, TransformerPack<TestAutodiffBackend>>(
+        leases,
+        vec![&mut kept, &mut cancelled],
+        &context(),
+        scratch.path(),
+        &Default::default(),
+    );
+    assert!(matches!(cancelled.inner.outcome, Some(TrialOutcome::Cancelled)), "{:?}", cancelled.inner.outcome);
+    assert_eq!(cancelled.inner.steps_of(TRAIN_LOSS), vec![0, 20], "it stopped after its second evaluation");
+    assert_same_run(&kept, &single, "the trial that stayed");
+}
+
 #[test]
 fn a_trial_of_another_family_fails_alone() {
     let mut wrong = lease("b", 1.0, 0.5, 2, 20);
