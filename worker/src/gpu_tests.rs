@@ -61,25 +61,16 @@ const NOISE_AT_INIT: [&str; 1] = [sweep_core::measures::SPECTRAL_ENTROPY];
 fn compare(gpu: &[CollectingSink], cpu: &[CollectingSink], tolerance: f64, accuracy_slack: f64) {
     for (trial, (gpu, cpu)) in gpu.iter().zip(cpu).enumerate() {
         assert!(gpu.metrics().is_some() && cpu.metrics().is_some(), "trial {trial} finished on both backends");
-        assert_eq!(gpu.steps.len(), cpu.steps.len());
-        for ((step, gpu_measures), (_, cpu_measures)) in gpu.steps.iter().zip(&cpu.steps) {
-            for (a, b) in gpu_measures.iter().zip(cpu_measures) {
-                assert_eq!(a.name, b.name);
-                if *step == 0 && NOISE_AT_INIT.contains(&a.name.as_str()) {
-                    continue;
-                }
-                let slack = if a.name.contains("accuracy") || a.name.contains("switch") { accuracy_slack } else { 0.0 };
-                let pairs: Vec<(f64, f64)> = match (&a.value, &b.value) {
-                    (MeasureValue::Scalar(x), MeasureValue::Scalar(y)) => vec![(*x, *y)],
-                    (MeasureValue::Spectrum(x), MeasureValue::Spectrum(y)) => x.iter().copied().zip(y.iter().copied()).collect(),
-                    (MeasureValue::Curve(x), MeasureValue::Curve(y)) => x.iter().zip(y).map(|(p, q)| (p.value, q.value)).collect(),
-                    _ => panic!("{} changed shape", a.name),
-                };
-                for (x, y) in pairs {
-                    let close = (x - y).abs() <= tolerance * y.abs().max(1e-3) + slack || (x.is_nan() && y.is_nan());
-                    assert!(close, "trial {trial}, {} at step {step}: gpu {x} vs flex {y}", a.name);
-                }
+        let (gpu_values, cpu_values) = (gpu.values(), cpu.values());
+        assert_eq!(gpu_values.len(), cpu_values.len(), "trial {trial}: the same measures");
+        for ((step, name, x), (_, other, y)) in gpu_values.iter().zip(&cpu_values) {
+            assert_eq!(name, other, "trial {trial}");
+            if *step == 0 && NOISE_AT_INIT.contains(&name.as_str()) {
+                continue;
             }
+            let slack = if name.contains("accuracy") || name.contains("switch") { accuracy_slack } else { 0.0 };
+            let close = (x - y).abs() <= tolerance * y.abs().max(1e-3) + slack || (x.is_nan() && y.is_nan());
+            assert!(close, "trial {trial}, {name} at step {step}: gpu {x} vs flex {y}");
         }
     }
 }

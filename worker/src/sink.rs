@@ -104,6 +104,26 @@ impl CollectingSink {
         }
     }
 
+    /// Every recorded value as (step, name, value), in arrival order: a
+    /// spectrum entry named `name[k]`, a curve point `name@t`.
+    pub fn values(&self) -> Vec<(i64, String, f64)> {
+        let mut values = Vec::new();
+        for (step, measures) in &self.steps {
+            for measure in measures {
+                match &measure.value {
+                    MeasureValue::Scalar(value) => values.push((*step, measure.name.clone(), *value)),
+                    MeasureValue::Spectrum(spectrum) => {
+                        values.extend(spectrum.iter().enumerate().map(|(k, v)| (*step, format!("{}[{k}]", measure.name), *v)))
+                    }
+                    MeasureValue::Curve(points) => {
+                        values.extend(points.iter().map(|point| (*step, format!("{}@{}", measure.name, point.t), point.value)))
+                    }
+                }
+            }
+        }
+        values
+    }
+
     /// The final metrics, when the trial finished.
     pub fn metrics(&self) -> Option<&FinalMetrics> {
         match &self.outcome {

@@ -70,6 +70,15 @@ pub(crate) fn keep_trials<B: AutodiffBackend, M: AutodiffModule<B>>(model: M, tr
     model.map(&mut Keep::<B> { trials })
 }
 
+/// Keep the items at the positions `keep` (ascending), as `keep_trials` keeps trials.
+pub(crate) fn keep_items<T>(items: &mut Vec<T>, keep: &[usize]) {
+    let mut position = 0;
+    items.retain(|_| {
+        position += 1;
+        keep.contains(&(position - 1))
+    });
+}
+
 /// Narrows every parameter to one trial.
 struct Slice {
     trial: usize,

@@ -62,24 +62,6 @@ fn a_tiny_model_overfits_one_pair() {
     assert!(matches!(sink.measure(300, SWITCH_FOLLOWS_NEW), Some(MeasureValue::Curve(points)) if points.len() == 2));
 }
 
-fn flat(sink: &CollectingSink) -> Vec<(i64, String, f64)> {
-    let mut rows = Vec::new();
-    for (step, measures) in &sink.steps {
-        for measure in measures {
-            match &measure.value {
-                MeasureValue::Scalar(value) => rows.push((*step, measure.name.clone(), *value)),
-                MeasureValue::Spectrum(values) => {
-                    rows.extend(values.iter().enumerate().map(|(k, v)| (*step, format!("{}[{k}]", measure.name), *v)))
-                }
-                MeasureValue::Curve(points) => {
-                    rows.extend(points.iter().map(|point| (*step, format!("{}@{}", measure.name, point.t), point.value)))
-                }
-            }
-        }
-    }
-    rows
-}
-
 /// Relative tolerance of pack-versus-single values (see the transformer's);
 /// generation accuracies are counts of judged samples, so a sample whose
 /// verdict sits on the judge's margin may flip: those are compared exactly
@@ -92,7 +74,7 @@ fn a_pack_of_two_trains_each_trial_as_its_single_run() {
     let singles: Vec<CollectingSink> = leases.iter().map(|lease| train(vec![lease.clone()]).remove(0)).collect();
     let packed = train(leases);
     for (index, (pack, single)) in packed.iter().zip(&singles).enumerate() {
-        let (got, want) = (flat(pack), flat(single));
+        let (got, want) = (pack.values(), single.values());
         assert_eq!(got.len(), want.len(), "trial {index}: the same measures");
         for ((step, name, a), (_, other, b)) in got.iter().zip(&want) {
             assert_eq!(name, other, "trial {index}");

@@ -163,11 +163,7 @@ impl<B: AutodiffBackend> PackFamily<B> for TransformerPack<B> {
     fn keep(&mut self, keep: &[usize]) {
         self.model = stack::keep_trials(self.model.clone(), keep, &self.device);
         self.optimizer.keep_trials(keep, &self.device);
-        let mut index = 0;
-        self.members.retain(|_| {
-            index += 1;
-            keep.contains(&(index - 1))
-        });
+        stack::keep_items(&mut self.members, keep);
         self.batch = batch_of(&self.members, self.modulus, &self.device);
     }
 }

@@ -94,29 +94,13 @@ fn early_stop_ends_when_the_target_is_held() {
     assert_eq!(accuracies.last().map(|a| a.0), Some(held), "and evaluates nothing after it");
 }
 
-fn scalar_measures(sink: &CollectingSink) -> Vec<(i64, String, f64)> {
-    let mut rows = Vec::new();
-    for (step, measures) in &sink.steps {
-        for measure in measures {
-            match &measure.value {
-                MeasureValue::Scalar(value) => rows.push((*step, measure.name.clone(), *value)),
-                MeasureValue::Spectrum(values) => {
-                    rows.extend(values.iter().enumerate().map(|(k, v)| (*step, format!("{}[{k}]", measure.name), *v)))
-                }
-                MeasureValue::Curve(_) => unreachable!("the transformer family records no curves"),
-            }
-        }
-    }
-    rows
-}
-
 /// Relative tolerance of the pack-versus-single comparisons: the stacked
 /// products and the weighted loss sum in another order than a pack of one,
 /// so values agree to f32 rounding accumulated over the steps, not bit for bit.
 const PACK_TOLERANCE: f64 = 2e-4;
 
 fn assert_same_run(pack: &CollectingSink, single: &CollectingSink, what: &str) {
-    let (pack_rows, single_rows) = (scalar_measures(pack), scalar_measures(single));
+    let (pack_rows, single_rows) = (pack.values(), single.values());
     assert_eq!(pack_rows.len(), single_rows.len(), "{what}: the same measures at the same steps");
     for ((step, name, got), (single_step, single_name, want)) in pack_rows.iter().zip(&single_rows) {
         assert_eq!((step, name), (single_step, single_name), "{what}");
