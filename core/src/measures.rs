@@ -65,7 +65,7 @@ pub const GINI_OPERAND: &str = "gini_operand";
 /// Diffusion measure: Shannon entropy (nats) of the 2D-DFT power of the centred
 /// block-FFN pre-activations over (a, b), summed over neurons, constant term excluded.
 pub const SPECTRAL_ENTROPY: &str = "spectral_entropy";
-/// Diffusion measure: the critical timestep on the training pairs (see [`decision_measure`]).
+/// Diffusion measure: the critical timestep on the training pairs (see [`decision_curve`]).
 pub const CRITICAL_TIMESTEP_TRAIN: &str = "critical_timestep_train";
 /// Diffusion measure: the critical timestep on the test pairs.
 pub const CRITICAL_TIMESTEP_TEST: &str = "critical_timestep_test";
