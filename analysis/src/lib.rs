@@ -1,13 +1,24 @@
 //! Analysis of groksweep results with DataFusion.
 //!
 //! - [`open_results`]: a `SessionContext` with the `trials`, `progress`,
-//!   `spectra` and `curves` tables registered over `<data-dir>/results/*/` (one sweep or
-//!   all), and the `key_frequencies` view (the key frequencies of every eval
-//!   step, one row each, from `spectra`).
+//!   `spectra`, `curves` and `phases` tables registered over
+//!   `<data-dir>/results/*/` (one sweep or all), and the `key_frequencies` view
+//!   (the key frequencies of every eval step, one row each, from `spectra`).
 //! - [`final_results`]: a named query, one row per trial with its outcome.
+//! - [`series`]: one trial's series as read back; [`segmented`]: piecewise-linear
+//!   regression; [`phases`]: the rules that find a trial's phases and class;
+//!   [`phases_table`]: reading every trial's series and writing the `phases`
+//!   table; [`summary`]: the phase diagram and grokking-step slopes of a sweep.
 //!
 //! An empty or missing results directory is normal (nothing has finished yet):
 //! the tables are registered empty, with the documented schemas.
+
+pub mod phases;
+pub mod phases_table;
+pub mod report;
+pub mod segmented;
+pub mod series;
+pub mod summary;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,7 +28,7 @@ use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
-use sweep_core::measures::{curves_schema, progress_schema, spectra_schema, trials_schema};
+use sweep_core::measures::{curves_schema, phases_schema, progress_schema, spectra_schema, trials_schema};
 
 /// Errors of the analysis crate.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +45,15 @@ pub enum AnalysisError {
         /// Cause.
         source: std::io::Error,
     },
+    /// Results that do not have the shape groksweep writes.
+    #[error("unexpected results: {0}")]
+    Unexpected(String),
+    /// An Arrow or Parquet operation failed.
+    #[error(transparent)]
+    Parquet(#[from] datafusion::parquet::errors::ParquetError),
+    /// An Arrow operation failed.
+    #[error(transparent)]
+    Arrow(#[from] datafusion::arrow::error::ArrowError),
     /// The requested sweep has no results directory.
     #[error("no results for sweep `{sweep}` under {root}")]
     UnknownSweep {
@@ -109,8 +129,17 @@ pub async fn open_results(data_dir: &Path, sweep: Option<&str>) -> Result<Sessio
     register(&context, "progress", &table_dirs(&results_root, sweep, "progress")?, progress_schema()).await?;
     register(&context, "spectra", &table_dirs(&results_root, sweep, "spectra")?, spectra_schema()).await?;
     register(&context, "curves", &table_dirs(&results_root, sweep, "curves")?, curves_schema()).await?;
+    register(&context, "phases", &table_dirs(&results_root, sweep, "phases")?, phases_schema()).await?;
     context.sql(KEY_FREQUENCIES_VIEW).await?.collect().await?;
     Ok(context)
+}
+
+pub use datafusion::arrow::record_batch::RecordBatch;
+
+/// Batches as a text table (for messages and tests).
+pub fn pretty(batches: &[RecordBatch]) -> String {
+    datafusion::arrow::util::pretty::pretty_format_batches(batches)
+        .map_or_else(|error| format!("<unprintable: {error}>"), |table| table.to_string())
 }
 
 /// One row per trial: its parameters and outcome, grid order.

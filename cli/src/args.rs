@@ -32,8 +32,14 @@ pub enum Command {
     Cancel(CancelArgs),
     /// Validate a sweep spec and list its trials; runs nothing.
     Plan(PlanArgs),
-    /// Query the results with SQL (DataFusion): tables `trials`, `progress`, `spectra`, `curves`.
+    /// Query the results with SQL (DataFusion): tables `trials`, `progress`, `spectra`, `curves`, `phases`.
     Sql(SqlArgs),
+    /// Find every trial's phases from its results, write the `phases` table,
+    /// and print the phase diagram and the grokking step against each swept axis.
+    Analyze(AnalyzeArgs),
+    /// Write one self-contained HTML report of a sweep: its table, phase
+    /// diagram and each trial's curves with the phases shaded.
+    Report(ReportArgs),
     /// Draw the diffusion family's symbol images into a contact sheet (PNG):
     /// one row per class, images 0.. of each class left to right.
     Glyphs(GlyphsArgs),
@@ -206,4 +212,71 @@ pub struct SqlArgs {
     /// Only this sweep's results.
     #[arg(long)]
     pub sweep: Option<String>,
+}
+
+/// `groksweep analyze`.
+#[derive(Debug, Args)]
+pub struct AnalyzeArgs {
+    /// Sweep name.
+    pub sweep: String,
+    /// Where the results are.
+    #[arg(long, default_value = "groksweep-data")]
+    pub data_dir: PathBuf,
+    /// Phase-diagram rows: an axis of `trials` (default: the first swept axis).
+    #[arg(long)]
+    pub rows: Option<String>,
+    /// Phase-diagram columns (default: the second swept axis, if any).
+    #[arg(long)]
+    pub columns: Option<String>,
+    /// Rule thresholds (defaults in the README, "The `phases` table").
+    #[command(flatten)]
+    pub rules: RuleArgs,
+}
+
+/// `groksweep report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Sweep name.
+    pub sweep: String,
+    /// Where the results are.
+    #[arg(long, default_value = "groksweep-data")]
+    pub data_dir: PathBuf,
+    /// The HTML file to write.
+    #[arg(long, default_value = "report.html")]
+    pub out: PathBuf,
+    /// Draw only these trials (comma-separated ids).
+    #[arg(long, value_delimiter = ',')]
+    pub trials: Option<Vec<String>>,
+    /// Draw only trials matching this SQL condition over `trials`, e.g. "data_fraction >= 0.5".
+    #[arg(long = "where")]
+    pub filter: Option<String>,
+    /// Draw at most this many trials (the table lists every trial).
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+    /// Rule thresholds (defaults in the README, "The `phases` table").
+    #[command(flatten)]
+    pub rules: RuleArgs,
+}
+
+/// Thresholds of the phase rules; each overrides its documented default.
+#[derive(Debug, Args)]
+pub struct RuleArgs {
+    /// Liu et al.'s class: accuracy that train and test must reach [0.9].
+    #[arg(long)]
+    pub class_accuracy: Option<f64>,
+    /// Liu et al.'s class: steps between the two above which a trial groks [1000].
+    #[arg(long)]
+    pub class_gap: Option<i64>,
+    /// Liu et al.'s class: steps within which the accuracy must be reached [the whole run].
+    #[arg(long)]
+    pub class_budget: Option<i64>,
+    /// Segments of the regression of log10 test loss, at most [4].
+    #[arg(long)]
+    pub max_segments: Option<usize>,
+    /// A segment next to the steepest is cleanup if it falls at least this fraction as fast [0.2].
+    #[arg(long)]
+    pub fast_fraction: Option<f64>,
+    /// Decades the test loss must fall for a cleanup to count [1].
+    #[arg(long)]
+    pub cleanup_min_decades: Option<f64>,
 }

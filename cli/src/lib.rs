@@ -1,13 +1,15 @@
 //! The `groksweep` command-line tool.
 //!
 //! - [`args`]: the clap command line.
-//! - `commands`: one module per subcommand (`run`, `coordinator`, `worker`, `submit`, `status`, `plan`, `sql`, `glyphs`).
+//! - `commands`: one module per subcommand (`run`, `coordinator`, `worker`, `submit`, `status`, `plan`, `sql`, `analyze`, `glyphs`).
 //! - `display`: tables, progress bars and the end-of-run summary.
+//! - [`phases_hook`]: writes the `phases` table as trials finish (the coordinator's observer).
 //! - `signals`: Ctrl-C / SIGTERM as a future.
 
 pub mod args;
 mod commands;
 mod display;
+pub mod phases_hook;
 mod signals;
 
 use args::Command;
@@ -35,6 +37,8 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Cancel(args) => commands::client::cancel(args).await,
         Command::Plan(args) => commands::plan::run(args),
         Command::Sql(args) => commands::sql::run(args).await,
+        Command::Analyze(args) => commands::analyze::run(args).await,
+        Command::Report(args) => commands::analyze::report(args).await,
         Command::Glyphs(args) => commands::glyphs::run(args),
     }
 }

@@ -1,7 +1,20 @@
 //! Coordinator settings.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+use futures::future::BoxFuture;
+
+use crate::domain::TrialView;
+
+/// Told each time a flush has written a sweep's `trials` table (and, before
+/// it, every finished trial's last progress), outside the state lock; the
+/// embedded and cluster commands use it to write the `phases` table.
+pub trait TrialsWritten: Send + Sync + std::fmt::Debug {
+    /// `trials` is the sweep's table as just written.
+    fn trials_written<'a>(&'a self, sweep: &'a str, trials: &'a [TrialView]) -> BoxFuture<'a, ()>;
+}
 
 /// How a coordinator runs. Addresses are not here: the caller binds the listener.
 #[derive(Debug, Clone)]
@@ -18,6 +31,8 @@ pub struct CoordinatorConfig {
     pub watch_interval: Duration,
     /// Shared token that clients and workers must present, if set.
     pub token: Option<String>,
+    /// Called after each written `trials` table.
+    pub on_trials_written: Option<Arc<dyn TrialsWritten>>,
 }
 
 impl CoordinatorConfig {
@@ -30,6 +45,7 @@ impl CoordinatorConfig {
             roll_interval: Duration::from_secs(5),
             watch_interval: Duration::from_millis(500),
             token: None,
+            on_trials_written: None,
         }
     }
 }

@@ -208,12 +208,18 @@ impl Coordinator {
     /// write buffered progress, rewrite changed `trials` tables.
     pub async fn flush(&self) -> Result<()> {
         let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || {
+        let written = tokio::task::spawn_blocking(move || {
             let mut store = inner.store.lock().map_err(|_| CoordinatorError::Internal("store lock poisoned".to_string()))?;
             flush_results(&mut store, &inner.layout)
         })
         .await
-        .map_err(|error| CoordinatorError::Internal(format!("flush task failed: {error}")))?
+        .map_err(|error| CoordinatorError::Internal(format!("flush task failed: {error}")))??;
+        if let Some(observer) = &self.inner.config.on_trials_written {
+            for (sweep, trials) in &written {
+                observer.trials_written(sweep, trials).await;
+            }
+        }
+        Ok(())
     }
 
     /// Stop handing out leases and end watch streams; called on shutdown.
@@ -269,7 +275,8 @@ fn check_safetensors_header(bytes: &[u8]) -> Result<()> {
     }
 }
 
-fn flush_results(store: &mut Store, layout: &ResultsLayout) -> Result<()> {
+/// Returns each sweep whose `trials` table was written, with its rows.
+fn flush_results(store: &mut Store, layout: &ResultsLayout) -> Result<Vec<(String, Vec<TrialView>)>> {
     for attempt in store.superseded()? {
         let moved = layout.move_superseded(&attempt)?;
         store.forget_superseded(&attempt)?;
@@ -280,14 +287,18 @@ fn flush_results(store: &mut Store, layout: &ResultsLayout) -> Result<()> {
         store.mark_flushed(&buffered.trial_id, buffered.attempt, buffered.last_row_id)?;
     }
     let dirty = store.take_dirty_sweeps()?;
+    let mut written = Vec::with_capacity(dirty.len());
     for (position, sweep) in dirty.iter().enumerate() {
-        let written = store.trials_of(sweep).and_then(|trials| layout.write_trials(sweep, &trials));
-        if let Err(error) = written {
-            store.mark_dirty(&dirty[position..])?;
-            return Err(error);
+        let outcome = store.trials_of(sweep).and_then(|trials| layout.write_trials(sweep, &trials).map(|_| trials));
+        match outcome {
+            Ok(trials) => written.push((sweep.clone(), trials)),
+            Err(error) => {
+                store.mark_dirty(&dirty[position..])?;
+                return Err(error);
+            }
         }
     }
-    Ok(())
+    Ok(written)
 }
 
 /// After a crash between writing a progress file and forgetting its rows, the

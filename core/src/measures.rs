@@ -4,6 +4,7 @@
 //! `spectra` is long format too: one row per (trial, attempt, step, matrix, frequency).
 //! `curves` is long format: one row per (trial, attempt, step, curve, t).
 //! `trials` has one row per trial with every parameter as a typed column.
+//! `phases` has one row per analysed trial: its phase boundaries and class.
 //!
 //! Measures travel typed ([`crate::Measure`]): scalars become `progress`
 //! rows, spectra `spectra` rows and curves `curves` rows; the names here are
@@ -290,6 +291,93 @@ pub fn trials_schema() -> SchemaRef {
     ]))
 }
 
+/// Columns of the `phases` table, in order (rules in the README, "The `phases` table").
+pub mod phases_columns {
+    /// Sweep name.
+    pub const SWEEP: &str = "sweep";
+    /// Trial id.
+    pub const TRIAL_ID: &str = "trial_id";
+    /// Attempt whose series were analysed.
+    pub const ATTEMPT: &str = "attempt";
+    /// Family.
+    pub const FAMILY: &str = "family";
+    /// Trial status when analysed.
+    pub const STATUS: &str = "status";
+    /// Last step with a recorded measure.
+    pub const LAST_STEP: &str = "last_step";
+    /// Train accuracy first ≥ 0.99.
+    pub const TRAIN_ACCURACY_99_AT: &str = "train_accuracy_99_at";
+    /// Train loss first < 0.01.
+    pub const TRAIN_LOSS_BELOW_0_01_AT: &str = "train_loss_below_0_01_at";
+    /// Test accuracy first ≥ 0.95 (`grokked_at` of `trials`).
+    pub const TEST_ACCURACY_95_AT: &str = "test_accuracy_95_at";
+    /// Test accuracy first ≥ 0.99.
+    pub const TEST_ACCURACY_99_AT: &str = "test_accuracy_99_at";
+    /// Test loss first < 1.
+    pub const TEST_LOSS_BELOW_1_AT: &str = "test_loss_below_1_at";
+    /// Test loss first < 0.01.
+    pub const TEST_LOSS_BELOW_0_01_AT: &str = "test_loss_below_0_01_at";
+    /// End of memorisation (transformer).
+    pub const MEMORISATION_END: &str = "memorisation_end";
+    /// End of circuit formation (transformer).
+    pub const CIRCUIT_FORMATION_END: &str = "circuit_formation_end";
+    /// End of cleanup (transformer).
+    pub const CLEANUP_END: &str = "cleanup_end";
+    /// Where the trial was at its last step.
+    pub const PHASE_AT_END: &str = "phase_at_end";
+    /// Train accuracy first ≥ the class accuracy (0.9), within the budget.
+    pub const CLASS_TRAIN_AT: &str = "class_train_at";
+    /// Test accuracy first ≥ the class accuracy, within the budget.
+    pub const CLASS_TEST_AT: &str = "class_test_at";
+    /// Liu et al.'s class.
+    pub const CLASS: &str = "class";
+    /// First step with a critical timestep on the test pairs (diffusion).
+    pub const CRITICAL_TIMESTEP_FIRST_AT: &str = "critical_timestep_first_at";
+    /// Last critical timestep on the test pairs (diffusion).
+    pub const CRITICAL_TIMESTEP: &str = "critical_timestep";
+    /// Whether the operand-switch result flips at the critical timestep (diffusion).
+    pub const SWITCH_FLIPS: &str = "switch_flips";
+    /// Columns not reached, comma-separated.
+    pub const NOT_REACHED: &str = "not_reached";
+    /// Why each was not reached.
+    pub const NOTES: &str = "notes";
+    /// The rule settings used, as JSON.
+    pub const SETTINGS: &str = "settings";
+}
+
+/// Schema of the `phases` table.
+pub fn phases_schema() -> SchemaRef {
+    use phases_columns as c;
+    let step = |name| Field::new(name, DataType::Int64, true);
+    Arc::new(Schema::new(vec![
+        Field::new(c::SWEEP, DataType::Utf8, false),
+        Field::new(c::TRIAL_ID, DataType::Utf8, false),
+        Field::new(c::ATTEMPT, DataType::Int32, false),
+        Field::new(c::FAMILY, DataType::Utf8, false),
+        Field::new(c::STATUS, DataType::Utf8, false),
+        step(c::LAST_STEP),
+        step(c::TRAIN_ACCURACY_99_AT),
+        step(c::TRAIN_LOSS_BELOW_0_01_AT),
+        step(c::TEST_ACCURACY_95_AT),
+        step(c::TEST_ACCURACY_99_AT),
+        step(c::TEST_LOSS_BELOW_1_AT),
+        step(c::TEST_LOSS_BELOW_0_01_AT),
+        step(c::MEMORISATION_END),
+        step(c::CIRCUIT_FORMATION_END),
+        step(c::CLEANUP_END),
+        Field::new(c::PHASE_AT_END, DataType::Utf8, false),
+        step(c::CLASS_TRAIN_AT),
+        step(c::CLASS_TEST_AT),
+        Field::new(c::CLASS, DataType::Utf8, false),
+        step(c::CRITICAL_TIMESTEP_FIRST_AT),
+        Field::new(c::CRITICAL_TIMESTEP, DataType::Float64, true),
+        Field::new(c::SWITCH_FLIPS, DataType::Boolean, true),
+        Field::new(c::NOT_REACHED, DataType::Utf8, false),
+        Field::new(c::NOTES, DataType::Utf8, false),
+        Field::new(c::SETTINGS, DataType::Utf8, false),
+    ]))
+}
+
 /// A schema that does not match what groksweep writes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("schema mismatch: {0}")]
@@ -324,6 +412,8 @@ mod tests {
         assert!(validate_schema(&trials_schema(), &trials_schema()).is_ok());
         assert!(validate_schema(&progress_schema(), &trials_schema()).is_err());
         assert!(validate_schema(&spectra_schema(), &progress_schema()).is_err());
+        assert!(validate_schema(&phases_schema(), &phases_schema()).is_ok());
+        assert!(validate_schema(&phases_schema(), &trials_schema()).is_err());
     }
 
     #[test]

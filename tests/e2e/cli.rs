@@ -85,6 +85,51 @@ fn run_finishes_the_sweep_and_a_second_run_resumes_without_retraining() {
         assert!(output.status.success(), "{query}: {}", String::from_utf8_lossy(&output.stderr));
         assert!(stdout.contains(expected), "{query}: {stdout}");
     }
+
+    // The phases table: written by the run's coordinator, rewritten by `analyze`.
+    let phases = groksweep(&["sql", "SELECT COUNT(*) AS n FROM phases WHERE status = 'done'", "--data-dir", data]);
+    assert!(String::from_utf8_lossy(&phases.stdout).contains("| 4 "), "{}", String::from_utf8_lossy(&phases.stdout));
+    let analyze = groksweep(&["analyze", "tiny", "--data-dir", data, "--class-gap", "20"]);
+    let stdout = String::from_utf8_lossy(&analyze.stdout);
+    assert!(analyze.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&analyze.stderr));
+    assert!(stdout.contains("phase diagram") && stdout.contains("data_fraction"), "{stdout}");
+    assert!(stdout.contains("results/tiny/phases/phases.parquet"), "{stdout}");
+    let settings = groksweep(&["sql", "SELECT DISTINCT settings FROM phases", "--data-dir", data]);
+    assert!(String::from_utf8_lossy(&settings.stdout).contains("\"class_gap\":20"), "{}", String::from_utf8_lossy(&settings.stdout));
+    let refused = groksweep(&["analyze", "tiny", "--data-dir", data, "--rows", "colour"]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("--rows must be one of modulus, data_fraction"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let report_path = directory.path().join("report.html");
+    let report =
+        groksweep(&["report", "tiny", "--data-dir", data, "--out", report_path.to_str().expect("utf-8"), "--where", "data_fraction > 0.6"]);
+    let stdout = String::from_utf8_lossy(&report.stdout);
+    assert!(report.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&report.stderr));
+    assert!(stdout.contains("2 trials drawn"), "the filter keeps the 2 trials at fraction 0.8: {stdout}");
+    let html = std::fs::read_to_string(&report_path).expect("the report is written");
+    let figures = html.matches("<figure class=\"figure\"").count();
+    assert!(html.contains(&format!("<meta name=\"groksweep-figures\" content=\"{figures}\">")), "the page counts its figures");
+    // Per trial: loss, accuracy, restricted/excluded, Gini, Σθ², W_E spectrum (key frequencies only once some exist).
+    assert!(figures >= 2 * 6, "{figures} figures");
+    for fetching in ["<script", "<link", "src=", "href=\"http", "url("] {
+        assert!(!html.contains(fetching), "self-contained, nothing fetched: found `{fetching}`");
+    }
+    let unknown_trial =
+        groksweep(&["report", "tiny", "--data-dir", data, "--out", report_path.to_str().expect("utf-8"), "--trials", "nope"]);
+    assert!(
+        String::from_utf8_lossy(&unknown_trial.stderr).contains("has no trial `nope`"),
+        "{}",
+        String::from_utf8_lossy(&unknown_trial.stderr)
+    );
+    let unknown = groksweep(&["analyze", "nope", "--data-dir", data]);
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("no results for sweep `nope`"),
+        "{}",
+        String::from_utf8_lossy(&unknown.stderr)
+    );
 }
 
 #[test]

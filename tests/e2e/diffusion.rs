@@ -103,4 +103,16 @@ async fn tiny_diffusion_sweep_lands_in_parquet() {
             assert_eq!(spectra.iter().filter(|s| s.0 == trial.trial_id && s.3 == matrix).count(), 3 * 3, "{matrix}");
         }
     }
+
+    // The report draws the diffusion figures: the critical timestep over training and the last decision curves.
+    let options = sweep_analysis::report::ReportOptions { limit: 10, ..Default::default() };
+    let report = sweep_analysis::report::build_report(data.path(), "tiny-diffusion", &options, &Default::default()).await.expect("report");
+    assert_eq!(report.trials_drawn, 2);
+    for trial in &trials {
+        for figure in ["loss", "accuracy", "decision"] {
+            assert!(report.html.contains(&format!("id=\"{}-{figure}\"", trial.trial_id)), "{figure} of {}", trial.trial_id);
+        }
+        assert!(!report.html.contains(&format!("id=\"{}-gini\"", trial.trial_id)), "no transformer figures for a diffusion trial");
+    }
+    assert!(report.html.contains(&format!("<meta name=\"groksweep-figures\" content=\"{}\">", report.figures)));
 }

@@ -27,6 +27,7 @@ pub(crate) fn fast_config(data_dir: &Path) -> CoordinatorConfig {
     config.heartbeat_interval = Duration::from_millis(300);
     config.roll_interval = Duration::from_millis(300);
     config.watch_interval = Duration::from_millis(100);
+    config.on_trials_written = Some(Arc::new(groksweep::phases_hook::PhasesWriter::new(data_dir)));
     config
 }
 

@@ -70,4 +70,26 @@ async fn tiny_sweep_runs_end_to_end_and_lands_in_parquet() {
     check_final_checkpoints(&sweep_dir);
     let checkpoint_files = std::fs::read_dir(sweep_dir.join("checkpoints")).expect("checkpoints").count();
     assert_eq!(checkpoint_files, 4, "one checkpoint directory per trial");
+
+    // The coordinator wrote every trial's phases as it finished, from the same
+    // series: its grokking step agrees with the worker's own `grokked_at`.
+    let context = sweep_analysis::open_results(data.path(), Some("tiny")).await.expect("opens");
+    let batches = context
+        .sql(
+            "SELECT COUNT(*) AS n, COUNT(DISTINCT p.trial_id) AS trials,
+                    SUM(CASE WHEN p.test_accuracy_95_at IS NOT DISTINCT FROM t.grokked_at THEN 1 ELSE 0 END) AS agree,
+                    SUM(CASE WHEN p.last_step = 60 AND p.status = 'done' AND p.attempt = 1 THEN 1 ELSE 0 END) AS complete
+             FROM phases p JOIN trials t ON p.trial_id = t.trial_id",
+        )
+        .await
+        .expect("plans")
+        .collect()
+        .await
+        .expect("runs");
+    let text = datafusion_text(&batches);
+    assert!(text.contains("| 4 | 4      | 4     | 4        |"), "{text}");
+}
+
+fn datafusion_text(batches: &[sweep_analysis::RecordBatch]) -> String {
+    sweep_analysis::pretty(batches)
 }

@@ -17,6 +17,7 @@ fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
 /// Serve until a signal, then drain and flush.
 pub(crate) async fn run(args: CoordinatorArgs) -> anyhow::Result<()> {
     let mut config = CoordinatorConfig::new(&args.data_dir);
+    config.on_trials_written = Some(Arc::new(crate::phases_hook::PhasesWriter::new(&args.data_dir)));
     config.lease_ttl = seconds(args.lease_ttl_secs, "lease-ttl-secs")?;
     config.heartbeat_interval = seconds(args.heartbeat_secs, "heartbeat-secs")?;
     config.roll_interval = seconds(args.roll_secs, "roll-secs")?;

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub(crate) mod analyze;
 pub(crate) mod client;
 pub(crate) mod coordinator;
 pub(crate) mod glyphs;

@@ -22,6 +22,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     let spec = sweep_core::load_spec(&args.spec)?;
 
     let mut config = CoordinatorConfig::new(&args.data_dir);
+    config.on_trials_written = Some(Arc::new(crate::phases_hook::PhasesWriter::new(&args.data_dir)));
     config.roll_interval = std::time::Duration::from_secs(2);
     let coordinator = Coordinator::open(config, Arc::new(SystemClock))
         .with_context(|| format!("failed to open the state in {}", args.data_dir.display()))?;
