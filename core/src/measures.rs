@@ -61,6 +61,21 @@ pub const KEY_FREQUENCY_COUNT: &str = "key_frequency_count";
 /// [`KEY_FVE_THRESHOLD`] of their variance.
 pub const KEY_NEURON_FRACTION: &str = "key_neuron_fraction";
 
+/// Transformer measures: the Frobenius norm of each weight matrix, in this
+/// order W_E, W_pos, W_Q, W_K, W_V, W_O, W_in, W_out, W_U (norm spikes of the
+/// last layer are the "slingshot" of Thilak et al. 2022).
+pub const WEIGHT_NORMS: [&str; 9] =
+    ["norm_w_e", "norm_w_pos", "norm_w_q", "norm_w_k", "norm_w_v", "norm_w_o", "norm_w_in", "norm_w_out", "norm_w_u"];
+/// Transformer measure: effective rank (exp of the entropy of the normalised singular values) of W_E's number rows.
+pub const EFFECTIVE_RANK_W_E: &str = "effective_rank_w_e";
+/// Transformer measure: effective rank of W_L = W_out · W_U[:, :p].
+pub const EFFECTIVE_RANK_W_L: &str = "effective_rank_w_l";
+/// Transformer measure: fraction of training pairs whose float32 softmax
+/// probability of the label is exactly 1 (softmax collapse, Prieto et al. 2025).
+pub const SOFTMAX_COLLAPSE: &str = "softmax_collapse";
+/// Transformer measure: fraction of training pairs whose float32 cross-entropy is exactly 0.
+pub const ZERO_LOSS_FRACTION: &str = "zero_loss_fraction";
+
 /// Diffusion measure: Gini coefficient of the P Fourier-component norms of the operand representations.
 pub const GINI_OPERAND: &str = "gini_operand";
 /// Diffusion measure: Shannon entropy (nats) of the 2D-DFT power of the centred

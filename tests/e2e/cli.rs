@@ -70,9 +70,9 @@ fn run_finishes_the_sweep_and_a_second_run_resumes_without_retraining() {
     assert!(stdout.contains("| 4 "), "{stdout}");
 
     // Progress and spectra files live one directory down, per trial: every row must be seen.
-    // 4 trials × (7 evals × 11 measures + 3 checkpoints × 2 final-K losses); 4 × 7 × 3 spectra × 6 frequencies.
+    // 4 trials × (7 evals × 24 measures + 3 checkpoints × 2 final-K losses); 4 × 7 × 3 spectra × 6 frequencies.
     for (query, expected) in [
-        ("SELECT COUNT(*) AS n FROM progress", "| 332 "),
+        ("SELECT COUNT(*) AS n FROM progress", "| 696 "),
         ("SELECT COUNT(*) AS n FROM spectra", "| 504 "),
         (
             "SELECT (SELECT COUNT(*) FROM key_frequencies) = \

@@ -70,7 +70,7 @@ pub(crate) fn progress_rows(sweep_dir: &Path) -> Vec<Row> {
 }
 
 /// Measures recorded at every eval step.
-pub(crate) const EVAL_MEASURES: [&str; 11] = [
+pub(crate) const EVAL_MEASURES: [&str; 24] = [
     "train_loss",
     "test_loss",
     "train_accuracy",
@@ -82,6 +82,19 @@ pub(crate) const EVAL_MEASURES: [&str; 11] = [
     "gini_w_l",
     "key_frequency_count",
     "key_neuron_fraction",
+    "effective_rank_w_e",
+    "effective_rank_w_l",
+    "softmax_collapse",
+    "zero_loss_fraction",
+    "norm_w_e",
+    "norm_w_pos",
+    "norm_w_q",
+    "norm_w_k",
+    "norm_w_v",
+    "norm_w_o",
+    "norm_w_in",
+    "norm_w_out",
+    "norm_w_u",
 ];
 
 /// The checks every results directory must pass.
@@ -92,7 +105,9 @@ pub(crate) fn check_progress(rows: &[Row]) {
         assert!(seen.insert((row.trial_id.clone(), row.step, row.measure.clone())), "duplicate row {row:?}");
         let finite_non_negative = row.value >= 0.0 && row.value.is_finite();
         match row.measure.as_str() {
-            "train_accuracy" | "test_accuracy" | "key_neuron_fraction" => assert!((0.0..=1.0).contains(&row.value), "{row:?}"),
+            "train_accuracy" | "test_accuracy" | "key_neuron_fraction" | "softmax_collapse" | "zero_loss_fraction" => {
+                assert!((0.0..=1.0).contains(&row.value), "{row:?}")
+            }
             "gini_w_e" | "gini_w_l" => assert!((0.0..1.0).contains(&row.value), "{row:?}"),
             "train_loss"
             | "test_loss"
@@ -102,6 +117,9 @@ pub(crate) fn check_progress(rows: &[Row]) {
             | "restricted_loss_final_k"
             | "excluded_loss_final_k" => assert!(finite_non_negative, "{row:?}"),
             "key_frequency_count" => assert!(finite_non_negative && row.value.fract() == 0.0, "{row:?}"),
+            // p = 11 numbers: an effective rank is at least 1 and at most 11.
+            "effective_rank_w_e" | "effective_rank_w_l" => assert!((1.0..=11.0).contains(&row.value), "{row:?}"),
+            name if name.starts_with("norm_w_") => assert!(finite_non_negative && row.value > 0.0, "{row:?}"),
             other => panic!("unknown measure {other}"),
         }
     }

@@ -52,7 +52,7 @@ async fn tiny_sweep_runs_end_to_end_and_lands_in_parquet() {
     assert!(trials.iter().all(|(_, status, attempt)| status == "done" && *attempt == 1));
     let rows = progress_rows(&sweep_dir);
     check_progress(&rows);
-    // 7 evals (0, 10, ..., 60) × 11 measures, and the 2 final-K losses at the
+    // 7 evals (0, 10, ..., 60) × 24 measures, and the 2 final-K losses at the
     // 3 checkpoints (0, 30, 60), for each of 4 trials.
     assert_eq!(rows.len(), (7 * EVAL_MEASURES.len() + 3 * 2) * 4);
     let mut final_k_steps: Vec<i64> = rows.iter().filter(|r| r.measure == "excluded_loss_final_k").map(|r| r.step).collect();

@@ -4,6 +4,7 @@
 //! - `layout`: tensor layouts that keep burn-flex's element-wise ops vectorised, used by both model families.
 //! - [`transformer`]: the Nanda et al. 2023 family — `model`, `data`, `train`, `eval`.
 //! - [`fourier`]: the Fourier basis on Z_p and the measures built on it, shared by both families.
+//! - [`spectral`]: singular values (one-sided Jacobi) and the effective rank.
 //! - [`diffusion`]: the flow-matching diffusion family — glyph data, DiT model, sampler, judge, measures.
 //! - [`family`]: [`PackFamily`], the seam every family implements; [`registry`]: which family trains a lease.
 //! - [`runner`]: [`run_pack`], the one training loop (cadence, stop rules, cancellation, sinks) for packs of any size.
@@ -27,6 +28,7 @@ pub mod registry;
 pub mod runner;
 mod runtime;
 pub mod sink;
+pub mod spectral;
 mod stack;
 mod stopping;
 pub mod transformer;

@@ -419,6 +419,39 @@ fn trial_figures(
             "Sum of squared weights.",
             line_chart("Σθ²", "step", &lines(series, &[(names::SUM_SQUARED_WEIGHTS, "Σθ²")]), false, &shaded, &[])?,
         );
+        let norms: Vec<(&str, &str)> = names::WEIGHT_NORMS.iter().map(|name| (*name, name.trim_start_matches("norm_"))).collect();
+        figure(
+            page,
+            "norms",
+            "Frobenius norm of each weight matrix (log scale): a spike of W_U or W_out is the slingshot of Thilak et al. 2022.",
+            line_chart("weight norms", "step", &lines(series, &norms), true, &shaded, &[])?,
+        );
+        figure(
+            page,
+            "rank-collapse",
+            "Effective rank of W_E and W_L (exp of the entropy of the normalised singular values).",
+            line_chart(
+                "effective rank",
+                "step",
+                &lines(series, &[(names::EFFECTIVE_RANK_W_E, "W_E"), (names::EFFECTIVE_RANK_W_L, "W_L")]),
+                false,
+                &shaded,
+                &[],
+            )?,
+        );
+        figure(
+            page,
+            "softmax-collapse",
+            "Softmax collapse: fraction of training pairs whose float32 softmax probability of the label is exactly 1 (Prieto et al. 2025).",
+            line_chart(
+                "softmax collapse (f32)",
+                "step",
+                &lines(series, &[(names::SOFTMAX_COLLAPSE, "p(label) = 1")]),
+                false,
+                &shaded,
+                &marks,
+            )?,
+        );
         if let Some(spectrum) = spectrum {
             let steps: Vec<i64> = spectrum.keys().copied().collect();
             let values: Vec<Vec<f64>> = spectrum.values().cloned().collect();

@@ -49,6 +49,39 @@ impl LossAccumulator {
     }
 }
 
+/// Counts of float32 softmax collapse over rows of f32 logits (Prieto et al.
+/// 2025): computed as a float32 softmax and log-softmax would be, with the
+/// maximum subtracted first, so that the fractions are what f32 training sees.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CollapseCounter {
+    probability_one: usize,
+    zero_loss: usize,
+    count: usize,
+}
+
+impl CollapseCounter {
+    /// Add one row of class logits with its label.
+    pub fn add(&mut self, values: &[f32], label: usize) {
+        let max = values.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let shifted = values[label] - max;
+        let total: f32 = values.iter().map(|value| (value - max).exp()).sum();
+        let probability = shifted.exp() / total;
+        let loss = total.ln() - shifted;
+        self.probability_one += usize::from(probability == 1.0);
+        self.zero_loss += usize::from(loss == 0.0);
+        self.count += 1;
+    }
+
+    /// Fraction of rows whose label probability is exactly 1, and whose loss is exactly 0; NaN for no rows.
+    pub fn fractions(&self) -> (f64, f64) {
+        if self.count == 0 {
+            return (f64::NAN, f64::NAN);
+        }
+        let count = self.count as f64;
+        (self.probability_one as f64 / count, self.zero_loss as f64 / count)
+    }
+}
+
 /// Cross-entropy and accuracy of row-major `logits` ([n, stride], first `classes`
 /// columns used) against `labels`, in f64.
 pub fn loss_and_accuracy(logits: &[f32], stride: usize, classes: usize, labels: &[usize]) -> LossAccuracy {
@@ -66,6 +99,28 @@ pub fn loss_and_accuracy(logits: &[f32], stride: usize, classes: usize, labels: 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn softmax_collapses_in_f32_once_the_other_classes_fall_below_half_an_ulp_of_one() {
+        // Four other classes at a gap g: Σ exp = 1 + 4e^{-g}, which rounds to 1 in f32
+        // once 4e^{-g} < 2^-24 (g > ln 4 + 24 ln 2 ≈ 18.0): probability 1 and loss 0.
+        let row = |gap: f32| [gap, 0.0, 0.0, 0.0, 0.0];
+        let fractions = |rows: &[[f32; 5]]| {
+            let mut counter = CollapseCounter::default();
+            for row in rows {
+                counter.add(row, 0);
+            }
+            counter.fractions()
+        };
+        assert_eq!(fractions(&[row(20.0)]), (1.0, 1.0));
+        assert_eq!(fractions(&[row(16.0)]), (0.0, 0.0));
+        assert_eq!(fractions(&[row(20.0), row(16.0), row(30.0), row(1.0)]), (0.5, 0.5));
+        // A wrong prediction never collapses onto the label.
+        let mut counter = CollapseCounter::default();
+        counter.add(&[0.0, 40.0, 0.0], 0);
+        assert_eq!(counter.fractions(), (0.0, 0.0));
+        assert!(CollapseCounter::default().fractions().0.is_nan());
+    }
 
     #[test]
     fn uniform_logits_give_ln_p_and_chance_accuracy() {

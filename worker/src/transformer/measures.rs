@@ -1,7 +1,8 @@
 //! Every progress measure of one evaluated step, from one forward pass over
 //! all p² inputs: loss and accuracy on each side of the split, restricted and
 //! excluded loss, Gini of the Fourier norms of W_E and W_L, key frequencies
-//! and the spectra.
+//! and the spectra; the norm of every weight matrix, the effective rank of
+//! W_E and W_L, and float32 softmax collapse on the training pairs.
 //!
 //! The heavy part, the 2D DFT of the MLP activations (p² × d_mlp), is two
 //! matrix products against the precomputed basis on the model's backend; the
@@ -10,15 +11,17 @@
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 use sweep_core::measures::{
-    EXCLUDED_LOSS, GINI_W_E, GINI_W_L, KEY_FREQUENCY_COUNT, KEY_FVE_THRESHOLD, KEY_NEURON_FRACTION, RESTRICTED_LOSS, SUM_SQUARED_WEIGHTS,
-    SpectrumMatrix, TEST_ACCURACY, TEST_LOSS, TRAIN_ACCURACY, TRAIN_LOSS,
+    EFFECTIVE_RANK_W_E, EFFECTIVE_RANK_W_L, EXCLUDED_LOSS, GINI_W_E, GINI_W_L, KEY_FREQUENCY_COUNT, KEY_FVE_THRESHOLD, KEY_NEURON_FRACTION,
+    RESTRICTED_LOSS, SOFTMAX_COLLAPSE, SUM_SQUARED_WEIGHTS, SpectrumMatrix, TEST_ACCURACY, TEST_LOSS, TRAIN_ACCURACY, TRAIN_LOSS,
+    WEIGHT_NORMS, ZERO_LOSS_FRACTION,
 };
 use sweep_core::{Measure, Split};
 
-use super::eval::{LossAccumulator, LossAccuracy};
+use super::eval::{CollapseCounter, LossAccumulator, LossAccuracy};
 use super::model::{PackInputs, SEQ_LEN, Transformer};
 use crate::fourier::{FourierBasis, FrequencyProjection, activation_power, basis_tensor, gini, key_frequencies, neuron_frequencies};
 use crate::host;
+use crate::spectral::{effective_rank, singular_values};
 
 /// Everything measured at one step.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,6 +48,16 @@ pub struct Evaluation {
     pub spectrum_w_l: Vec<f64>,
     /// Per frequency: neurons it owns with FVE above the threshold.
     pub key_neuron_counts: Vec<usize>,
+    /// Frobenius norm of each weight matrix, in the order of [`WEIGHT_NORMS`].
+    pub weight_norms: [f64; 9],
+    /// Effective rank of W_E's number rows.
+    pub effective_rank_w_e: f64,
+    /// Effective rank of W_L.
+    pub effective_rank_w_l: f64,
+    /// Fraction of training pairs whose f32 softmax probability of the label is exactly 1.
+    pub softmax_collapse: f64,
+    /// Fraction of training pairs whose f32 cross-entropy is exactly 0.
+    pub zero_loss_fraction: f64,
 }
 
 /// Restricted and excluded loss for one set of key frequencies.
@@ -71,8 +84,13 @@ impl Evaluation {
             (GINI_W_L, self.gini_w_l),
             (KEY_FREQUENCY_COUNT, self.key_frequencies.len() as f64),
             (KEY_NEURON_FRACTION, self.key_neuron_fraction),
+            (EFFECTIVE_RANK_W_E, self.effective_rank_w_e),
+            (EFFECTIVE_RANK_W_L, self.effective_rank_w_l),
+            (SOFTMAX_COLLAPSE, self.softmax_collapse),
+            (ZERO_LOSS_FRACTION, self.zero_loss_fraction),
         ]
         .into_iter()
+        .chain(WEIGHT_NORMS.into_iter().zip(self.weight_norms))
         .map(|(name, value)| Measure::scalar(name, value))
         .collect();
         measures.push(Measure::spectrum(SpectrumMatrix::WE.as_str(), self.spectrum_w_e.clone()));
@@ -93,6 +111,17 @@ pub struct Evaluator<B: Backend> {
     inputs: PackInputs<B>,
     train: Vec<(usize, usize)>,
     test: Vec<(usize, usize)>,
+}
+
+/// The matrices indexed by the p numbers, on the host in f64.
+#[derive(Debug)]
+struct NumberMatrices {
+    /// W_E's number rows, [p, d_model].
+    w_e: Vec<f64>,
+    /// W_L, [p, d_mlp].
+    w_l: Vec<f64>,
+    d_model: usize,
+    d_mlp: usize,
 }
 
 /// Logits and activations of the model over all p² inputs, on the host.
@@ -141,7 +170,15 @@ impl<B: Backend> Evaluator<B> {
         for neuron in neurons.iter().filter(|neuron| neuron.fve > KEY_FVE_THRESHOLD) {
             key_neuron_counts[neuron.frequency] += 1;
         }
-        let (w_e, w_l) = self.fourier_norms(model);
+        let matrices = self.number_matrices(model);
+        let (w_e, w_l) =
+            (self.basis.component_norms(&matrices.w_e, matrices.d_model), self.basis.component_norms(&matrices.w_l, matrices.d_mlp));
+        let mut collapse = CollapseCounter::default();
+        for &(a, b) in &self.train {
+            let start = (a * p + b) * all.stride;
+            collapse.add(&all.logits[start..start + p], (a + b) % p);
+        }
+        let (softmax_collapse, zero_loss_fraction) = collapse.fractions();
         Evaluation {
             train: self.loss_over(&all, &self.train),
             test: self.loss_over(&all, &self.test),
@@ -154,6 +191,11 @@ impl<B: Backend> Evaluator<B> {
             spectrum_w_e: FourierBasis::frequency_norms(&w_e),
             spectrum_w_l: FourierBasis::frequency_norms(&w_l),
             key_neuron_counts,
+            weight_norms: model.weight_norms(0),
+            effective_rank_w_e: effective_rank(&singular_values(&matrices.w_e, p, matrices.d_model)),
+            effective_rank_w_l: effective_rank(&singular_values(&matrices.w_l, p, matrices.d_mlp)),
+            softmax_collapse,
+            zero_loss_fraction,
         }
     }
 
@@ -191,8 +233,8 @@ impl<B: Backend> Evaluator<B> {
         RestrictedExcluded { restricted: restricted.finish().loss, excluded: excluded.finish().loss }
     }
 
-    /// Fourier-component norms of W_E (number rows) and of W_L = W_U[:, :p]ᵀ W_out.
-    fn fourier_norms(&self, model: &Transformer<B>) -> (Vec<f64>, Vec<f64>) {
+    /// W_E's number rows and W_L = W_U[:, :p]ᵀ W_out, on the host.
+    fn number_matrices(&self, model: &Transformer<B>) -> NumberMatrices {
         let p = self.modulus();
         let [_, _, d_model] = model.embed.dims();
         let [_, d_mlp, _] = model.w_out.dims();
@@ -207,7 +249,7 @@ impl<B: Backend> Evaluator<B> {
                 w_l[c * d_mlp + neuron] = (0..d_model).map(|m| unembed[m * d_vocab + c] as f64 * out_row[m] as f64).sum();
             }
         }
-        (self.basis.component_norms(&embed, d_model), self.basis.component_norms(&w_l, d_mlp))
+        NumberMatrices { w_e: embed, w_l, d_model, d_mlp }
     }
 }
 
@@ -241,7 +283,12 @@ mod tests {
         assert_eq!(evaluation.spectrum_w_e.len(), P / 2 + 1);
         assert_eq!(evaluation.key_neuron_counts.iter().sum::<usize>() as f64 / 32.0, evaluation.key_neuron_fraction);
         let measures = evaluation.measures();
-        assert_eq!(measures.len(), 11 + 3);
+        assert_eq!(measures.len(), 24 + 3);
+        let squares: f64 = evaluation.weight_norms.iter().map(|norm| norm * norm).sum();
+        // The biases start at zero, so the nine matrices' squared norms are all of Σθ².
+        assert!((model.sum_squared_weights(0) - squares).abs() < 1e-9 * squares, "{squares} vs {}", model.sum_squared_weights(0));
+        assert_eq!(evaluation.softmax_collapse, 0.0, "a random model is far from collapse");
+        assert!(evaluation.effective_rank_w_e > 0.5 * P as f64, "a random W_E has a spread spectrum: {}", evaluation.effective_rank_w_e);
         assert!(measures.iter().all(|measure| match &measure.value {
             sweep_core::MeasureValue::Scalar(value) => value.is_finite(),
             sweep_core::MeasureValue::Spectrum(values) => values.len() == P / 2 + 1 && values.iter().all(|v| v.is_finite()),

@@ -212,6 +212,13 @@ impl<B: Backend> Transformer<B> {
         ForwardOutput { logits, mlp_post }
     }
 
+    /// Frobenius norm of each weight matrix of trial `trial`, in the order of
+    /// [`sweep_core::measures::WEIGHT_NORMS`] (W_E, W_pos, W_Q, W_K, W_V, W_O, W_in, W_out, W_U).
+    pub fn weight_norms(&self, trial: usize) -> [f64; 9] {
+        let matrices = [&self.embed, &self.pos_embed, &self.w_q, &self.w_k, &self.w_v, &self.w_o, &self.w_in, &self.w_out, &self.unembed];
+        matrices.map(|matrix| matrix.val().narrow(0, trial, 1).into_data().iter::<f64>().map(|value| value * value).sum::<f64>().sqrt())
+    }
+
     /// Σθ² of trial `trial`, accumulated in f64.
     pub fn sum_squared_weights(&self, trial: usize) -> f64 {
         let mut total = 0.0;
