@@ -253,6 +253,9 @@ pub struct ReportArgs {
     /// Draw at most this many trials (the table lists every trial).
     #[arg(long, default_value_t = 50)]
     pub limit: usize,
+    /// Also write every figure as a PNG file (twice the page's resolution) into this directory.
+    #[arg(long)]
+    pub png: Option<PathBuf>,
     /// Rule thresholds (defaults in the README, "The `phases` table").
     #[command(flatten)]
     pub rules: RuleArgs,

@@ -117,6 +117,16 @@ fn run_finishes_the_sweep_and_a_second_run_resumes_without_retraining() {
     for fetching in ["<script", "<link", "src=", "href=\"http", "url("] {
         assert!(!html.contains(fetching), "self-contained, nothing fetched: found `{fetching}`");
     }
+    let png_dir = directory.path().join("figures");
+    let out = report_path.to_str().expect("utf-8");
+    let pngs = groksweep(&["report", "tiny", "--data-dir", data, "--out", out, "--limit", "1", "--png", png_dir.to_str().expect("utf-8")]);
+    assert!(pngs.status.success(), "{}", String::from_utf8_lossy(&pngs.stderr));
+    let written: Vec<_> = std::fs::read_dir(&png_dir).expect("png dir").map(|entry| entry.expect("entry").path()).collect();
+    assert!(written.len() >= 6, "{written:?}");
+    for path in &written {
+        let bytes = std::fs::read(path).expect("png");
+        assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n") && bytes.len() > 2_000, "{} is a drawn PNG", path.display());
+    }
     let unknown_trial =
         groksweep(&["report", "tiny", "--data-dir", data, "--out", report_path.to_str().expect("utf-8"), "--trials", "nope"]);
     assert!(

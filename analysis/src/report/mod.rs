@@ -8,7 +8,8 @@
 //! and the key frequencies over time (transformer), or the critical timestep
 //! and the last decision curves (diffusion). Every figure is a
 //! `<figure class="figure">`; `<meta name="groksweep-figures">` says how many
-//! there are, so a browser check can tell a missing one.
+//! there are, so a browser check can tell a missing one. The same figures
+//! can be kept ([`ReportOptions::keep_figures`]) and written as PNG files.
 
 pub mod figures;
 
@@ -25,7 +26,7 @@ use crate::phases_table::{PhasesRow, Selection, analyze_sweep, collect, load_ser
 use crate::series::TrialSeries;
 use crate::summary::{TrialPoint, grokking_slope, phase_diagram, varying_axes};
 use crate::{AnalysisError, Result, open_results};
-use figures::{Band, Line, PALETTE, heat_map, line_chart, log_log_scatter};
+use figures::{Band, Figure, Line, PALETTE, heat_map, line_chart, log_log_scatter};
 
 /// Which trials get their own figures.
 #[derive(Debug, Clone, Default)]
@@ -36,6 +37,8 @@ pub struct ReportOptions {
     pub filter: Option<String>,
     /// At most this many trials get figures (the table lists all).
     pub limit: usize,
+    /// Keep every figure in [`Report::kept`] (to write them as PNG files).
+    pub keep_figures: bool,
 }
 
 /// A built report.
@@ -49,6 +52,8 @@ pub struct Report {
     pub trials_drawn: usize,
     /// Trials selected but left out by the limit.
     pub trials_left_out: usize,
+    /// (id, figure) of every figure, when [`ReportOptions::keep_figures`] is set.
+    pub kept: Vec<(String, Figure)>,
 }
 
 /// One row of the sweep's table.
@@ -74,11 +79,17 @@ fn step_text(step: Option<i64>) -> String {
 struct Page {
     body: String,
     figures: usize,
+    /// (id, figure) of every figure, kept when PNG files are wanted.
+    kept: Option<Vec<(String, Figure)>>,
 }
 
 impl Page {
-    fn figure(&mut self, id: &str, caption: &str, svg: Option<String>) {
-        if let Some(svg) = svg {
+    fn figure(&mut self, id: &str, caption: &str, figure: Option<Figure>) -> Result<()> {
+        if let Some(figure) = figure {
+            let svg = figure.svg()?;
+            if let Some(kept) = &mut self.kept {
+                kept.push((id.to_string(), figure));
+            }
             self.figures += 1;
             let _ = writeln!(
                 self.body,
@@ -87,6 +98,7 @@ impl Page {
                 escape(caption)
             );
         }
+        Ok(())
     }
 }
 
@@ -168,7 +180,7 @@ pub async fn build_report(data_dir: &Path, sweep: &str, options: &ReportOptions,
     let spectra = we_spectra(&context, &only).await?;
     let keys = key_frequencies(&context, &drawn).await?;
 
-    let mut page = Page { body: String::new(), figures: 0 };
+    let mut page = Page { body: String::new(), figures: 0, kept: options.keep_figures.then(Vec::new) };
     let done = rows.iter().filter(|row| row.status == "done").count();
     let _ = writeln!(
         page.body,
@@ -223,7 +235,13 @@ pub async fn build_report(data_dir: &Path, sweep: &str, options: &ReportOptions,
         escape(sweep),
         page.body
     );
-    Ok(Report { html, figures: page.figures, trials_drawn: drawn.len(), trials_left_out: chosen.len() - drawn.len() })
+    Ok(Report {
+        html,
+        figures: page.figures,
+        trials_drawn: drawn.len(),
+        trials_left_out: chosen.len() - drawn.len(),
+        kept: page.kept.unwrap_or_default(),
+    })
 }
 
 const STYLE: &str = "body{font-family:sans-serif;margin:2em;max-width:1200px;color:#222}\
@@ -309,8 +327,8 @@ fn sweep_figures(page: &mut Page, points: &[TrialPoint]) -> Result<()> {
         page.figure(
             &format!("grokking-vs-{axis}"),
             &format!("Grokking step (test accuracy ≥ 0.95) against {axis}.{slope}"),
-            log_log_scatter(&format!("grokking step vs {axis}"), axis, "grokking step", &grokked)?,
-        );
+            log_log_scatter(&format!("grokking step vs {axis}"), axis, "grokking step", &grokked),
+        )?;
     }
     Ok(())
 }
@@ -364,8 +382,8 @@ fn trial_figures(
         page,
         "loss",
         &format!("Train and test loss (log scale); {phase_text}."),
-        line_chart("loss", "step", &lines(series, &[(names::TRAIN_LOSS, "train"), (names::TEST_LOSS, "test")]), true, &shaded, &marks)?,
-    );
+        line_chart("loss", "step", &lines(series, &[(names::TRAIN_LOSS, "train"), (names::TEST_LOSS, "test")]), true, &shaded, &marks),
+    )?;
     figure(
         page,
         "accuracy",
@@ -377,8 +395,8 @@ fn trial_figures(
             false,
             &shaded,
             &marks,
-        )?,
-    );
+        ),
+    )?;
     if family == "transformer" {
         figure(
             page,
@@ -398,8 +416,8 @@ fn trial_figures(
                 true,
                 &shaded,
                 &[],
-            )?,
-        );
+            ),
+        )?;
         figure(
             page,
             "gini",
@@ -411,21 +429,21 @@ fn trial_figures(
                 false,
                 &shaded,
                 &[],
-            )?,
-        );
+            ),
+        )?;
         figure(
             page,
             "weights",
             "Sum of squared weights.",
-            line_chart("Σθ²", "step", &lines(series, &[(names::SUM_SQUARED_WEIGHTS, "Σθ²")]), false, &shaded, &[])?,
-        );
+            line_chart("Σθ²", "step", &lines(series, &[(names::SUM_SQUARED_WEIGHTS, "Σθ²")]), false, &shaded, &[]),
+        )?;
         let norms: Vec<(&str, &str)> = names::WEIGHT_NORMS.iter().map(|name| (*name, name.trim_start_matches("norm_"))).collect();
         figure(
             page,
             "norms",
             "Frobenius norm of each weight matrix (log scale): a spike of W_U or W_out is the slingshot of Thilak et al. 2022.",
-            line_chart("weight norms", "step", &lines(series, &norms), true, &shaded, &[])?,
-        );
+            line_chart("weight norms", "step", &lines(series, &norms), true, &shaded, &[]),
+        )?;
         figure(
             page,
             "rank-collapse",
@@ -437,8 +455,8 @@ fn trial_figures(
                 false,
                 &shaded,
                 &[],
-            )?,
-        );
+            ),
+        )?;
         figure(
             page,
             "softmax-collapse",
@@ -450,8 +468,8 @@ fn trial_figures(
                 false,
                 &shaded,
                 &marks,
-            )?,
-        );
+            ),
+        )?;
         if let Some(spectrum) = spectrum {
             let steps: Vec<i64> = spectrum.keys().copied().collect();
             let values: Vec<Vec<f64>> = spectrum.values().cloned().collect();
@@ -459,8 +477,8 @@ fn trial_figures(
                 page,
                 "w-e-spectrum",
                 "Fourier norms of W_E per frequency k over training.",
-                heat_map("W_E Fourier spectrum", "step", "frequency k", &steps, &values, 1)?,
-            );
+                heat_map("W_E Fourier spectrum", "step", "frequency k", &steps, &values, 1),
+            )?;
         }
         if let Some(keys) = keys.filter(|keys| !keys.is_empty()) {
             let points: Vec<Line> = keys
@@ -477,8 +495,8 @@ fn trial_figures(
                 page,
                 "key-frequencies",
                 "Key frequencies (owning MLP neurons with FVE > 0.85) at each eval step.",
-                line_chart("key frequencies", "step", &points, false, &[], &[])?,
-            );
+                line_chart("key frequencies", "step", &points, false, &[], &[]),
+            )?;
         }
     } else {
         figure(
@@ -496,8 +514,8 @@ fn trial_figures(
                 false,
                 &[],
                 &marks,
-            )?,
-        );
+            ),
+        )?;
         let last_curve =
             |name: &str| series.curves.get(name).and_then(|by_step| by_step.iter().next_back()).map(|(step, curve)| (*step, curve.clone()));
         let decision: Vec<Line> = [(names::DECISION_ACCURACY_TEST, "test"), (names::DECISION_ACCURACY_TRAIN, "train")]
@@ -511,8 +529,8 @@ fn trial_figures(
             page,
             "decision",
             "Decision curve at the last evaluation: accuracy of the class of x̂0 at sampling time t.",
-            line_chart("decision curve", "sampling time t", &decision, false, &[], &critical)?,
-        );
+            line_chart("decision curve", "sampling time t", &decision, false, &[], &critical),
+        )?;
     }
     Ok(())
 }

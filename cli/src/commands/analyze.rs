@@ -118,11 +118,25 @@ pub(crate) async fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
 pub(crate) async fn report(args: ReportArgs) -> anyhow::Result<()> {
     let settings = settings(&args.rules)?;
     anyhow::ensure!(args.limit >= 1, "--limit must be at least 1");
-    let options = sweep_analysis::report::ReportOptions { trials: args.trials.clone(), filter: args.filter.clone(), limit: args.limit };
+    let options = sweep_analysis::report::ReportOptions {
+        trials: args.trials.clone(),
+        filter: args.filter.clone(),
+        limit: args.limit,
+        keep_figures: args.png.is_some(),
+    };
     let report = sweep_analysis::report::build_report(&args.data_dir, &args.sweep, &options, &settings)
         .await
         .with_context(|| format!("failed to build the report of `{}` from {}", args.sweep, args.data_dir.display()))?;
     std::fs::write(&args.out, &report.html).with_context(|| format!("failed to write {}", args.out.display()))?;
+    if let Some(directory) = &args.png {
+        std::fs::create_dir_all(directory).with_context(|| format!("failed to create {}", directory.display()))?;
+        for (id, figure) in &report.kept {
+            let path = directory.join(format!("{id}.png"));
+            let bytes = figure.png().with_context(|| format!("failed to draw figure {id}"))?;
+            std::fs::write(&path, bytes).with_context(|| format!("failed to write {}", path.display()))?;
+        }
+        println!("png: {} figures in {}", report.kept.len(), directory.display());
+    }
     println!(
         "report: {} ({} figures, {} trials drawn{})",
         args.out.display(),
