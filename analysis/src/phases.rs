@@ -129,7 +129,7 @@ pub enum PhaseAtEnd {
     CircuitFormation,
     /// In the steep fall of the test loss (transformer).
     Cleanup,
-    /// Train accuracy reached 0.99, test accuracy not 0.95 (diffusion).
+    /// Train accuracy reached 0.99, test accuracy not 0.95 (diffusion, other families).
     Memorised,
     /// After cleanup (transformer), or test accuracy ≥ 0.95 (diffusion).
     Generalised,
@@ -208,6 +208,8 @@ pub enum FamilyKind {
     Transformer,
     /// The diffusion transformer.
     Diffusion,
+    /// A family without phase rules of its own: the grokking steps and the class only.
+    Other,
 }
 
 /// Find the phases of one trial.
@@ -260,6 +262,12 @@ pub fn find_phases(series: &TrialSeries, family: FamilyKind, settings: &PhaseSet
     match family {
         FamilyKind::Transformer => nanda_phases(test_loss, &mut phases, settings),
         FamilyKind::Diffusion => diffusion_phases(series, &mut phases),
+        FamilyKind::Other => {
+            phases.phase_at_end = by_accuracy(&phases);
+            for column in ["memorisation_end", "circuit_formation_end", "cleanup_end", "critical_timestep_first_at", "switch_flips"] {
+                phases.notes.push((column, "no rule for this family".to_string()));
+            }
+        }
     }
     phases
 }
@@ -342,11 +350,7 @@ fn diffusion_phases(series: &TrialSeries, phases: &mut TrialPhases) {
     for column in ["memorisation_end", "circuit_formation_end", "cleanup_end"] {
         phases.notes.push((column, "transformer family only".to_string()));
     }
-    phases.phase_at_end = match (phases.train_accuracy_99_at, phases.test_accuracy_95_at) {
-        (_, Some(_)) => PhaseAtEnd::Generalised,
-        (Some(_), None) => PhaseAtEnd::Memorised,
-        (None, None) => PhaseAtEnd::Memorisation,
-    };
+    phases.phase_at_end = by_accuracy(phases);
     let critical = series.scalar(names::CRITICAL_TIMESTEP_TEST);
     phases.critical_timestep_first_at = critical.first().map(|point| point.0);
     phases.critical_timestep = critical.last().map(|point| point.1);
@@ -362,6 +366,15 @@ fn diffusion_phases(series: &TrialSeries, phases: &mut TrialPhases) {
     match judged.and_then(|(t, new, old)| switch_flips(t, new, old)) {
         Some(flips) => phases.switch_flips = Some(flips),
         None => phases.notes.push(("switch_flips", "no switch times on both sides of the critical timestep".to_string())),
+    }
+}
+
+/// Where a trial is by its accuracies alone: memorising, memorised, generalised.
+fn by_accuracy(phases: &TrialPhases) -> PhaseAtEnd {
+    match (phases.train_accuracy_99_at, phases.test_accuracy_95_at) {
+        (_, Some(_)) => PhaseAtEnd::Generalised,
+        (Some(_), None) => PhaseAtEnd::Memorised,
+        (None, None) => PhaseAtEnd::Memorisation,
     }
 }
 

@@ -79,8 +79,9 @@ pub async fn analyze_sweep(data_dir: &Path, sweep: &str, selection: Selection<'_
             let key = (ids.value(row).to_string(), attempts.value(row));
             let Some(trial_series) = series.get(&key) else { continue };
             let family = match families.value(row) {
+                "transformer" => FamilyKind::Transformer,
                 "diffusion" => FamilyKind::Diffusion,
-                _ => FamilyKind::Transformer,
+                _ => FamilyKind::Other,
             };
             rows.push(PhasesRow {
                 sweep: sweep.to_string(),

@@ -188,3 +188,11 @@ fn diffusion_trials_report_the_critical_timestep_and_the_switch_at_it() {
     assert_eq!(memorised.switch_flips, None, "without switch curves there is nothing to judge");
     assert!(memorised.not_reached().contains("switch_flips"));
 }
+
+#[test]
+fn a_family_without_rules_gets_the_grokking_steps_and_its_class() {
+    let phases = find_phases(&built_run(14_000), FamilyKind::Other, &PhaseSettings::default());
+    assert_eq!((phases.test_accuracy_95_at, phases.class), (Some(10_900), TrialClass::Grokking));
+    assert_eq!((phases.memorisation_end, phases.phase_at_end), (None, PhaseAtEnd::Generalised));
+    assert!(phases.notes_text().contains("cleanup_end: no rule for this family"));
+}

@@ -52,7 +52,9 @@ impl TrialsWritten for PhasesWriter {
                     let mut done = self.analysed.lock().expect("the set is never left half-updated");
                     done.extend(fresh.into_iter().map(|(trial, attempt)| (sweep.to_string(), trial, attempt)));
                 }
-                Err(error) => warn!(sweep, %error, "writing the phases table failed; will retry at the next flush"),
+                // Not marked analysed: tried again the next time this sweep's
+                // trials table is written; `groksweep analyze` rewrites it whenever asked.
+                Err(error) => warn!(sweep, %error, "writing the phases table failed"),
             }
         })
     }
