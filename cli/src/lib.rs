@@ -1,7 +1,7 @@
 //! The `groksweep` command-line tool.
 //!
 //! - [`args`]: the clap command line.
-//! - `commands`: one module per subcommand (`run`, `coordinator`, `worker`, `submit`, `status`, `plan`, `sql`, `analyze`, `glyphs`).
+//! - `commands`: one module per subcommand (`run`, `coordinator`, `worker`, `submit`, `status`, `plan`, `sql`, `analyze`, `report`, `glyphs`).
 //! - `display`: tables, progress bars and the end-of-run summary.
 //! - [`phases_hook`]: writes the `phases` table as trials finish (the coordinator's observer).
 //! - `signals`: Ctrl-C / SIGTERM as a future.
