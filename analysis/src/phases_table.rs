@@ -53,7 +53,16 @@ pub(crate) fn quoted(values: &[&str]) -> String {
 
 /// Find the phases of the selected trials of `sweep` from the results under `data_dir`.
 pub async fn analyze_sweep(data_dir: &Path, sweep: &str, selection: Selection<'_>, settings: &PhaseSettings) -> Result<Vec<PhasesRow>> {
-    let context = open_results(data_dir, Some(sweep)).await?;
+    analyze_in(&open_results(data_dir, Some(sweep)).await?, sweep, selection, settings).await
+}
+
+/// [`analyze_sweep`] on a session that already has the sweep's tables.
+pub(crate) async fn analyze_in(
+    context: &SessionContext,
+    sweep: &str,
+    selection: Selection<'_>,
+    settings: &PhaseSettings,
+) -> Result<Vec<PhasesRow>> {
     let only = match selection {
         Selection::All => String::new(),
         Selection::Only(ids) => {
@@ -62,7 +71,7 @@ pub async fn analyze_sweep(data_dir: &Path, sweep: &str, selection: Selection<'_
         }
     };
     let trials = collect(
-        &context,
+        context,
         &format!(
             "SELECT t.trial_id, t.attempt, t.family, t.status FROM trials t WHERE t.sweep = '{}' {only} ORDER BY t.trial_id",
             sweep.replace('\'', "''")
@@ -70,7 +79,7 @@ pub async fn analyze_sweep(data_dir: &Path, sweep: &str, selection: Selection<'_
     )
     .await?;
     let switch_curves = [names::SWITCH_FOLLOWS_NEW, names::SWITCH_FOLLOWS_OLD];
-    let series = load_series(&context, &only, Some(&SCALARS), Some(&switch_curves)).await?;
+    let series = load_series(context, &only, Some(&SCALARS), Some(&switch_curves)).await?;
     let mut rows = Vec::new();
     for batch in &trials {
         let (ids, attempts, families, statuses) =
@@ -244,12 +253,12 @@ pub fn write_phases(data_dir: &Path, sweep: &str, rows: &[PhasesRow], settings: 
 /// keeping the rows of every other trial already there. Returns how many
 /// trials were analysed (those without recorded progress are skipped).
 pub async fn update_phases(data_dir: &Path, sweep: &str, trial_ids: &[String], settings: &PhaseSettings) -> Result<usize> {
-    let fresh = analyze_sweep(data_dir, sweep, Selection::Only(trial_ids), settings).await?;
+    let context = open_results(data_dir, Some(sweep)).await?;
+    let fresh = analyze_in(&context, sweep, Selection::Only(trial_ids), settings).await?;
     let mut batches = Vec::new();
     if phases_path(data_dir, sweep).is_file() {
         let ids: Vec<&str> = trial_ids.iter().map(String::as_str).collect();
         let keep = if ids.is_empty() { String::new() } else { format!("WHERE trial_id NOT IN ({})", quoted(&ids)) };
-        let context = open_results(data_dir, Some(sweep)).await?;
         batches = collect(&context, &format!("SELECT * FROM phases {keep}")).await?;
     }
     batches.push(phases_batch(&fresh, settings)?);

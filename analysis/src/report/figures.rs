@@ -241,13 +241,7 @@ impl Figure {
                 let width = if steps.len() > 1 { (steps[steps.len() - 1] - steps[0]) as f64 / (steps.len() - 1) as f64 } else { 1.0 };
                 let x_range = (steps[0] as f64 - width / 2.0)..(steps[steps.len() - 1] as f64 + width / 2.0);
                 let y_range = (*first_row as f64 - 0.5)..(*first_row as f64 + rows as f64 - 0.5);
-                let mut chart = ChartBuilder::on(root)
-                    .caption(title, ("sans-serif", px(16.0)))
-                    .margin(px(8.0))
-                    .x_label_area_size(px(32.0))
-                    .y_label_area_size(px(44.0))
-                    .build_cartesian_2d(x_range, y_range)
-                    .map_err(drawing)?;
+                let mut chart = frame(root, title, scale, 44.0).build_cartesian_2d(x_range, y_range).map_err(drawing)?;
                 chart
                     .configure_mesh()
                     .disable_mesh()
@@ -273,11 +267,7 @@ impl Figure {
             Figure::Scatter { title, x_label, y_label, points } => {
                 let (x_low, x_high) = bounds(points.iter().map(|p| p.0)).expect("a scatter has points");
                 let (y_low, y_high) = bounds(points.iter().map(|p| p.1)).expect("a scatter has points");
-                let mut chart = ChartBuilder::on(root)
-                    .caption(title, ("sans-serif", px(16.0)))
-                    .margin(px(8.0))
-                    .x_label_area_size(px(32.0))
-                    .y_label_area_size(px(56.0))
+                let mut chart = frame(root, title, scale, 56.0)
                     .build_cartesian_2d((x_low / 1.5..x_high * 1.5).log_scale(), (y_low / 1.5..y_high * 1.5).log_scale())
                     .map_err(drawing)?;
                 chart
@@ -295,6 +285,19 @@ impl Figure {
             }
         }
     }
+}
+
+/// A chart's frame: title, margin and label areas, scaled to the backend's size.
+fn frame<'a, 'b, DB: DrawingBackend>(
+    root: &'a DrawingArea<DB, Shift>,
+    title: &'b str,
+    scale: f64,
+    y_label_area: f64,
+) -> ChartBuilder<'a, 'b, DB> {
+    let px = |size: f64| (size * scale).round() as u32;
+    let mut builder = ChartBuilder::on(root);
+    builder.caption(title, ("sans-serif", px(16.0))).margin(px(8.0)).x_label_area_size(px(32.0)).y_label_area_size(px(y_label_area));
+    builder
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -316,11 +319,7 @@ where
     Y::CoordDescType: Ranged<ValueType = f64> + ValueFormatter<f64>,
 {
     let px = |size: f64| (size * scale).round() as u32;
-    let mut chart = ChartBuilder::on(root)
-        .caption(title, ("sans-serif", px(16.0)))
-        .margin(px(8.0))
-        .x_label_area_size(px(32.0))
-        .y_label_area_size(px(56.0))
+    let mut chart = frame(root, title, scale, 56.0)
         .build_cartesian_2d::<RangedCoordf64, Y::CoordDescType>((x_range.0..x_range.1).into(), y_spec.into())
         .map_err(drawing)?;
     let wide = x_range.1 - x_range.0 > 20.0;

@@ -22,7 +22,7 @@ use datafusion::arrow::datatypes::{Float64Type, Int32Type, Int64Type};
 use sweep_core::measures as names;
 
 use crate::phases::{PhaseSettings, TrialClass, TrialPhases};
-use crate::phases_table::{PhasesRow, Selection, analyze_sweep, collect, load_series, quoted, strings};
+use crate::phases_table::{PhasesRow, Selection, analyze_in, collect, load_series, quoted, strings};
 use crate::series::TrialSeries;
 use crate::summary::{TrialPoint, grokking_slope, phase_diagram, varying_axes};
 use crate::{AnalysisError, Result, open_results};
@@ -169,7 +169,7 @@ pub async fn build_report(data_dir: &Path, sweep: &str, options: &ReportOptions,
     let context = open_results(data_dir, Some(sweep)).await?;
     let rows = trial_rows(&context, sweep).await?;
     let phases: BTreeMap<String, PhasesRow> =
-        analyze_sweep(data_dir, sweep, Selection::All, settings).await?.into_iter().map(|row| (row.trial_id.clone(), row)).collect();
+        analyze_in(&context, sweep, Selection::All, settings).await?.into_iter().map(|row| (row.trial_id.clone(), row)).collect();
     let chosen = selected(&context, sweep, &rows, options).await?;
     let drawn: Vec<String> = chosen.iter().take(options.limit.max(1)).cloned().collect();
     let only = format!(
@@ -333,6 +333,19 @@ fn sweep_figures(page: &mut Page, points: &[TrialPoint]) -> Result<()> {
     Ok(())
 }
 
+/// A figure of measures over training steps.
+struct StepFigure<'a> {
+    /// Id suffix.
+    slug: &'static str,
+    caption: String,
+    title: &'static str,
+    /// (measure, legend label).
+    measures: Vec<(&'a str, &'a str)>,
+    log_y: bool,
+    /// Mark the grokking step.
+    marked: bool,
+}
+
 fn bands(phases: &TrialPhases, last: f64) -> Vec<Band> {
     let mut bands = Vec::new();
     let memorisation_end = phases.memorisation_end.map(|step| step as f64);
@@ -378,98 +391,103 @@ fn trial_figures(
         step_text(phases.circuit_formation_end),
         step_text(phases.cleanup_end)
     );
-    figure(
-        page,
-        "loss",
-        &format!("Train and test loss (log scale); {phase_text}."),
-        line_chart("loss", "step", &lines(series, &[(names::TRAIN_LOSS, "train"), (names::TEST_LOSS, "test")]), true, &shaded, &marks),
-    )?;
-    figure(
-        page,
-        "accuracy",
-        &format!("Train and test accuracy; class {}.", phases.class.as_str()),
-        line_chart(
-            "accuracy",
-            "step",
-            &lines(series, &[(names::TRAIN_ACCURACY, "train"), (names::TEST_ACCURACY, "test")]),
-            false,
-            &shaded,
-            &marks,
-        ),
-    )?;
-    if family == "transformer" {
-        figure(
-            page,
-            "restricted-excluded",
-            "Restricted and excluded loss with the final model's key frequencies (at checkpoints), and the train loss.",
-            line_chart(
-                "restricted / excluded loss (final K)",
-                "step",
-                &lines(
-                    series,
-                    &[
-                        (names::RESTRICTED_LOSS_FINAL_K, "restricted"),
-                        (names::EXCLUDED_LOSS_FINAL_K, "excluded"),
-                        (names::TRAIN_LOSS, "train"),
-                    ],
-                ),
-                true,
-                &shaded,
-                &[],
+    let transformer = family == "transformer";
+    let norms: Vec<(&str, &str)> = names::WEIGHT_NORMS.iter().map(|name| (*name, name.trim_start_matches("norm_"))).collect();
+    let mut over_steps = vec![
+        StepFigure {
+            slug: "loss",
+            caption: format!("Train and test loss (log scale); {phase_text}."),
+            title: "loss",
+            measures: vec![(names::TRAIN_LOSS, "train"), (names::TEST_LOSS, "test")],
+            log_y: true,
+            marked: true,
+        },
+        StepFigure {
+            slug: "accuracy",
+            caption: format!("Train and test accuracy; class {}.", phases.class.as_str()),
+            title: "accuracy",
+            measures: vec![(names::TRAIN_ACCURACY, "train"), (names::TEST_ACCURACY, "test")],
+            log_y: false,
+            marked: true,
+        },
+    ];
+    if transformer {
+        over_steps.extend([
+            StepFigure {
+                slug: "restricted-excluded",
+                caption: "Restricted and excluded loss with the final model's key frequencies (at checkpoints), and the train loss.".into(),
+                title: "restricted / excluded loss (final K)",
+                measures: vec![
+                    (names::RESTRICTED_LOSS_FINAL_K, "restricted"),
+                    (names::EXCLUDED_LOSS_FINAL_K, "excluded"),
+                    (names::TRAIN_LOSS, "train"),
+                ],
+                log_y: true,
+                marked: false,
+            },
+            StepFigure {
+                slug: "gini",
+                caption: "Gini coefficient of the Fourier norms of W_E and W_L.".into(),
+                title: "Gini of Fourier norms",
+                measures: vec![(names::GINI_W_E, "W_E"), (names::GINI_W_L, "W_L")],
+                log_y: false,
+                marked: false,
+            },
+            StepFigure {
+                slug: "weights",
+                caption: "Sum of squared weights.".into(),
+                title: "Σθ²",
+                measures: vec![(names::SUM_SQUARED_WEIGHTS, "Σθ²")],
+                log_y: false,
+                marked: false,
+            },
+            StepFigure {
+                slug: "norms",
+                caption: "Frobenius norm of each weight matrix (log scale): a spike of W_U or W_out is the slingshot of Thilak et al. 2022."
+                    .into(),
+                title: "weight norms",
+                measures: norms,
+                log_y: true,
+                marked: false,
+            },
+            StepFigure {
+                slug: "rank-collapse",
+                caption: "Effective rank of W_E and W_L (exp of the entropy of the normalised singular values).".into(),
+                title: "effective rank",
+                measures: vec![(names::EFFECTIVE_RANK_W_E, "W_E"), (names::EFFECTIVE_RANK_W_L, "W_L")],
+                log_y: false,
+                marked: false,
+            },
+            StepFigure {
+                slug: "softmax-collapse",
+                caption: "Softmax collapse: fraction of training pairs whose float32 softmax probability of the label is exactly 1 (Prieto et al. 2025)."
+                    .into(),
+                title: "softmax collapse (f32)",
+                measures: vec![(names::SOFTMAX_COLLAPSE, "p(label) = 1")],
+                log_y: false,
+                marked: true,
+            },
+        ]);
+    } else {
+        over_steps.push(StepFigure {
+            slug: "critical",
+            caption: format!(
+                "Critical timestep over training (test and train pairs); first at step {}, switch flips at it: {}.",
+                step_text(phases.critical_timestep_first_at),
+                phases.switch_flips.map_or("—", |flips| if flips { "yes" } else { "no" })
             ),
-        )?;
-        figure(
-            page,
-            "gini",
-            "Gini coefficient of the Fourier norms of W_E and W_L.",
-            line_chart(
-                "Gini of Fourier norms",
-                "step",
-                &lines(series, &[(names::GINI_W_E, "W_E"), (names::GINI_W_L, "W_L")]),
-                false,
-                &shaded,
-                &[],
-            ),
-        )?;
-        figure(
-            page,
-            "weights",
-            "Sum of squared weights.",
-            line_chart("Σθ²", "step", &lines(series, &[(names::SUM_SQUARED_WEIGHTS, "Σθ²")]), false, &shaded, &[]),
-        )?;
-        let norms: Vec<(&str, &str)> = names::WEIGHT_NORMS.iter().map(|name| (*name, name.trim_start_matches("norm_"))).collect();
-        figure(
-            page,
-            "norms",
-            "Frobenius norm of each weight matrix (log scale): a spike of W_U or W_out is the slingshot of Thilak et al. 2022.",
-            line_chart("weight norms", "step", &lines(series, &norms), true, &shaded, &[]),
-        )?;
-        figure(
-            page,
-            "rank-collapse",
-            "Effective rank of W_E and W_L (exp of the entropy of the normalised singular values).",
-            line_chart(
-                "effective rank",
-                "step",
-                &lines(series, &[(names::EFFECTIVE_RANK_W_E, "W_E"), (names::EFFECTIVE_RANK_W_L, "W_L")]),
-                false,
-                &shaded,
-                &[],
-            ),
-        )?;
-        figure(
-            page,
-            "softmax-collapse",
-            "Softmax collapse: fraction of training pairs whose float32 softmax probability of the label is exactly 1 (Prieto et al. 2025).",
-            line_chart(
-                "softmax collapse (f32)",
-                "step",
-                &lines(series, &[(names::SOFTMAX_COLLAPSE, "p(label) = 1")]),
-                false,
-                &shaded,
-                &marks,
-            ),
-        )?;
+            title: "critical timestep",
+            measures: vec![(names::CRITICAL_TIMESTEP_TEST, "test"), (names::CRITICAL_TIMESTEP_TRAIN, "train")],
+            log_y: false,
+            marked: true,
+        });
+    }
+    for spec in &over_steps {
+        let drawn =
+            line_chart(spec.title, "step", &lines(series, &spec.measures), spec.log_y, &shaded, if spec.marked { &marks } else { &[] });
+        figure(page, spec.slug, &spec.caption, drawn)?;
+    }
+    if transformer {
         if let Some(spectrum) = spectrum {
             let steps: Vec<i64> = spectrum.keys().copied().collect();
             let values: Vec<Vec<f64>> = spectrum.values().cloned().collect();
@@ -499,23 +517,6 @@ fn trial_figures(
             )?;
         }
     } else {
-        figure(
-            page,
-            "critical",
-            &format!(
-                "Critical timestep over training (test and train pairs); first at step {}, switch flips at it: {}.",
-                step_text(phases.critical_timestep_first_at),
-                phases.switch_flips.map_or("—", |flips| if flips { "yes" } else { "no" })
-            ),
-            line_chart(
-                "critical timestep",
-                "step",
-                &lines(series, &[(names::CRITICAL_TIMESTEP_TEST, "test"), (names::CRITICAL_TIMESTEP_TRAIN, "train")]),
-                false,
-                &[],
-                &marks,
-            ),
-        )?;
         let last_curve =
             |name: &str| series.curves.get(name).and_then(|by_step| by_step.iter().next_back()).map(|(step, curve)| (*step, curve.clone()));
         let decision: Vec<Line> = [(names::DECISION_ACCURACY_TEST, "test"), (names::DECISION_ACCURACY_TRAIN, "train")]

@@ -179,10 +179,11 @@ impl<B: Backend> Evaluator<B> {
             collapse.add(&all.logits[start..start + p], (a + b) % p);
         }
         let (softmax_collapse, zero_loss_fraction) = collapse.fractions();
+        let squared = model.squared_norms(0);
         Evaluation {
             train: self.loss_over(&all, &self.train),
             test: self.loss_over(&all, &self.test),
-            sum_squared_weights: model.sum_squared_weights(0),
+            sum_squared_weights: squared.total(),
             restricted_excluded: self.restricted_excluded(&all, &keys),
             gini_w_e: gini(&w_e),
             gini_w_l: gini(&w_l),
@@ -191,7 +192,7 @@ impl<B: Backend> Evaluator<B> {
             spectrum_w_e: FourierBasis::frequency_norms(&w_e),
             spectrum_w_l: FourierBasis::frequency_norms(&w_l),
             key_neuron_counts,
-            weight_norms: model.weight_norms(0),
+            weight_norms: squared.matrix_norms(),
             effective_rank_w_e: effective_rank(&singular_values(&matrices.w_e, p, matrices.d_model)),
             effective_rank_w_l: effective_rank(&singular_values(&matrices.w_l, p, matrices.d_mlp)),
             softmax_collapse,

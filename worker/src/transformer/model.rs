@@ -212,25 +212,42 @@ impl<B: Backend> Transformer<B> {
         ForwardOutput { logits, mlp_post }
     }
 
-    /// Frobenius norm of each weight matrix of trial `trial`, in the order of
-    /// [`sweep_core::measures::WEIGHT_NORMS`] (W_E, W_pos, W_Q, W_K, W_V, W_O, W_in, W_out, W_U).
-    pub fn weight_norms(&self, trial: usize) -> [f64; 9] {
+    /// Sums of squares of trial `trial`'s parameters, in f64: one per weight
+    /// matrix, in the order of [`sweep_core::measures::WEIGHT_NORMS`]
+    /// (W_E, W_pos, W_Q, W_K, W_V, W_O, W_in, W_out, W_U), and the biases'.
+    pub fn squared_norms(&self, trial: usize) -> SquaredNorms {
+        let squares = |values: TensorData| values.iter::<f64>().map(|value| value * value).sum::<f64>();
         let matrices = [&self.embed, &self.pos_embed, &self.w_q, &self.w_k, &self.w_v, &self.w_o, &self.w_in, &self.w_out, &self.unembed];
-        matrices.map(|matrix| matrix.val().narrow(0, trial, 1).into_data().iter::<f64>().map(|value| value * value).sum::<f64>().sqrt())
+        SquaredNorms {
+            matrices: matrices.map(|matrix| squares(matrix.val().narrow(0, trial, 1).into_data())),
+            biases: [&self.b_in, &self.b_out].map(|bias| squares(bias.val().narrow(0, trial, 1).into_data())),
+        }
     }
 
     /// Σθ² of trial `trial`, accumulated in f64.
     pub fn sum_squared_weights(&self, trial: usize) -> f64 {
-        let mut total = 0.0;
-        let mut add = |values: TensorData| {
-            total += values.iter::<f64>().map(|value| value * value).sum::<f64>();
-        };
-        for matrix in [&self.embed, &self.pos_embed, &self.w_q, &self.w_k, &self.w_v, &self.w_o, &self.w_in, &self.w_out, &self.unembed] {
-            add(matrix.val().narrow(0, trial, 1).into_data());
-        }
-        add(self.b_in.val().narrow(0, trial, 1).into_data());
-        add(self.b_out.val().narrow(0, trial, 1).into_data());
-        total
+        self.squared_norms(trial).total()
+    }
+}
+
+/// Sums of squares of one trial's parameters (see [`Transformer::squared_norms`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SquaredNorms {
+    /// Per weight matrix.
+    pub matrices: [f64; 9],
+    /// b_in and b_out.
+    pub biases: [f64; 2],
+}
+
+impl SquaredNorms {
+    /// Σθ²: every matrix, then the biases, summed in that order.
+    pub fn total(&self) -> f64 {
+        self.matrices.iter().chain(&self.biases).sum()
+    }
+
+    /// The Frobenius norm of each weight matrix.
+    pub fn matrix_norms(&self) -> [f64; 9] {
+        self.matrices.map(f64::sqrt)
     }
 }
 
