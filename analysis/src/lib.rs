@@ -206,4 +206,33 @@ mod tests {
         let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches).expect("formats").to_string();
         assert_eq!(text.lines().filter(|line| line.starts_with("| 100")).collect::<Vec<_>>(), vec!["| 100  | 2         | 5       |"]);
     }
+
+    #[tokio::test]
+    async fn a_trials_table_written_before_the_later_axes_reads_with_nulls_there() {
+        use datafusion::arrow::datatypes::Schema;
+        let directory = tempfile::tempdir().expect("tempdir");
+        let trials_dir = directory.path().join("results/old/trials");
+        std::fs::create_dir_all(&trials_dir).expect("mkdir");
+        let later = ["lr", "init_scale", "optimizer", "loss"];
+        let full = trials_schema();
+        let old: Vec<_> = full.fields().iter().filter(|field| !later.contains(&field.name().as_str())).cloned().collect();
+        let old = Arc::new(Schema::new(old));
+        // One row, every column 0 (or "0") cast to its type.
+        let zero = datafusion::arrow::array::Int64Array::from(vec![0]);
+        let columns = old.fields().iter().map(|field| datafusion::arrow::compute::cast(&zero, field.data_type()).expect("casts")).collect();
+        let batch = RecordBatch::try_new(old.clone(), columns).expect("a row of the old shape");
+        let file = std::fs::File::create(trials_dir.join("trials.parquet")).expect("create");
+        let mut writer = datafusion::parquet::arrow::ArrowWriter::try_new(file, old, None).expect("writer");
+        writer.write(&batch).expect("write");
+        writer.close().expect("close");
+        let context = open_results(directory.path(), Some("old")).await.expect("opens");
+        let batches = context
+            .sql("SELECT COUNT(*) AS n, COUNT(lr) AS lr, COUNT(optimizer) AS optimizer FROM trials")
+            .await
+            .expect("the later columns are known")
+            .collect()
+            .await
+            .expect("and read");
+        assert_eq!(pretty(&batches).lines().nth(3), Some("| 1 | 0  | 0         |"), "{}", pretty(&batches));
+    }
 }

@@ -13,14 +13,24 @@ use datafusion::prelude::SessionContext;
 use crate::Result;
 use crate::phases::TrialClass;
 
-/// Axes of `trials` a summary can be drawn over.
-pub const AXES: [&str; 5] = ["modulus", "data_fraction", "weight_decay", "image_diversity", "seed"];
+/// Numeric axes of `trials` a summary can be drawn over (and a slope fitted against).
+pub const AXES: [&str; 7] = ["modulus", "data_fraction", "weight_decay", "image_diversity", "lr", "init_scale", "seed"];
+
+/// Named axes of `trials` a phase diagram can be drawn over.
+pub const NAMED_AXES: [&str; 2] = ["optimizer", "loss"];
+
+/// Whether `name` is an axis a phase diagram can be drawn over.
+pub fn is_axis(name: &str) -> bool {
+    AXES.contains(&name) || NAMED_AXES.contains(&name)
+}
 
 /// One analysed trial, as the summaries see it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrialPoint {
-    /// Axis values (null axes absent).
+    /// Numeric axis values (null axes absent).
     pub axes: BTreeMap<&'static str, f64>,
+    /// Named axis values (optimizer; loss for the transformer family).
+    pub names: BTreeMap<&'static str, String>,
     /// Model seed.
     pub seed: i64,
     /// Liu et al.'s class.
@@ -31,17 +41,21 @@ pub struct TrialPoint {
 
 /// Every trial of the `phases` table joined with its axes in `trials`.
 pub async fn trial_points(context: &SessionContext) -> Result<Vec<TrialPoint>> {
+    // The later axes are null in tables written before them: their defaults (lr unknown, left out).
     let sql = "SELECT CAST(t.modulus AS DOUBLE) AS modulus, t.data_fraction, t.weight_decay,
-                      CAST(t.image_diversity AS DOUBLE) AS image_diversity, CAST(t.seed AS DOUBLE) AS seed_axis,
-                      t.seed, p.class, p.test_accuracy_95_at
+                      CAST(t.image_diversity AS DOUBLE) AS image_diversity, t.lr, COALESCE(t.init_scale, 1.0) AS init_scale,
+                      CAST(t.seed AS DOUBLE) AS seed_axis,
+                      t.seed, p.class, p.test_accuracy_95_at, COALESCE(t.optimizer, 'adamw') AS optimizer,
+                      CASE WHEN t.family = 'transformer' THEN COALESCE(t.loss, 'softmax') END AS loss
                FROM phases p JOIN trials t ON p.sweep = t.sweep AND p.trial_id = t.trial_id
                ORDER BY t.sweep, t.trial_id";
     let batches = context.sql(sql).await?.collect().await?;
     let mut points = Vec::new();
     for batch in &batches {
-        let class = crate::phases_table::strings(batch, 6)?;
-        let grokked = batch.column(7).as_primitive::<Int64Type>();
-        let seeds = batch.column(5).as_primitive::<Int64Type>();
+        let class = crate::phases_table::strings(batch, 8)?;
+        let grokked = batch.column(9).as_primitive::<Int64Type>();
+        let seeds = batch.column(7).as_primitive::<Int64Type>();
+        let named = [crate::phases_table::strings(batch, 10)?, crate::phases_table::strings(batch, 11)?];
         for row in 0..batch.num_rows() {
             let mut axes = BTreeMap::new();
             for (index, axis) in AXES.iter().enumerate() {
@@ -50,8 +64,15 @@ pub async fn trial_points(context: &SessionContext) -> Result<Vec<TrialPoint>> {
                     axes.insert(*axis, column.value(row));
                 }
             }
+            let mut names = BTreeMap::new();
+            for (axis, column) in NAMED_AXES.iter().zip(&named) {
+                if !column.is_null(row) {
+                    names.insert(*axis, column.value(row).to_string());
+                }
+            }
             points.push(TrialPoint {
                 axes,
+                names,
                 seed: seeds.value(row),
                 class: class.value(row).to_string(),
                 grokked_at: (!grokked.is_null(row)).then(|| grokked.value(row)),
@@ -61,28 +82,36 @@ pub async fn trial_points(context: &SessionContext) -> Result<Vec<TrialPoint>> {
     Ok(points)
 }
 
-/// The axes (other than the seed) that take more than one value.
+/// The axes (other than the seed) that take more than one value: numeric first, then named.
 pub fn varying_axes(points: &[TrialPoint]) -> Vec<&'static str> {
     AXES.iter()
+        .chain(&NAMED_AXES)
         .copied()
         .filter(|axis| *axis != "seed")
         .filter(|axis| {
-            let values: BTreeSet<u64> = points.iter().filter_map(|point| point.axes.get(axis)).map(|value| value.to_bits()).collect();
-            values.len() > 1
+            let values: BTreeSet<Option<String>> = points.iter().map(|point| point.label(axis)).collect();
+            values.iter().flatten().count() > 1
         })
         .collect()
 }
 
-fn label(value: Option<&f64>) -> String {
-    value.map_or_else(|| "-".to_string(), |value| format!("{value}"))
+impl TrialPoint {
+    /// The value of `axis` as text (numbers in their shortest form); `None` where the trial has none.
+    pub fn label(&self, axis: &str) -> Option<String> {
+        self.axes.get(axis).map(|value| format!("{value}")).or_else(|| self.names.get(axis).cloned())
+    }
+}
+
+fn label(point: &TrialPoint, axis: &str) -> String {
+    point.label(axis).unwrap_or_else(|| "-".to_string())
 }
 
 /// Class counts per cell of `rows` × `columns` (one column when `columns` is `None`).
 pub fn phase_diagram(points: &[TrialPoint], rows: &str, columns: Option<&str>) -> BTreeMap<(String, String), BTreeMap<String, usize>> {
     let mut cells: BTreeMap<(String, String), BTreeMap<String, usize>> = BTreeMap::new();
     for point in points {
-        let row = label(point.axes.get(rows));
-        let column = columns.map_or_else(|| "all".to_string(), |axis| label(point.axes.get(axis)));
+        let row = label(point, rows);
+        let column = columns.map_or_else(|| "all".to_string(), |axis| label(point, axis));
         *cells.entry((row, column)).or_default().entry(point.class.clone()).or_default() += 1;
     }
     cells
@@ -220,6 +249,7 @@ mod tests {
     fn point(fraction: f64, decay: f64, seed: i64, class: &str, grokked_at: Option<i64>) -> TrialPoint {
         TrialPoint {
             axes: [("data_fraction", fraction), ("weight_decay", decay), ("seed", seed as f64), ("modulus", 59.0)].into_iter().collect(),
+            names: [("optimizer", "adamw".to_string())].into_iter().collect(),
             seed,
             class: class.to_string(),
             grokked_at,
@@ -272,5 +302,20 @@ mod tests {
         assert_eq!(cells.len(), 3);
         let text = render_diagram(&points, "data_fraction", Some("weight_decay"));
         assert!(text.contains("g1 m1") && text.contains("c1") && text.contains('.'), "{text}");
+    }
+
+    #[test]
+    fn a_named_axis_is_swept_and_drawn_like_a_number() {
+        let with = |optimizer: &str, seed: i64, class: &str| TrialPoint {
+            names: [("optimizer", optimizer.to_string()), ("loss", "softmax".to_string())].into_iter().collect(),
+            ..point(0.3, 1.0, seed, class, Some(100))
+        };
+        let points = vec![with("adamw", 0, "grokking"), with("adamw", 1, "grokking"), with("grokfast_ema", 0, "comprehension")];
+        assert_eq!(varying_axes(&points), vec!["optimizer"], "loss takes one value, seeds never count");
+        let cells = phase_diagram(&points, "optimizer", None);
+        assert_eq!(cells[&("adamw".to_string(), "all".to_string())], [("grokking".to_string(), 2)].into_iter().collect());
+        assert_eq!(cells[&("grokfast_ema".to_string(), "all".to_string())], [("comprehension".to_string(), 1)].into_iter().collect());
+        assert!(grokking_slope(&points, "optimizer", 10).is_none(), "no slope against a named axis");
+        assert!(is_axis("loss") && is_axis("lr") && !is_axis("colour"));
     }
 }

@@ -34,10 +34,48 @@ fn params_label(params: Option<&pb::TrialParams>) -> String {
     match params {
         Some(p) => {
             let diversity = p.image_diversity.map_or_else(String::new, |n| format!(" N={n}"));
-            format!("{} p={} frac={} wd={} seed={}{diversity}", p.family, p.modulus, p.data_fraction, p.weight_decay, p.seed)
+            let recipe = recipe(p);
+            let recipe = if recipe.is_empty() { recipe } else { format!(" {recipe}") };
+            format!("{} p={} frac={} wd={} seed={}{diversity}{recipe}", p.family, p.modulus, p.data_fraction, p.weight_decay, p.seed)
         }
         None => String::new(),
     }
+}
+
+/// The later axes of a trial where they are not at their defaults
+/// (`lr=…`, `init×…`, the optimiser, the loss); empty for a plain trial.
+pub(crate) fn recipe(p: &pb::TrialParams) -> String {
+    let mut parts = Vec::new();
+    if let Some(lr) = p.lr {
+        parts.push(format!("lr={lr}"));
+    }
+    if p.init_scale != 1.0 {
+        parts.push(format!("init×{}", p.init_scale));
+    }
+    if !p.optimizer.is_empty() && p.optimizer != "adamw" {
+        parts.push(p.optimizer.clone());
+    }
+    if let Some(loss) = p.loss.as_deref().filter(|loss| *loss != "softmax") {
+        parts.push(loss.to_string());
+    }
+    parts.join(" ")
+}
+
+/// `rows` with a "recipe" column after column `after` when some trial has one.
+pub(crate) fn with_recipes(
+    headers: &[&'static str],
+    mut rows: Vec<Vec<String>>,
+    recipes: Vec<String>,
+    after: usize,
+) -> (Vec<&'static str>, Vec<Vec<String>>) {
+    let mut headers = headers.to_vec();
+    if recipes.iter().any(|recipe| !recipe.is_empty()) {
+        headers.insert(after + 1, "recipe");
+        for (row, recipe) in rows.iter_mut().zip(recipes) {
+            row.insert(after + 1, if recipe.is_empty() { "—".to_string() } else { recipe });
+        }
+    }
+    (headers, rows)
 }
 
 /// One row per trial: parameters, status, accuracies, grokked-at epoch, wall time.
@@ -65,6 +103,8 @@ pub(crate) fn trials_table(status: &pb::SweepStatus) -> String {
         })
         .collect();
     let headers = ["trial", "family", "p", "fraction", "wd", "seed", "N", "status", "epoch", "train acc", "test acc", "grokked at", "wall"];
+    let recipes = status.trials.iter().map(|trial| trial.params.as_ref().map(recipe).unwrap_or_default()).collect();
+    let (headers, rows) = with_recipes(&headers, rows, recipes, 6);
     let mut out = table(&headers, &rows);
     for trial in status.trials.iter().filter(|trial| !trial.error.is_empty() && trial.status != "done") {
         out.push_str(&format!("{} ({}): {}\n", trial.trial_id, trial.status, trial.error));

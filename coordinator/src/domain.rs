@@ -124,6 +124,8 @@ pub struct TrialView {
     pub final_checkpoint: Option<String>,
     /// Epoch limit from the stop rule.
     pub max_epochs: u32,
+    /// The trial's learning rate: its `lr` axis value, else the sweep's `training.lr`.
+    pub learning_rate: f64,
 }
 
 /// Counts of one sweep's trials by status.

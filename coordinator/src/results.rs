@@ -27,7 +27,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use sweep_core::measures::{curves_schema, progress_schema, spectra_schema, trials_schema};
-use sweep_core::{MeasureKind, TrialId};
+use sweep_core::{Family, MeasureKind, TrialId};
 
 use crate::domain::{BufferedRow, TrialView};
 use crate::error::{CoordinatorError, Result};
@@ -289,6 +289,10 @@ fn trials_batch(trials: &[TrialView]) -> Result<RecordBatch> {
         Arc::new(Int32Array::from_iter(trials.iter().map(|t| t.params.image_diversity.map(|n| n as i32)))),
         Arc::new(Int64Array::from_iter_values(trials.iter().map(|t| t.params.seed as i64))),
         Arc::new(Int64Array::from_iter_values(trials.iter().map(|t| t.params.data_seed as i64))),
+        Arc::new(Float64Array::from_iter_values(trials.iter().map(|t| t.learning_rate))),
+        Arc::new(Float64Array::from_iter_values(trials.iter().map(|t| t.params.init_scale))),
+        strings(&|t| Some(t.params.optimizer.as_str().to_string())),
+        strings(&|t| (t.params.family == Family::Transformer).then(|| t.params.loss_kind().as_str().to_string())),
         strings(&|t| Some(t.status.as_str().to_string())),
         Arc::new(Int32Array::from_iter_values(trials.iter().map(|t| t.attempt as i32))),
         Arc::new(Int32Array::from_iter_values(trials.iter().map(|t| t.failures as i32))),

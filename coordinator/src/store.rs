@@ -292,10 +292,12 @@ impl Store {
                 Some(text) => Some(metrics_from_json(&text)?),
                 None => None,
             };
+            let params = serde_json::from_str::<TrialParams>(&params_json).map_err(json_error)?;
             views.push(TrialView {
                 trial_id: TrialId::from_raw(row.get::<_, String>(0)?),
                 sweep: sweep.to_string(),
-                params: serde_json::from_str::<TrialParams>(&params_json).map_err(json_error)?,
+                learning_rate: params.learning_rate(spec.training.lr),
+                params,
                 status: TrialStatus::parse(&status).ok_or_else(|| CoordinatorError::Internal(format!("unknown status {status}")))?,
                 attempt: row.get(3)?,
                 failures: row.get(4)?,
@@ -408,7 +410,7 @@ impl Store {
                 let spec = &specs[&sweep];
                 let params: TrialParams = serde_json::from_str(&params_json).map_err(json_error)?;
                 let family = spec.family_settings(params.family);
-                let key = family.pack_key(params.modulus);
+                let key = family.pack_key(&params, &spec.training);
                 if pack_key.as_ref().is_some_and(|first| *first != key) {
                     continue;
                 }

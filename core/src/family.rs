@@ -11,7 +11,9 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::diffusion::DiffusionSettings;
-use crate::trial::Family;
+use crate::optimizer::{LossKind, OptimizerKind};
+use crate::spec::TrainingSettings;
+use crate::trial::{Family, TrialParams};
 
 /// Sizes of the transformer family's model (Nanda et al. 2023 by default).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,9 +76,10 @@ impl FamilySettings {
         }
     }
 
-    /// The key of the packs a trial at `modulus` with these settings can join.
-    pub fn pack_key(&self, modulus: u32) -> PackKey {
-        let text = match self {
+    /// The key of the packs a trial with these settings can join.
+    pub fn pack_key(&self, params: &TrialParams, training: &TrainingSettings) -> PackKey {
+        let modulus = params.modulus;
+        let mut text = match self {
             FamilySettings::Transformer(s) => {
                 format!("transformer;p={modulus};d_model={};n_heads={};d_mlp={}", s.d_model, s.n_heads, s.d_mlp)
             }
@@ -92,14 +95,32 @@ impl FamilySettings {
                 s.augmentation
             ),
         };
+        // The optimiser's filter state and the loss are one per pack; AdamW
+        // and softmax leave the key as it was before those axes.
+        match params.optimizer {
+            OptimizerKind::Adamw => {}
+            OptimizerKind::GrokfastEma => {
+                let ema = &training.grokfast_ema;
+                text.push_str(&format!(";optimizer=grokfast_ema;alpha={};lambda={}", ema.alpha, ema.lambda));
+            }
+            OptimizerKind::GrokfastMa => {
+                let ma = &training.grokfast_ma;
+                text.push_str(&format!(";optimizer=grokfast_ma;window={};lambda={}", ma.window, ma.lambda));
+            }
+            OptimizerKind::Orthograd => text.push_str(";optimizer=orthograd"),
+        }
+        if params.loss_kind() != LossKind::Softmax {
+            text.push_str(&format!(";loss={}", params.loss_kind()));
+        }
         PackKey(text)
     }
 }
 
 /// Which trials can share one stacked program: the family, the modulus, the
-/// model's sizes and, for diffusion, the image settings. Data fraction,
-/// weight decay, seeds, image diversity and every training, stop and
-/// evaluation setting may differ inside a pack.
+/// model's sizes, for diffusion the image settings, the optimiser (with its
+/// filter's settings) and the loss. Data fraction, weight decay, learning
+/// rate, initial scale, seeds, image diversity and every other training,
+/// stop and evaluation setting may differ inside a pack.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PackKey(String);
 
@@ -122,20 +143,51 @@ mod tests {
 
     #[test]
     fn pack_key_ignores_what_may_differ_inside_a_pack() {
+        let training = TrainingSettings::default();
+        let at = |modulus| TrialParams {
+            family: Family::Transformer,
+            modulus,
+            data_fraction: 0.3,
+            weight_decay: 1.0,
+            seed: 0,
+            data_seed: 0,
+            image_diversity: None,
+            lr: None,
+            init_scale: 1.0,
+            optimizer: OptimizerKind::Adamw,
+            loss: None,
+        };
+        let key = |settings: &FamilySettings, params: &TrialParams| settings.pack_key(params, &training);
         let transformer = FamilySettings::Transformer(TransformerSettings::default());
-        assert_eq!(transformer.pack_key(113), transformer.pack_key(113));
-        assert_ne!(transformer.pack_key(113), transformer.pack_key(59));
+        assert_eq!(
+            key(&transformer, &at(113)),
+            key(&transformer, &TrialParams { lr: Some(3e-3), init_scale: 2.0, weight_decay: 0.0, ..at(113) })
+        );
+        assert_eq!(
+            key(&transformer, &at(113)).as_str(),
+            "transformer;p=113;d_model=128;n_heads=4;d_mlp=512",
+            "unchanged for AdamW and softmax"
+        );
+        assert_ne!(key(&transformer, &at(113)), key(&transformer, &at(59)));
         let wider = FamilySettings::Transformer(TransformerSettings { d_mlp: 1024, ..TransformerSettings::default() });
-        assert_ne!(transformer.pack_key(113), wider.pack_key(113));
+        assert_ne!(key(&transformer, &at(113)), key(&wider, &at(113)));
+        for optimizer in [OptimizerKind::GrokfastEma, OptimizerKind::GrokfastMa, OptimizerKind::Orthograd] {
+            assert_ne!(key(&transformer, &at(113)), key(&transformer, &TrialParams { optimizer, ..at(113) }));
+        }
+        assert_ne!(key(&transformer, &at(113)), key(&transformer, &TrialParams { loss: Some(LossKind::Stablemax), ..at(113) }));
+        let diffusion_at = |modulus| TrialParams { family: Family::Diffusion, image_diversity: Some(1), ..at(modulus) };
         let diffusion = DiffusionSettings::default();
         let other_sampler = DiffusionSettings { sample_steps: 10, judge_images_per_class: 50, ..diffusion.clone() };
         assert_eq!(
-            FamilySettings::Diffusion(diffusion.clone()).pack_key(23),
-            FamilySettings::Diffusion(other_sampler).pack_key(23),
+            key(&FamilySettings::Diffusion(diffusion.clone()), &diffusion_at(23)),
+            key(&FamilySettings::Diffusion(other_sampler), &diffusion_at(23)),
             "evaluation settings do not split packs"
         );
         let other_images = DiffusionSettings { augmentation: 0.2, ..diffusion.clone() };
-        assert_ne!(FamilySettings::Diffusion(diffusion).pack_key(23), FamilySettings::Diffusion(other_images).pack_key(23));
+        assert_ne!(
+            key(&FamilySettings::Diffusion(diffusion), &diffusion_at(23)),
+            key(&FamilySettings::Diffusion(other_images), &diffusion_at(23))
+        );
     }
 
     #[test]

@@ -1,38 +1,71 @@
 //! Grid expansion: a validated spec becomes its trials, in a stable order.
 
+use crate::optimizer::{LossKind, OptimizerKind};
 use crate::spec::SweepSpec;
 use crate::trial::{Family, TrialId, TrialParams, TrialSpec};
 
 /// Expand a sweep into trials. The count is the product of the axes that apply
 /// to each family, summed over families; `image_diversity` applies to the
-/// diffusion family only; without a `data_seed` axis each trial splits its data
-/// with its model seed.
+/// diffusion family only and `loss` to the transformer only; without a
+/// `data_seed` axis each trial splits its data with its model seed.
 pub fn expand(spec: &SweepSpec) -> Vec<TrialSpec> {
     let axes = &spec.axes;
     let mut trials = Vec::new();
+    // An lr equal to `training.lr` is the default and stays out of the id.
+    let rates: Vec<Option<f64>> = axes.lr.iter().map(|&lr| (lr != spec.training.lr).then_some(lr)).collect();
     for &family in &spec.families {
-        let diversities: Vec<Option<u32>> = match family {
-            Family::Diffusion => axes.image_diversity.iter().copied().map(Some).collect(),
-            Family::Transformer => vec![None],
+        let (diversities, losses): (Vec<Option<u32>>, Vec<Option<LossKind>>) = match family {
+            Family::Diffusion => (axes.image_diversity.iter().copied().map(Some).collect(), vec![None]),
+            Family::Transformer => (vec![None], axes.loss.iter().map(|&loss| (loss != LossKind::Softmax).then_some(loss)).collect()),
         };
-        for &modulus in &axes.modulus {
-            for &data_fraction in &axes.data_fraction {
-                for &weight_decay in &axes.weight_decay {
-                    for &image_diversity in &diversities {
-                        for &seed in &axes.seed {
-                            let data_seeds = axes.data_seed.clone().unwrap_or_else(|| vec![seed]);
-                            for data_seed in data_seeds {
-                                let params = TrialParams { family, modulus, data_fraction, weight_decay, seed, data_seed, image_diversity };
-                                let id = TrialId::compute(&spec.name, &params);
-                                trials.push(TrialSpec { id, sweep: spec.name.clone(), params });
-                            }
-                        }
-                    }
+        let mut points = vec![TrialParams {
+            family,
+            modulus: 0,
+            data_fraction: 0.0,
+            weight_decay: 0.0,
+            seed: 0,
+            data_seed: 0,
+            image_diversity: None,
+            lr: None,
+            init_scale: 1.0,
+            optimizer: OptimizerKind::Adamw,
+            loss: None,
+        }];
+        // Outermost axis first; the grid order of sweeps written before the
+        // later axes (lr, init_scale, optimizer, loss) is unchanged.
+        points = product(points, &axes.modulus, |p, &v| p.modulus = v);
+        points = product(points, &axes.data_fraction, |p, &v| p.data_fraction = v);
+        points = product(points, &axes.weight_decay, |p, &v| p.weight_decay = v);
+        points = product(points, &rates, |p, &v| p.lr = v);
+        points = product(points, &axes.init_scale, |p, &v| p.init_scale = v);
+        points = product(points, &axes.optimizer, |p, &v| p.optimizer = v);
+        points = product(points, &losses, |p, &v| p.loss = v);
+        points = product(points, &diversities, |p, &v| p.image_diversity = v);
+        for point in points {
+            for &seed in &axes.seed {
+                let data_seeds = axes.data_seed.clone().unwrap_or_else(|| vec![seed]);
+                for data_seed in data_seeds {
+                    let params = TrialParams { seed, data_seed, ..point.clone() };
+                    let id = TrialId::compute(&spec.name, &params);
+                    trials.push(TrialSpec { id, sweep: spec.name.clone(), params });
                 }
             }
         }
     }
     trials
+}
+
+/// Every point of `points` once per value of an inner axis, in order.
+fn product<T>(points: Vec<TrialParams>, values: &[T], set: impl Fn(&mut TrialParams, &T)) -> Vec<TrialParams> {
+    let mut out = Vec::with_capacity(points.len() * values.len());
+    for point in points {
+        for value in values {
+            let mut next = point.clone();
+            set(&mut next, value);
+            out.push(next);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -137,5 +170,59 @@ mod tests {
         assert!(splits.windows(2).all(|pair| pair[0] == pair[1]));
         // A different data seed does change it.
         assert_ne!(splits[0], crate::Split::new(13, 0.4, trials[0].params.data_seed + 1));
+    }
+
+    /// The ids of the committed sweep files, as the build before the lr,
+    /// init_scale, optimizer and loss axes computed them: count, SHA-256 of
+    /// the comma-joined ids (first 16 hex digits), first id.
+    #[test]
+    fn committed_sweeps_keep_the_ids_of_the_build_before_the_later_axes() {
+        use sha2::{Digest, Sha256};
+        let pinned = [
+            ("quickstart", include_str!("../../sweeps/quickstart.yaml"), 4, "00b25aa71f7b9a2b", "dea0d732b3dea5e4"),
+            ("nanda-2023", include_str!("../../sweeps/nanda-2023.yaml"), 5, "9844bed3fa3ba145", "3a45424567446171"),
+            ("fraction-x-decay", include_str!("../../sweeps/fraction-x-decay.yaml"), 105, "839af5800fcf5aef", "00ef07766177cb70"),
+            ("diffusion-quick", include_str!("../../sweeps/diffusion-quick.yaml"), 2, "3536b427b49b310e", "1cd083756eddf23a"),
+            ("diffusion-2026", include_str!("../../sweeps/diffusion-2026.yaml"), 9, "32d96475d92c45f1", "69d6fa8b5e1ed95d"),
+        ];
+        for (name, text, count, digest, first) in pinned {
+            let trials = expand(&parse_spec(name, text).expect("a committed sweep is valid"));
+            let ids: Vec<&str> = trials.iter().map(|trial| trial.id.as_str()).collect();
+            let hash = Sha256::digest(ids.join(",").as_bytes());
+            let hex: String = hash[..8].iter().map(|byte| format!("{byte:02x}")).collect();
+            assert_eq!((trials.len(), hex.as_str(), ids[0]), (count, digest, first), "{name}");
+        }
+    }
+
+    const BASE: &str = "version: 1\nname: knobs\nfamilies: [transformer, diffusion]\naxes:\n  modulus: 23\n  data_fraction: 0.9\n  weight_decay: 1\n  seed: [0, 1]\ntraining:\n  lr: 0.003\n";
+
+    #[test]
+    fn the_later_axes_multiply_and_at_their_defaults_keep_the_ids() {
+        let before = expand(&parse_spec("k.yaml", BASE).expect("valid"));
+        assert_eq!(before.len(), 4);
+        // Each later axis written out at its default: the same trials, the same ids.
+        let with_axes = |extra: &str| BASE.replace("  seed: [0, 1]\n", &format!("  seed: [0, 1]\n{extra}"));
+        let same = expand(
+            &parse_spec("k.yaml", &with_axes("  lr: 0.003\n  init_scale: 1\n  optimizer: adamw\n  loss: softmax\n")).expect("valid"),
+        );
+        assert_eq!(same, before);
+        let grid = expand(
+            &parse_spec(
+                "k.yaml",
+                &with_axes("  lr: [0.001, 0.003]\n  init_scale: [0.5, 1]\n  optimizer: [adamw, grokfast_ema, orthograd]\n  loss: [softmax, stablemax]\n"),
+            )
+            .expect("valid"),
+        );
+        // transformer: 2 lr × 2 scales × 3 optimisers × 2 losses × 2 seeds; diffusion: no loss axis.
+        assert_eq!(grid.len(), 2 * 2 * 3 * 2 * 2 + 2 * 2 * 3 * 2);
+        let ids: HashSet<_> = grid.iter().map(|trial| trial.id.clone()).collect();
+        assert_eq!(ids.len(), grid.len());
+        for trial in &before {
+            assert!(ids.contains(&trial.id), "the default point of every axis keeps its id");
+        }
+        assert!(grid.iter().filter(|t| t.params.family == Family::Diffusion).all(|t| t.params.loss.is_none()));
+        let rates: HashSet<_> = grid.iter().map(|t| t.params.lr.map(f64::to_bits)).collect();
+        assert_eq!(rates, [None, Some(0.001f64.to_bits())].into_iter().collect(), "the sweep's own lr is stored as the default");
+        assert!(grid.iter().all(|t| t.params.learning_rate(0.003) == 0.001 || t.params.lr.is_none()));
     }
 }

@@ -45,7 +45,12 @@ pub struct TrialLease {
 impl TrialLease {
     /// The pack this trial can join.
     pub fn pack_key(&self) -> PackKey {
-        self.family.pack_key(self.params.modulus)
+        self.family.pack_key(&self.params, &self.training)
+    }
+
+    /// The trial's learning rate before warm-up: its `lr` axis value, else the sweep's.
+    pub fn learning_rate(&self) -> f64 {
+        self.params.learning_rate(self.training.lr)
     }
 }
 

@@ -2,6 +2,7 @@
 //!
 //! - [`spec`]: the YAML sweep spec, its validation and [`SweepSpec`].
 //! - [`family`]: [`FamilySettings`], one variant per family, and the [`PackKey`] of trials that train together.
+//! - [`optimizer`]: the optimiser and loss axes ([`OptimizerKind`], [`LossKind`]) and the Grokfast settings.
 //! - [`diffusion`]: [`DiffusionSettings`], the diffusion family's section of a spec.
 //! - `location`: field path → line/column index used in spec errors.
 //! - [`error`]: [`SpecError`], every problem with file, line, column and path.
@@ -20,6 +21,7 @@ pub mod lease;
 mod location;
 pub mod measures;
 mod one_or_many;
+pub mod optimizer;
 pub mod progress;
 pub mod spec;
 pub mod split;
@@ -31,6 +33,7 @@ pub use family::{FamilySettings, PackKey, TransformerSettings};
 pub use grid::expand;
 pub use lease::{FinalMetrics, LeaseRef, Millis, Revocation, TrialLease};
 pub use location::Location;
+pub use optimizer::{GrokfastEmaSettings, GrokfastMaSettings, LossKind, OptimizerKind};
 pub use progress::{CurvePoint, Measure, MeasureKind, MeasureValue, StepMeasures};
 pub use spec::{Axes, RetryPolicy, StopRule, SweepSpec, TrainingSettings, load_spec, parse_spec};
 pub use split::Split;

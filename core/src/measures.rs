@@ -236,6 +236,15 @@ pub mod trials_columns {
     pub const SEED: &str = "seed";
     /// Data-split seed.
     pub const DATA_SEED: &str = "data_seed";
+    /// Learning rate (the `lr` axis, else `training.lr`). These four columns
+    /// are null in tables written before their axes existed.
+    pub const LR: &str = "lr";
+    /// Multiplier on every initial weight.
+    pub const INIT_SCALE: &str = "init_scale";
+    /// adamw, grokfast_ema, grokfast_ma or orthograd.
+    pub const OPTIMIZER: &str = "optimizer";
+    /// softmax or stablemax (transformer only, else null).
+    pub const LOSS: &str = "loss";
     /// queued, running, done, failed, cancelled.
     pub const STATUS: &str = "status";
     /// The current (for finished trials: final) attempt; `progress` holds only its rows.
@@ -286,6 +295,11 @@ pub fn trials_schema() -> SchemaRef {
         Field::new(c::IMAGE_DIVERSITY, DataType::Int32, true),
         Field::new(c::SEED, DataType::Int64, false),
         Field::new(c::DATA_SEED, DataType::Int64, false),
+        // Nullable so that tables written before these columns read with nulls.
+        Field::new(c::LR, DataType::Float64, true),
+        Field::new(c::INIT_SCALE, DataType::Float64, true),
+        Field::new(c::OPTIMIZER, DataType::Utf8, true),
+        Field::new(c::LOSS, DataType::Utf8, true),
         Field::new(c::STATUS, DataType::Utf8, false),
         Field::new(c::ATTEMPT, DataType::Int32, false),
         Field::new(c::FAILURES, DataType::Int32, false),

@@ -10,6 +10,7 @@ use crate::error::{SpecError, SpecProblem};
 use crate::family::{FamilySettings, TransformerSettings};
 use crate::location::LocationIndex;
 use crate::one_or_many::OneOrMany;
+use crate::optimizer::{GrokfastEmaSettings, GrokfastMaSettings, LossKind, OptimizerKind};
 
 /// The spec versions this build understands, newest last.
 pub const SPEC_VERSIONS: &[u32] = &[1];
@@ -19,7 +20,7 @@ pub const SPEC_VERSIONS: &[u32] = &[1];
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainingSettings {
-    /// AdamW learning rate (paper: 1e-3).
+    /// AdamW learning rate (paper: 1e-3); the default of the `lr` axis.
     pub lr: f64,
     /// Linear warm-up length in steps: the lr multiplier is `min(step / warmup_steps, 1)`.
     pub warmup_steps: u32,
@@ -29,11 +30,24 @@ pub struct TrainingSettings {
     /// epoch); 0 saves only the last. The transformer's `*_final_k` measures
     /// are computed over these checkpoints, so this also sets their resolution.
     pub checkpoint_every: u32,
+    /// Settings of the `grokfast_ema` optimizer (absent in specs stored by older builds).
+    #[serde(default)]
+    pub grokfast_ema: GrokfastEmaSettings,
+    /// Settings of the `grokfast_ma` optimizer.
+    #[serde(default)]
+    pub grokfast_ma: GrokfastMaSettings,
 }
 
 impl Default for TrainingSettings {
     fn default() -> Self {
-        TrainingSettings { lr: 1e-3, warmup_steps: 10, eval_every: 100, checkpoint_every: 1000 }
+        TrainingSettings {
+            lr: 1e-3,
+            warmup_steps: 10,
+            eval_every: 100,
+            checkpoint_every: 1000,
+            grokfast_ema: GrokfastEmaSettings::default(),
+            grokfast_ma: GrokfastMaSettings::default(),
+        }
     }
 }
 
@@ -50,6 +64,8 @@ struct TrainingV1 {
     n_heads: Option<u32>,
     d_mlp: Option<u32>,
     checkpoint_every: u32,
+    grokfast_ema: GrokfastEmaSettings,
+    grokfast_ma: GrokfastMaSettings,
 }
 
 impl Default for TrainingV1 {
@@ -63,6 +79,8 @@ impl Default for TrainingV1 {
             n_heads: None,
             d_mlp: None,
             checkpoint_every: shared.checkpoint_every,
+            grokfast_ema: shared.grokfast_ema,
+            grokfast_ma: shared.grokfast_ma,
         }
     }
 }
@@ -114,6 +132,14 @@ pub struct Axes {
     pub data_seed: Option<Vec<u64>>,
     /// Images per symbol (diffusion family only; does not multiply other families).
     pub image_diversity: Vec<u32>,
+    /// Learning rates; `[training.lr]` when the axis is absent.
+    pub lr: Vec<f64>,
+    /// Multipliers on every initial weight, in (0, 100]; `[1]` when absent.
+    pub init_scale: Vec<f64>,
+    /// Optimisers; `[adamw]` when absent.
+    pub optimizer: Vec<OptimizerKind>,
+    /// Losses of the transformer family (does not multiply other families); `[softmax]` when absent.
+    pub loss: Vec<LossKind>,
 }
 
 /// A validated sweep: the only way to get one is [`parse_spec`]. Its JSON
@@ -196,6 +222,14 @@ struct AxesV1 {
     data_seed: Option<OneOrMany<i64>>,
     #[serde(default)]
     image_diversity: Option<OneOrMany<i64>>,
+    #[serde(default)]
+    lr: Option<OneOrMany<f64>>,
+    #[serde(default)]
+    init_scale: Option<OneOrMany<f64>>,
+    #[serde(default)]
+    optimizer: Option<OneOrMany<String>>,
+    #[serde(default)]
+    loss: Option<OneOrMany<String>>,
 }
 
 /// Collects problems with their locations while a raw spec is validated.
@@ -304,8 +338,8 @@ impl SweepSpecV1 {
             );
         }
         let families = validate_families(&self.families, problems);
-        let axes = self.axes.build_and_validate(problems);
         let training = validate_training(&self.training, problems);
+        let axes = self.axes.build_and_validate(training.lr, problems);
         let transformer = transformer_sizes(&self.training, self.transformer, problems);
         validate_stop(&self.stop, problems);
         if self.retry.max_attempts == 0 {
@@ -354,11 +388,19 @@ fn validate_training(training: &TrainingV1, problems: &mut Problems<'_>) -> Trai
     if training.eval_every == 0 {
         problems.add("training.eval_every", "must be at least 1");
     }
+    for (field, message) in training.grokfast_ema.problems() {
+        problems.add(format!("training.grokfast_ema.{field}"), message);
+    }
+    for (field, message) in training.grokfast_ma.problems() {
+        problems.add(format!("training.grokfast_ma.{field}"), message);
+    }
     TrainingSettings {
         lr: training.lr,
         warmup_steps: training.warmup_steps,
         eval_every: training.eval_every,
         checkpoint_every: training.checkpoint_every,
+        grokfast_ema: training.grokfast_ema.clone(),
+        grokfast_ma: training.grokfast_ma.clone(),
     }
 }
 
@@ -409,7 +451,7 @@ fn validate_stop(stop: &StopRule, problems: &mut Problems<'_>) {
 }
 
 /// Check every value of an axis, report duplicates, and convert the valid ones.
-fn validate_axis<T: Copy + PartialEq + std::fmt::Display, U>(
+fn validate_axis<T: Clone + PartialEq + std::fmt::Display, U>(
     name: &str,
     values: &[T],
     problems: &mut Problems<'_>,
@@ -426,7 +468,7 @@ fn validate_axis<T: Copy + PartialEq + std::fmt::Display, U>(
             problems.add(item_path, format!("{value} is listed twice"));
             continue;
         }
-        match check(*value) {
+        match check(value.clone()) {
             Ok(converted) => accepted.push(converted),
             Err(message) => problems.add(item_path, format!("{value} {message}")),
         }
@@ -461,8 +503,25 @@ fn check_diversity(value: i64) -> Result<u32, String> {
     if (1..=4096).contains(&value) { Ok(value as u32) } else { Err("is not in [1, 4096]".to_string()) }
 }
 
+/// The spec's rule for a learning rate (the `lr` axis and `training.lr`): finite and positive.
+pub fn check_lr(value: f64) -> Result<f64, String> {
+    if value.is_finite() && value > 0.0 { Ok(value) } else { Err("must be a positive number".to_string()) }
+}
+
+fn one_of<const N: usize>(names: [&str; N]) -> String {
+    format!("is not one of: {}", names.join(", "))
+}
+
+/// The largest `init_scale`.
+pub const MAX_INIT_SCALE: f64 = 100.0;
+
+/// The spec's rule for an initial-weight multiplier: in (0, 100].
+pub fn check_init_scale(value: f64) -> Result<f64, String> {
+    if value > 0.0 && value <= MAX_INIT_SCALE { Ok(value) } else { Err(format!("is not in (0, {MAX_INIT_SCALE}]")) }
+}
+
 impl AxesV1 {
-    fn build_and_validate(self, problems: &mut Problems<'_>) -> Axes {
+    fn build_and_validate(self, training_lr: f64, problems: &mut Problems<'_>) -> Axes {
         let modulus = validate_axis("modulus", &self.modulus.0, problems, check_modulus);
         let data_fraction = validate_axis("data_fraction", &self.data_fraction.0, problems, check_fraction);
         for &p in &modulus {
@@ -480,7 +539,27 @@ impl AxesV1 {
             Some(raw) => validate_axis("image_diversity", &raw.0, problems, check_diversity),
             None => vec![1],
         };
-        Axes { modulus, data_fraction, weight_decay, seed, data_seed, image_diversity }
+        let lr = match self.lr {
+            Some(raw) => validate_axis("lr", &raw.0, problems, check_lr),
+            None => vec![training_lr],
+        };
+        let init_scale = match self.init_scale {
+            Some(raw) => validate_axis("init_scale", &raw.0, problems, check_init_scale),
+            None => vec![1.0],
+        };
+        let optimizer = match self.optimizer {
+            Some(raw) => validate_axis("optimizer", &raw.0, problems, |name: String| {
+                name.parse::<OptimizerKind>().map_err(|_| one_of(OptimizerKind::ALL.map(OptimizerKind::as_str)))
+            }),
+            None => vec![OptimizerKind::Adamw],
+        };
+        let loss = match self.loss {
+            Some(raw) => validate_axis("loss", &raw.0, problems, |name: String| {
+                name.parse::<LossKind>().map_err(|_| one_of(LossKind::ALL.map(LossKind::as_str)))
+            }),
+            None => vec![LossKind::Softmax],
+        };
+        Axes { modulus, data_fraction, weight_decay, seed, data_seed, image_diversity, lr, init_scale, optimizer, loss }
     }
 }
 

@@ -94,11 +94,11 @@ fn malformed_specs_report_exact_location_and_message() {
         ),
         (
             with_line(8, "  seeds: [0]"),
-            "x.yaml:8:3: axes: unknown field `seeds`, expected one of `modulus`, `data_fraction`, `weight_decay`, `seed`, `data_seed`, `image_diversity`",
+            "x.yaml:8:3: axes: unknown field `seeds`, expected one of `modulus`, `data_fraction`, `weight_decay`, `seed`, `data_seed`, `image_diversity`, `lr`, `init_scale`, `optimizer`, `loss`",
         ),
         (
             with_line(11, "  learning_rate: 0.1"),
-            "x.yaml:11:3: training: unknown field `learning_rate`, expected one of `lr`, `warmup_steps`, `eval_every`, `d_model`, `n_heads`, `d_mlp`, `checkpoint_every`",
+            "x.yaml:11:3: training: unknown field `learning_rate`, expected one of `lr`, `warmup_steps`, `eval_every`, `d_model`, `n_heads`, `d_mlp`, `checkpoint_every`, `grokfast_ema`, `grokfast_ma`",
         ),
         (with_line(11, "transformer: {n_heads: 5}"), "x.yaml:11:24: transformer.n_heads: 5 does not divide d_model 128"),
         (
@@ -112,6 +112,22 @@ fn malformed_specs_report_exact_location_and_message() {
             "x.yaml:6:24: axes.data_fraction[1]: 0.001 leaves no training pair at modulus 7\nx.yaml:6:24: axes.data_fraction[1]: 0.001 leaves no training pair at modulus 11",
         ),
         (with_line(8, "  seed: [0, 1]\n  image_diversity: 0"), "x.yaml:9:20: axes.image_diversity[0]: 0 is not in [1, 4096]"),
+        (with_line(8, "  seed: 0\n  lr: [1e-3, 0]"), "x.yaml:9:14: axes.lr[1]: 0 must be a positive number"),
+        (with_line(8, "  seed: 0\n  lr: [1e-3, 0.001]"), "x.yaml:9:14: axes.lr[1]: 0.001 is listed twice"),
+        (with_line(8, "  seed: 0\n  init_scale: [1, 200]"), "x.yaml:9:19: axes.init_scale[1]: 200 is not in (0, 100]"),
+        (with_line(8, "  seed: 0\n  init_scale: -1"), "x.yaml:9:15: axes.init_scale[0]: -1 is not in (0, 100]"),
+        (
+            with_line(8, "  seed: 0\n  optimizer: [adamw, grokfast]"),
+            "x.yaml:9:22: axes.optimizer[1]: grokfast is not one of: adamw, grokfast_ema, grokfast_ma, orthograd",
+        ),
+        (with_line(8, "  seed: 0\n  loss: [softmax, softmax]"), "x.yaml:9:19: axes.loss[1]: softmax is listed twice"),
+        (with_line(8, "  seed: 0\n  loss: sparsemax"), "x.yaml:9:9: axes.loss[0]: sparsemax is not one of: softmax, stablemax"),
+        (with_line(11, "  grokfast_ema: {alpha: 1.5}"), "x.yaml:11:25: training.grokfast_ema.alpha: 1.5 is not in [0, 1)"),
+        (with_line(11, "  grokfast_ma: {window: 0, lambda: 5}"), "x.yaml:11:25: training.grokfast_ma.window: 0 is not in [1, 1000]"),
+        (
+            with_line(11, "  grokfast_ema: {beta: 0.9}"),
+            "x.yaml:11:18: training.grokfast_ema: unknown field `beta`, expected `alpha` or `lambda`",
+        ),
         (with_line(4, "axes: [1, 2"), "x.yaml:5:10: did not find expected ',' or ']', while parsing a flow sequence"),
     ];
     assert!(cases.len() >= 20);
@@ -159,4 +175,17 @@ fn stored_json_round_trips_and_an_older_form_is_refused() {
     let older = json.replace("\"checkpoint_every\":1000", "\"d_model\":128,\"n_heads\":4,\"d_mlp\":512,\"checkpoint_every\":1000");
     assert_ne!(older, json);
     assert!(serde_json::from_str::<SweepSpec>(&older).is_err(), "an older stored form must be recognised, not misread");
+}
+
+#[test]
+fn the_readme_spec_reference_is_a_valid_spec() {
+    let readme = include_str!("../../README.md");
+    let section = &readme[readme.find("## Sweep spec").expect("the README has a spec section")..];
+    let start = section.find("```yaml\n").expect("a yaml block") + "```yaml\n".len();
+    let block = &section[start..start + section[start..].find("```").expect("the block ends")];
+    let spec = parse_spec("README.md", block).unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(spec.axes.optimizer, vec![OptimizerKind::Adamw, OptimizerKind::GrokfastEma]);
+    assert_eq!(spec.axes.loss, vec![LossKind::Softmax, LossKind::Stablemax]);
+    assert_eq!(spec.axes.init_scale, vec![0.5, 1.0, 2.0]);
+    assert_eq!(spec.training.grokfast_ma, crate::GrokfastMaSettings::default());
 }

@@ -6,6 +6,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::optimizer::{LossKind, OptimizerKind};
+
 /// A model family groksweep can train.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -61,6 +63,24 @@ pub struct TrialParams {
     pub data_seed: u64,
     /// Images per symbol; `Some` only for the diffusion family.
     pub image_diversity: Option<u32>,
+    /// Learning rate from the `lr` axis; `None` when it is the sweep's
+    /// `training.lr` (see [`TrialParams::learning_rate`]).
+    #[serde(default)]
+    pub lr: Option<f64>,
+    /// Multiplier on every initial weight (Omnigrok's α; 1 leaves the init as it is).
+    #[serde(default = "one")]
+    pub init_scale: f64,
+    /// Optimiser: AdamW alone or behind a gradient filter.
+    #[serde(default)]
+    pub optimizer: OptimizerKind,
+    /// Loss of the transformer family; `None` is softmax cross-entropy, and
+    /// always for the diffusion family, which has a loss of its own.
+    #[serde(default)]
+    pub loss: Option<LossKind>,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 impl TrialParams {
@@ -74,7 +94,31 @@ impl TrialParams {
         if let Some(diversity) = self.image_diversity {
             text.push_str(&format!(";image_diversity={diversity}"));
         }
+        // Axes added later enter only away from their defaults, so that
+        // sweeps written before them keep their ids.
+        if let Some(lr) = self.lr {
+            text.push_str(&format!(";lr={lr}"));
+        }
+        if self.init_scale != 1.0 {
+            text.push_str(&format!(";init_scale={}", self.init_scale));
+        }
+        if self.optimizer != OptimizerKind::Adamw {
+            text.push_str(&format!(";optimizer={}", self.optimizer));
+        }
+        if let Some(loss) = self.loss.filter(|loss| *loss != LossKind::Softmax) {
+            text.push_str(&format!(";loss={loss}"));
+        }
         text
+    }
+
+    /// The trial's learning rate: its `lr` axis value, else the sweep's `training.lr`.
+    pub fn learning_rate(&self, sweep_lr: f64) -> f64 {
+        self.lr.unwrap_or(sweep_lr)
+    }
+
+    /// The transformer's loss (softmax unless the `loss` axis says otherwise).
+    pub fn loss_kind(&self) -> LossKind {
+        self.loss.unwrap_or_default()
     }
 }
 
@@ -138,12 +182,38 @@ mod tests {
             seed: 0,
             data_seed: 0,
             image_diversity: None,
+            lr: None,
+            init_scale: 1.0,
+            optimizer: OptimizerKind::Adamw,
+            loss: None,
         }
     }
 
     #[test]
     fn canonical_form_is_fixed() {
         assert_eq!(params().canonical(), "family=transformer;modulus=113;data_fraction=0.3;weight_decay=1;seed=0;data_seed=0");
+        // The later axes at their defaults leave it as it was; away from them they enter.
+        assert_eq!(TrialParams { loss: Some(LossKind::Softmax), ..params() }.canonical(), params().canonical());
+        let moved = TrialParams {
+            lr: Some(3e-3),
+            init_scale: 0.5,
+            optimizer: OptimizerKind::GrokfastEma,
+            loss: Some(LossKind::Stablemax),
+            ..params()
+        };
+        assert_eq!(
+            moved.canonical(),
+            "family=transformer;modulus=113;data_fraction=0.3;weight_decay=1;seed=0;data_seed=0;lr=0.003;init_scale=0.5;optimizer=grokfast_ema;loss=stablemax"
+        );
+    }
+
+    #[test]
+    fn params_stored_before_the_later_axes_read_back_with_their_defaults() {
+        let stored = r#"{"family":"transformer","modulus":113,"data_fraction":0.3,"weight_decay":1.0,"seed":0,"data_seed":0,"image_diversity":null}"#;
+        let read: TrialParams = serde_json::from_str(stored).expect("an older row reads");
+        assert_eq!(read, params());
+        assert_eq!(read.learning_rate(1e-3), 1e-3);
+        assert_eq!(read.loss_kind(), LossKind::Softmax);
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! only `sweep-core` types.
 
 use sweep_core::{
-    CurvePoint, DiffusionSettings, Family, FamilySettings, FinalMetrics, LeaseRef, Measure, MeasureValue, OperandInput, Revocation,
-    StepMeasures, StopRule, TrainingSettings, TransformerSettings, TrialId, TrialLease, TrialParams,
+    CurvePoint, DiffusionSettings, Family, FamilySettings, FinalMetrics, GrokfastEmaSettings, GrokfastMaSettings, LeaseRef, LossKind,
+    Measure, MeasureValue, OperandInput, OptimizerKind, Revocation, StepMeasures, StopRule, TrainingSettings, TransformerSettings, TrialId,
+    TrialLease, TrialParams,
 };
 
 use crate::pb;
@@ -47,6 +48,10 @@ impl From<&TrialParams> for pb::TrialParams {
             seed: params.seed,
             data_seed: params.data_seed,
             image_diversity: params.image_diversity,
+            lr: params.lr,
+            init_scale: params.init_scale,
+            optimizer: params.optimizer.as_str().to_string(),
+            loss: params.loss.map(|loss| loss.as_str().to_string()),
         }
     }
 }
@@ -68,6 +73,19 @@ impl TryFrom<pb::TrialParams> for TrialParams {
         if wire.image_diversity == Some(0) {
             return Err(ConvertError::new("image_diversity", "must be at least 1"));
         }
+        if let Some(lr) = wire.lr {
+            sweep_core::spec::check_lr(lr).map_err(|message| ConvertError::new("lr", format!("{lr} {message}")))?;
+        }
+        sweep_core::spec::check_init_scale(wire.init_scale)
+            .map_err(|message| ConvertError::new("init_scale", format!("{} {message}", wire.init_scale)))?;
+        let optimizer: OptimizerKind = wire.optimizer.parse().map_err(|message: String| ConvertError::new("optimizer", message))?;
+        let loss = match wire.loss {
+            None => None,
+            Some(_) if family != Family::Transformer => {
+                return Err(ConvertError::new("loss", format!("the {family} family has no loss axis")));
+            }
+            Some(name) => Some(name.parse::<LossKind>().map_err(|message| ConvertError::new("loss", message))?),
+        };
         Ok(TrialParams {
             family,
             modulus: wire.modulus,
@@ -76,6 +94,10 @@ impl TryFrom<pb::TrialParams> for TrialParams {
             seed: wire.seed,
             data_seed: wire.data_seed,
             image_diversity: wire.image_diversity,
+            lr: wire.lr,
+            init_scale: wire.init_scale,
+            optimizer,
+            loss,
         })
     }
 }
@@ -87,6 +109,8 @@ impl From<&TrainingSettings> for pb::TrainingSettings {
             warmup_steps: settings.warmup_steps,
             eval_every: settings.eval_every,
             checkpoint_every: settings.checkpoint_every,
+            grokfast_ema: Some(pb::GrokfastEmaSettings { alpha: settings.grokfast_ema.alpha, lambda: settings.grokfast_ema.lambda }),
+            grokfast_ma: Some(pb::GrokfastMaSettings { window: settings.grokfast_ma.window, lambda: settings.grokfast_ma.lambda }),
         }
     }
 }
@@ -101,11 +125,23 @@ impl TryFrom<pb::TrainingSettings> for TrainingSettings {
         if wire.eval_every == 0 {
             return Err(ConvertError::new("eval_every", "must be ≥ 1"));
         }
+        let ema = required(wire.grokfast_ema, "grokfast_ema")?;
+        let grokfast_ema = GrokfastEmaSettings { alpha: ema.alpha, lambda: ema.lambda };
+        if let Some(problem) = grokfast_ema.problems().into_iter().next() {
+            return Err(ConvertError::new("grokfast_ema", format!("{}: {}", problem.0, problem.1)));
+        }
+        let ma = required(wire.grokfast_ma, "grokfast_ma")?;
+        let grokfast_ma = GrokfastMaSettings { window: ma.window, lambda: ma.lambda };
+        if let Some(problem) = grokfast_ma.problems().into_iter().next() {
+            return Err(ConvertError::new("grokfast_ma", format!("{}: {}", problem.0, problem.1)));
+        }
         Ok(TrainingSettings {
             lr: wire.lr,
             warmup_steps: wire.warmup_steps,
             eval_every: wire.eval_every,
             checkpoint_every: wire.checkpoint_every,
+            grokfast_ema,
+            grokfast_ma,
         })
     }
 }
@@ -416,6 +452,10 @@ mod tests {
             seed: 3,
             data_seed: 4,
             image_diversity: None,
+            lr: Some(3e-3),
+            init_scale: 0.5,
+            optimizer: OptimizerKind::GrokfastMa,
+            loss: Some(LossKind::Stablemax),
         }
     }
 
@@ -428,8 +468,25 @@ mod tests {
         let bad = pb::TrialParams { family: "gpt".into(), ..wire.clone() };
         assert_eq!(TrialParams::try_from(bad).expect_err("invalid").field, "family");
         // The spec's rule: odd moduli in 3..=1024.
-        let bad = pb::TrialParams { modulus: 58, ..wire };
+        let bad = pb::TrialParams { modulus: 58, ..wire.clone() };
         assert_eq!(TrialParams::try_from(bad).expect_err("invalid").field, "modulus");
+        // The later axes, with the spec's rules.
+        for (bad, field) in [
+            (pb::TrialParams { lr: Some(-1.0), ..wire.clone() }, "lr"),
+            (pb::TrialParams { lr: Some(f64::NAN), ..wire.clone() }, "lr"),
+            (pb::TrialParams { init_scale: 0.0, ..wire.clone() }, "init_scale"),
+            (pb::TrialParams { optimizer: "sgd".into(), ..wire.clone() }, "optimizer"),
+            (pb::TrialParams { loss: Some("mse".into()), ..wire.clone() }, "loss"),
+            (pb::TrialParams { family: "diffusion".into(), image_diversity: Some(1), ..wire.clone() }, "loss"),
+        ] {
+            assert_eq!(TrialParams::try_from(bad).expect_err("invalid").field, field);
+        }
+        let training = pb::TrainingSettings::from(&TrainingSettings::default());
+        assert_eq!(TrainingSettings::try_from(training).expect("valid"), TrainingSettings::default());
+        let bad = pb::TrainingSettings { grokfast_ma: Some(pb::GrokfastMaSettings { window: 0, lambda: 5.0 }), ..training };
+        assert_eq!(TrainingSettings::try_from(bad).expect_err("invalid").field, "grokfast_ma");
+        let bad = pb::TrainingSettings { grokfast_ema: None, ..training };
+        assert_eq!(TrainingSettings::try_from(bad).expect_err("invalid").field, "grokfast_ema");
     }
 
     #[test]

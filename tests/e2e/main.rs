@@ -5,5 +5,6 @@ mod cli;
 mod diffusion;
 mod faults;
 mod fixture;
+mod knobs;
 mod results;
 mod sweep;

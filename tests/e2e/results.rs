@@ -210,6 +210,7 @@ pub(crate) fn curve_rows(sweep_dir: &Path) -> Vec<CurveRow> {
 pub(crate) struct TrialRow {
     pub(crate) trial_id: String,
     pub(crate) final_test_accuracy: Option<f64>,
+    pub(crate) final_test_loss: Option<f64>,
     pub(crate) key_frequencies: Option<String>,
     pub(crate) final_checkpoint: Option<String>,
     pub(crate) judge_accuracy: Option<f64>,
@@ -221,6 +222,7 @@ pub(crate) fn trial_details(sweep_dir: &Path) -> Vec<TrialRow> {
     for batch in read_batches(&sweep_dir.join("trials")) {
         let trial = batch.column_by_name("trial_id").expect("trial_id").as_string::<i32>().clone();
         let accuracy = batch.column_by_name("final_test_accuracy").expect("accuracy").as_primitive::<Float64Type>().clone();
+        let test_loss = batch.column_by_name("final_test_loss").expect("loss").as_primitive::<Float64Type>().clone();
         let keys = batch.column_by_name("key_frequencies").expect("key_frequencies").as_string::<i32>().clone();
         let checkpoint = batch.column_by_name("final_checkpoint").expect("final_checkpoint").as_string::<i32>().clone();
         let judge = batch.column_by_name("judge_accuracy").expect("judge_accuracy").as_primitive::<Float64Type>().clone();
@@ -230,6 +232,7 @@ pub(crate) fn trial_details(sweep_dir: &Path) -> Vec<TrialRow> {
             rows.push(TrialRow {
                 trial_id: trial.value(index).to_string(),
                 final_test_accuracy: (!accuracy.is_null(index)).then(|| accuracy.value(index)),
+                final_test_loss: (!test_loss.is_null(index)).then(|| test_loss.value(index)),
                 key_frequencies: text(&keys, index),
                 final_checkpoint: text(&checkpoint, index),
                 judge_accuracy: (!judge.is_null(index)).then(|| judge.value(index)),
@@ -250,6 +253,14 @@ pub(crate) fn check_final_checkpoints(sweep_dir: &Path) {
         let bytes = std::fs::read(sweep_dir.join(relative)).expect("the final checkpoint is where the trials table says");
         let (_, evaluation) = sweep_worker::transformer::checkpoint::evaluate_checkpoint(&bytes).expect("checkpoint loads");
         assert_eq!(Some(evaluation.test.accuracy), trial.final_test_accuracy, "trial {}", trial.trial_id);
+        // The loss to the last bits of f64 (a pack's slice and a reloaded model may sum in another order).
+        let stored = trial.final_test_loss.expect("a finished trial has a final test loss");
+        assert!(
+            (evaluation.test.loss - stored).abs() <= 1e-12 * stored.abs().max(1.0),
+            "trial {}: the checkpoint knows its loss: {} vs {stored}",
+            trial.trial_id,
+            evaluation.test.loss
+        );
         let keys: Vec<String> = evaluation.key_frequencies.iter().map(usize::to_string).collect();
         assert_eq!(trial.key_frequencies.unwrap_or_default(), keys.join(","), "trial {}", trial.trial_id);
     }

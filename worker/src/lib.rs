@@ -8,7 +8,7 @@
 //! - [`diffusion`]: the flow-matching diffusion family — glyph data, DiT model, sampler, judge, measures.
 //! - [`family`]: [`PackFamily`], the seam every family implements; [`registry`]: which family trains a lease.
 //! - [`runner`]: [`run_pack`], the one training loop (cadence, stop rules, cancellation, sinks) for packs of any size.
-//! - [`optim`]: per-trial AdamW over stacked parameters; `stack`: stacking, slicing and dropping trials of a pack.
+//! - [`optim`]: per-trial AdamW over stacked parameters, behind a [`grad_filter`] (Grokfast, ⊥Grad); `stack`: stacking, slicing and dropping trials of a pack; `scale`: the `init_scale` axis.
 //! - [`sink`]: [`MeasureSink`], where the runner sends one trial's measures, checkpoints and outcome.
 //! - `stopping`: grokked-at and the early-stop rule.
 //! - `pack_thread`: one pack on a dedicated OS thread, results over a bounded channel.
@@ -20,6 +20,7 @@ pub mod family;
 pub mod fourier;
 #[cfg(all(test, any(feature = "wgpu", feature = "cuda")))]
 mod gpu_tests;
+pub mod grad_filter;
 mod layout;
 pub mod optim;
 mod pack_thread;
@@ -27,6 +28,7 @@ mod random;
 pub mod registry;
 pub mod runner;
 mod runtime;
+mod scale;
 pub mod sink;
 pub mod spectral;
 mod stack;

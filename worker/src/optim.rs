@@ -8,7 +8,8 @@
 //! θ ← θ·(1 − lr_k·λ_k) − lr_k · (m / (1−β₁^t_k)) / (√(v / (1−β₂^t_k)) + ε).
 //! Each parameter is viewed as [K, n] and every per-trial factor is a [K, 1]
 //! column, burn-flex's vectorised per-row-scalar broadcast. A trial that
-//! leaves the pack takes its rows of the moments with it.
+//! leaves the pack takes its rows of the moments with it. The pack's
+//! [`GradientFilter`] (Grokfast, ⊥Grad) turns g into what AdamW sees first.
 
 use std::collections::HashMap;
 
@@ -17,6 +18,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::Tensor;
 use burn::tensor::backend::AutodiffBackend;
 
+use crate::grad_filter::{FilterState, GradientFilter};
 use crate::layout::per_trial_column;
 
 /// β₁ of both recipes.
@@ -43,13 +45,16 @@ pub struct PackAdamW<B: AutodiffBackend> {
     weight_decay: Vec<f64>,
     steps: Vec<i32>,
     moments: HashMap<ParamId, Moments<B::InnerBackend>>,
+    filter: GradientFilter,
+    filter_states: HashMap<ParamId, FilterState<B::InnerBackend>>,
 }
 
 impl<B: AutodiffBackend> PackAdamW<B> {
-    /// An optimiser for a pack whose trial k has decoupled weight decay `weight_decay[k]`.
-    pub fn new(weight_decay: Vec<f64>) -> Self {
+    /// An optimiser for a pack whose trial k has decoupled weight decay
+    /// `weight_decay[k]`, its gradients passed through `filter` first.
+    pub fn new(weight_decay: Vec<f64>, filter: GradientFilter) -> Self {
         let steps = vec![0; weight_decay.len()];
-        PackAdamW { weight_decay, steps, moments: HashMap::new() }
+        PackAdamW { weight_decay, steps, moments: HashMap::new(), filter, filter_states: HashMap::new() }
     }
 
     /// Trials in the pack.
@@ -74,8 +79,16 @@ impl<B: AutodiffBackend> PackAdamW<B> {
         let rates = column(learning_rates.iter().map(|&lr| lr as f32).collect());
         let first_correction = column(self.steps.iter().map(|&t| 1.0 - BETA_1.powi(t)).collect());
         let second_correction = column(self.steps.iter().map(|&t| 1.0 - BETA_2.powi(t)).collect());
-        let mut mapper =
-            StepMapper::<B> { gradients: &mut gradients, moments: &mut self.moments, decay, rates, first_correction, second_correction };
+        let mut mapper = StepMapper::<B> {
+            gradients: &mut gradients,
+            moments: &mut self.moments,
+            filter: &self.filter,
+            filter_states: &mut self.filter_states,
+            decay,
+            rates,
+            first_correction,
+            second_correction,
+        };
         module.map(&mut mapper)
     }
 
@@ -88,6 +101,7 @@ impl<B: AutodiffBackend> PackAdamW<B> {
             *first = first.clone().select(0, indices.clone());
             *second = second.clone().select(0, indices.clone());
         }
+        self.filter_states = std::mem::take(&mut self.filter_states).into_iter().map(|(id, state)| (id, state.select(&indices))).collect();
         self.weight_decay = trials.iter().map(|&trial| self.weight_decay[trial]).collect();
         self.steps = trials.iter().map(|&trial| self.steps[trial]).collect();
     }
@@ -96,6 +110,8 @@ impl<B: AutodiffBackend> PackAdamW<B> {
 struct StepMapper<'a, B: AutodiffBackend> {
     gradients: &'a mut GradientsParams,
     moments: &'a mut HashMap<ParamId, Moments<B::InnerBackend>>,
+    filter: &'a GradientFilter,
+    filter_states: &'a mut HashMap<ParamId, FilterState<B::InnerBackend>>,
     decay: Tensor<B::InnerBackend, 2>,
     rates: Tensor<B::InnerBackend, 2>,
     first_correction: Tensor<B::InnerBackend, 2>,
@@ -113,6 +129,16 @@ impl<B: AutodiffBackend> ModuleMapper<B> for StepMapper<'_, B> {
         let per_trial = shape.num_elements() / trials;
         let theta = tensor.inner().reshape([trials, per_trial]);
         let gradient = gradient.reshape([trials, per_trial]);
+        let gradient = if *self.filter == GradientFilter::Identity {
+            gradient
+        } else {
+            let mut state = self.filter_states.remove(&id);
+            let filtered = self.filter.apply(&mut state, &theta, gradient);
+            if let Some(state) = state {
+                self.filter_states.insert(id, state);
+            }
+            filtered
+        };
         let (first, second) = match self.moments.remove(&id) {
             Some((first, second)) => (
                 first.mul_scalar(BETA_1).add(gradient.clone().mul_scalar(1.0 - BETA_1)),
@@ -159,7 +185,8 @@ mod tests {
     /// loss = Σ_k c_k · Σ (w_k · x)², different per trial.
     fn gradients(model: &Weights<AB>, scale: &[f32]) -> GradientsParams {
         let [trials, rows, columns] = model.w.dims();
-        let x: Vec<f32> = (0..trials * rows * columns).map(|i| 0.3 + (i % 5) as f32 * 0.1).collect();
+        // The same inputs for every trial, so a trial sees the same loss in a pack and alone.
+        let x: Vec<f32> = (0..trials * rows * columns).map(|i| 0.3 + (i % (rows * columns) % 5) as f32 * 0.1).collect();
         let x = Tensor::<AB, 3>::from_data(TensorData::new(x, [trials, rows, columns]), &Default::default());
         let scale = Tensor::<AB, 3>::from_data(TensorData::new(scale.to_vec(), [trials, 1, 1]), &Default::default());
         let loss = (model.w.val() * x).powi_scalar(2).mul(scale.repeat_dim(1, rows).repeat_dim(2, columns)).sum();
@@ -172,7 +199,7 @@ mod tests {
         let start: Vec<f32> = (0..8).map(|i| i as f32 * 0.25 - 1.0).collect();
         let mut ours = weights(start.clone(), 1);
         let mut theirs = weights(start, 1);
-        let mut pack = PackAdamW::<AB>::new(vec![0.5]);
+        let mut pack = PackAdamW::<AB>::new(vec![0.5], GradientFilter::Identity);
         let mut adamw = AdamWConfig::new()
             .with_beta_1(BETA_1)
             .with_beta_2(BETA_2)
@@ -191,21 +218,34 @@ mod tests {
 
     #[test]
     fn each_trial_of_a_pack_steps_as_it_would_alone_and_a_leaver_takes_its_state() {
+        for filter in [
+            GradientFilter::Identity,
+            GradientFilter::Ema { alpha: 0.9, lambda: 2.0 },
+            GradientFilter::MovingAverage { window: 2, lambda: 5.0 },
+            GradientFilter::Orthogonal,
+        ] {
+            a_pack_steps_as_its_trials_would_alone(filter);
+        }
+    }
+
+    fn a_pack_steps_as_its_trials_would_alone(filter: GradientFilter) {
         let device = Default::default();
         let starts: Vec<Vec<f32>> = (0..3).map(|k| (0..8).map(|i| (i + 3 * k) as f32 * 0.1 - 0.7).collect()).collect();
         let (decays, scales, rates) = ([0.0, 1.0, 3.0], [1.0f32, 2.0, 0.5], [1e-2, 3e-3, 1e-3]);
         let mut alone = Vec::new();
         for k in 0..3 {
             let mut model = weights(starts[k].clone(), 1);
-            let mut optimiser = PackAdamW::<AB>::new(vec![decays[k]]);
-            for step in 0..4u64 {
+            let mut optimiser = PackAdamW::<AB>::new(vec![decays[k]], filter.clone());
+            let mut trajectory = Vec::new();
+            for step in 0..5u64 {
                 let grads = gradients(&model, &[scales[k]]);
                 model = optimiser.step(&[learning_rate(rates[k], 2, step)], model, grads, &device);
+                trajectory.push(host_f64(model.w.val().inner()));
             }
-            alone.push(host_f64(model.w.val().inner()));
+            alone.push(trajectory);
         }
         let mut pack = weights(starts.concat(), 3);
-        let mut optimiser = PackAdamW::<AB>::new(decays.to_vec());
+        let mut optimiser = PackAdamW::<AB>::new(decays.to_vec(), filter.clone());
         for step in 0..4u64 {
             let grads = gradients(&pack, &scales);
             let lrs: Vec<f64> = rates.iter().map(|&rate| learning_rate(rate, 2, step)).collect();
@@ -213,8 +253,8 @@ mod tests {
         }
         let together = host_f64(pack.w.val().inner());
         for k in 0..3 {
-            for (got, want) in together[k * 8..(k + 1) * 8].iter().zip(&alone[k]) {
-                assert!((got - want).abs() <= 1e-6 * want.abs().max(1.0), "trial {k}: {got} vs {want}");
+            for (got, want) in together[k * 8..(k + 1) * 8].iter().zip(&alone[k][3]) {
+                assert!((got - want).abs() <= 1e-6 * want.abs().max(1.0), "{filter:?}, trial {k}: {got} vs {want}");
             }
         }
         // Trial 1 leaves: the others go on as before, trial 1's rows are gone.
@@ -224,5 +264,11 @@ mod tests {
         let grads = gradients(&pack, &[scales[0], scales[2]]);
         let pack = optimiser.step(&[rates[0], rates[2]], pack, grads, &device);
         assert_eq!(pack.w.dims(), [2, 4, 2]);
+        let after = host_f64(pack.w.val().inner());
+        for (row, k) in [0, 2].into_iter().enumerate() {
+            for (got, want) in after[row * 8..(row + 1) * 8].iter().zip(&alone[k][4]) {
+                assert!((got - want).abs() <= 1e-6 * want.abs().max(1.0), "{filter:?}, trial {k} after the leaver: {got} vs {want}");
+            }
+        }
     }
 }

@@ -151,7 +151,7 @@ pub fn run_pack<B: AutodiffBackend, F: PackFamily<B>>(
             return;
         }
         let learning_rates: Vec<f64> =
-            members.iter().map(|member| learning_rate(member.lease.training.lr, member.lease.training.warmup_steps, step)).collect();
+            members.iter().map(|member| learning_rate(member.lease.learning_rate(), member.lease.training.warmup_steps, step)).collect();
         family.step(&learning_rates);
         step += 1;
     }

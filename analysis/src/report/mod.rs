@@ -62,6 +62,7 @@ struct TrialRow {
     id: String,
     family: String,
     axes: BTreeMap<&'static str, f64>,
+    names: BTreeMap<&'static str, String>,
     seed: i64,
     status: String,
     epochs: Option<i64>,
@@ -105,8 +106,10 @@ impl Page {
 async fn trial_rows(context: &datafusion::prelude::SessionContext, sweep: &str) -> Result<Vec<TrialRow>> {
     let sql = format!(
         "SELECT trial_id, family, CAST(modulus AS DOUBLE) AS modulus, data_fraction, weight_decay,
-                CAST(image_diversity AS DOUBLE) AS image_diversity, seed, status, epochs, final_test_accuracy
-         FROM trials WHERE sweep = {} ORDER BY modulus, data_fraction, weight_decay, image_diversity, seed, trial_id",
+                CAST(image_diversity AS DOUBLE) AS image_diversity, seed, status, epochs, final_test_accuracy,
+                lr, COALESCE(init_scale, 1.0) AS init_scale, COALESCE(optimizer, 'adamw') AS optimizer,
+                CASE WHEN family = 'transformer' THEN COALESCE(loss, 'softmax') END AS loss
+         FROM trials WHERE sweep = {} ORDER BY modulus, data_fraction, weight_decay, image_diversity, lr, init_scale, optimizer, loss, seed, trial_id",
         quoted(&[sweep])
     );
     let mut rows = Vec::new();
@@ -115,19 +118,28 @@ async fn trial_rows(context: &datafusion::prelude::SessionContext, sweep: &str) 
         let seeds = batch.column(6).as_primitive::<Int64Type>();
         let epochs = batch.column(8).as_primitive::<Int64Type>();
         let accuracy = batch.column(9).as_primitive::<Float64Type>();
+        let named = [("optimizer", strings(&batch, 12)?), ("loss", strings(&batch, 13)?)];
         for row in 0..batch.num_rows() {
             let mut axes = BTreeMap::new();
-            for (column, axis) in [(2, "modulus"), (3, "data_fraction"), (4, "weight_decay"), (5, "image_diversity")] {
+            for (column, axis) in
+                [(2, "modulus"), (3, "data_fraction"), (4, "weight_decay"), (5, "image_diversity"), (10, "lr"), (11, "init_scale")]
+            {
                 let values = batch.column(column).as_primitive::<Float64Type>();
                 if !values.is_null(row) {
                     axes.insert(axis, values.value(row));
                 }
             }
             axes.insert("seed", seeds.value(row) as f64);
+            let names = named
+                .iter()
+                .filter(|(_, column)| !column.is_null(row))
+                .map(|(axis, column)| (*axis, column.value(row).to_string()))
+                .collect();
             rows.push(TrialRow {
                 id: ids.value(row).to_string(),
                 family: families.value(row).to_string(),
                 axes,
+                names,
                 seed: seeds.value(row),
                 status: statuses.value(row).to_string(),
                 epochs: (!epochs.is_null(row)).then(|| epochs.value(row)),
@@ -196,6 +208,7 @@ pub async fn build_report(data_dir: &Path, sweep: &str, options: &ReportOptions,
             let found = &phases.get(&row.id)?.phases;
             Some(TrialPoint {
                 axes: row.axes.clone(),
+                names: row.names.clone(),
                 seed: row.seed,
                 class: found.class.as_str().to_string(),
                 grokked_at: found.test_accuracy_95_at,
@@ -252,7 +265,8 @@ td.comprehension{background:#d8ecd8}td.grokking{background:#fde9c9}td.memorisati
 
 fn sweep_table(page: &mut Page, rows: &[TrialRow], phases: &BTreeMap<String, PhasesRow>) {
     page.body.push_str(
-        "<table><tr><th>trial</th><th>family</th><th>p</th><th>fraction</th><th>wd</th><th>N</th><th>seed</th><th>status</th>\
+        "<table><tr><th>trial</th><th>family</th><th>p</th><th>fraction</th><th>wd</th><th>N</th><th>lr</th><th>init</th>\
+         <th>optimizer</th><th>loss</th><th>seed</th><th>status</th>\
          <th>epochs</th><th>test acc</th><th>class</th><th>phase at end</th><th>memorisation end</th><th>circuit formation end</th>\
          <th>cleanup end</th><th>grokked (0.95)</th></tr>\n",
     );
@@ -262,13 +276,18 @@ fn sweep_table(page: &mut Page, rows: &[TrialRow], phases: &BTreeMap<String, Pha
         let class = found.map_or("—", |found| found.class.as_str());
         let _ = writeln!(
             page.body,
-            "<tr><td class=\"l\"><a href=\"#trial-{id}\">{id}</a></td><td class=\"l\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+            "<tr><td class=\"l\"><a href=\"#trial-{id}\">{id}</a></td><td class=\"l\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+             <td>{}</td><td>{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td><td>{}</td>\
              <td class=\"l\">{}</td><td>{}</td><td>{}</td><td class=\"l {class}\">{class}</td><td class=\"l\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             escape(&row.family),
             axis("modulus"),
             axis("data_fraction"),
             axis("weight_decay"),
             axis("image_diversity"),
+            axis("lr"),
+            axis("init_scale"),
+            escape(row.names.get("optimizer").map_or("—", String::as_str)),
+            escape(row.names.get("loss").map_or("—", String::as_str)),
             row.seed,
             escape(&row.status),
             step_text(row.epochs),

@@ -5,7 +5,7 @@
 use anyhow::Context;
 use sweep_analysis::phases::PhaseSettings;
 use sweep_analysis::phases_table::{PhasesRow, Selection, analyze_sweep, write_phases};
-use sweep_analysis::summary::{AXES, grokking_slope, render_diagram, trial_points, varying_axes};
+use sweep_analysis::summary::{AXES, NAMED_AXES, grokking_slope, is_axis, render_diagram, trial_points, varying_axes};
 
 use crate::args::{AnalyzeArgs, ReportArgs, RuleArgs};
 
@@ -40,7 +40,8 @@ pub(crate) fn settings(rules: &RuleArgs) -> anyhow::Result<PhaseSettings> {
 }
 
 fn axis(name: &str, flag: &str) -> anyhow::Result<()> {
-    anyhow::ensure!(AXES.contains(&name), "--{flag} must be one of {}, got `{name}`", AXES.join(", "));
+    let known: Vec<&str> = AXES.iter().chain(&NAMED_AXES).copied().collect();
+    anyhow::ensure!(is_axis(name), "--{flag} must be one of {}, got `{name}`", known.join(", "));
     Ok(())
 }
 
@@ -92,7 +93,7 @@ pub(crate) async fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
     let column_axis = args.columns.clone().or_else(|| swept.iter().find(|axis| **axis != row_axis).map(|axis| axis.to_string()));
     println!("\nphase diagram (Liu et al. 2022 classes, counts over seeds):");
     print!("{}", render_diagram(&points, &row_axis, column_axis.as_deref()));
-    for axis in ["data_fraction", "weight_decay"] {
+    for axis in ["data_fraction", "weight_decay", "lr", "init_scale"] {
         if !swept.contains(&axis) {
             continue;
         }

@@ -31,6 +31,8 @@ pub(crate) fn run(args: PlanArgs) -> anyhow::Result<()> {
             ]
         })
         .collect();
-    print!("{}", display::table(&["trial", "family", "p", "fraction", "wd", "seed", "data seed", "N"], &rows));
+    let recipes = trials.iter().map(|trial| display::recipe(&(&trial.params).into())).collect();
+    let (headers, rows) = display::with_recipes(&["trial", "family", "p", "fraction", "wd", "seed", "data seed", "N"], rows, recipes, 7);
+    print!("{}", display::table(&headers, &rows));
     Ok(())
 }

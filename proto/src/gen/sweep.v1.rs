@@ -16,6 +16,18 @@ pub struct TrialParams {
     pub data_seed: u64,
     #[prost(uint32, optional, tag = "7")]
     pub image_diversity: ::core::option::Option<u32>,
+    /// The `lr` axis value; absent when it is the sweep's training.lr.
+    #[prost(double, optional, tag = "8")]
+    pub lr: ::core::option::Option<f64>,
+    /// Multiplier on every initial weight (> 0; 1 leaves the init as it is).
+    #[prost(double, tag = "9")]
+    pub init_scale: f64,
+    /// adamw, grokfast_ema, grokfast_ma or orthograd.
+    #[prost(string, tag = "10")]
+    pub optimizer: ::prost::alloc::string::String,
+    /// softmax or stablemax (transformer family only); absent means softmax.
+    #[prost(string, optional, tag = "11")]
+    pub loss: ::core::option::Option<::prost::alloc::string::String>,
 }
 /// Settings every family shares (sweep_core::TrainingSettings).
 #[allow(clippy::all)]
@@ -29,6 +41,28 @@ pub struct TrainingSettings {
     pub eval_every: u32,
     #[prost(uint32, tag = "7")]
     pub checkpoint_every: u32,
+    #[prost(message, optional, tag = "8")]
+    pub grokfast_ema: ::core::option::Option<GrokfastEmaSettings>,
+    #[prost(message, optional, tag = "9")]
+    pub grokfast_ma: ::core::option::Option<GrokfastMaSettings>,
+}
+/// Settings of the grokfast_ema optimizer (sweep_core::GrokfastEmaSettings).
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, ::prost::Message)]
+pub struct GrokfastEmaSettings {
+    #[prost(double, tag = "1")]
+    pub alpha: f64,
+    #[prost(double, tag = "2")]
+    pub lambda: f64,
+}
+/// Settings of the grokfast_ma optimizer (sweep_core::GrokfastMaSettings).
+#[allow(clippy::all)]
+#[derive(Clone, Copy, PartialEq, ::prost::Message)]
+pub struct GrokfastMaSettings {
+    #[prost(uint32, tag = "1")]
+    pub window: u32,
+    #[prost(double, tag = "2")]
+    pub lambda: f64,
 }
 /// Sizes of the transformer family (sweep_core::TransformerSettings).
 #[allow(clippy::all)]

@@ -21,7 +21,9 @@ use super::judge::{ExemplarJudge, Judge};
 use super::measures::Evaluator;
 use super::model::{Dit, DitConfig, PackOperands, TIME_FEATURES, time_features};
 use crate::family::{Evaluation, FamilyContext, FamilyError, LocalCheckpoints, PackFamily};
+use crate::grad_filter::GradientFilter;
 use crate::optim::PackAdamW;
+use crate::scale::scale_weights;
 use crate::sink::MeasureSink;
 use crate::stack;
 
@@ -75,6 +77,7 @@ fn judge<B: AutodiffBackend>(
 pub struct DiffusionMember<B: AutodiffBackend> {
     model: Dit<B>,
     data: MemberData<B>,
+    filter: GradientFilter,
 }
 
 #[derive(Debug)]
@@ -184,7 +187,8 @@ impl<B: AutodiffBackend> PackFamily<B> for DiffusionPack<B> {
             seed: params.seed,
         };
         Ok(DiffusionMember {
-            model: config.init(device),
+            model: scale_weights(config.init(device), params.init_scale),
+            filter: GradientFilter::new(params.optimizer, &lease.training),
             data: MemberData {
                 params: params.clone(),
                 train_pairs: split.train.iter().map(|&(a, b)| (a as usize, b as usize)).collect(),
@@ -198,7 +202,8 @@ impl<B: AutodiffBackend> PackFamily<B> for DiffusionPack<B> {
 
     fn stack(members: Vec<Self::Member>, device: &B::Device) -> Self {
         let input = if members[0].model.operand_embed.is_some() { OperandInput::Token } else { OperandInput::Image };
-        let optimizer = PackAdamW::new(members.iter().map(|member| member.data.params.weight_decay).collect());
+        let filter = members[0].filter.clone();
+        let optimizer = PackAdamW::new(members.iter().map(|member| member.data.params.weight_decay).collect(), filter);
         let (models, members): (Vec<Dit<B>>, Vec<MemberData<B>>) = members.into_iter().map(|member| (member.model, member.data)).unzip();
         DiffusionPack { model: stack::stack(models), optimizer, members, input, device: device.clone() }
     }

@@ -145,8 +145,12 @@ pub fn save<B: Backend>(model: &Transformer<B>, info: &CheckpointInfo) -> Result
         ("d_mlp", d_mlp.to_string()),
         ("n_ctx", SEQ_LEN.to_string()),
         ("d_vocab", d_vocab.to_string()),
+        ("init_scale", params.init_scale.to_string()),
+        ("optimizer", params.optimizer.to_string()),
+        ("loss", params.loss_kind().to_string()),
     ]
     .into_iter()
+    .chain(params.lr.map(|lr| ("lr", lr.to_string())))
     .map(|(key, value)| (key.to_string(), value))
     .collect();
     Ok(serialize(views, Some(metadata))?)
@@ -158,6 +162,13 @@ where
 {
     let text = map.get(key).ok_or(CheckpointError::Metadata { key, message: "missing".to_string() })?;
     text.parse().map_err(|error: T::Err| CheckpointError::Metadata { key, message: format!("`{text}`: {error}") })
+}
+
+fn optional_metadata<T: std::str::FromStr>(map: &HashMap<String, String>, key: &'static str) -> Result<Option<T>, CheckpointError>
+where
+    T::Err: std::fmt::Display,
+{
+    if map.contains_key(key) { metadata(map, key).map(Some) } else { Ok(None) }
 }
 
 fn read(file: &SafeTensors<'_>, name: &'static str, shape: &[usize]) -> Result<Vec<f32>, CheckpointError> {
@@ -190,6 +201,11 @@ pub fn load<B: Backend>(bytes: &[u8], device: &B::Device) -> Result<(Transformer
             seed: metadata(&map, "seed")?,
             data_seed: metadata(&map, "data_seed")?,
             image_diversity: None,
+            // Written since the lr, init_scale, optimizer and loss axes; older files have their defaults.
+            lr: optional_metadata(&map, "lr")?,
+            init_scale: optional_metadata(&map, "init_scale")?.unwrap_or(1.0),
+            optimizer: optional_metadata::<sweep_core::OptimizerKind>(&map, "optimizer")?.unwrap_or_default(),
+            loss: optional_metadata::<sweep_core::LossKind>(&map, "loss")?.filter(|loss| *loss != sweep_core::LossKind::Softmax),
         },
     };
     let (d_model, heads, d_head, d_mlp): (usize, usize, usize, usize) =
@@ -241,7 +257,7 @@ pub fn evaluate_checkpoint(bytes: &[u8]) -> Result<(CheckpointInfo, super::measu
     let (model, info) = load::<crate::backend::WorkerBackend>(bytes, &device)?;
     let params = &info.params;
     let split = sweep_core::Split::new(params.modulus, params.data_fraction, params.data_seed);
-    let evaluation = super::measures::Evaluator::new(&split, params.modulus, &device).evaluate(&model);
+    let evaluation = super::measures::Evaluator::new(&split, params.modulus, params.loss_kind(), &device).evaluate(&model);
     Ok((info, evaluation))
 }
 
@@ -263,6 +279,10 @@ mod tests {
                 seed: 3,
                 data_seed: 8,
                 image_diversity: None,
+                lr: Some(3e-3),
+                init_scale: 0.5,
+                optimizer: sweep_core::OptimizerKind::Orthograd,
+                loss: Some(sweep_core::LossKind::Stablemax),
             },
         }
     }

@@ -15,7 +15,7 @@ use sweep_core::measures::{
     RESTRICTED_LOSS, SOFTMAX_COLLAPSE, SUM_SQUARED_WEIGHTS, SpectrumMatrix, TEST_ACCURACY, TEST_LOSS, TRAIN_ACCURACY, TRAIN_LOSS,
     WEIGHT_NORMS, ZERO_LOSS_FRACTION,
 };
-use sweep_core::{Measure, Split};
+use sweep_core::{LossKind, Measure, Split};
 
 use super::eval::{CollapseCounter, LossAccumulator, LossAccuracy};
 use super::model::{PackInputs, SEQ_LEN, Transformer};
@@ -111,6 +111,7 @@ pub struct Evaluator<B: Backend> {
     inputs: PackInputs<B>,
     train: Vec<(usize, usize)>,
     test: Vec<(usize, usize)>,
+    loss: LossKind,
 }
 
 /// The matrices indexed by the p numbers, on the host in f64.
@@ -133,8 +134,8 @@ struct AllInputs {
 }
 
 impl<B: Backend> Evaluator<B> {
-    /// Prepare the measures of a trial with this split.
-    pub fn new(split: &Split, modulus: u32, device: &B::Device) -> Self {
+    /// Prepare the measures of a trial with this split; its losses are `loss` cross-entropies.
+    pub fn new(split: &Split, modulus: u32, loss: LossKind, device: &B::Device) -> Self {
         let p = modulus as usize;
         let mut tokens: Vec<[i64; SEQ_LEN]> = Vec::with_capacity(p * p);
         for a in 0..p {
@@ -150,6 +151,7 @@ impl<B: Backend> Evaluator<B> {
             inputs: PackInputs::new(&[tokens], p + 1, device),
             train: index(&split.train),
             test: index(&split.test),
+            loss,
         }
     }
 
@@ -210,7 +212,7 @@ impl<B: Backend> Evaluator<B> {
 
     fn loss_over(&self, all: &AllInputs, pairs: &[(usize, usize)]) -> LossAccuracy {
         let p = self.modulus();
-        let mut accumulator = LossAccumulator::default();
+        let mut accumulator = LossAccumulator::new(self.loss);
         let mut row = vec![0.0; p];
         for &(a, b) in pairs {
             let start = (a * p + b) * all.stride;
@@ -225,7 +227,7 @@ impl<B: Backend> Evaluator<B> {
     fn restricted_excluded(&self, all: &AllInputs, keys: &[usize]) -> RestrictedExcluded {
         let p = self.modulus();
         let projection = FrequencyProjection::new(&self.basis, &all.logits, all.stride, keys);
-        let (mut restricted, mut excluded) = (LossAccumulator::default(), LossAccumulator::default());
+        let (mut restricted, mut excluded) = (LossAccumulator::new(self.loss), LossAccumulator::new(self.loss));
         for &(a, b) in &self.train {
             let start = (a * p + b) * all.stride;
             restricted.add(&projection.restricted(a, b), (a + b) % p);
@@ -266,7 +268,7 @@ mod tests {
     use crate::fourier::tests::P;
 
     fn evaluator(fraction: f64) -> Evaluator<TestBackend> {
-        Evaluator::new(&Split::new(P as u32, fraction, 4), P as u32, &Default::default())
+        Evaluator::new(&Split::new(P as u32, fraction, 4), P as u32, LossKind::Softmax, &Default::default())
     }
 
     #[test]

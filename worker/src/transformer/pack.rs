@@ -3,7 +3,9 @@
 //! of each trial normalised by its own number of training pairs, per-trial
 //! AdamW ([`PackAdamW`]), and every measure of a member from a pack-of-one
 //! slice of the stack. After its last step a member's final-K losses are
-//! computed over its checkpoints, read back from the worker's disk.
+//! computed over its checkpoints, read back from the worker's disk. The
+//! loss is softmax or StableMax cross-entropy, one per pack (it is in the
+//! pack key), and so is the optimiser's gradient filter.
 
 use burn::module::AutodiffModule;
 use burn::optim::GradientsParams;
@@ -11,14 +13,16 @@ use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use sweep_core::measures::{EXCLUDED_LOSS_FINAL_K, RESTRICTED_LOSS_FINAL_K};
-use sweep_core::{FamilySettings, Measure, Split, TrialLease, TrialParams};
+use sweep_core::{FamilySettings, LossKind, Measure, Split, TrialLease, TrialParams};
 
 use super::checkpoint::{self, CheckpointInfo};
 use super::data::PackBatch;
 use super::measures::Evaluator;
 use super::model::{Transformer, TransformerConfig};
 use crate::family::{Evaluation, FamilyContext, FamilyError, LocalCheckpoints, PackFamily};
+use crate::grad_filter::GradientFilter;
 use crate::optim::PackAdamW;
+use crate::scale::scale_weights;
 use crate::sink::MeasureSink;
 use crate::stack;
 
@@ -29,6 +33,7 @@ pub struct TransformerMember<B: AutodiffBackend> {
     model: Transformer<B>,
     train_pairs: Vec<(u32, u32)>,
     evaluator: Evaluator<B::InnerBackend>,
+    filter: GradientFilter,
 }
 
 /// A pack of transformer trials.
@@ -39,6 +44,7 @@ pub struct TransformerPack<B: AutodiffBackend> {
     members: Vec<MemberData<B>>,
     batch: PackBatch<B>,
     modulus: u32,
+    loss: LossKind,
     device: B::Device,
 }
 
@@ -64,7 +70,11 @@ impl<B: AutodiffBackend> TransformerPack<B> {
     fn loss(&self) -> Tensor<B, 1> {
         let logits = self.model.forward(&self.batch.inputs).logits; // [K, rows, d_vocab]
         let [trials, rows, d_vocab] = logits.dims();
-        let per_row = cross_entropy_rows(logits.reshape([trials * rows, d_vocab]), self.batch.one_hot.clone()); // [K · rows, 1]
+        let (logits, one_hot) = (logits.reshape([trials * rows, d_vocab]), self.batch.one_hot.clone());
+        let per_row = match self.loss {
+            LossKind::Softmax => cross_entropy_rows(logits, one_hot),
+            LossKind::Stablemax => stablemax_cross_entropy_rows(logits, one_hot),
+        }; // [K · rows, 1]
         (per_row * self.batch.weights.clone()).sum()
     }
 }
@@ -86,16 +96,17 @@ impl<B: AutodiffBackend> PackFamily<B> for TransformerPack<B> {
             .with_seed(params.seed);
         let split = Split::new(params.modulus, params.data_fraction, params.data_seed);
         Ok(TransformerMember {
-            model: config.init(device),
-            evaluator: Evaluator::new(&split, params.modulus, device),
+            model: scale_weights(config.init(device), params.init_scale),
+            evaluator: Evaluator::new(&split, params.modulus, params.loss_kind(), device),
             train_pairs: split.train,
+            filter: GradientFilter::new(params.optimizer, &lease.training),
             params,
         })
     }
 
     fn stack(members: Vec<Self::Member>, device: &B::Device) -> Self {
-        let modulus = members[0].params.modulus;
-        let optimizer = PackAdamW::new(members.iter().map(|member| member.params.weight_decay).collect());
+        let (modulus, loss) = (members[0].params.modulus, members[0].params.loss_kind());
+        let optimizer = PackAdamW::new(members.iter().map(|member| member.params.weight_decay).collect(), members[0].filter.clone());
         let mut models = Vec::with_capacity(members.len());
         let mut data = Vec::with_capacity(members.len());
         for member in members {
@@ -103,7 +114,7 @@ impl<B: AutodiffBackend> PackFamily<B> for TransformerPack<B> {
             data.push(MemberData { params: member.params, train_pairs: member.train_pairs, evaluator: member.evaluator });
         }
         let batch = batch_of(&data, modulus, device);
-        TransformerPack { model: stack::stack(models), optimizer, members: data, batch, modulus, device: device.clone() }
+        TransformerPack { model: stack::stack(models), optimizer, members: data, batch, modulus, loss, device: device.clone() }
     }
 
     fn step(&mut self, learning_rates: &[f64]) {
@@ -186,6 +197,24 @@ pub fn cross_entropy_rows<B: Backend>(logits: Tensor<B, 2>, one_hot: Tensor<B, 2
     let others_lse = (others - shift.clone()).exp().sum_dim(1).log() + shift; // [n, 1]
     let z = others_lse - label_logit;
     relu(z.clone()) + z.abs().neg().exp().log1p()
+}
+
+/// StableMax cross-entropy of each row (Prieto et al. 2025), with s(x) =
+/// x + 1 for x ≥ 0 and 1 / (1 − x) for x < 0 (the second branch taken at
+/// min(x, 0), so neither branch is ever infinite and s'(0) = 1). Like [`cross_entropy_rows`] it is taken as ln(1 + r) with r = Σ_{i≠c}
+/// s(x_i) / s(x_c), so a tiny loss keeps its digits in f32 and its gradient
+/// never forms 1 − 1.
+///
+/// # Shapes
+/// - `logits`, `one_hot`: [rows, d_vocab]
+/// - output: [rows, 1]
+pub fn stablemax_cross_entropy_rows<B: Backend>(logits: Tensor<B, 2>, one_hot: Tensor<B, 2>) -> Tensor<B, 2> {
+    let negative = logits.clone().lower_elem(0.0);
+    let below = logits.clone().clamp_max(0.0).neg().add_scalar(1.0).recip();
+    let s = logits.add_scalar(1.0).mask_where(negative, below);
+    let label_s = (s.clone() * one_hot.clone()).sum_dim(1); // [n, 1]
+    let others = (s * one_hot.neg().add_scalar(1.0)).sum_dim(1);
+    (others / label_s).log1p()
 }
 
 #[cfg(test)]
