@@ -31,6 +31,35 @@ fn invalid(error: impl std::fmt::Display) -> Status {
     Status::from(CoordinatorError::InvalidRequest(error.to_string()))
 }
 
+/// Refuse a text field longer than `max` bytes, naming it.
+fn bounded(field: &str, value: &str, max: usize) -> Result<(), Status> {
+    if value.len() > max {
+        return Err(invalid(format!("invalid `{field}`: {} bytes, at most {max}", value.len())));
+    }
+    Ok(())
+}
+
+/// Refuse a count outside `range`, naming it.
+fn within(field: &str, value: u32, range: std::ops::RangeInclusive<u32>) -> Result<(), Status> {
+    if !range.contains(&value) {
+        return Err(invalid(format!("invalid `{field}`: {value} is not in {}..={}", range.start(), range.end())));
+    }
+    Ok(())
+}
+
+/// Longest worker name or backend name accepted.
+const MAX_NAME: usize = 128;
+/// Longest worker id accepted (ids are `w<serial>-<name>`).
+const MAX_WORKER_ID: usize = MAX_NAME + 32;
+/// Longest spec accepted (a million-trial grid is a few lines).
+const MAX_SPEC_BYTES: usize = 1 << 20;
+/// Most slots or packs a worker may claim.
+const MAX_SLOTS: u32 = 1024;
+/// Largest pack a worker may ask for.
+const MAX_PACK: u32 = 4096;
+/// Most leases one heartbeat may renew.
+const MAX_HEARTBEAT_LEASES: usize = 100_000;
+
 fn lease_from_wire(wire: Option<pb::LeaseRef>) -> Result<LeaseRef, Status> {
     convert::lease_ref(wire).map_err(invalid)
 }
@@ -81,6 +110,8 @@ type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::SweepStatus, Status>> + 
 impl CoordinatorRpc for GrpcAdapter {
     async fn submit_sweep(&self, request: Request<pb::SubmitSweepRequest>) -> Result<Response<pb::SubmitSweepResponse>, Status> {
         let request = request.into_inner();
+        bounded("source_name", &request.source_name, MAX_NAME * 4)?;
+        bounded("spec_yaml", &request.spec_yaml, MAX_SPEC_BYTES)?;
         let source_name = if request.source_name.is_empty() { "<submitted>".to_string() } else { request.source_name };
         let outcome = self.coordinator.submit(source_name, request.spec_yaml).await?;
         Ok(Response::new(pb::SubmitSweepResponse {
@@ -149,6 +180,10 @@ impl CoordinatorRpc for GrpcAdapter {
 
     async fn register_worker(&self, request: Request<pb::RegisterWorkerRequest>) -> Result<Response<pb::RegisterWorkerResponse>, Status> {
         let request = request.into_inner();
+        bounded("name", &request.name, MAX_NAME)?;
+        bounded("backend", &request.backend, MAX_NAME)?;
+        bounded("previous_worker_id", &request.previous_worker_id, MAX_WORKER_ID)?;
+        within("slots", request.slots, 1..=MAX_SLOTS)?;
         let previous = (!request.previous_worker_id.is_empty()).then_some(request.previous_worker_id);
         let name = if request.name.is_empty() { "worker".to_string() } else { request.name };
         let worker_id = self.coordinator.register_worker(name, request.backend, request.slots, previous).await?;
@@ -162,6 +197,9 @@ impl CoordinatorRpc for GrpcAdapter {
 
     async fn lease_trials(&self, request: Request<pb::LeaseTrialsRequest>) -> Result<Response<pb::LeaseTrialsResponse>, Status> {
         let request = request.into_inner();
+        bounded("worker_id", &request.worker_id, MAX_WORKER_ID)?;
+        within("free_slots", request.free_slots, 0..=MAX_SLOTS)?;
+        within("pack_size", request.pack_size, 0..=MAX_PACK)?;
         let packs = self.coordinator.lease(request.worker_id, request.free_slots, request.pack_size.max(1)).await?;
         let packs = packs
             .iter()
@@ -175,6 +213,10 @@ impl CoordinatorRpc for GrpcAdapter {
 
     async fn heartbeat(&self, request: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatResponse>, Status> {
         let request = request.into_inner();
+        bounded("worker_id", &request.worker_id, MAX_WORKER_ID)?;
+        if request.leases.len() > MAX_HEARTBEAT_LEASES {
+            return Err(invalid(format!("invalid `leases`: {} in one heartbeat, at most {MAX_HEARTBEAT_LEASES}", request.leases.len())));
+        }
         let mut leases = Vec::with_capacity(request.leases.len());
         for wire in request.leases {
             leases.push(lease_from_wire(Some(wire))?);
@@ -222,6 +264,7 @@ impl CoordinatorRpc for GrpcAdapter {
 
     async fn fail_trial(&self, request: Request<pb::FailTrialRequest>) -> Result<Response<pb::FailTrialResponse>, Status> {
         let request = request.into_inner();
+        bounded("reason", &request.reason, sweep_proto::MAX_REASON_BYTES)?;
         let lease = lease_from_wire(request.lease)?;
         self.coordinator.fail(lease, request.reason, request.release).await?;
         Ok(Response::new(pb::FailTrialResponse {}))

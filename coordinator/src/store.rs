@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use sweep_core::checks::TrialContext;
 use sweep_core::{MeasureKind, PackKey, StepMeasures, SweepSpec, TrialId, TrialParams, TrialSpec};
 
 use crate::clock::Clock;
@@ -485,6 +486,33 @@ impl Store {
         }
     }
 
+    /// What the checks of a report need to know about the trial of `lease`.
+    fn trial_context(tx: &Transaction<'_>, lease: &LeaseRef, now: Millis) -> Result<TrialContext> {
+        let (params_json, max_epochs): (String, i64) = tx.query_row(
+            "SELECT t.params_json, json_extract(s.spec_json, '$.stop.max_epochs') FROM trials t JOIN sweeps s ON s.name = t.sweep
+             WHERE t.trial_id = ?1",
+            [lease.trial_id.as_str()],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?;
+        let params: TrialParams = serde_json::from_str(&params_json).map_err(json_error)?;
+        let pairs = params.modulus as usize * params.modulus as usize;
+        Ok(TrialContext {
+            family: params.family,
+            modulus: params.modulus,
+            max_epochs: u32::try_from(max_epochs).unwrap_or(u32::MAX),
+            has_test_pairs: sweep_core::split::train_size(params.modulus, params.data_fraction) < pairs,
+            now_ms: now,
+        })
+    }
+
+    /// Refuse a report whose `problem` is `Some`, naming the field.
+    fn refuse(problem: Option<sweep_core::checks::Problem>) -> Result<()> {
+        match problem {
+            Some((field, message)) => Err(CoordinatorError::InvalidRequest(format!("invalid `{field}`: {message}"))),
+            None => Ok(()),
+        }
+    }
+
     /// Renew a worker's leases; returns those it must drop.
     pub fn heartbeat(&mut self, worker_id: &str, leases: &[LeaseRef], ttl_ms: Millis) -> Result<Vec<Revocation>> {
         let now = self.now_ms();
@@ -518,6 +546,10 @@ impl Store {
         let now = self.now_ms();
         let tx = self.conn.transaction()?;
         Self::check_lease(&tx, lease)?;
+        let context = Self::trial_context(&tx, lease, now)?;
+        for step in steps {
+            Self::refuse(context.progress_problem(step))?;
+        }
         let flushed_through: std::collections::HashMap<String, i64> = {
             let mut statement =
                 tx.prepare("SELECT measure, through_step FROM progress_flushed_by_measure WHERE trial_id = ?1 AND attempt = ?2")?;
@@ -525,6 +557,42 @@ impl Store {
                 .query_map(params![lease.trial_id.as_str(), lease.attempt], |row| Ok((row.get(0)?, row.get(1)?)))?
                 .collect::<rusqlite::Result<_>>()?
         };
+        // Each measure moves forward within an attempt: a row may be sent
+        // again (a retried batch), but a new row is never before the latest
+        // one already held for its measure.
+        let mut latest_by_measure: std::collections::HashMap<String, i64> = {
+            let mut statement =
+                tx.prepare_cached("SELECT measure, MAX(step) FROM progress_buffer WHERE trial_id = ?1 AND attempt = ?2 GROUP BY measure")?;
+            statement
+                .query_map(params![lease.trial_id.as_str(), lease.attempt], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?
+        };
+        for (measure, &through) in &flushed_through {
+            let latest = latest_by_measure.entry(measure.clone()).or_insert(through);
+            *latest = (*latest).max(through);
+        }
+        {
+            let mut held = tx.prepare_cached(
+                "SELECT EXISTS(SELECT 1 FROM progress_buffer WHERE trial_id = ?1 AND attempt = ?2 AND measure = ?3 AND step = ?4)",
+            )?;
+            for step in steps {
+                for measure in &step.measures {
+                    let latest = latest_by_measure.get(&measure.name).copied();
+                    if let Some(latest) = latest.filter(|&latest| step.step < latest) {
+                        let flushed = flushed_through.get(&measure.name).is_some_and(|&through| step.step <= through);
+                        let buffered: bool =
+                            held.query_row(params![lease.trial_id.as_str(), lease.attempt, measure.name, step.step], |row| row.get(0))?;
+                        if !(flushed || buffered) {
+                            return Err(CoordinatorError::InvalidRequest(format!(
+                                "invalid `step`: `{}` at step {} comes after step {latest} of the same attempt",
+                                measure.name, step.step
+                            )));
+                        }
+                    }
+                    latest_by_measure.insert(measure.name.clone(), latest.map_or(step.step, |latest| latest.max(step.step)));
+                }
+            }
+        }
         let mut inserted = 0;
         let mut latest: Option<(i64, Option<f64>, Option<f64>)> = None;
         {
@@ -584,6 +652,7 @@ impl Store {
         let now = self.now_ms();
         let tx = self.conn.transaction()?;
         let sweep = Self::check_lease(&tx, lease)?;
+        Self::refuse(Self::trial_context(&tx, lease, now)?.metrics_problem(metrics))?;
         tx.execute(
             "UPDATE attempts SET state = 'completed', ended_at_ms = ?3 WHERE trial_id = ?1 AND attempt = ?2",
             params![lease.trial_id.as_str(), lease.attempt, now],

@@ -7,6 +7,9 @@ use sweep_core::{expand, parse_spec};
 
 const TTL: Millis = 10_000;
 
+/// The manual clock's start: 2026-05-28, so that reports carry plausible wall times.
+const NOW: Millis = 1_780_000_000_000;
+
 fn spec(max_attempts: u32) -> (SweepSpec, Vec<TrialSpec>) {
     let text = format!(
         "version: 1\nname: lease-test\nfamilies: transformer\naxes:\n  modulus: 7\n  data_fraction: 0.5\n  weight_decay: 1\n  seed: [0, 1]\nretry:\n  max_attempts: {max_attempts}\n"
@@ -17,7 +20,7 @@ fn spec(max_attempts: u32) -> (SweepSpec, Vec<TrialSpec>) {
 }
 
 fn store_with(max_attempts: u32) -> (Store, ManualClock, String) {
-    let clock = ManualClock::new(1_000_000);
+    let clock = ManualClock::new(NOW);
     let mut store = Store::open_in_memory(Arc::new(clock.clone())).expect("store");
     let (spec, trials) = spec(max_attempts);
     store.submit(&spec, "", &trials).expect("submit");
@@ -30,7 +33,7 @@ fn status_of(store: &Store, trial: &TrialId) -> TrialView {
 }
 
 fn row(step: i64, measure: &str, value: f64) -> StepMeasures {
-    StepMeasures { step, wall_time_ms: step, measures: vec![sweep_core::Measure::scalar(measure, value)] }
+    StepMeasures { step, wall_time_ms: NOW + step, measures: vec![sweep_core::Measure::scalar(measure, value)] }
 }
 
 /// Lease up to `count` trials, one pack of one each.
@@ -212,7 +215,7 @@ fn grace_extends_leases_after_a_restart() {
 }
 
 fn pack_store() -> (Store, ManualClock, String) {
-    let clock = ManualClock::new(1_000_000);
+    let clock = ManualClock::new(NOW);
     let mut store = Store::open_in_memory(Arc::new(clock.clone())).expect("store");
     let text = "version: 1\nname: packs\nfamilies: transformer\naxes:\n  modulus: [7, 11]\n  data_fraction: [0.5, 0.9]\n  weight_decay: 1\n  seed: [0, 1]\n";
     let spec = parse_spec("t.yaml", text).expect("valid");
@@ -252,29 +255,36 @@ fn status_of_sweep(store: &Store, sweep: &str, trial: &TrialId) -> TrialView {
 #[test]
 fn typed_measures_are_buffered_by_shape_and_resent_ones_are_ignored() {
     use sweep_core::{CurvePoint, Measure};
-    let (mut store, _clock, worker) = store_with(3);
+    let clock = ManualClock::new(NOW);
+    let mut store = Store::open_in_memory(Arc::new(clock)).expect("store");
+    let text = "version: 1\nname: shapes\nfamilies: diffusion\naxes:\n  modulus: 7\n  data_fraction: 0.5\n  weight_decay: 1\n  seed: 0\n";
+    let spec = parse_spec("t.yaml", text).expect("valid");
+    store.submit(&spec, text, &expand(&spec)).expect("submit");
+    let worker = store.register_worker("w", "flex", 1, None).expect("register");
     let grant = lease(&mut store, &worker, 1).expect("lease").remove(0);
     let step = StepMeasures {
         step: 10,
-        wall_time_ms: 5,
+        wall_time_ms: NOW,
         measures: vec![
             Measure::scalar("test_accuracy", 0.5),
-            Measure::spectrum("W_E", vec![1.0, 2.0, 3.0]),
+            Measure::spectrum("key_neurons", vec![1.0, 2.0, 3.0, 0.0]),
             Measure::curve("decision_accuracy_test", vec![CurvePoint { t: 1.0, value: 0.1 }, CurvePoint { t: 0.5, value: 0.4 }]),
         ],
     };
-    assert_eq!(store.record_progress(&grant.lease, std::slice::from_ref(&step), TTL).expect("progress"), 6);
+    assert_eq!(store.record_progress(&grant.lease, std::slice::from_ref(&step), TTL).expect("progress"), 7);
     assert_eq!(store.record_progress(&grant.lease, std::slice::from_ref(&step), TTL).expect("resend"), 0);
     let buffered = store.buffered_attempts().expect("buffered").remove(0);
     let shapes: Vec<(String, MeasureKind, f64)> = buffered.rows.iter().map(|row| (row.measure.clone(), row.kind, row.key)).collect();
+    let spectrum = |k: f64| ("key_neurons".to_string(), MeasureKind::Spectrum, k);
     assert_eq!(
         shapes,
         vec![
-            ("W_E".to_string(), MeasureKind::Spectrum, 0.0),
-            ("W_E".to_string(), MeasureKind::Spectrum, 1.0),
-            ("W_E".to_string(), MeasureKind::Spectrum, 2.0),
             ("decision_accuracy_test".to_string(), MeasureKind::Curve, 0.5),
             ("decision_accuracy_test".to_string(), MeasureKind::Curve, 1.0),
+            spectrum(0.0),
+            spectrum(1.0),
+            spectrum(2.0),
+            spectrum(3.0),
             ("test_accuracy".to_string(), MeasureKind::Scalar, 0.0),
         ]
     );

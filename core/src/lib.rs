@@ -10,9 +10,11 @@
 //! - [`grid`]: [`expand`] a spec into its trials.
 //! - [`split`]: the train/test split of the p² pairs.
 //! - [`progress`]: typed measures ([`Measure`]: scalar, spectrum or curve) of one step.
+//! - [`checks`]: every measure a family writes and the coordinator's checks of a worker's reports.
 //! - [`lease`]: [`LeaseRef`], [`TrialLease`] and [`FinalMetrics`], what worker and coordinator say about a trial.
 //! - [`measures`]: the Arrow schemas of the results tables and the measure names.
 
+pub mod checks;
 pub mod diffusion;
 pub mod error;
 pub mod family;

@@ -24,3 +24,19 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!("gen/sweep_descriptor.bin"
 /// Largest gRPC message either side accepts or sends: checkpoints of large
 /// models travel in one `UploadCheckpoint` call (the paper's model is ~1 MB).
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
+
+/// Longest reason a worker may give for a failed trial; workers cut theirs to fit.
+pub const MAX_REASON_BYTES: usize = 8 * 1024;
+
+/// `text` cut at a character boundary to at most [`MAX_REASON_BYTES`], marked when cut.
+pub fn fit_reason(text: &str) -> String {
+    if text.len() <= MAX_REASON_BYTES {
+        return text.to_string();
+    }
+    let marker = " … (cut)";
+    let mut end = MAX_REASON_BYTES - marker.len();
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{marker}", &text[..end])
+}

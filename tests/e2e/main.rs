@@ -5,6 +5,7 @@ mod cli;
 mod diffusion;
 mod faults;
 mod fixture;
+mod hostile;
 mod knobs;
 mod results;
 mod sweep;

@@ -43,6 +43,9 @@ struct RunningTrial {
     outcome: Option<TrialOutcome>,
     /// The coordinator revoked the lease: report nothing more.
     revoked: bool,
+    /// The coordinator refused one of its reports as invalid: the trial stops
+    /// and fails with this reason.
+    refused: Option<String>,
 }
 
 struct Worker {
@@ -63,6 +66,10 @@ struct Worker {
 
 fn is_stale(status: &tonic::Status) -> bool {
     status.code() == Code::FailedPrecondition
+}
+
+fn is_refused(status: &tonic::Status) -> bool {
+    status.code() == Code::InvalidArgument
 }
 
 /// Run a worker until `shutdown` resolves and its trials are finished or given back.
@@ -230,6 +237,14 @@ impl Worker {
                     trial.cancel.store(true, Ordering::Relaxed);
                     trial.pending.clear();
                 }
+                Err(status) if is_refused(&status) => {
+                    // Sending it again would be refused again: the trial fails with the reason.
+                    warn!(trial = %trial_id, reason = %status.message(), "the coordinator refused the trial's progress; stopping the trial");
+                    trial.refused = Some(status.message().to_string());
+                    trial.cancel.store(true, Ordering::Relaxed);
+                    trial.pending.clear();
+                    trial.pending_checkpoints.clear();
+                }
                 Err(status) => return Err(status),
             }
         }
@@ -284,16 +299,28 @@ impl Worker {
         for trial_id in finished {
             let trial = &self.running[&trial_id];
             let lease = Some((&trial.lease).into());
+            let fail =
+                |reason: String| pb::FailTrialRequest { lease: lease.clone(), reason: sweep_proto::fit_reason(&reason), release: false };
             let result = match (&trial.outcome, trial.revoked) {
                 (_, true) => Ok(()),
+                (_, false) if trial.refused.is_some() => {
+                    let why = trial.refused.clone().unwrap_or_default();
+                    self.client.fail_trial(fail(format!("the coordinator refused its progress: {why}"))).await.map(|_| ())
+                }
                 (Some(TrialOutcome::Done(metrics)), false) => {
-                    let request = pb::CompleteTrialRequest { lease, metrics: Some(metrics.into()) };
-                    self.client.complete_trial(request).await.map(|_| ())
+                    let request = pb::CompleteTrialRequest { lease: lease.clone(), metrics: Some(metrics.into()) };
+                    match self.client.complete_trial(request).await {
+                        Err(status) if is_refused(&status) => {
+                            warn!(trial = %trial_id, reason = %status.message(), "the coordinator refused the final metrics");
+                            let reason = format!("the coordinator refused its final metrics: {}", status.message());
+                            self.client.fail_trial(fail(reason)).await.map(|_| ())
+                        }
+                        other => other.map(|_| ()),
+                    }
                 }
                 (Some(TrialOutcome::Failed(error)), false) => {
                     warn!(trial = %trial_id, error = %error, "trial failed");
-                    let request = pb::FailTrialRequest { lease, reason: error.to_string(), release: false };
-                    self.client.fail_trial(request).await.map(|_| ())
+                    self.client.fail_trial(fail(error.to_string())).await.map(|_| ())
                 }
                 (Some(TrialOutcome::Cancelled), false) | (None, false) => {
                     let request = pb::FailTrialRequest { lease, reason: "worker shutting down".to_string(), release: true };
@@ -422,6 +449,7 @@ impl Worker {
             pending_checkpoints: Vec::new(),
             outcome,
             revoked: false,
+            refused: None,
         };
         self.running.insert(lease.trial_id, trial);
         cancel

@@ -96,6 +96,19 @@ impl CollectingSink {
         self.steps.iter().filter(|(at, _)| *at == step).flat_map(|(_, measures)| measures).find(|m| m.name == measure).map(|m| &m.value)
     }
 
+    /// The first record or final metrics that the coordinator's checks
+    /// ([`sweep_core::checks`]) would refuse for a trial of `context`, as text.
+    pub fn refused_by(&self, context: &sweep_core::checks::TrialContext) -> Option<String> {
+        for (step, measures) in &self.steps {
+            let report = sweep_core::StepMeasures { step: *step, wall_time_ms: context.now_ms, measures: measures.clone() };
+            if let Some((field, message)) = context.progress_problem(&report) {
+                return Some(format!("step {step}: `{field}`: {message}"));
+            }
+        }
+        let metrics = self.metrics()?;
+        context.metrics_problem(metrics).map(|(field, message)| format!("final metrics: `{field}`: {message}"))
+    }
+
     /// The scalar `measure` at `step`.
     pub fn value(&self, step: i64, measure: &str) -> Option<f64> {
         match self.measure(step, measure)? {

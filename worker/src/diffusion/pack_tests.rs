@@ -94,3 +94,17 @@ fn a_pack_of_two_trains_each_trial_as_its_single_run() {
         assert!(pack.measure(24, DECISION_ACCURACY_TEST).is_some());
     }
 }
+
+#[test]
+fn everything_a_trial_reports_passes_the_coordinators_checks() {
+    let sink = train(vec![lease("c", 5, 0.6, 0.0, 1, 4, OperandInput::Image)]).remove(0);
+    let context = sweep_core::checks::TrialContext {
+        family: Family::Diffusion,
+        modulus: 5,
+        max_epochs: 4,
+        has_test_pairs: true,
+        now_ms: sweep_core::checks::EARLIEST_WALL_TIME_MS * 2,
+    };
+    assert!(sink.metrics().is_some(), "{:?}", sink.outcome);
+    assert_eq!(sink.refused_by(&context), None);
+}

@@ -320,3 +320,17 @@ fn stablemax_matches_its_formula_and_a_finite_difference_gradient() {
     let soft: f32 = cross_entropy_rows(equal, label).into_scalar();
     assert!((stable as f64 - 4f64.ln()).abs() < 1e-6 && (soft as f64 - 4f64.ln()).abs() < 1e-6, "{stable} {soft}");
 }
+
+#[test]
+fn everything_a_trial_reports_passes_the_coordinators_checks() {
+    let now = sweep_core::checks::EARLIEST_WALL_TIME_MS * 2;
+    for (fraction, has_test_pairs) in [(0.5, true), (1.0, false)] {
+        let sink = train_one(lease("c", 1.0, fraction, 1, 40));
+        let context =
+            sweep_core::checks::TrialContext { family: Family::Transformer, modulus: 11, max_epochs: 40, has_test_pairs, now_ms: now };
+        assert_eq!(sink.refused_by(&context), None, "fraction {fraction}");
+        if !has_test_pairs {
+            assert!(sink.steps_of(TEST_ACCURACY).is_empty(), "no test pairs, no test-side rows");
+        }
+    }
+}
