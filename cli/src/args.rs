@@ -100,6 +100,9 @@ pub struct RunArgs {
     /// (default: chosen for the backend, see the README).
     #[arg(long)]
     pub pack: Option<u32>,
+    /// A sweep with more trials than this is refused before anything starts.
+    #[arg(long, default_value_t = sweep_coordinator::DEFAULT_MAX_TRIALS_PER_SWEEP)]
+    pub max_trials_per_sweep: u64,
 }
 
 /// `groksweep coordinator`.
@@ -123,6 +126,9 @@ pub struct CoordinatorArgs {
     /// Seconds between Parquet rolls of running trials' progress.
     #[arg(long, default_value_t = 5.0)]
     pub roll_secs: f64,
+    /// A submitted sweep with more trials than this is refused at once.
+    #[arg(long, default_value_t = sweep_coordinator::DEFAULT_MAX_TRIALS_PER_SWEEP)]
+    pub max_trials_per_sweep: u64,
 }
 
 /// `groksweep submit`.

@@ -33,7 +33,12 @@ pub struct CoordinatorConfig {
     pub token: Option<String>,
     /// Called after each written `trials` table.
     pub on_trials_written: Option<Arc<dyn TrialsWritten>>,
+    /// A submitted sweep with more trials than this is refused before its grid is built.
+    pub max_trials_per_sweep: u64,
 }
+
+/// The default of [`CoordinatorConfig::max_trials_per_sweep`].
+pub const DEFAULT_MAX_TRIALS_PER_SWEEP: u64 = 1_000_000;
 
 impl CoordinatorConfig {
     /// Defaults for a data directory: 30 s leases, 5 s heartbeats, 5 s rolls.
@@ -46,6 +51,7 @@ impl CoordinatorConfig {
             watch_interval: Duration::from_millis(500),
             token: None,
             on_trials_written: None,
+            max_trials_per_sweep: DEFAULT_MAX_TRIALS_PER_SWEEP,
         }
     }
 }

@@ -14,6 +14,18 @@ pub enum CoordinatorError {
     /// A request field is invalid.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// The sweep's grid is larger than the coordinator's limit.
+    #[error(
+        "sweep `{sweep}` has {trials} trials, more than this coordinator's limit of {limit} per sweep (--max-trials-per-sweep); split it into smaller sweeps"
+    )]
+    TooManyTrials {
+        /// Sweep name.
+        sweep: String,
+        /// Its size (the product of its axes).
+        trials: u128,
+        /// The limit.
+        limit: u64,
+    },
     /// No sweep of that name.
     #[error("no sweep named `{0}`")]
     SweepNotFound(String),
@@ -84,7 +96,7 @@ impl From<CoordinatorError> for Status {
                 }
                 Status::with_error_details(Code::InvalidArgument, message, details)
             }
-            CoordinatorError::InvalidRequest(_) => Status::invalid_argument(message),
+            CoordinatorError::InvalidRequest(_) | CoordinatorError::TooManyTrials { .. } => Status::invalid_argument(message),
             CoordinatorError::SweepNotFound(_) | CoordinatorError::UnknownWorker(_) => Status::not_found(message),
             CoordinatorError::SweepConflict { .. } => Status::already_exists(message),
             CoordinatorError::StaleLease { .. } => Status::failed_precondition(message),

@@ -31,7 +31,7 @@ use tracing::info;
 
 pub use auth::TokenCheck;
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{CoordinatorConfig, TrialsWritten};
+pub use config::{CoordinatorConfig, DEFAULT_MAX_TRIALS_PER_SWEEP, TrialsWritten};
 pub use error::{CoordinatorError, Result};
 pub use service::Coordinator;
 

@@ -81,6 +81,11 @@ impl Coordinator {
     /// Validate a YAML spec and store its trials.
     pub async fn submit(&self, source_name: String, yaml: String) -> Result<SubmitOutcome> {
         let spec = parse_spec(&source_name, &yaml).map_err(CoordinatorError::InvalidSpec)?;
+        let size = sweep_core::count(&spec);
+        let limit = self.inner.config.max_trials_per_sweep;
+        if size > u128::from(limit) {
+            return Err(CoordinatorError::TooManyTrials { sweep: spec.name, trials: size, limit });
+        }
         let trials = expand(&spec);
         let outcome = self.with_store(move |store| store.submit(&spec, &yaml, &trials)).await?;
         info!(sweep = %outcome.sweep, total = outcome.total, added = outcome.added, "sweep submitted");

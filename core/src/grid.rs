@@ -55,6 +55,25 @@ pub fn expand(spec: &SweepSpec) -> Vec<TrialSpec> {
     trials
 }
 
+/// How many trials [`expand`] makes of `spec`, computed from the axes'
+/// lengths without building any (so a grid too large to hold is refused
+/// before anything is allocated).
+pub fn count(spec: &SweepSpec) -> u128 {
+    let axes = &spec.axes;
+    let shared = [axes.modulus.len(), axes.data_fraction.len(), axes.weight_decay.len(), axes.lr.len(), axes.init_scale.len()]
+        .into_iter()
+        .chain([axes.optimizer.len(), axes.seed.len(), axes.data_seed.as_ref().map_or(1, Vec::len)])
+        .map(|length| length as u128)
+        .product::<u128>();
+    spec.families
+        .iter()
+        .map(|family| match family {
+            Family::Diffusion => shared * axes.image_diversity.len() as u128,
+            Family::Transformer => shared * axes.loss.len() as u128,
+        })
+        .sum()
+}
+
 /// Every point of `points` once per value of an inner axis, in order.
 fn product<T>(points: Vec<TrialParams>, values: &[T], set: impl Fn(&mut TrialParams, &T)) -> Vec<TrialParams> {
     let mut out = Vec::with_capacity(points.len() * values.len());
@@ -114,6 +133,7 @@ mod tests {
             let text = spec_text(&moduli, &fractions, &decays, &seeds, data_seeds.as_deref());
             let spec = parse_spec("prop.yaml", &text).expect("generated spec is valid");
             let trials = expand(&spec);
+            prop_assert_eq!(count(&spec), trials.len() as u128);
             let data_seed_count = data_seeds.as_ref().map_or(1, Vec::len);
             prop_assert_eq!(trials.len(), moduli.len() * fractions.len() * decays.len() * seeds.len() * data_seed_count);
             let ids: HashSet<_> = trials.iter().map(|t| t.id.clone()).collect();
@@ -215,6 +235,7 @@ mod tests {
         );
         // transformer: 2 lr × 2 scales × 3 optimisers × 2 losses × 2 seeds; diffusion: no loss axis.
         assert_eq!(grid.len(), 2 * 2 * 3 * 2 * 2 + 2 * 2 * 3 * 2);
+        assert_eq!(count(&parse_spec("k.yaml", &with_axes("  lr: [0.001, 0.003]\n  init_scale: [0.5, 1]\n  optimizer: [adamw, grokfast_ema, orthograd]\n  loss: [softmax, stablemax]\n  image_diversity: [1, 2, 4]\n")).expect("valid")), (2 * 2 * 3 * 2 * 2 + 2 * 2 * 3 * 2 * 3) as u128);
         let ids: HashSet<_> = grid.iter().map(|trial| trial.id.clone()).collect();
         assert_eq!(ids.len(), grid.len());
         for trial in &before {

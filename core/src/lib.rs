@@ -32,7 +32,7 @@ pub mod trial;
 pub use diffusion::{DiffusionSettings, OperandInput};
 pub use error::{SpecError, SpecProblem};
 pub use family::{FamilySettings, PackKey, TransformerSettings};
-pub use grid::expand;
+pub use grid::{count, expand};
 pub use lease::{FinalMetrics, LeaseRef, Millis, Revocation, TrialLease};
 pub use location::Location;
 pub use optimizer::{GrokfastEmaSettings, GrokfastMaSettings, LossKind, OptimizerKind};

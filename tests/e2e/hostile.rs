@@ -161,7 +161,20 @@ async fn bad_calls_are_refused_naming_the_field_and_change_nothing() {
         report(&mut client, &pb::LeaseRef { trial_id: "t".repeat(1024), ..lease.clone() }, vec![good(30)]).await,
         "lease.trial_id",
     );
-    count += 6;
+    // Two million trials in a few lines: refused from the axes' lengths, before any is built.
+    let list = |values: Vec<String>| format!("[{}]", values.join(", "));
+    let huge = format!(
+        "version: 1\nname: huge\nfamilies: transformer\naxes:\n  modulus: {}\n  data_fraction: {}\n  weight_decay: {}\n  seed: {}\n",
+        list((0..50).map(|k| (2 * k + 101).to_string()).collect()),
+        list((0..20).map(|k| format!("0.{}", 30 + k)).collect()),
+        list((0..20).map(|k| k.to_string()).collect()),
+        list((0..100).map(|k| k.to_string()).collect()),
+    );
+    let status =
+        client.submit_sweep(pb::SubmitSweepRequest { spec_yaml: huge, source_name: "huge.yaml".into() }).await.expect_err("too big");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("2000000 trials") && status.message().contains("limit of 1000000"), "{}", status.message());
+    count += 7;
     assert!(count >= 20, "{count} kinds of bad call");
 
     // The state is as before: the trial still runs at step 20, nothing was completed or failed.

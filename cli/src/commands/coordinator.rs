@@ -22,6 +22,7 @@ pub(crate) async fn run(args: CoordinatorArgs) -> anyhow::Result<()> {
     config.heartbeat_interval = seconds(args.heartbeat_secs, "heartbeat-secs")?;
     config.roll_interval = seconds(args.roll_secs, "roll-secs")?;
     config.token = args.token;
+    config.max_trials_per_sweep = args.max_trials_per_sweep;
     let coordinator = Coordinator::open(config, Arc::new(SystemClock))
         .with_context(|| format!("failed to open the coordinator state in {}", args.data_dir.display()))?;
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("failed to listen on {}", args.listen))?;

@@ -20,10 +20,18 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.pack != Some(0), "--pack must be at least 1");
     // Validate before anything starts: a bad spec starts nothing.
     let spec = sweep_core::load_spec(&args.spec)?;
+    let size = sweep_core::count(&spec);
+    anyhow::ensure!(
+        size <= u128::from(args.max_trials_per_sweep),
+        "sweep `{}` has {size} trials, more than --max-trials-per-sweep {}; split it into smaller sweeps",
+        spec.name,
+        args.max_trials_per_sweep
+    );
 
     let mut config = CoordinatorConfig::new(&args.data_dir);
     config.on_trials_written = Some(Arc::new(crate::phases_hook::PhasesWriter::new(&args.data_dir)));
     config.roll_interval = std::time::Duration::from_secs(2);
+    config.max_trials_per_sweep = args.max_trials_per_sweep;
     let coordinator = Coordinator::open(config, Arc::new(SystemClock))
         .with_context(|| format!("failed to open the state in {}", args.data_dir.display()))?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("failed to bind a loopback port")?;
