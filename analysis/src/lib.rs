@@ -8,11 +8,13 @@
 //! - [`series`]: one trial's series as read back; [`segmented`]: piecewise-linear
 //!   regression; [`phases`]: the rules that find a trial's phases and class;
 //!   [`phases_table`]: reading every trial's series and writing the `phases`
-//!   table; [`summary`]: the phase diagram and grokking-step slopes of a sweep.
+//!   table; [`summary`]: the phase diagram and grokking-step slopes of a sweep;
+//!   [`derived`]: measures computed after training (the LLC), written as `progress` rows.
 //!
 //! An empty or missing results directory is normal (nothing has finished yet):
 //! the tables are registered empty, with the documented schemas.
 
+pub mod derived;
 pub mod phases;
 pub mod phases_table;
 pub mod report;

@@ -226,22 +226,29 @@ pub fn phases_batch(rows: &[PhasesRow], settings: &PhaseSettings) -> Result<Reco
 /// Write a sweep's `phases` file from batches of [`phases_schema`] (temp file, fsync, rename), replacing it.
 fn write_batches(data_dir: &Path, sweep: &str, batches: &[RecordBatch]) -> Result<PathBuf> {
     let path = phases_path(data_dir, sweep);
-    let directory = path.parent().expect("the phases path has a directory");
+    write_parquet(&path, phases_schema(), batches)?;
+    Ok(path)
+}
+
+/// Write `batches` to `path` atomically (a hidden temporary file, synced, then renamed).
+pub(crate) fn write_parquet(path: &Path, schema: datafusion::arrow::datatypes::SchemaRef, batches: &[RecordBatch]) -> Result<()> {
+    let directory = path.parent().expect("a results file has a directory");
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| AnalysisError::Io { path, source }
     };
     std::fs::create_dir_all(directory).map_err(io(directory))?;
-    let temporary = directory.join(".phases.parquet.tmp");
+    let name = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+    let temporary = directory.join(format!(".{name}.tmp"));
     let file = std::fs::File::create(&temporary).map_err(io(&temporary))?;
-    let mut writer = ArrowWriter::try_new(file.try_clone().map_err(io(&temporary))?, phases_schema(), None)?;
+    let mut writer = ArrowWriter::try_new(file.try_clone().map_err(io(&temporary))?, schema, None)?;
     for batch in batches {
         writer.write(batch)?;
     }
     writer.close()?;
     file.sync_all().map_err(io(&temporary))?;
-    std::fs::rename(&temporary, &path).map_err(io(&path))?;
-    Ok(path)
+    std::fs::rename(&temporary, path).map_err(io(path))?;
+    Ok(())
 }
 
 /// Write a sweep's `phases` file with these rows, replacing it.

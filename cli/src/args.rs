@@ -237,6 +237,43 @@ pub struct AnalyzeArgs {
     /// Rule thresholds (defaults in the README, "The `phases` table").
     #[command(flatten)]
     pub rules: RuleArgs,
+    /// Also estimate the local learning coefficient at every saved checkpoint
+    /// of the sweep's transformer trials and write it as the `llc` measure
+    /// (slow: chains × (burn-in + draws) full-batch steps per checkpoint).
+    #[arg(long)]
+    pub llc: bool,
+    /// The LLC sampler's settings (defaults: devinterp's).
+    #[command(flatten)]
+    pub llc_settings: LlcArgs,
+}
+
+/// The LLC sampler's settings.
+#[derive(Debug, Args)]
+pub struct LlcArgs {
+    /// SGLD chains per checkpoint.
+    #[arg(long, default_value_t = 10)]
+    pub llc_chains: u32,
+    /// Draws averaged per chain.
+    #[arg(long, default_value_t = 100)]
+    pub llc_draws: u32,
+    /// Steps dropped at the start of each chain.
+    #[arg(long, default_value_t = 0)]
+    pub llc_burn_in: u32,
+    /// SGLD step size ε.
+    #[arg(long, default_value_t = 1e-3)]
+    pub llc_epsilon: f64,
+    /// Localisation strength γ.
+    #[arg(long, default_value_t = 0.0)]
+    pub llc_gamma: f64,
+    /// nβ (default n / ln n, n the trial's training pairs).
+    #[arg(long)]
+    pub llc_nbeta: Option<f64>,
+    /// Seed of the chains' noise.
+    #[arg(long, default_value_t = 0)]
+    pub llc_seed: u64,
+    /// Only these trials (comma-separated ids).
+    #[arg(long, value_delimiter = ',')]
+    pub llc_trials: Option<Vec<String>>,
 }
 
 /// `groksweep report`.

@@ -96,6 +96,44 @@ fn run_finishes_the_sweep_and_a_second_run_resumes_without_retraining() {
     assert!(stdout.contains("results/tiny/phases/phases.parquet"), "{stdout}");
     let settings = groksweep(&["sql", "SELECT DISTINCT settings FROM phases", "--data-dir", data]);
     assert!(String::from_utf8_lossy(&settings.stdout).contains("\"class_gap\":20"), "{}", String::from_utf8_lossy(&settings.stdout));
+    // The LLC at every checkpoint (0, 30, 60) of two trials, as `llc` rows of `progress`.
+    let trials = groksweep(&["sql", "SELECT trial_id FROM trials ORDER BY trial_id LIMIT 2", "--data-dir", data]);
+    let ids: Vec<String> = String::from_utf8_lossy(&trials.stdout)
+        .lines()
+        .filter_map(|line| line.trim_matches(|c| c == '|' || c == ' ').parse::<String>().ok())
+        .filter(|cell| cell.len() == 16 && cell.chars().all(|c| c.is_ascii_hexdigit()))
+        .collect();
+    assert_eq!(ids.len(), 2, "{}", String::from_utf8_lossy(&trials.stdout));
+    let llc = groksweep(&[
+        "analyze",
+        "tiny",
+        "--data-dir",
+        data,
+        "--llc",
+        "--llc-chains",
+        "2",
+        "--llc-draws",
+        "5",
+        "--llc-trials",
+        &ids.join(","),
+    ]);
+    let stdout = String::from_utf8_lossy(&llc.stdout);
+    assert!(llc.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&llc.stderr));
+    assert!(stdout.contains("local learning coefficient: 2 chains × (0 burn-in + 5 draws)"), "{stdout}");
+    let rows = groksweep(&[
+        "sql",
+        "SELECT COUNT(*) AS n, COUNT(DISTINCT trial_id) AS t, MIN(step) AS first, MAX(step) AS last FROM progress WHERE measure = 'llc'",
+        "--data-dir",
+        data,
+    ]);
+    let text = String::from_utf8_lossy(&rows.stdout);
+    assert!(text.contains("| 6 | 2 | 0     | 60   |"), "{text}");
+    let bad = groksweep(&["analyze", "tiny", "--data-dir", data, "--llc", "--llc-epsilon", "0"]);
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("--llc-epsilon: 0 must be a positive number"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
     let refused = groksweep(&["analyze", "tiny", "--data-dir", data, "--rows", "colour"]);
     assert!(!refused.status.success());
     assert!(

@@ -4,6 +4,7 @@
 //! - `layout`: tensor layouts that keep burn-flex's element-wise ops vectorised, used by both model families.
 //! - [`transformer`]: the Nanda et al. 2023 family — `model`, `data`, `train`, `eval`.
 //! - [`fourier`]: the Fourier basis on Z_p and the measures built on it, shared by both families.
+//! - [`llc`]: the local learning coefficient by SGLD around a checkpoint (devinterp's estimator).
 //! - [`spectral`]: singular values (one-sided Jacobi) and the effective rank.
 //! - [`diffusion`]: the flow-matching diffusion family — glyph data, DiT model, sampler, judge, measures.
 //! - [`family`]: [`PackFamily`], the seam every family implements; [`registry`]: which family trains a lease.
@@ -22,6 +23,7 @@ pub mod fourier;
 mod gpu_tests;
 pub mod grad_filter;
 mod layout;
+pub mod llc;
 pub mod optim;
 mod pack_thread;
 mod random;

@@ -74,6 +74,9 @@ fn trial_table(rows: &[PhasesRow]) -> String {
 /// Analyse, write, summarise.
 pub(crate) async fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
     let settings = settings(&args.rules)?;
+    if args.llc {
+        super::llc::settings(&args.llc_settings)?;
+    }
     for (name, flag) in [(&args.rows, "rows"), (&args.columns, "columns")] {
         if let Some(name) = name {
             axis(name, flag)?;
@@ -112,6 +115,9 @@ pub(crate) async fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
         }
     }
     println!("\nphases: {}", path.display());
+    if args.llc {
+        super::llc::run(&args.data_dir, &args.sweep, &args.llc_settings).await?;
+    }
     Ok(())
 }
 

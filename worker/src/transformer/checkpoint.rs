@@ -261,6 +261,23 @@ pub fn evaluate_checkpoint(bytes: &[u8]) -> Result<(CheckpointInfo, super::measu
     Ok((info, evaluation))
 }
 
+/// The local learning coefficient of a checkpoint (a trial's w* at its
+/// step) on its own training pairs, L_n being its training loss (softmax or
+/// StableMax cross-entropy over the p + 1 logits), on the worker's training backend.
+pub fn checkpoint_llc(
+    bytes: &[u8],
+    settings: &crate::llc::LlcSettings,
+) -> Result<(CheckpointInfo, crate::llc::LlcEstimate), CheckpointError> {
+    let device = Default::default();
+    let (model, info) = load::<crate::backend::TrainingBackend>(bytes, &device)?;
+    let params = &info.params;
+    let split = sweep_core::Split::new(params.modulus, params.data_fraction, params.data_seed);
+    let batch = super::data::PackBatch::new(&[split.train.as_slice()], params.modulus, &device);
+    let loss = params.loss_kind();
+    let estimate = crate::llc::estimate(&model, |model| super::pack::pack_loss(model, &batch, loss), split.train.len(), settings, &device);
+    Ok((info, estimate))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

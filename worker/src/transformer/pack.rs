@@ -68,15 +68,22 @@ impl<B: AutodiffBackend> TransformerPack<B> {
 
     /// The summed loss of the pack: Σ_k (1/n_k) Σ_{i ≤ n_k} ℓ_ki.
     fn loss(&self) -> Tensor<B, 1> {
-        let logits = self.model.forward(&self.batch.inputs).logits; // [K, rows, d_vocab]
-        let [trials, rows, d_vocab] = logits.dims();
-        let (logits, one_hot) = (logits.reshape([trials * rows, d_vocab]), self.batch.one_hot.clone());
-        let per_row = match self.loss {
-            LossKind::Softmax => cross_entropy_rows(logits, one_hot),
-            LossKind::Stablemax => stablemax_cross_entropy_rows(logits, one_hot),
-        }; // [K · rows, 1]
-        (per_row * self.batch.weights.clone()).sum()
+        pack_loss(&self.model, &self.batch, self.loss)
     }
+}
+
+/// The training loss of a pack on its batch: Σ_k (1/n_k) Σ_{i ≤ n_k} ℓ_ki,
+/// ℓ the `loss` cross-entropy over the p + 1 logits (for a pack of one, the
+/// trial's mean training loss L_n).
+pub fn pack_loss<B: Backend>(model: &Transformer<B>, batch: &PackBatch<B>, loss: LossKind) -> Tensor<B, 1> {
+    let logits = model.forward(&batch.inputs).logits; // [K, rows, d_vocab]
+    let [trials, rows, d_vocab] = logits.dims();
+    let (logits, one_hot) = (logits.reshape([trials * rows, d_vocab]), batch.one_hot.clone());
+    let per_row = match loss {
+        LossKind::Softmax => cross_entropy_rows(logits, one_hot),
+        LossKind::Stablemax => stablemax_cross_entropy_rows(logits, one_hot),
+    }; // [K · rows, 1]
+    (per_row * batch.weights.clone()).sum()
 }
 
 impl<B: AutodiffBackend> PackFamily<B> for TransformerPack<B> {
