@@ -128,6 +128,27 @@ fn run_finishes_the_sweep_and_a_second_run_resumes_without_retraining() {
     ]);
     let text = String::from_utf8_lossy(&rows.stdout);
     assert!(text.contains("| 6 | 2 | 0     | 60   |"), "{text}");
+    // A step size far too large: every chain leaves the basin, nothing is written over the estimates above.
+    let first = ids[0].as_str();
+    let diverged = groksweep(&[
+        "analyze",
+        "tiny",
+        "--data-dir",
+        data,
+        "--llc",
+        "--llc-chains",
+        "1",
+        "--llc-draws",
+        "20",
+        "--llc-epsilon",
+        "100",
+        "--llc-trials",
+        first,
+    ]);
+    let stdout = String::from_utf8_lossy(&diverged.stdout);
+    assert!(diverged.status.success() && stdout.contains("diverged") && stdout.contains("earlier ones, if any, are kept"), "{stdout}");
+    let kept = groksweep(&["sql", "SELECT COUNT(*) AS n FROM progress WHERE measure = 'llc'", "--data-dir", data]);
+    assert!(String::from_utf8_lossy(&kept.stdout).contains("| 6 "), "{}", String::from_utf8_lossy(&kept.stdout));
     let bad = groksweep(&["analyze", "tiny", "--data-dir", data, "--llc", "--llc-epsilon", "0"]);
     assert!(
         String::from_utf8_lossy(&bad.stderr).contains("--llc-epsilon: 0 must be a positive number"),

@@ -90,6 +90,11 @@ pub(crate) async fn run(data_dir: &Path, sweep: &str, args: &LlcArgs) -> anyhow:
                     .context("the LLC task failed")?
                     .with_context(|| format!("failed to estimate the LLC of {}", path.display()))?;
             let seconds = started.elapsed().as_secs_f64();
+            if !estimate.llc.is_finite() {
+                // A chain left the basin (the loss overflowed): nothing to record.
+                println!("{trial_id} step {step:>6}: diverged (a chain's loss is not finite; try a smaller --llc-epsilon), {seconds:.1} s");
+                continue;
+            }
             let spread = estimate.per_chain.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(low, high), &v| (low.min(v), high.max(v)));
             println!(
                 "{trial_id} step {step:>6}: llc {:>10.3} (chains {:.3} .. {:.3}), L_n(w*) {:.3e}, {seconds:.1} s",
@@ -97,6 +102,10 @@ pub(crate) async fn run(data_dir: &Path, sweep: &str, args: &LlcArgs) -> anyhow:
             );
             let wall_time_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |time| time.as_millis() as i64);
             rows.push(DerivedRow { step, value: estimate.llc, wall_time_ms });
+        }
+        if rows.is_empty() {
+            println!("{trial_id}: no estimate to write (earlier ones, if any, are kept)");
+            continue;
         }
         let path = write_derived(data_dir, sweep, &trial_id, attempt, LLC, &rows).context("failed to write the llc rows")?;
         println!("{trial_id}: {} estimates in {}", rows.len(), path.display());
