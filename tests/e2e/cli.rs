@@ -44,6 +44,24 @@ fn invalid_spec_is_reported_with_its_location_and_starts_nothing() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("bad.yaml:6:24: axes.data_fraction[1]: 1.4 is not in (0, 1]"), "{stderr}");
     assert!(!data_dir.exists(), "nothing may be created for an invalid spec");
+
+    // A grid too large is refused from its size, by `plan` and by `run`, before anything is built.
+    let list = |values: Vec<String>| format!("[{}]", values.join(", "));
+    let huge = directory.path().join("huge.yaml");
+    let text = format!(
+        "version: 1\nname: huge\nfamilies: transformer\naxes:\n  modulus: {}\n  data_fraction: 0.5\n  weight_decay: {}\n  seed: {}\n",
+        list((0..50).map(|k| (2 * k + 101).to_string()).collect()),
+        list((0..200).map(|k| k.to_string()).collect()),
+        list((0..200).map(|k| k.to_string()).collect()),
+    );
+    std::fs::write(&huge, text).expect("write");
+    let huge = huge.to_str().expect("utf-8");
+    for arguments in [vec!["plan", huge], vec!["run", huge, "--data-dir", data_dir.to_str().expect("utf-8")]] {
+        let output = groksweep(&arguments);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success() && stderr.contains("has 2000000 trials, more than"), "{arguments:?}: {stderr}");
+    }
+    assert!(!data_dir.exists(), "nothing may be created for a sweep over the limit");
 }
 
 #[test]

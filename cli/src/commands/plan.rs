@@ -8,6 +8,13 @@ use crate::display;
 /// Print the trials a spec expands to.
 pub(crate) fn run(args: PlanArgs) -> anyhow::Result<()> {
     let spec = sweep_core::load_spec(&args.spec)?;
+    let size = sweep_core::count(&spec);
+    let limit = sweep_coordinator::DEFAULT_MAX_TRIALS_PER_SWEEP;
+    anyhow::ensure!(
+        size <= u128::from(limit),
+        "sweep `{}` has {size} trials, more than a coordinator takes by default ({limit}, --max-trials-per-sweep); split it into smaller sweeps",
+        spec.name
+    );
     let trials = sweep_core::expand(&spec);
     if args.json {
         let json = serde_json::json!({ "sweep": spec, "trials": trials });
