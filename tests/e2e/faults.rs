@@ -6,7 +6,9 @@
 use std::time::Duration;
 
 use crate::fixture::{Process, client, fixture_spec, submit, wait_for_sweep};
-use crate::results::{check_final_checkpoints, check_progress, check_spectra, progress_rows, spectra_rows, trials_rows};
+use crate::results::{
+    check_final_checkpoints, check_progress, check_spectra, progress_rows, spectra_rows, trials_rows, wait_for_final_metrics,
+};
 
 fn running_with_progress(status: &sweep_proto::pb::SweepStatus) -> bool {
     status.trials.iter().any(|t| t.status == "running" && t.epoch.unwrap_or(0) >= 100)
@@ -46,9 +48,9 @@ async fn killed_worker_trial_is_leased_again_and_completes_once() {
     let trial = &status.trials[0];
     assert_eq!((trial.status.as_str(), trial.attempt, trial.failures), ("done", 2, 1), "{trial:#?}");
 
-    // The coordinator rewrites the trials table shortly after completion.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The coordinator rewrites the trials table on its next roll after completion.
     let sweep_dir = data.path().join("results/long");
+    wait_for_final_metrics(&sweep_dir, 1, Duration::from_secs(60));
     let rows = progress_rows(&sweep_dir);
     check_progress(&rows);
     assert!(rows.iter().all(|row| row.attempt == 2), "rows of the killed attempt leaked into the results");
@@ -80,8 +82,8 @@ async fn a_killed_pack_worker_s_trials_are_each_leased_again_and_complete_once()
     for trial in &status.trials {
         assert_eq!((trial.status.as_str(), trial.attempt, trial.failures), ("done", 2, 1), "{trial:#?}");
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
     let sweep_dir = data.path().join("results/long-pack");
+    wait_for_final_metrics(&sweep_dir, 3, Duration::from_secs(60));
     let rows = progress_rows(&sweep_dir);
     check_progress(&rows);
     assert!(rows.iter().all(|row| row.attempt == 2), "rows of the killed attempts leaked into the results");
@@ -119,7 +121,9 @@ async fn killed_coordinator_restarts_on_the_same_data_dir_and_the_sweep_complete
         let status = wait_for_sweep(&mut client, sweep, Duration::from_secs(300), |s| s.finished).await;
         assert!(status.trials.iter().all(|t| t.status == "done"), "{status:#?}");
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    for (sweep, count) in [("long", 1), ("tiny", 4)] {
+        wait_for_final_metrics(&data.path().join("results").join(sweep), count, Duration::from_secs(60));
+    }
     for sweep in ["long", "tiny"] {
         let sweep_dir = data.path().join("results").join(sweep);
         let rows = progress_rows(&sweep_dir);

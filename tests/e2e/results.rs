@@ -243,6 +243,21 @@ pub(crate) fn trial_details(sweep_dir: &Path) -> Vec<TrialRow> {
     rows
 }
 
+/// Wait (bounded) until the `trials` table holds final metrics for `count`
+/// trials: the coordinator rewrites it on its next roll after the last
+/// completion, later than the gRPC status when the machine is busy.
+pub(crate) fn wait_for_final_metrics(sweep_dir: &Path, count: usize, limit: std::time::Duration) {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let trials = trial_details(sweep_dir);
+        if trials.len() == count && trials.iter().all(|trial| trial.final_test_accuracy.is_some()) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "the trials table lacks final metrics after {limit:?}: {trials:#?}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
 /// Every finished trial's final checkpoint exists, loads, and reproduces the
 /// stored final test accuracy on its own split.
 pub(crate) fn check_final_checkpoints(sweep_dir: &Path) {
