@@ -5,7 +5,7 @@ use super::*;
 use crate::backend::TestAutodiffBackend;
 use crate::runner::run_pack;
 use crate::sink::CollectingSink;
-use sweep_core::measures::{DECISION_ACCURACY_TEST, SWITCH_FOLLOWS_NEW, TRAIN_LOSS};
+use sweep_core::measures::{DECISION_ACCURACY_TEST, SWITCH_FOLLOWS_NEW, TEST_ACCURACY, TEST_LOSS, TRAIN_LOSS};
 use sweep_core::{Family, LeaseRef, MeasureValue, StopRule, TrainingSettings, TrialId};
 
 fn lease(name: &str, modulus: u32, fraction: f64, weight_decay: f64, seed: u64, epochs: u32, input: OperandInput) -> TrialLease {
@@ -107,4 +107,9 @@ fn everything_a_trial_reports_passes_the_coordinators_checks() {
     };
     assert!(sink.metrics().is_some(), "{:?}", sink.outcome);
     assert_eq!(sink.refused_by(&context), None);
+    // Every pair a training pair: no test-side rows, and the final test metrics undefined, not 0.
+    let whole = train(vec![lease("w", 5, 1.0, 0.0, 1, 4, OperandInput::Image)]).remove(0);
+    assert_eq!(whole.refused_by(&sweep_core::checks::TrialContext { has_test_pairs: false, ..context }), None);
+    assert!(whole.steps_of(TEST_ACCURACY).is_empty() && whole.steps_of(TEST_LOSS).is_empty());
+    assert!(whole.metrics().expect("done").test_accuracy.is_nan());
 }
