@@ -495,12 +495,11 @@ impl Store {
             |row| Ok((row.get(0)?, row.get(1)?)),
         )?;
         let params: TrialParams = serde_json::from_str(&params_json).map_err(json_error)?;
-        let pairs = params.modulus as usize * params.modulus as usize;
         Ok(TrialContext {
             family: params.family,
             modulus: params.modulus,
             max_epochs: u32::try_from(max_epochs).unwrap_or(u32::MAX),
-            has_test_pairs: sweep_core::split::train_size(params.modulus, params.data_fraction) < pairs,
+            has_test_pairs: params.has_test_pairs(),
             now_ms: now,
         })
     }

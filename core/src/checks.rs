@@ -113,6 +113,12 @@ pub fn measure_rules(family: Family) -> &'static [MeasureRule] {
     }
 }
 
+/// Whether `name` is a measure of `family` taken on the test pairs (left
+/// out by a trial that has none).
+pub fn is_test_side(family: Family, name: &str) -> bool {
+    measure_rules(family).iter().any(|rule| rule.test_side && rule.name == name)
+}
+
 /// The earliest wall time accepted: 2020-01-01T00:00:00Z.
 pub const EARLIEST_WALL_TIME_MS: Millis = 1_577_836_800_000;
 /// How far ahead of the coordinator's clock a wall time may be (clock skew).
@@ -309,6 +315,9 @@ mod tests {
         assert!(message.contains("not a measure of the transformer family"), "{message}");
         let diffusion = TrialContext { family: Family::Diffusion, ..context() };
         assert_eq!(diffusion.progress_problem(&foreign), None);
+        assert!(is_test_side(Family::Diffusion, names::MODE_SHIFT_FRACTION) && !is_test_side(Family::Transformer, names::TRAIN_LOSS));
+        let at = |fraction| crate::TrialParams::new(Family::Transformer, 11, fraction, 1.0, 0, 0, None).has_test_pairs();
+        assert!(at(0.99) && !at(1.0), "floor(0.99 · 121) = 119 leaves 2 test pairs; 1.0 leaves none");
         let long = step(vec![Measure::scalar("x".repeat(100), 1.0)]);
         assert!(context().progress_problem(&long).expect("unknown").1.contains("… (100 bytes)"));
     }

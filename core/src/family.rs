@@ -144,19 +144,7 @@ mod tests {
     #[test]
     fn pack_key_ignores_what_may_differ_inside_a_pack() {
         let training = TrainingSettings::default();
-        let at = |modulus| TrialParams {
-            family: Family::Transformer,
-            modulus,
-            data_fraction: 0.3,
-            weight_decay: 1.0,
-            seed: 0,
-            data_seed: 0,
-            image_diversity: None,
-            lr: None,
-            init_scale: 1.0,
-            optimizer: OptimizerKind::Adamw,
-            loss: None,
-        };
+        let at = |modulus| TrialParams::new(Family::Transformer, modulus, 0.3, 1.0, 0, 0, None);
         let key = |settings: &FamilySettings, params: &TrialParams| settings.pack_key(params, &training);
         let transformer = FamilySettings::Transformer(TransformerSettings::default());
         assert_eq!(

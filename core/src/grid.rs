@@ -1,6 +1,6 @@
 //! Grid expansion: a validated spec becomes its trials, in a stable order.
 
-use crate::optimizer::{LossKind, OptimizerKind};
+use crate::optimizer::LossKind;
 use crate::spec::SweepSpec;
 use crate::trial::{Family, TrialId, TrialParams, TrialSpec};
 
@@ -18,19 +18,8 @@ pub fn expand(spec: &SweepSpec) -> Vec<TrialSpec> {
             Family::Diffusion => (axes.image_diversity.iter().copied().map(Some).collect(), vec![None]),
             Family::Transformer => (vec![None], axes.loss.iter().map(|&loss| (loss != LossKind::Softmax).then_some(loss)).collect()),
         };
-        let mut points = vec![TrialParams {
-            family,
-            modulus: 0,
-            data_fraction: 0.0,
-            weight_decay: 0.0,
-            seed: 0,
-            data_seed: 0,
-            image_diversity: None,
-            lr: None,
-            init_scale: 1.0,
-            optimizer: OptimizerKind::Adamw,
-            loss: None,
-        }];
+        // Every axis is set below; the seeds last, per point.
+        let mut points = vec![TrialParams::new(family, 0, 0.0, 0.0, 0, 0, None)];
         // Outermost axis first; the grid order of sweeps written before the
         // later axes (lr, init_scale, optimizer, loss) is unchanged.
         points = product(points, &axes.modulus, |p, &v| p.modulus = v);

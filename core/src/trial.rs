@@ -84,6 +84,32 @@ fn one() -> f64 {
 }
 
 impl TrialParams {
+    /// A grid point with the later axes (`lr`, `init_scale`, `optimizer`,
+    /// `loss`) at their defaults.
+    pub fn new(
+        family: Family,
+        modulus: u32,
+        data_fraction: f64,
+        weight_decay: f64,
+        seed: u64,
+        data_seed: u64,
+        image_diversity: Option<u32>,
+    ) -> Self {
+        TrialParams {
+            family,
+            modulus,
+            data_fraction,
+            weight_decay,
+            seed,
+            data_seed,
+            image_diversity,
+            lr: None,
+            init_scale: 1.0,
+            optimizer: OptimizerKind::Adamw,
+            loss: None,
+        }
+    }
+
     /// Canonical text form: fixed key order, shortest round-trip float formatting.
     /// Hashing this gives the trial id, so it must never change for existing keys.
     pub fn canonical(&self) -> String {
@@ -109,6 +135,11 @@ impl TrialParams {
             text.push_str(&format!(";loss={loss}"));
         }
         text
+    }
+
+    /// Whether its split leaves any test pair (not so at data fraction 1).
+    pub fn has_test_pairs(&self) -> bool {
+        crate::split::train_size(self.modulus, self.data_fraction) < (self.modulus as usize).pow(2)
     }
 
     /// The trial's learning rate: its `lr` axis value, else the sweep's `training.lr`.
@@ -174,19 +205,7 @@ mod tests {
     use super::*;
 
     fn params() -> TrialParams {
-        TrialParams {
-            family: Family::Transformer,
-            modulus: 113,
-            data_fraction: 0.3,
-            weight_decay: 1.0,
-            seed: 0,
-            data_seed: 0,
-            image_diversity: None,
-            lr: None,
-            init_scale: 1.0,
-            optimizer: OptimizerKind::Adamw,
-            loss: None,
-        }
+        TrialParams::new(Family::Transformer, 113, 0.3, 1.0, 0, 0, None)
     }
 
     #[test]

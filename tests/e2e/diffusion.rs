@@ -5,9 +5,7 @@
 
 use std::time::Duration;
 
-use sweep_worker::WorkerConfig;
-
-use crate::fixture::{InProcessCoordinator, client, fast_config, fixture_spec, submit, wait_for_sweep};
+use crate::fixture::{InProcessCoordinator, InProcessWorker, client, fast_config, fixture_spec, submit, wait_for_sweep};
 use crate::results::{curve_rows, progress_rows, spectra_rows, trial_details};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -18,24 +16,10 @@ async fn tiny_diffusion_sweep_lands_in_parquet() {
     let submitted = submit(&mut client, &fixture_spec("tiny-diffusion.yaml")).await;
     assert_eq!(submitted.trials_total, 2, "image_diversity [1, 2] multiplies diffusion trials");
 
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let cache = data.path().join("cache");
-    let config = WorkerConfig {
-        coordinator: coordinator.address.clone(),
-        slots: 1,
-        pack_size: 2,
-        token: None,
-        name: "e2e".into(),
-        cache_dir: cache.clone(),
-        scratch_dir: data.path().join("scratch"),
-    };
-    let worker = tokio::spawn(sweep_worker::run(config, async {
-        let _ = stopped.await;
-    }));
+    let worker = InProcessWorker::start(&coordinator.address, data.path(), "e2e", 2);
     let status = wait_for_sweep(&mut client, "tiny-diffusion", Duration::from_secs(300), |s| s.finished).await;
     assert!(status.trials.iter().all(|t| t.status == "done"), "{status:#?}");
-    let _ = stop.send(());
-    worker.await.expect("worker task").expect("worker ends cleanly");
+    worker.stop().await;
     coordinator.stop().await;
 
     let sweep_dir = data.path().join("results/tiny-diffusion");
@@ -49,8 +33,11 @@ async fn tiny_diffusion_sweep_lands_in_parquet() {
         }
     }
     // The classifier was trained once and cached.
-    let cached: Vec<_> =
-        std::fs::read_dir(&cache).expect("cache").flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    let cached: Vec<_> = std::fs::read_dir(data.path().join("cache"))
+        .expect("cache")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
     assert_eq!(cached.iter().filter(|name| name.ends_with(".accuracy")).count(), 1, "{cached:?}");
 
     let rows = progress_rows(&sweep_dir);

@@ -31,6 +31,38 @@ pub(crate) fn fast_config(data_dir: &Path) -> CoordinatorConfig {
     config
 }
 
+/// A worker run in-process against `address` (one slot, packs of up to
+/// `pack_size`), its cache and scratch under `data_dir`; `stop` ends it cleanly.
+pub(crate) struct InProcessWorker {
+    shutdown: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), sweep_worker::WorkerError>>,
+}
+
+impl InProcessWorker {
+    pub(crate) fn start(address: &str, data_dir: &Path, name: &str, pack_size: u32) -> Self {
+        let config = sweep_worker::WorkerConfig {
+            coordinator: address.to_string(),
+            slots: 1,
+            pack_size,
+            token: None,
+            name: name.to_string(),
+            cache_dir: data_dir.join("cache"),
+            scratch_dir: data_dir.join("scratch"),
+        };
+        let (shutdown, signal) = oneshot::channel::<()>();
+        let task = tokio::spawn(sweep_worker::run(config, async {
+            let _ = signal.await;
+        }));
+        InProcessWorker { shutdown, task }
+    }
+
+    /// Stop the worker and wait for it to end cleanly.
+    pub(crate) async fn stop(self) {
+        let _ = self.shutdown.send(());
+        self.task.await.expect("worker task").expect("worker ends cleanly");
+    }
+}
+
 /// A coordinator served in-process; shut down (and flushed) on `stop` or drop.
 pub(crate) struct InProcessCoordinator {
     pub(crate) address: String,

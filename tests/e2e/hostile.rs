@@ -7,10 +7,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sweep_proto::client::Client;
 use sweep_proto::pb;
-use sweep_worker::WorkerConfig;
 use tonic::Code;
 
-use crate::fixture::{InProcessCoordinator, client, fast_config, fixture_spec, submit, wait_for_sweep};
+use crate::fixture::{InProcessCoordinator, InProcessWorker, client, fast_config, fixture_spec, submit, wait_for_sweep};
 use crate::results::progress_rows;
 
 fn now_ms() -> i64 {
@@ -190,23 +189,10 @@ async fn bad_calls_are_refused_naming_the_field_and_change_nothing() {
     assert_eq!(after.trials.len(), before.trials.len());
     // The careless worker ends its trial properly at last; a real one runs the rest of the sweep.
     client.complete_trial(complete(metrics())).await.expect("valid final metrics are taken");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let config = WorkerConfig {
-        coordinator: coordinator.address.clone(),
-        slots: 1,
-        pack_size: 4,
-        token: None,
-        name: "careful".into(),
-        cache_dir: data.path().join("cache"),
-        scratch_dir: data.path().join("scratch"),
-    };
-    let worker = tokio::spawn(sweep_worker::run(config, async {
-        let _ = stopped.await;
-    }));
+    let worker = InProcessWorker::start(&coordinator.address, data.path(), "careful", 4);
     let status = wait_for_sweep(&mut client, "tiny", Duration::from_secs(300), |s| s.finished).await;
     assert!(status.trials.iter().all(|t| t.status == "done" && t.failures == 0), "{status:#?}");
-    let _ = stop.send(());
-    worker.await.expect("worker task").expect("worker ends cleanly");
+    worker.stop().await;
     coordinator.stop().await;
     // The Parquet, flushed at shutdown, holds the careless trial's good rows only.
     let rows: Vec<_> = progress_rows(&data.path().join("results/tiny")).into_iter().filter(|row| row.trial_id == lease.trial_id).collect();

@@ -9,9 +9,8 @@ use std::time::Duration;
 use arrow_array::Array;
 use arrow_array::cast::AsArray;
 use arrow_array::types::Float64Type;
-use sweep_worker::WorkerConfig;
 
-use crate::fixture::{InProcessCoordinator, client, fast_config, fixture_spec, submit, wait_for_sweep};
+use crate::fixture::{InProcessCoordinator, InProcessWorker, client, fast_config, fixture_spec, submit, wait_for_sweep};
 use crate::results::{check_final_checkpoints, read_batches};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -21,23 +20,10 @@ async fn the_later_axes_reach_the_worker_and_the_trials_table() {
     let mut client = client(&coordinator.address, None);
     let submitted = submit(&mut client, &fixture_spec("knobs.yaml")).await;
     assert_eq!(submitted.trials_total, 2 * 4 * 2);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let config = WorkerConfig {
-        coordinator: coordinator.address.clone(),
-        slots: 1,
-        pack_size: 4,
-        token: None,
-        name: "knobs".into(),
-        cache_dir: data.path().join("cache"),
-        scratch_dir: data.path().join("scratch"),
-    };
-    let worker = tokio::spawn(sweep_worker::run(config, async {
-        let _ = stopped.await;
-    }));
+    let worker = InProcessWorker::start(&coordinator.address, data.path(), "knobs", 4);
     let status = wait_for_sweep(&mut client, "knobs", Duration::from_secs(300), |s| s.finished).await;
     assert!(status.trials.iter().all(|t| t.status == "done" && t.epoch == Some(30)), "{status:#?}");
-    let _ = stop.send(());
-    worker.await.expect("worker task").expect("worker ends cleanly");
+    worker.stop().await;
     coordinator.stop().await;
 
     let sweep_dir = data.path().join("results/knobs");

@@ -4,9 +4,7 @@
 
 use std::time::Duration;
 
-use sweep_worker::WorkerConfig;
-
-use crate::fixture::{InProcessCoordinator, client, fast_config, fixture_spec, submit, wait_for_sweep};
+use crate::fixture::{InProcessCoordinator, InProcessWorker, client, fast_config, fixture_spec, submit, wait_for_sweep};
 use crate::results::{EVAL_MEASURES, check_final_checkpoints, check_progress, check_spectra, progress_rows, spectra_rows, trials_rows};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -17,19 +15,7 @@ async fn tiny_sweep_runs_end_to_end_and_lands_in_parquet() {
     let submitted = submit(&mut client, &fixture_spec("tiny.yaml")).await;
     assert_eq!((submitted.trials_total, submitted.trials_added), (4, 4));
 
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let config = WorkerConfig {
-        coordinator: coordinator.address.clone(),
-        slots: 1,
-        pack_size: 4,
-        token: None,
-        name: "e2e".into(),
-        cache_dir: data.path().join("cache"),
-        scratch_dir: data.path().join("scratch"),
-    };
-    let worker = tokio::spawn(sweep_worker::run(config, async {
-        let _ = stopped.await;
-    }));
+    let worker = InProcessWorker::start(&coordinator.address, data.path(), "e2e", 4);
     let status = wait_for_sweep(&mut client, "tiny", Duration::from_secs(300), |s| s.finished).await;
     assert!(status.trials.iter().all(|t| t.status == "done"), "{status:#?}");
     assert!(status.trials.iter().all(|t| t.epoch == Some(60)));
@@ -42,8 +28,7 @@ async fn tiny_sweep_runs_end_to_end_and_lands_in_parquet() {
     let again = submit(&mut client, &fixture_spec("tiny.yaml")).await;
     assert_eq!((again.trials_added, again.trials_done), (0, 4));
 
-    let _ = stop.send(());
-    worker.await.expect("worker task").expect("worker ends cleanly");
+    worker.stop().await;
     coordinator.stop().await;
 
     let sweep_dir = data.path().join("results/tiny");

@@ -24,19 +24,7 @@ fn lease(name: &str, family: FamilySettings, modulus: u32, fraction: f64, weight
     TrialLease {
         lease: LeaseRef { trial_id: TrialId::from_raw(name), attempt: 1, token: 1 },
         sweep: "gpu".into(),
-        params: TrialParams {
-            family: family.family(),
-            modulus,
-            data_fraction: fraction,
-            weight_decay,
-            seed,
-            data_seed: seed,
-            image_diversity,
-            lr: None,
-            init_scale: 1.0,
-            optimizer: sweep_core::OptimizerKind::Adamw,
-            loss: None,
-        },
+        params: TrialParams::new(family.family(), modulus, fraction, weight_decay, seed, seed, image_diversity),
         training: TrainingSettings {
             lr: 1e-2,
             warmup_steps: 3,

@@ -2,7 +2,8 @@
 //! trial is a pack of one). Per trial it owns the eval and checkpoint
 //! cadence (step 0, every `eval_every` / `checkpoint_every` steps and the
 //! last step), the stop rules and grokked-at, cancellation, its sink and its
-//! final metrics; the family only trains, evaluates and checkpoints.
+//! final metrics; the family only trains, evaluates and checkpoints. A trial
+//! without test pairs reports no test-side measures (whichever family it is).
 //!
 //! A trial that finishes, stops early, fails or is cancelled leaves the pack
 //! at once: its parameters and optimiser state leave the stack, and the
@@ -54,6 +55,15 @@ impl Member<'_> {
     }
 }
 
+/// A trial without test pairs (data fraction 1) has nothing to report on
+/// the test side: its test-side measures are left out and its test loss and
+/// accuracy are undefined (NaN), whatever the family computed over no pairs.
+fn leave_out_test_side(evaluation: &mut Evaluation, family: sweep_core::Family) {
+    evaluation.measures.retain(|measure| !sweep_core::checks::is_test_side(family, &measure.name));
+    evaluation.test_loss = f64::NAN;
+    evaluation.test_accuracy = f64::NAN;
+}
+
 fn outcome_of(error: FamilyError) -> TrialOutcome {
     match error {
         FamilyError::Sink(SinkError::Cancelled) => TrialOutcome::Cancelled,
@@ -71,7 +81,10 @@ fn visit<B: AutodiffBackend, F: PackFamily<B>>(family: &F, index: usize, member:
     let result = (|| -> Result<Option<FinalMetrics>, FamilyError> {
         let mut finishing = None;
         if member.evaluate_at(step) {
-            let evaluation = family.evaluate(index);
+            let mut evaluation = family.evaluate(index);
+            if !member.lease.params.has_test_pairs() {
+                leave_out_test_side(&mut evaluation, member.lease.params.family);
+            }
             let stopped_early = member.tracker.observe(step as i64, evaluation.test_accuracy, &member.lease.stop);
             member.sink.record(step as i64, evaluation.measures.clone())?;
             if step == member.lease.stop.max_epochs as u64 || stopped_early {

@@ -78,15 +78,11 @@ pub struct Evaluation {
     pub operand_spectrum: Vec<f64>,
     /// Entropy (nats) of the pre-activations' 2D power spectrum.
     pub spectral_entropy: f64,
-    /// Whether the split left any test pair (not at data fraction 1).
-    pub has_test_pairs: bool,
 }
 
 impl Evaluation {
     /// The measures, typed: scalars, the decision curves and the
-    /// operand-switch results as curves over t, and the spectra. A trial
-    /// without test pairs has no test loss, accuracy or mode shift to
-    /// report, so they are left out.
+    /// operand-switch results as curves over t, and the spectra.
     pub fn measures(&self) -> Vec<Measure> {
         let mut measures: Vec<Measure> = [
             (TRAIN_LOSS, self.train_loss),
@@ -101,7 +97,6 @@ impl Evaluation {
             (SPECTRAL_ENTROPY, self.spectral_entropy),
         ]
         .into_iter()
-        .filter(|(name, _)| self.has_test_pairs || !matches!(*name, TEST_LOSS | TEST_ACCURACY | MODE_SHIFT_FRACTION))
         .map(|(name, value)| Measure::scalar(name, value))
         .collect();
         measures.extend(self.critical_train.map(|t| Measure::scalar(CRITICAL_TIMESTEP_TRAIN, t)));
@@ -432,7 +427,6 @@ impl<B: Backend> Evaluator<B> {
             gini_operand,
             operand_spectrum,
             spectral_entropy,
-            has_test_pairs: !self.test.is_empty(),
         }
     }
 }

@@ -222,13 +222,11 @@ impl<B: AutodiffBackend> PackFamily<B> for DiffusionPack<B> {
     fn evaluate(&self, index: usize) -> Evaluation {
         let member = &self.members[index];
         let evaluation = member.evaluator.evaluate(&stack::one_trial(self.model.valid(), index));
-        // Without test pairs the test side is undefined, not 0.
-        let test = |value: f64| if evaluation.has_test_pairs { value } else { f64::NAN };
         Evaluation {
             train_loss: evaluation.train_loss,
-            test_loss: test(evaluation.test_loss),
+            test_loss: evaluation.test_loss,
             train_accuracy: evaluation.train_accuracy,
-            test_accuracy: test(evaluation.test_accuracy),
+            test_accuracy: evaluation.test_accuracy,
             key_frequencies: evaluation.key_frequencies.iter().map(|&k| k as u32).collect(),
             judge_accuracy: member.judge_accuracy,
             measures: evaluation.measures(),

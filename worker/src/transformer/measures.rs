@@ -70,9 +70,7 @@ pub struct RestrictedExcluded {
 }
 
 impl Evaluation {
-    /// The measures, typed: scalars, and the spectra of W_E, W_L and the key
-    /// neurons. A trial without test pairs (data fraction 1) has no test
-    /// loss or accuracy to report, so they are left out.
+    /// The measures, typed: scalars, and the spectra of W_E, W_L and the key neurons.
     pub fn measures(&self) -> Vec<Measure> {
         let mut measures: Vec<Measure> = [
             (TRAIN_LOSS, self.train.loss),
@@ -93,7 +91,6 @@ impl Evaluation {
         ]
         .into_iter()
         .chain(WEIGHT_NORMS.into_iter().zip(self.weight_norms))
-        .filter(|(name, value)| !(value.is_nan() && matches!(*name, TEST_LOSS | TEST_ACCURACY)))
         .map(|(name, value)| Measure::scalar(name, value))
         .collect();
         measures.push(Measure::spectrum(SpectrumMatrix::WE.as_str(), self.spectrum_w_e.clone()));
