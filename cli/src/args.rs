@@ -12,6 +12,19 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+    /// Log lines on stderr: `text` (coloured only on a terminal) or `json`
+    /// (one object per line, for log collectors).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "GROKSWEEP_LOG_FORMAT")]
+    pub log_format: LogFormat,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines; ANSI colours only when stderr is a terminal.
+    Text,
+    /// One JSON object per line, with the event's fields and its spans.
+    Json,
 }
 
 /// Subcommands.
@@ -80,6 +93,10 @@ pub struct ClientArgs {
     /// Shared token, when the coordinator requires one.
     #[arg(long, env = "GROKSWEEP_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// PEM file of the certificate authority that signed the coordinator's
+    /// certificate, for an `https://` address (default: the system's roots).
+    #[arg(long, env = "GROKSWEEP_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// `groksweep run`.
@@ -129,6 +146,16 @@ pub struct CoordinatorArgs {
     /// A submitted sweep with more trials than this is refused at once.
     #[arg(long, default_value_t = sweep_coordinator::DEFAULT_MAX_TRIALS_PER_SWEEP)]
     pub max_trials_per_sweep: u64,
+    /// PEM certificate (chain) to serve TLS with; needs --tls-key. Clients
+    /// then use an `https://` address.
+    #[arg(long, requires = "tls_key", env = "GROKSWEEP_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert", env = "GROKSWEEP_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve Prometheus metrics over HTTP on this address (`/metrics`).
+    #[arg(long)]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// `groksweep submit`.
@@ -168,6 +195,18 @@ pub struct WorkerArgs {
     /// once per glyph set, shared by this worker's trials).
     #[arg(long, env = "GROKSWEEP_CACHE_DIR", default_value = "groksweep-cache")]
     pub cache_dir: std::path::PathBuf,
+    /// Serve Prometheus metrics over HTTP on this address (`/metrics`).
+    #[arg(long)]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Serve `grpc.health.v1` on this address: SERVING while the worker's
+    /// control loop turns, NOT_SERVING when it is stuck or stopping.
+    #[arg(long)]
+    pub health_listen: Option<SocketAddr>,
+    /// Exit (status 0) after this many seconds with nothing to train and
+    /// nothing to lease, so that a pilot job frees its node when the queue is
+    /// empty. Time the coordinator is unreachable does not count.
+    #[arg(long, env = "GROKSWEEP_EXIT_WHEN_IDLE")]
+    pub exit_when_idle: Option<f64>,
 }
 
 /// `groksweep status`.

@@ -35,6 +35,35 @@ pub struct CoordinatorConfig {
     pub on_trials_written: Option<Arc<dyn TrialsWritten>>,
     /// A submitted sweep with more trials than this is refused before its grid is built.
     pub max_trials_per_sweep: u64,
+    /// Serve TLS with this certificate and key instead of plaintext.
+    pub tls: Option<ServerTls>,
+}
+
+/// The coordinator's TLS identity, as PEM.
+#[derive(Clone)]
+pub struct ServerTls {
+    /// The certificate chain, leaf first.
+    pub cert_pem: Vec<u8>,
+    /// The leaf's private key.
+    pub key_pem: Vec<u8>,
+}
+
+impl ServerTls {
+    /// The identity as tonic's server TLS settings, refused here (with
+    /// rustls' reason) when the PEM holds no usable certificate or key.
+    pub fn server_config(&self) -> Result<tonic::transport::ServerTlsConfig, String> {
+        let config = tonic::transport::ServerTlsConfig::new().identity(tonic::transport::Identity::from_pem(&self.cert_pem, &self.key_pem));
+        // Building a server with it parses the certificate and the key.
+        tonic::transport::Server::builder().tls_config(config.clone()).map_err(|error| sweep_proto::client::error_chain(&error))?;
+        Ok(config)
+    }
+}
+
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The key stays out of logs.
+        formatter.debug_struct("ServerTls").field("cert_pem_bytes", &self.cert_pem.len()).finish_non_exhaustive()
+    }
 }
 
 /// The default of [`CoordinatorConfig::max_trials_per_sweep`].
@@ -52,6 +81,7 @@ impl CoordinatorConfig {
             token: None,
             on_trials_written: None,
             max_trials_per_sweep: DEFAULT_MAX_TRIALS_PER_SWEEP,
+            tls: None,
         }
     }
 }

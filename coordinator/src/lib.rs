@@ -7,7 +7,9 @@
 //! - [`results`]: the Parquet results directory.
 //! - [`service`]: [`Coordinator`], plain async domain methods and background loops.
 //! - `grpc`: the thin tonic adapter; `auth`: the shared-token interceptor.
+//! - [`scaler`]: KEDA's external-scaler interface over the queue, for autoscaling workers.
 //! - `migrate`: bringing a data directory of an older build up to date when the store opens.
+//! - [`telemetry`]: the Prometheus metrics (through the `metrics` facade).
 //! - [`run`]: serve on a bound listener until a shutdown future resolves.
 
 pub mod auth;
@@ -18,8 +20,10 @@ pub mod error;
 mod grpc;
 mod migrate;
 pub mod results;
+pub mod scaler;
 pub mod service;
 pub mod store;
+pub mod telemetry;
 
 use std::future::Future;
 use std::time::Duration;
@@ -31,7 +35,7 @@ use tracing::info;
 
 pub use auth::TokenCheck;
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{CoordinatorConfig, DEFAULT_MAX_TRIALS_PER_SWEEP, TrialsWritten};
+pub use config::{CoordinatorConfig, DEFAULT_MAX_TRIALS_PER_SWEEP, ServerTls, TrialsWritten};
 pub use error::{CoordinatorError, Result};
 pub use service::Coordinator;
 
@@ -42,6 +46,9 @@ pub enum ServeError {
     /// The gRPC server failed.
     #[error("grpc server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The TLS certificate or key is unusable.
+    #[error("invalid TLS certificate or key: {0}")]
+    Tls(String),
     /// The reflection service could not be built.
     #[error("reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -69,12 +76,18 @@ pub async fn run(listener: TcpListener, shutdown: impl Future<Output = ()> + Sen
     let address = listener.local_addr().ok();
     info!(address = ?address, data_dir = %coordinator.config().data_dir.display(), "coordinator serving");
     let stopping = coordinator.clone();
-    tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = &coordinator.config().tls {
+        server = server.tls_config(tls.server_config().map_err(ServeError::Tls)?)?;
+    }
+    server
         .timeout(Duration::from_secs(60))
         .concurrency_limit_per_connection(256)
         .trace_fn(|request| tracing::debug_span!("grpc", path = %request.uri().path()))
         .add_service(health_service)
         .add_service(reflection)
+        // KEDA sends no bearer token; the scaler answers only trial counts.
+        .add_service(sweep_proto::keda::external_scaler_server::ExternalScalerServer::new(scaler::KedaScaler::new(coordinator.clone())))
         .add_service(service)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
             shutdown.await;

@@ -17,6 +17,7 @@ use crate::domain::{FinalMetrics, LeaseRef, Millis, Revocation, SubmitOutcome, S
 use crate::error::{CoordinatorError, Result};
 use crate::results::ResultsLayout;
 use crate::store::Store;
+use crate::telemetry;
 
 /// A cheaply clonable handle on the coordinator.
 #[derive(Debug, Clone)]
@@ -33,6 +34,9 @@ struct Inner {
     leasing: AtomicBool,
     closing: watch::Sender<bool>,
 }
+
+/// How often the state gauges of the metrics are refreshed (a scrape interval's worth).
+const STATE_GAUGES_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn ttl_ms(config: &CoordinatorConfig) -> Millis {
     config.lease_ttl.as_millis() as Millis
@@ -125,6 +129,7 @@ impl Coordinator {
         let ttl = ttl_ms(&self.inner.config);
         let worker = worker_id.clone();
         let packs = self.with_store(move |store| store.lease(&worker_id, free_slots, pack_size, ttl)).await?;
+        telemetry::leases_granted(packs.iter().map(Vec::len).sum());
         for pack in &packs {
             for lease in pack {
                 info!(sweep = %lease.sweep, trial = %lease.lease.trial_id, attempt = lease.lease.attempt, worker = %worker, pack = pack.len(), "trial leased");
@@ -136,20 +141,25 @@ impl Coordinator {
     /// Renew leases; returns those to drop.
     pub async fn heartbeat(&self, worker_id: String, leases: Vec<LeaseRef>) -> Result<Vec<Revocation>> {
         let ttl = ttl_ms(&self.inner.config);
-        self.with_store(move |store| store.heartbeat(&worker_id, &leases, ttl)).await
+        let revoked = self.with_store(move |store| store.heartbeat(&worker_id, &leases, ttl)).await?;
+        telemetry::leases_revoked(revoked.len());
+        Ok(revoked)
     }
 
     /// Buffer progress batches durably; returns the number of new rows.
     pub async fn report_progress(&self, batches: Vec<(LeaseRef, Vec<StepMeasures>)>) -> Result<u64> {
         let ttl = ttl_ms(&self.inner.config);
-        self.with_store(move |store| {
-            let mut accepted = 0;
-            for (lease, rows) in &batches {
-                accepted += store.record_progress(lease, rows, ttl)? as u64;
-            }
-            Ok(accepted)
-        })
-        .await
+        let accepted = self
+            .with_store(move |store| {
+                let mut accepted = 0;
+                for (lease, rows) in &batches {
+                    accepted += store.record_progress(lease, rows, ttl)? as u64;
+                }
+                Ok(accepted)
+            })
+            .await?;
+        telemetry::progress_rows(accepted);
+        Ok(accepted)
     }
 
     /// Store a checkpoint of a live lease under the sweep's results; returns
@@ -200,6 +210,7 @@ impl Coordinator {
     /// Lapse overdue leases.
     pub async fn expire_leases(&self) -> Result<()> {
         let outcomes = self.with_store(|store| store.expire_leases()).await?;
+        telemetry::leases_lapsed(outcomes.len());
         for (lease, status) in &outcomes {
             warn!(trial = %lease.trial_id, attempt = lease.attempt, status = status.as_str(), "lease expired");
         }
@@ -215,7 +226,10 @@ impl Coordinator {
         let inner = Arc::clone(&self.inner);
         let written = tokio::task::spawn_blocking(move || {
             let mut store = inner.store.lock().map_err(|_| CoordinatorError::Internal("store lock poisoned".to_string()))?;
-            flush_results(&mut store, &inner.layout)
+            let started = std::time::Instant::now();
+            let written = flush_results(&mut store, &inner.layout);
+            telemetry::flush_took(started.elapsed().as_secs_f64());
+            written
         })
         .await
         .map_err(|error| CoordinatorError::Internal(format!("flush task failed: {error}")))??;
@@ -224,6 +238,19 @@ impl Coordinator {
                 observer.trials_written(sweep, trials).await;
             }
         }
+        Ok(())
+    }
+
+    /// Trials waiting for or holding a slot: (queued, running), of one sweep or of all.
+    pub async fn open_trials(&self, sweep: Option<String>) -> Result<(u64, u64)> {
+        self.with_store(move |store| store.open_trials(sweep.as_deref())).await
+    }
+
+    /// Refresh the state gauges (trials by sweep and status, connected workers).
+    pub async fn record_state(&self) -> Result<()> {
+        let since = ttl_ms(&self.inner.config);
+        let (sweeps, workers) = self.with_store(move |store| Ok((store.list_sweeps()?, store.workers_seen_within(since)?))).await?;
+        telemetry::state(&sweeps, workers);
         Ok(())
     }
 
@@ -245,9 +272,15 @@ impl Coordinator {
         let check_every = (self.inner.config.lease_ttl / 4).max(std::time::Duration::from_millis(100));
         let mut expiry = tokio::time::interval(check_every);
         let mut roll = tokio::time::interval(self.inner.config.roll_interval);
+        let mut gauges = tokio::time::interval(STATE_GAUGES_EVERY);
         loop {
             tokio::select! {
                 _ = self.closed() => break,
+                _ = gauges.tick() => {
+                    if let Err(error) = self.record_state().await {
+                        warn!(%error, "reading the state for the metrics failed");
+                    }
+                }
                 _ = expiry.tick() => {
                     if let Err(error) = self.expire_leases().await {
                         warn!(%error, "lease expiry failed");

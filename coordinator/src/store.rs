@@ -343,6 +343,29 @@ impl Store {
         Ok(cancelled as u32)
     }
 
+    /// Trials waiting for or holding a slot: (queued, running), of one sweep or of all.
+    pub fn open_trials(&self, sweep: Option<&str>) -> Result<(u64, u64)> {
+        let count = |status: &str| -> Result<u64> {
+            let count: i64 = match sweep {
+                Some(sweep) => {
+                    self.conn.query_row("SELECT COUNT(*) FROM trials WHERE status = ?1 AND sweep = ?2", params![status, sweep], |row| {
+                        row.get(0)
+                    })?
+                }
+                None => self.conn.query_row("SELECT COUNT(*) FROM trials WHERE status = ?1", [status], |row| row.get(0))?,
+            };
+            Ok(count as u64)
+        };
+        Ok((count("queued")?, count("running")?))
+    }
+
+    /// Workers heard from (registered, leased or heartbeated) within the last `window_ms`.
+    pub fn workers_seen_within(&self, window_ms: Millis) -> Result<u64> {
+        let since = self.now_ms() - window_ms;
+        let count: i64 = self.conn.query_row("SELECT COUNT(*) FROM workers WHERE last_seen_ms >= ?1", [since], |row| row.get(0))?;
+        Ok(count as u64)
+    }
+
     /// Register a worker, or refresh a known one that re-registers after a restart.
     pub fn register_worker(&mut self, name: &str, backend: &str, slots: u32, previous: Option<&str>) -> Result<String> {
         let now = self.now_ms();

@@ -235,3 +235,43 @@ fn glyphs_writes_a_contact_sheet_and_refuses_unreadable_labels() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("image size of at least 32"));
 }
+
+/// Start a coordinator with `log_args` before the subcommand, let it log its
+/// start-up lines into a pipe, SIGTERM it and return its stderr.
+fn coordinator_log(log_args: &[&str]) -> String {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let data_dir = directory.path().to_str().expect("utf-8").to_string();
+    let mut args: Vec<&str> = log_args.to_vec();
+    args.extend(["coordinator", "--listen", "127.0.0.1:0", "--data-dir", &data_dir]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_groksweep"))
+        .args(&args)
+        .env("RUST_LOG", "info")
+        .env_remove("GROKSWEEP_LOG_FORMAT")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("groksweep starts");
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().expect("stdout")), &mut line).expect("address line");
+    let pid = libc::pid_t::try_from(child.id()).expect("pid fits");
+    // SAFETY: kill(2) on our own, not yet reaped child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let output = child.wait_with_output().expect("exits");
+    assert!(output.status.success());
+    String::from_utf8(output.stderr).expect("utf-8 logs")
+}
+
+#[test]
+fn logs_are_plain_text_off_a_terminal_and_json_lines_on_request() {
+    let text = coordinator_log(&[]);
+    assert!(text.contains("coordinator serving"), "{text}");
+    assert!(!text.contains('\u{1b}'), "ANSI escapes in a piped log: {text:?}");
+
+    let json = coordinator_log(&["--log-format", "json"]);
+    let lines: Vec<serde_json::Value> =
+        json.lines().map(|line| serde_json::from_str(line).unwrap_or_else(|error| panic!("{error}: {line}"))).collect();
+    let serving = lines.iter().find(|line| line["message"] == "coordinator serving").unwrap_or_else(|| panic!("{json}"));
+    assert_eq!(serving["level"], "INFO");
+    assert!(serving["address"].as_str().is_some_and(|address| address.contains("127.0.0.1")), "{serving}");
+    assert!(serving["data_dir"].is_string(), "{serving}");
+}

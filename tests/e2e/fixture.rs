@@ -45,9 +45,12 @@ impl InProcessWorker {
             slots: 1,
             pack_size,
             token: None,
+            tls_ca_pem: None,
             name: name.to_string(),
             cache_dir: data_dir.join("cache"),
             scratch_dir: data_dir.join("scratch"),
+            liveness: Default::default(),
+            exit_when_idle: None,
         };
         let (shutdown, signal) = oneshot::channel::<()>();
         let task = tokio::spawn(sweep_worker::run(config, async {
@@ -199,7 +202,7 @@ impl Drop for Process {
 }
 
 pub(crate) fn client(address: &str, token: Option<&str>) -> Client {
-    connect_lazy(address, token).expect("client")
+    connect_lazy(address, sweep_proto::client::ConnectOptions { token, tls_ca_pem: None }).expect("client")
 }
 
 pub(crate) async fn submit(client: &mut Client, spec: &Path) -> pb::SubmitSweepResponse {

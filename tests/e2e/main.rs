@@ -7,5 +7,7 @@ mod faults;
 mod fixture;
 mod hostile;
 mod knobs;
+mod operating;
 mod results;
 mod sweep;
+mod tls;

@@ -13,7 +13,7 @@
 //! - [`sink`]: [`MeasureSink`], where the runner sends one trial's measures, checkpoints and outcome.
 //! - `stopping`: grokked-at and the early-stop rule.
 //! - `pack_thread`: one pack on a dedicated OS thread, results over a bounded channel.
-//! - `runtime`: the async worker loop ([`run`]).
+//! - `runtime`: the async worker loop ([`run`]); [`telemetry`]: its Prometheus metrics and [`Liveness`].
 
 pub mod backend;
 pub mod diffusion;
@@ -35,17 +35,21 @@ pub mod sink;
 pub mod spectral;
 mod stack;
 mod stopping;
+pub mod telemetry;
 pub mod transformer;
 
 pub use family::{Evaluation, FamilyContext, FamilyError, PackFamily};
 pub use runner::run_pack;
 pub use runtime::run;
 pub use sink::{CollectingSink, MeasureSink, SinkError, TrialError, TrialOutcome};
+pub use telemetry::Liveness;
 
 /// A tensor's values on the host, row-major.
 pub(crate) fn host<B: burn::tensor::backend::Backend, const D: usize>(tensor: burn::tensor::Tensor<B, D>) -> Vec<f32> {
     tensor.into_data().iter::<f32>().collect()
 }
+
+use std::time::Duration;
 
 /// How a worker runs.
 #[derive(Debug, Clone)]
@@ -58,6 +62,9 @@ pub struct WorkerConfig {
     pub pack_size: u32,
     /// Shared token, if the coordinator requires one.
     pub token: Option<String>,
+    /// PEM of the CA that signed the coordinator's certificate, for an
+    /// `https://` address (the system's roots when absent).
+    pub tls_ca_pem: Option<Vec<u8>>,
     /// Name shown in the coordinator's records (host name by default).
     pub name: String,
     /// Where trained judge classifiers of the diffusion family are cached.
@@ -65,6 +72,12 @@ pub struct WorkerConfig {
     /// Where each running trial's checkpoints are kept on local disk until
     /// it ends (for measures computed over them after training).
     pub scratch_dir: std::path::PathBuf,
+    /// Marked each time the control loop goes round, for health probes.
+    pub liveness: Liveness,
+    /// End the worker once it has trained nothing and found nothing to lease
+    /// for this long (a pilot job that frees its node when the queue is empty);
+    /// `None`: run until shut down. Time without the coordinator does not count.
+    pub exit_when_idle: Option<Duration>,
 }
 
 /// Errors that end a worker.
@@ -77,4 +90,7 @@ pub enum WorkerError {
     /// The coordinator refused this worker (wrong or missing token).
     #[error("the coordinator refused this worker: {0}")]
     Refused(String),
+    /// The coordinator's certificate cannot be verified.
+    #[error("cannot verify the coordinator's certificate: {0}")]
+    Certificate(String),
 }

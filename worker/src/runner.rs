@@ -166,6 +166,7 @@ pub fn run_pack<B: AutodiffBackend, F: PackFamily<B>>(
         let learning_rates: Vec<f64> =
             members.iter().map(|member| learning_rate(member.lease.learning_rate(), member.lease.training.warmup_steps, step)).collect();
         family.step(&learning_rates);
+        crate::telemetry::trained(members.len());
         step += 1;
     }
 }

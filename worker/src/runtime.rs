@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sweep_core::{LeaseRef, Revocation, StepMeasures, TrialId, TrialLease};
-use sweep_proto::client::{Client, connect_lazy};
+use sweep_proto::client::{Client, ConnectOptions, connect_lazy, is_certificate_failure, unreachable_reason};
 use sweep_proto::pb;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -62,6 +62,8 @@ struct Worker {
     next_pack: u64,
     events: mpsc::Sender<PackEvent>,
     stopping: bool,
+    /// Since when the last lease calls found nothing and nothing runs.
+    idle_since: Option<Instant>,
 }
 
 fn is_stale(status: &tonic::Status) -> bool {
@@ -74,7 +76,8 @@ fn is_refused(status: &tonic::Status) -> bool {
 
 /// Run a worker until `shutdown` resolves and its trials are finished or given back.
 pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()>) -> Result<(), WorkerError> {
-    let client = connect_lazy(&config.coordinator, config.token.as_deref())?;
+    let options = ConnectOptions { token: config.token.as_deref(), tls_ca_pem: config.tls_ca_pem.as_deref() };
+    let client = connect_lazy(&config.coordinator, options)?;
     let (events, mut event_receiver) = mpsc::channel(256);
     let now = Instant::now();
     let mut worker = Worker {
@@ -90,13 +93,17 @@ pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()>) -> Re
         next_pack: 0,
         events,
         stopping: false,
+        idle_since: None,
     };
     let mut shutdown = std::pin::pin!(shutdown);
     let mut backoff = TICK;
     let mut next_sync = now;
     let mut failing_since: Option<Instant> = None;
     let mut stop_deadline: Option<Instant> = None;
+    let mut step_rate = crate::telemetry::StepRate::new(Duration::from_secs(5));
     loop {
+        worker.config.liveness.turned();
+        step_rate.update(worker.running.len());
         tokio::select! {
             _ = &mut shutdown, if !worker.stopping => {
                 info!(running = worker.running.len(), "worker stopping: giving back running trials");
@@ -117,12 +124,17 @@ pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()>) -> Re
                         backoff = TICK;
                     }
                     Err(status) => {
-                        if failing_since.is_none() {
-                            warn!(code = ?status.code(), error = %status.message(), "coordinator call failed; retrying with backoff");
-                            failing_since = Some(Instant::now());
-                        }
+                        let reason = unreachable_reason(&status, &worker.config.coordinator);
                         if status.code() == Code::Unauthenticated {
                             return Err(WorkerError::Refused(status.message().to_string()));
+                        }
+                        // Retrying cannot make an untrusted certificate trusted.
+                        if is_certificate_failure(&status) {
+                            return Err(WorkerError::Certificate(reason));
+                        }
+                        if failing_since.is_none() {
+                            warn!(code = ?status.code(), error = %reason, "coordinator call failed; retrying with backoff");
+                            failing_since = Some(Instant::now());
                         }
                         backoff = (backoff * 2).min(MAX_BACKOFF);
                     }
@@ -132,6 +144,14 @@ pub async fn run(config: WorkerConfig, shutdown: impl Future<Output = ()>) -> Re
         }
         if worker.stopping && worker.running.is_empty() {
             info!("worker stopped");
+            return Ok(());
+        }
+        if let (Some(limit), Some(since)) = (worker.config.exit_when_idle, worker.idle_since)
+            && !worker.stopping
+            && worker.running.is_empty()
+            && since.elapsed() >= limit
+        {
+            info!(idle_seconds = since.elapsed().as_secs(), "nothing to lease; the worker exits (--exit-when-idle)");
             return Ok(());
         }
         if stop_deadline.is_some_and(|deadline| Instant::now() > deadline) {
@@ -380,6 +400,11 @@ impl Worker {
                 return Err(status);
             }
         };
+        if packs.is_empty() && self.running.is_empty() {
+            self.idle_since.get_or_insert_with(Instant::now);
+        } else {
+            self.idle_since = None;
+        }
         for pack in packs {
             self.start(pack);
         }

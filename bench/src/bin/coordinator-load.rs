@@ -36,13 +36,13 @@ async fn main() -> anyhow::Result<()> {
         coordinator.clone(),
     ));
 
-    let mut client = connect_lazy(&address, None)?;
+    let mut client = connect_lazy(&address, Default::default())?;
     let yaml = spec("load", trials, &[113]);
     client.submit_sweep(pb::SubmitSweepRequest { spec_yaml: yaml, source_name: "load.yaml".into() }).await?;
     let started = Instant::now();
     let mut tasks = Vec::new();
     for index in 0..workers {
-        let mut client = connect_lazy(&address, None)?;
+        let mut client = connect_lazy(&address, Default::default())?;
         tasks.push(tokio::spawn(async move {
             let request = pb::RegisterWorkerRequest {
                 name: format!("sim{index}"),

@@ -2,7 +2,7 @@
 //! `run` shares.
 
 use anyhow::Context;
-use sweep_proto::client::{Client, connect_lazy};
+use sweep_proto::client::{Client, ConnectOptions, connect_lazy, unreachable_reason};
 use sweep_proto::pb;
 use tokio_stream::StreamExt;
 
@@ -10,14 +10,31 @@ use crate::args::{CancelArgs, ClientArgs, StatusArgs, SubmitArgs};
 use crate::display::{self, Progress};
 
 pub(crate) fn connect(args: &ClientArgs) -> anyhow::Result<Client> {
-    Ok(connect_lazy(&args.coordinator, args.token.as_deref())?)
+    let ca = read_ca(args)?;
+    Ok(connect_lazy(&args.coordinator, ConnectOptions { token: args.token.as_deref(), tls_ca_pem: ca.as_deref() })?)
+}
+
+/// The `--tls-ca` file's contents, if one was given.
+pub(crate) fn read_ca(args: &ClientArgs) -> anyhow::Result<Option<Vec<u8>>> {
+    args.tls_ca
+        .as_ref()
+        .map(|path| std::fs::read(path).with_context(|| format!("failed to read the TLS CA certificate {}", path.display())))
+        .transpose()
 }
 
 /// Turn a gRPC status into an error a person can act on.
 pub(crate) fn explain(status: tonic::Status, action: &str, coordinator: &str) -> anyhow::Error {
     match status.code() {
         tonic::Code::Unavailable => {
-            anyhow::anyhow!("failed to {action}: the coordinator at {coordinator} is not reachable ({})", status.message())
+            anyhow::anyhow!(
+                "failed to {action}: the coordinator at {coordinator} is not reachable ({})",
+                unreachable_reason(&status, coordinator)
+            )
+        }
+        // A transport failure that is not a plain refusal to connect (an
+        // HTTP/2 error from a TLS port, say): its cause is in the sources.
+        _ if std::error::Error::source(&status).is_some() => {
+            anyhow::anyhow!("failed to {action}: {}", unreachable_reason(&status, coordinator))
         }
         _ => anyhow::anyhow!("failed to {action}: {}", status.message()),
     }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use sweep_coordinator::{Coordinator, CoordinatorConfig, SystemClock};
+use sweep_coordinator::{Coordinator, CoordinatorConfig, ServerTls, SystemClock};
 
 use crate::args::CoordinatorArgs;
 use crate::signals::shutdown_signal;
@@ -23,12 +23,29 @@ pub(crate) async fn run(args: CoordinatorArgs) -> anyhow::Result<()> {
     config.roll_interval = seconds(args.roll_secs, "roll-secs")?;
     config.token = args.token;
     config.max_trials_per_sweep = args.max_trials_per_sweep;
+    let scheme = if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        let read = |path: &std::path::PathBuf, what: &str| {
+            std::fs::read(path).with_context(|| format!("failed to read the TLS {what} {}", path.display()))
+        };
+        let tls = ServerTls { cert_pem: read(cert, "certificate")?, key_pem: read(key, "key")? };
+        tls.server_config()
+            .map_err(|error| anyhow::anyhow!("invalid TLS certificate {} or key {}: {error}", cert.display(), key.display()))?;
+        config.tls = Some(tls);
+        "https"
+    } else {
+        "http"
+    };
+    if let Some(address) = args.metrics_listen {
+        crate::telemetry::serve_metrics(address)?;
+    }
     let coordinator = Coordinator::open(config, Arc::new(SystemClock))
         .with_context(|| format!("failed to open the coordinator state in {}", args.data_dir.display()))?;
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("failed to listen on {}", args.listen))?;
     let address = listener.local_addr().context("failed to read the bound address")?;
+    // From here on SIGTERM means a clean stop, even before the server runs.
+    let shutdown = shutdown_signal();
     // Tests and scripts read this line to find a port chosen with :0.
-    println!("coordinator listening on http://{address}");
-    sweep_coordinator::run(listener, shutdown_signal(), coordinator).await.context("coordinator failed")?;
+    println!("coordinator listening on {scheme}://{address}");
+    sweep_coordinator::run(listener, shutdown, coordinator).await.context("coordinator failed")?;
     Ok(())
 }

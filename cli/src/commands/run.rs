@@ -16,6 +16,7 @@ use crate::signals::shutdown_signal;
 
 /// Run a sweep here, to the end or until Ctrl-C; a second run resumes.
 pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let interrupted = shutdown_signal();
     anyhow::ensure!(args.workers >= 1 && args.slots >= 1, "--workers and --slots must be at least 1");
     anyhow::ensure!(args.pack != Some(0), "--pack must be at least 1");
     // Validate before anything starts: a bad spec starts nothing.
@@ -39,7 +40,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (stop_coordinator, coordinator_stopped) = watch::channel(false);
     let server = tokio::spawn(sweep_coordinator::run(listener, wait_for(coordinator_stopped), coordinator.clone()));
 
-    let mut client = sweep_proto::client::connect_lazy(&address, None)?;
+    let mut client = sweep_proto::client::connect_lazy(&address, Default::default())?;
     let submitted = submit_spec(&mut client, &args.spec, &address).await?;
 
     let (stop_workers, workers_stopped) = watch::channel(false);
@@ -50,16 +51,19 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
             slots: args.slots,
             pack_size: args.pack.unwrap_or_else(sweep_worker::backend::default_pack_size),
             token: None,
+            tls_ca_pem: None,
             name: format!("{}-local{index}", host_name()),
             cache_dir: args.data_dir.join("cache"),
             scratch_dir: args.data_dir.join("scratch"),
+            liveness: Default::default(),
+            exit_when_idle: None,
         };
         workers.push(tokio::spawn(sweep_worker::run(config, wait_for(workers_stopped.clone()))));
     }
 
     let outcome = tokio::select! {
         status = follow(&mut client, &submitted.sweep, &address) => Some(status),
-        _ = shutdown_signal() => None,
+        _ = interrupted => None,
     };
 
     let _ = stop_workers.send(true);
