@@ -4,7 +4,7 @@
 //! - [`domain`]: leases, progress rows, trial views — the types the service speaks.
 //! - [`clock`]: injectable time ([`SystemClock`], [`ManualClock`]).
 //! - [`store`]: SQLite state (sweeps, trials, attempts/leases, workers, progress buffer).
-//! - [`results`]: the Parquet results directory.
+//! - [`results`]: the Parquet results directory; [`compaction`]: one file per table for each done trial.
 //! - [`service`]: [`Coordinator`], plain async domain methods and background loops.
 //! - `grpc`: the thin tonic adapter; `auth`: the shared-token interceptor.
 //! - [`scaler`]: KEDA's external-scaler interface over the queue, for autoscaling workers.
@@ -14,6 +14,7 @@
 
 pub mod auth;
 pub mod clock;
+pub mod compaction;
 pub mod config;
 pub mod domain;
 pub mod error;

@@ -5,7 +5,9 @@
 //!   their shape (`spectrum:W_E:14`, `decision_accuracy_test@0.50`) become
 //!   typed rows (kind and key columns), and the per-measure watermarks follow;
 //! - sweeps stored before family settings had sections of their own are read
-//!   again from their stored YAML, which this build still parses.
+//!   again from their stored YAML, which this build still parses;
+//! - a data directory from before compaction queues its done trials, so
+//!   their rolled progress files are compacted like new ones.
 //!
 //! This is the only place that reads a shape out of a measure name.
 
@@ -98,6 +100,29 @@ pub(crate) fn sweep_specs(conn: &mut Connection) -> Result<()> {
         let json = serde_json::to_string(&spec).map_err(|error| CoordinatorError::Internal(error.to_string()))?;
         conn.execute("UPDATE sweeps SET spec_json = ?2 WHERE name = ?1", params![name, json])?;
         info!(sweep = %name, "stored spec of an older build read again from its YAML");
+    }
+    Ok(())
+}
+
+/// True when the store predates the compaction queue: it has trials but no
+/// `compaction_pending` table yet (checked before the schema creates it).
+pub(crate) fn needs_compaction_queue(conn: &Connection) -> Result<bool> {
+    let table = |name: &str| -> Result<bool> {
+        let found: Option<String> =
+            conn.query_row("SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?1", [name], |row| row.get(0)).optional()?;
+        Ok(found.is_some())
+    };
+    Ok(table("trials")? && !table("compaction_pending")?)
+}
+
+/// Queue every done trial's final attempt for compaction.
+pub(crate) fn queue_done_trials_for_compaction(conn: &mut Connection) -> Result<()> {
+    let queued = conn.execute(
+        "INSERT OR IGNORE INTO compaction_pending(trial_id, attempt) SELECT trial_id, attempt FROM trials WHERE status = 'done'",
+        [],
+    )?;
+    if queued > 0 {
+        info!(trials = queued, "queued the done trials of an older data directory for compaction");
     }
     Ok(())
 }

@@ -14,7 +14,8 @@
 //! coordinator buffer rows a file holds; after a crash it tells which buffered
 //! rows are already on disk. One flush of buffered rows writes each row to
 //! the table of its measure's shape — scalars to `progress`, spectra to
-//! `spectra`, curves to `curves` — under the same name.
+//! `spectra`, curves to `curves` — under the same name. When a trial is done,
+//! `compaction` replaces its rolled files by one per table.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -31,7 +32,7 @@ use sweep_core::{Family, MeasureKind, TrialId};
 
 use crate::domain::{BufferedRow, TrialView};
 use crate::error::{CoordinatorError, Result};
-use crate::store::{BufferedAttempt, SupersededAttempt};
+use crate::store::{BufferedAttempt, SweepAttempt};
 
 /// Paths of the results directory.
 #[derive(Debug, Clone)]
@@ -66,7 +67,7 @@ fn writer_properties() -> WriterProperties {
 
 /// Write a file atomically: `fill` writes a hidden temp file, which is
 /// fsynced, closed and renamed to `path`.
-fn write_file_atomically(path: &Path, fill: impl FnOnce(fs::File) -> Result<fs::File>) -> Result<()> {
+pub(crate) fn write_file_atomically(path: &Path, fill: impl FnOnce(fs::File) -> Result<fs::File>) -> Result<()> {
     let directory = path.parent().expect("result files always live in a directory");
     fs::create_dir_all(directory).map_err(|error| CoordinatorError::io(directory, error))?;
     let file_name = path.file_name().expect("result paths end in a file name").to_string_lossy();
@@ -100,9 +101,9 @@ pub(crate) enum SeriesTable {
 }
 
 impl SeriesTable {
-    const ALL: [SeriesTable; 3] = [SeriesTable::Progress, SeriesTable::Spectra, SeriesTable::Curves];
+    pub(crate) const ALL: [SeriesTable; 3] = [SeriesTable::Progress, SeriesTable::Spectra, SeriesTable::Curves];
 
-    fn directory_name(self) -> &'static str {
+    pub(crate) fn directory_name(self) -> &'static str {
         match self {
             SeriesTable::Progress => "progress",
             SeriesTable::Spectra => "spectra",
@@ -136,13 +137,19 @@ impl ResultsLayout {
         self.results_root().join(sweep)
     }
 
-    fn series_dir(&self, table: SeriesTable, sweep: &str, trial_id: &TrialId) -> PathBuf {
+    pub(crate) fn series_dir(&self, table: SeriesTable, sweep: &str, trial_id: &TrialId) -> PathBuf {
         self.sweep_dir(sweep).join(table.directory_name()).join(trial_id.as_str())
     }
 
     /// Checkpoints of one attempt, relative to the sweep's directory.
     fn checkpoint_dir_relative(trial_id: &TrialId, attempt: u32) -> PathBuf {
         Path::new("checkpoints").join(trial_id.as_str()).join(format!("a{attempt}"))
+    }
+
+    /// Where a trial's table directory is rebuilt before it is swapped in:
+    /// outside `results/`, so no reader's glob or listing ever sees it.
+    pub(crate) fn compacting_dir(&self, table: SeriesTable, sweep: &str, trial_id: &TrialId) -> PathBuf {
+        self.data_dir.join("compacting").join(format!("{sweep}-{}-{}", table.directory_name(), trial_id.as_str()))
     }
 
     fn superseded_dir(&self, sweep: &str, trial_id: &TrialId) -> PathBuf {
@@ -158,7 +165,7 @@ impl ResultsLayout {
         Ok(names)
     }
 
-    fn series_files(&self, table: SeriesTable, sweep: &str, trial_id: &TrialId) -> Result<Vec<ProgressFileName>> {
+    pub(crate) fn series_files(&self, table: SeriesTable, sweep: &str, trial_id: &TrialId) -> Result<Vec<ProgressFileName>> {
         let directory = self.series_dir(table, sweep, trial_id);
         let entries = match fs::read_dir(&directory) {
             Ok(entries) => entries,
@@ -204,7 +211,7 @@ impl ResultsLayout {
     }
 
     /// Move a superseded attempt's progress, spectra and checkpoint files out of the results.
-    pub fn move_superseded(&self, attempt: &SupersededAttempt) -> Result<usize> {
+    pub fn move_superseded(&self, attempt: &SweepAttempt) -> Result<usize> {
         let target = self.superseded_dir(&attempt.sweep, &attempt.trial_id);
         let mut moved = 0;
         for table in SeriesTable::ALL {

@@ -35,6 +35,9 @@ struct Inner {
     closing: watch::Sender<bool>,
 }
 
+/// Time a stopping coordinator spends compacting done trials' files.
+const SHUTDOWN_COMPACTION_BUDGET: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// How often the state gauges of the metrics are refreshed (a scrape interval's worth).
 const STATE_GAUGES_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -221,7 +224,8 @@ impl Coordinator {
     }
 
     /// Bring the results directory up to date: move superseded attempts out,
-    /// write buffered progress, rewrite changed `trials` tables.
+    /// write buffered progress, rewrite changed `trials` tables; then, without
+    /// holding the state, compact the files of trials that are done.
     pub async fn flush(&self) -> Result<()> {
         let inner = Arc::clone(&self.inner);
         let written = tokio::task::spawn_blocking(move || {
@@ -237,6 +241,37 @@ impl Coordinator {
             for (sweep, trials) in &written {
                 observer.trials_written(sweep, trials).await;
             }
+        }
+        self.compact_done_trials().await
+    }
+
+    /// Compact each done trial's rolled files (outside the store's lock: a
+    /// done attempt gets no more rows, and only this task writes its files).
+    async fn compact_done_trials(&self) -> Result<()> {
+        let ready = self.with_store(|store| store.compaction_ready()).await?;
+        let began = std::time::Instant::now();
+        for attempt in ready {
+            // A stopping coordinator spends at most a second on it and
+            // leaves the rest for its next start.
+            if *self.inner.closing.borrow() && began.elapsed() > SHUTDOWN_COMPACTION_BUDGET {
+                break;
+            }
+            let inner = Arc::clone(&self.inner);
+            let target = attempt.clone();
+            let started = std::time::Instant::now();
+            let compacted = tokio::task::spawn_blocking(move || crate::compaction::compact(&inner.layout, &target))
+                .await
+                .map_err(|error| CoordinatorError::Internal(format!("compaction task failed: {error}")))??;
+            debug!(
+                sweep = %attempt.sweep,
+                trial = %attempt.trial_id,
+                attempt = attempt.attempt,
+                files = compacted.files_replaced,
+                rows = compacted.rows,
+                ms = started.elapsed().as_millis() as u64,
+                "compacted a done trial's progress files"
+            );
+            self.with_store(move |store| store.forget_compaction(&attempt)).await?;
         }
         Ok(())
     }

@@ -82,6 +82,11 @@ CREATE TABLE IF NOT EXISTS superseded (
     PRIMARY KEY (trial_id, attempt)
 );
 CREATE TABLE IF NOT EXISTS dirty_sweeps (sweep TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS compaction_pending (
+    trial_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    PRIMARY KEY (trial_id, attempt)
+);
 ";
 
 /// Progress rows not yet in Parquet, typed: `kind` is the measure's shape
@@ -122,9 +127,11 @@ pub struct BufferedAttempt {
     pub first_row_id: i64,
 }
 
-/// An attempt whose progress must leave the results (failed, lapsed, released, cancelled).
+/// One attempt of a trial of a sweep: one whose progress must leave the
+/// results (failed, lapsed, released, cancelled), or a finished one whose
+/// rolled files are to be compacted.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SupersededAttempt {
+pub struct SweepAttempt {
     /// Sweep.
     pub sweep: String,
     /// Trial.
@@ -172,7 +179,11 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let queue_done_trials = crate::migrate::needs_compaction_queue(&conn)?;
         conn.execute_batch(SCHEMA)?;
+        if queue_done_trials {
+            crate::migrate::queue_done_trials_for_compaction(&mut conn)?;
+        }
         crate::migrate::typed_progress(&mut conn, PROGRESS_BUFFER)?;
         conn.execute_batch(PROGRESS_BUFFER)?;
         crate::migrate::sweep_specs(&mut conn)?;
@@ -683,6 +694,10 @@ impl Store {
             "UPDATE trials SET status = 'done', finished_at_ms = ?2, metrics_json = ?3, error = NULL WHERE trial_id = ?1",
             params![lease.trial_id.as_str(), now, metrics_to_json(metrics)],
         )?;
+        tx.execute(
+            "INSERT OR IGNORE INTO compaction_pending(trial_id, attempt) VALUES (?1, ?2)",
+            params![lease.trial_id.as_str(), lease.attempt],
+        )?;
         mark_dirty(&tx, &sweep)?;
         tx.commit()?;
         Ok(())
@@ -847,23 +862,47 @@ impl Store {
     }
 
     /// Attempts whose progress must be moved out of the results.
-    pub fn superseded(&self) -> Result<Vec<SupersededAttempt>> {
+    pub fn superseded(&self) -> Result<Vec<SweepAttempt>> {
         let mut statement =
             self.conn.prepare("SELECT t.sweep, s.trial_id, s.attempt FROM superseded s JOIN trials t ON t.trial_id = s.trial_id")?;
         let rows = statement.query_map([], |row| {
-            Ok(SupersededAttempt { sweep: row.get(0)?, trial_id: TrialId::from_raw(row.get::<_, String>(1)?), attempt: row.get(2)? })
+            Ok(SweepAttempt { sweep: row.get(0)?, trial_id: TrialId::from_raw(row.get::<_, String>(1)?), attempt: row.get(2)? })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// The superseded attempt's files are gone from the results: drop its buffer too.
-    pub fn forget_superseded(&mut self, attempt: &SupersededAttempt) -> Result<()> {
+    pub fn forget_superseded(&mut self, attempt: &SweepAttempt) -> Result<()> {
         let tx = self.conn.transaction()?;
         let key = params![attempt.trial_id.as_str(), attempt.attempt];
         tx.execute("DELETE FROM progress_buffer WHERE trial_id = ?1 AND attempt = ?2", key)?;
         tx.execute("DELETE FROM checkpoints WHERE trial_id = ?1 AND attempt = ?2", key)?;
         tx.execute("DELETE FROM superseded WHERE trial_id = ?1 AND attempt = ?2", key)?;
         tx.commit()?;
+        Ok(())
+    }
+
+    /// Finished attempts whose rolled files can be compacted now: the trial is
+    /// done with this attempt and none of its rows is still buffered.
+    pub fn compaction_ready(&self) -> Result<Vec<SweepAttempt>> {
+        let mut statement = self.conn.prepare(
+            "SELECT t.sweep, c.trial_id, c.attempt FROM compaction_pending c
+             JOIN trials t ON t.trial_id = c.trial_id AND t.status = 'done' AND t.attempt = c.attempt
+             WHERE NOT EXISTS (SELECT 1 FROM progress_buffer b WHERE b.trial_id = c.trial_id AND b.attempt = c.attempt)
+             ORDER BY c.rowid",
+        )?;
+        let rows = statement.query_map([], |row| {
+            Ok(SweepAttempt { sweep: row.get(0)?, trial_id: TrialId::from_raw(row.get::<_, String>(1)?), attempt: row.get(2)? })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The attempt's files are compacted (or need not be).
+    pub fn forget_compaction(&mut self, attempt: &SweepAttempt) -> Result<()> {
+        self.conn.execute(
+            "DELETE FROM compaction_pending WHERE trial_id = ?1 AND attempt = ?2",
+            params![attempt.trial_id.as_str(), attempt.attempt],
+        )?;
         Ok(())
     }
 

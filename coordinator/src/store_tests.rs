@@ -344,3 +344,46 @@ fn a_data_directory_of_the_untyped_build_is_migrated_on_open() {
         .expect("watermark");
     assert_eq!(through, 60);
 }
+
+#[test]
+fn a_done_trial_is_ready_for_compaction_once_its_rows_are_flushed() {
+    let (mut store, _clock, worker) = store_with(3);
+    let grants = lease(&mut store, &worker, 2).expect("lease");
+    let (done, running) = (&grants[0].lease, &grants[1].lease);
+    store.record_progress(done, &[row(10, "train_loss", 0.5)], TTL).expect("progress");
+    store.record_progress(running, &[row(10, "train_loss", 0.5)], TTL).expect("progress");
+    store.complete(done, &FinalMetrics { epochs: 10, ..FinalMetrics::default() }).expect("complete");
+    assert!(store.compaction_ready().expect("ready").is_empty(), "its last rows are still buffered");
+    for buffered in store.buffered_attempts().expect("buffered") {
+        store.mark_flushed(&buffered.trial_id, buffered.attempt, buffered.last_row_id).expect("flushed");
+    }
+    let ready = store.compaction_ready().expect("ready");
+    assert_eq!(ready, vec![SweepAttempt { sweep: "lease-test".into(), trial_id: done.trial_id.clone(), attempt: 1 }]);
+    store.forget_compaction(&ready[0]).expect("forget");
+    assert!(store.compaction_ready().expect("ready").is_empty());
+}
+
+#[test]
+fn an_older_data_directory_queues_its_done_trials_for_compaction_once() {
+    let directory = tempfile::tempdir().expect("temp dir");
+    let path = directory.path().join("coordinator.sqlite");
+    let trial = {
+        let (spec, trials) = spec(3);
+        let mut store = Store::open(&path, Arc::new(ManualClock::new(NOW))).expect("store");
+        store.submit(&spec, "", &trials).expect("submit");
+        let worker = store.register_worker("w", "flex", 1, None).expect("register");
+        let grant = lease(&mut store, &worker, 1).expect("lease").remove(0);
+        store.complete(&grant.lease, &FinalMetrics { epochs: 10, ..FinalMetrics::default() }).expect("complete");
+        // As the build before compaction left it: no queue.
+        store.conn.execute("DROP TABLE compaction_pending", []).expect("drop");
+        grant.lease.trial_id
+    };
+    let mut store = Store::open(&path, Arc::new(ManualClock::new(NOW))).expect("reopens");
+    let ready = store.compaction_ready().expect("ready");
+    assert_eq!(ready.len(), 1);
+    assert_eq!(ready[0].trial_id, trial);
+    store.forget_compaction(&ready[0]).expect("forget");
+    drop(store);
+    let store = Store::open(&path, Arc::new(ManualClock::new(NOW))).expect("reopens again");
+    assert!(store.compaction_ready().expect("ready").is_empty(), "queued once, not on every open");
+}

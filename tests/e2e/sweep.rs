@@ -35,6 +35,13 @@ async fn tiny_sweep_runs_end_to_end_and_lands_in_parquet() {
     let trials = trials_rows(&sweep_dir);
     assert_eq!(trials.len(), 4, "one row per trial");
     assert!(trials.iter().all(|(_, status, attempt)| status == "done" && *attempt == 1));
+    // Each done trial's rolls were compacted into one file per table.
+    for table in ["progress", "spectra"] {
+        for trial in std::fs::read_dir(sweep_dir.join(table)).expect("table directory") {
+            let files = std::fs::read_dir(trial.expect("trial").path()).expect("trial directory").count();
+            assert_eq!(files, 1, "{table}: one compacted file per trial");
+        }
+    }
     let rows = progress_rows(&sweep_dir);
     check_progress(&rows);
     // 7 evals (0, 10, ..., 60) × 24 measures, and the 2 final-K losses at the

@@ -95,8 +95,9 @@ for workload in workloads:
                 problem(f"{kind} {name}: --coordinator={flag(args, 'coordinator')} is not the Service http://{coordinator_address}")
             if "nvidia.com/gpu" not in container.get("resources", {}).get("limits", {}):
                 problem(f"{kind} {name}: a worker without a GPU request")
-            if not any(p.get("grpc") for p in (container.get("livenessProbe") or {},)):
-                problem(f"{kind} {name}: a worker without a gRPC liveness probe")
+        for probe_name in ("livenessProbe", "readinessProbe"):
+            if "grpc" not in (container.get(probe_name) or {}):
+                problem(f"{kind} {name}: no gRPC {probe_name}")
         if args[0] == "coordinator":
             if int(flag(args, "listen").rsplit(":", 1)[1]) != ports.get("grpc"):
                 problem(f"{kind} {name}: the coordinator listens on {flag(args, 'listen')}, the Service sends to {ports.get('grpc')}")
