@@ -84,16 +84,35 @@ impl CoordinatorError {
     }
 }
 
+/// Most spec problems one refusal lists (the rest are counted).
+const MAX_SPEC_PROBLEMS_SENT: usize = 20;
+
 impl From<CoordinatorError> for Status {
     fn from(error: CoordinatorError) -> Status {
         let message = error.to_string();
         match error {
             CoordinatorError::InvalidSpec(spec_error) => {
+                // A status travels in HTTP/2 headers: a spec with a thousand
+                // bad values must not make one too large to send.
+                let problems = spec_error.problems();
                 let mut details = ErrorDetails::new();
-                for problem in spec_error.problems() {
+                let mut lines = Vec::new();
+                for problem in problems.iter().take(MAX_SPEC_PROBLEMS_SENT) {
                     let field = if problem.path.is_empty() { "spec".to_string() } else { problem.path.clone() };
                     details.add_bad_request_violation(field, problem.to_string());
+                    lines.push(problem.to_string());
                 }
+                let message = if problems.len() <= MAX_SPEC_PROBLEMS_SENT {
+                    message
+                } else {
+                    let source = match &spec_error {
+                        sweep_core::SpecError::Invalid { source_name, .. } => source_name.as_str(),
+                        _ => "spec",
+                    };
+                    let mut shown: Vec<String> = lines.iter().map(|line| format!("{source}:{line}")).collect();
+                    shown.push(format!("… and {} more problems", problems.len() - MAX_SPEC_PROBLEMS_SENT));
+                    sweep_proto::fit_reason(&shown.join("\n"))
+                };
                 Status::with_error_details(Code::InvalidArgument, message, details)
             }
             CoordinatorError::InvalidRequest(_) | CoordinatorError::TooManyTrials { .. } => Status::invalid_argument(message),
@@ -110,5 +129,27 @@ impl From<CoordinatorError> for Status {
                 Status::internal(message)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spec_with_a_thousand_problems_is_refused_with_a_status_small_enough_to_send() {
+        let moduli: Vec<String> = (0..1000).map(|k| (3 + 2 * k).to_string()).collect();
+        let yaml = format!(
+            "version: 1\nname: big\nfamilies: transformer\naxes:\n  modulus: [{}]\n  data_fraction: 0.3\n  weight_decay: 1\n  seed: 0\n",
+            moduli.join(", ")
+        );
+        let error = sweep_core::parse_spec("big.yaml", &yaml).expect_err("moduli above 1024");
+        assert_eq!(error.problems().len(), 489);
+        let status = Status::from(CoordinatorError::InvalidSpec(error));
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.message().len() <= sweep_proto::MAX_REASON_BYTES, "{} bytes", status.message().len());
+        assert!(status.message().starts_with("big.yaml:5:"), "{}", status.message());
+        assert!(status.message().ends_with("… and 469 more problems"), "{}", status.message());
+        assert!(status.details().len() < 16 * 1024, "details of {} bytes", status.details().len());
     }
 }

@@ -35,6 +35,9 @@ struct Inner {
     closing: watch::Sender<bool>,
 }
 
+/// Trials stored per transaction when a sweep is submitted.
+const SUBMIT_CHUNK: usize = 20_000;
+
 /// Time a stopping coordinator spends compacting done trials' files.
 const SHUTDOWN_COMPACTION_BUDGET: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -93,11 +96,53 @@ impl Coordinator {
         if size > u128::from(limit) {
             return Err(CoordinatorError::TooManyTrials { sweep: spec.name, trials: size, limit });
         }
-        let trials = expand(&spec);
-        let outcome = self.with_store(move |store| store.submit(&spec, &yaml, &trials)).await?;
+        // Building a large grid takes seconds: off the async threads.
+        let (spec, trials) = tokio::task::spawn_blocking(move || {
+            let trials = expand(&spec);
+            (spec, trials)
+        })
+        .await
+        .map_err(|error| CoordinatorError::Internal(format!("grid task failed: {error}")))?;
+        let outcome = self.store_trials(Arc::new(spec), Arc::new(yaml), Arc::new(trials), SUBMIT_CHUNK).await?;
         info!(sweep = %outcome.sweep, total = outcome.total, added = outcome.added, "sweep submitted");
         self.inner.flush_requested.notify_one();
         Ok(outcome)
+    }
+
+    /// Store the trials `chunk` at a time, each chunk one transaction, so
+    /// that heartbeats and leases are served between chunks while a large
+    /// sweep is stored (its first trials can be leased before the last are
+    /// in). A shutdown between chunks stops the submission: the trials stored
+    /// so far stay, and submitting the sweep again adds the rest.
+    async fn store_trials(
+        &self,
+        spec: Arc<sweep_core::SweepSpec>,
+        yaml: Arc<String>,
+        trials: Arc<Vec<sweep_core::TrialSpec>>,
+        chunk: usize,
+    ) -> Result<SubmitOutcome> {
+        let mut added = 0;
+        let mut start = 0;
+        loop {
+            if start > 0 && *self.inner.closing.borrow() {
+                warn!(sweep = %spec.name, stored = start, trials = trials.len(), "shutting down while storing a sweep; submit it again to add the rest");
+                return Err(CoordinatorError::ShuttingDown);
+            }
+            let end = (start + chunk).min(trials.len());
+            let last = end == trials.len();
+            let (spec, yaml, part) = (Arc::clone(&spec), Arc::clone(&yaml), Arc::clone(&trials));
+            let outcome = self
+                .with_store(move |store| {
+                    let part = &part[start..end];
+                    if last { store.submit(&spec, &yaml, part) } else { store.submit_part(&spec, &yaml, part) }
+                })
+                .await?;
+            added += outcome.added;
+            start = end;
+            if start >= trials.len() {
+                return Ok(SubmitOutcome { added, ..outcome });
+            }
+        }
     }
 
     /// Every sweep with its counts.
@@ -229,9 +274,8 @@ impl Coordinator {
     pub async fn flush(&self) -> Result<()> {
         let inner = Arc::clone(&self.inner);
         let written = tokio::task::spawn_blocking(move || {
-            let mut store = inner.store.lock().map_err(|_| CoordinatorError::Internal("store lock poisoned".to_string()))?;
             let started = std::time::Instant::now();
-            let written = flush_results(&mut store, &inner.layout);
+            let written = flush_results(&inner);
             telemetry::flush_took(started.elapsed().as_secs_f64());
             written
         })
@@ -349,29 +393,71 @@ fn check_safetensors_header(bytes: &[u8]) -> Result<()> {
 }
 
 /// Returns each sweep whose `trials` table was written, with its rows.
-fn flush_results(store: &mut Store, layout: &ResultsLayout) -> Result<Vec<(String, Vec<TrialView>)>> {
-    for attempt in store.superseded()? {
-        let moved = layout.move_superseded(&attempt)?;
-        store.forget_superseded(&attempt)?;
-        debug!(trial = %attempt.trial_id, attempt = attempt.attempt, files = moved, "superseded attempt moved out of results");
-    }
-    for buffered in store.buffered_attempts()? {
-        layout.write_progress(&buffered)?;
-        store.mark_flushed(&buffered.trial_id, buffered.attempt, buffered.last_row_id)?;
-    }
-    let dirty = store.take_dirty_sweeps()?;
-    let mut written = Vec::with_capacity(dirty.len());
-    for (position, sweep) in dirty.iter().enumerate() {
-        let outcome = store.trials_of(sweep).and_then(|trials| layout.write_trials(sweep, &trials).map(|_| trials));
-        match outcome {
-            Ok(trials) => written.push((sweep.clone(), trials)),
+///
+/// The store is locked twice, briefly: to move superseded attempts out of the
+/// results (renames, under the lock so that no checkpoint of a lapsing lease
+/// lands behind the move) and take a snapshot of the buffered rows and of the
+/// changed sweeps' trials; then, after the files are written without the
+/// lock, to forget the rows now on disk. This flush task is the only writer
+/// of progress files, so nothing moves them in between; a crash in between
+/// leaves rows both buffered and on disk, which the next open reconciles.
+/// Each trial's progress is written before its sweep's `trials` table.
+fn flush_results(inner: &Inner) -> Result<Vec<(String, Vec<TrialView>)>> {
+    let lock = || inner.store.lock().map_err(|_| CoordinatorError::Internal("store lock poisoned".to_string()));
+    let (buffered, tables) = {
+        let mut store = lock()?;
+        for attempt in store.superseded()? {
+            let moved = inner.layout.move_superseded(&attempt)?;
+            store.forget_superseded(&attempt)?;
+            debug!(trial = %attempt.trial_id, attempt = attempt.attempt, files = moved, "superseded attempt moved out of results");
+        }
+        let buffered = store.buffered_attempts()?;
+        let dirty = store.take_dirty_sweeps()?;
+        let mut tables = Vec::with_capacity(dirty.len());
+        for (position, sweep) in dirty.iter().enumerate() {
+            match store.trials_of(sweep) {
+                Ok(trials) => tables.push((sweep.clone(), trials)),
+                Err(error) => {
+                    store.mark_dirty(&dirty[position..])?;
+                    return Err(error);
+                }
+            }
+        }
+        (buffered, tables)
+    };
+    let mut first_error = None;
+    let mut on_disk = Vec::with_capacity(buffered.len());
+    for attempt in &buffered {
+        match inner.layout.write_progress(attempt) {
+            Ok(_) => on_disk.push((attempt.trial_id.clone(), attempt.attempt, attempt.last_row_id)),
             Err(error) => {
-                store.mark_dirty(&dirty[position..])?;
-                return Err(error);
+                first_error.get_or_insert(error);
             }
         }
     }
-    Ok(written)
+    let (mut written, mut unwritten) = (Vec::with_capacity(tables.len()), Vec::new());
+    for (sweep, trials) in tables {
+        match inner.layout.write_trials(&sweep, &trials) {
+            Ok(_) => written.push((sweep, trials)),
+            Err(error) => {
+                unwritten.push(sweep);
+                first_error.get_or_insert(error);
+            }
+        }
+    }
+    {
+        let mut store = lock()?;
+        for (trial_id, attempt, last_row_id) in &on_disk {
+            store.mark_flushed(trial_id, *attempt, *last_row_id)?;
+        }
+        if !unwritten.is_empty() {
+            store.mark_dirty(&unwritten)?;
+        }
+    }
+    match first_error {
+        Some(error) => Err(error),
+        None => Ok(written),
+    }
 }
 
 /// After a crash between writing a progress file and forgetting its rows, the
@@ -390,4 +476,48 @@ fn recover_written_progress(store: &mut Store, layout: &ResultsLayout) -> Result
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SystemClock;
+
+    fn grid(seeds: usize) -> (Arc<sweep_core::SweepSpec>, Arc<String>, Arc<Vec<sweep_core::TrialSpec>>) {
+        let seeds: Vec<String> = (0..seeds).map(|seed| seed.to_string()).collect();
+        let yaml = format!(
+            "version: 1\nname: chunked\nfamilies: transformer\naxes:\n  modulus: 7\n  data_fraction: 0.5\n  weight_decay: 1\n  seed: [{}]\n",
+            seeds.join(", ")
+        );
+        let spec = parse_spec("c.yaml", &yaml).expect("valid");
+        let trials = expand(&spec);
+        (Arc::new(spec), Arc::new(yaml), Arc::new(trials))
+    }
+
+    #[tokio::test]
+    async fn a_sweep_stored_in_chunks_is_whole_and_resubmitting_adds_nothing() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let coordinator = Coordinator::open(CoordinatorConfig::new(data.path()), Arc::new(SystemClock)).expect("opens");
+        let (spec, yaml, trials) = grid(10);
+        let outcome = coordinator.store_trials(Arc::clone(&spec), Arc::clone(&yaml), Arc::clone(&trials), 3).await.expect("stored");
+        assert_eq!((outcome.total, outcome.added, outcome.done), (10, 10, 0));
+        let again = coordinator.store_trials(spec, yaml, trials, 3).await.expect("stored again");
+        assert_eq!((again.total, again.added), (10, 0));
+        let (_, views) = coordinator.sweep_status("chunked".into()).await.expect("status");
+        let mut seeds: Vec<u64> = views.iter().map(|view| view.params.seed).collect();
+        seeds.sort();
+        assert_eq!(seeds, (0..10).collect::<Vec<u64>>());
+    }
+
+    #[tokio::test]
+    async fn a_shutdown_between_chunks_stops_the_submission_and_keeps_what_was_stored() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let coordinator = Coordinator::open(CoordinatorConfig::new(data.path()), Arc::new(SystemClock)).expect("opens");
+        let (spec, yaml, trials) = grid(10);
+        coordinator.begin_shutdown();
+        let error = coordinator.store_trials(spec, yaml, trials, 3).await.expect_err("stopped");
+        assert!(matches!(error, CoordinatorError::ShuttingDown), "{error}");
+        let summary = coordinator.list_sweeps().await.expect("sweeps");
+        assert_eq!(summary[0].total, 3, "the first chunk stays; submitting again adds the rest");
+    }
 }
