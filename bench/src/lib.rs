@@ -8,6 +8,10 @@
 //!   `bench/x86-v4-without-avx512.sh`).
 //! - `coordinator-load`: leases per second with simulated workers on loopback,
 //!   and the time to plan and store a 100,000-trial sweep.
+//! - `submit-under-load`: a million-trial sweep stored while workers heartbeat,
+//!   and a shutdown in the middle of another.
+//! - `synthetic-results`: a 4.8M-row results directory, rolled and compacted,
+//!   for `bench/reading/run.sh`.
 
 /// How the running benchmark was built and what the CPU offers, printed with
 /// every result: the allocator (`mimalloc` unless built with
@@ -64,4 +68,38 @@ pub fn status_mib(key: &str) -> Option<f64> {
     let line = status.lines().find(|line| line.starts_with(key))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
+}
+
+/// A coordinator served on a loopback port in this process, as the
+/// benchmarks that speak gRPC to it use it.
+#[derive(Debug)]
+pub struct LoopbackCoordinator {
+    /// `http://127.0.0.1:PORT`.
+    pub address: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<Result<(), sweep_coordinator::ServeError>>,
+}
+
+impl LoopbackCoordinator {
+    /// Serve `coordinator` on a free loopback port.
+    pub async fn start(coordinator: sweep_coordinator::Coordinator) -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let address = format!("http://{}", listener.local_addr()?);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(sweep_coordinator::run(
+            listener,
+            async {
+                let _ = stopped.await;
+            },
+            coordinator,
+        ));
+        Ok(LoopbackCoordinator { address, stop, server })
+    }
+
+    /// Tell the server to stop, and wait until it has (its final flush included).
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        self.server.await??;
+        Ok(())
+    }
 }

@@ -25,16 +25,8 @@ async fn main() -> anyhow::Result<()> {
     let trials: usize = std::env::args().nth(2).and_then(|s| s.parse().ok()).unwrap_or(2000);
     let data = tempfile::tempdir()?;
     let coordinator = Coordinator::open(CoordinatorConfig::new(data.path()), Arc::new(SystemClock))?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let address = format!("http://{}", listener.local_addr()?);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(sweep_coordinator::run(
-        listener,
-        async {
-            let _ = stopped.await;
-        },
-        coordinator.clone(),
-    ));
+    let served = groksweep_bench::LoopbackCoordinator::start(coordinator.clone()).await?;
+    let address = served.address.clone();
 
     let mut client = connect_lazy(&address, Default::default())?;
     let yaml = spec("load", trials, &[113]);
@@ -81,7 +73,6 @@ async fn main() -> anyhow::Result<()> {
     let big = spec("plan-100k", 1000, &(0..100).map(|k| 3 + 2 * k).collect::<Vec<u32>>());
     let response = client.submit_sweep(pb::SubmitSweepRequest { spec_yaml: big, source_name: "big.yaml".into() }).await?.into_inner();
     println!("planned and stored {} trials in {:.2} s", response.trials_total, big_started.elapsed().as_secs_f64());
-    let _ = stop.send(());
-    server.await??;
+    served.stop().await?;
     Ok(())
 }

@@ -42,16 +42,8 @@ async fn main() -> anyhow::Result<()> {
     let mut config = CoordinatorConfig::new(data.path());
     config.max_trials_per_sweep = (2 * trials) as u64;
     let coordinator = Coordinator::open(config, Arc::new(SystemClock))?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let address = format!("http://{}", listener.local_addr()?);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(sweep_coordinator::run(
-        listener,
-        async {
-            let _ = stopped.await;
-        },
-        coordinator.clone(),
-    ));
+    let served = groksweep_bench::LoopbackCoordinator::start(coordinator.clone()).await?;
+    let address = served.address.clone();
 
     let mut client = connect_lazy(&address, Default::default())?;
     let small = sweep("held", workers);
@@ -119,8 +111,7 @@ async fn main() -> anyhow::Result<()> {
     });
     tokio::time::sleep(Duration::from_secs(1)).await;
     let asked = Instant::now();
-    let _ = stop.send(());
-    server.await??;
+    served.stop().await?;
     println!(
         "stopped {:.2} s after the shutdown signal, one second into a second {trials}-trial submission",
         asked.elapsed().as_secs_f64()
