@@ -37,6 +37,10 @@ pub struct CoordinatorConfig {
     pub max_trials_per_sweep: u64,
     /// Serve TLS with this certificate and key instead of plaintext.
     pub tls: Option<ServerTls>,
+    /// Refresh the state gauges of the metrics (trials by sweep and status,
+    /// connected workers) every few seconds: a count over every trial, so
+    /// only when the metrics are served.
+    pub state_gauges: bool,
 }
 
 /// The coordinator's TLS identity, as PEM.
@@ -82,6 +86,7 @@ impl CoordinatorConfig {
             on_trials_written: None,
             max_trials_per_sweep: DEFAULT_MAX_TRIALS_PER_SWEEP,
             tls: None,
+            state_gauges: false,
         }
     }
 }

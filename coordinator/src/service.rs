@@ -355,7 +355,7 @@ impl Coordinator {
         loop {
             tokio::select! {
                 _ = self.closed() => break,
-                _ = gauges.tick() => {
+                _ = gauges.tick(), if self.inner.config.state_gauges => {
                     if let Err(error) = self.record_state().await {
                         warn!(%error, "reading the state for the metrics failed");
                     }

@@ -3,11 +3,7 @@
 
 use std::process::Command;
 
-use crate::fixture::{fixture_spec, repo_root};
-
-fn groksweep(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_groksweep")).args(args).env("RUST_LOG", "warn").output().expect("groksweep runs")
-}
+use crate::fixture::{fixture_spec, groksweep, repo_root};
 
 #[test]
 fn every_shipped_sweep_validates_and_plans() {

@@ -111,6 +111,16 @@ impl Drop for InProcessCoordinator {
     }
 }
 
+/// Run `groksweep ARGS` to the end (warnings only, no token from the environment).
+pub(crate) fn groksweep(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_groksweep"))
+        .args(args)
+        .env_remove("GROKSWEEP_TOKEN")
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("groksweep runs")
+}
+
 /// A `groksweep` child process, killed (SIGKILL) on drop.
 pub(crate) struct Process {
     pub(crate) child: Child,

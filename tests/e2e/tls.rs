@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 
-use crate::fixture::{Process, fixture_spec, wait_for_sweep};
+use crate::fixture::{Process, fixture_spec, groksweep, wait_for_sweep};
 
 /// A CA's certificate (PEM) and the issuer that signs with it.
 fn certificate_authority(name: &str) -> CertifiedIssuer<'static, KeyPair> {
@@ -26,15 +26,6 @@ fn write_certificates(directory: &Path, ca: &CertifiedIssuer<'static, KeyPair>) 
     std::fs::write(directory.join("ca.pem"), ca.pem()).expect("write ca.pem");
     std::fs::write(directory.join("server.pem"), certificate.pem()).expect("write server.pem");
     std::fs::write(directory.join("server.key"), key.serialize_pem()).expect("write server.key");
-}
-
-fn groksweep(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_groksweep"))
-        .args(args)
-        .env_remove("GROKSWEEP_TOKEN")
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("groksweep runs")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

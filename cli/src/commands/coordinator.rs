@@ -37,6 +37,7 @@ pub(crate) async fn run(args: CoordinatorArgs) -> anyhow::Result<()> {
     };
     if let Some(address) = args.metrics_listen {
         crate::telemetry::serve_metrics(address)?;
+        config.state_gauges = true;
     }
     let coordinator = Coordinator::open(config, Arc::new(SystemClock))
         .with_context(|| format!("failed to open the coordinator state in {}", args.data_dir.display()))?;
