@@ -119,6 +119,15 @@ impl SeriesTable {
             MeasureKind::Curve => SeriesTable::Curves,
         }
     }
+
+    /// The shape of the measures this table holds.
+    pub(crate) fn kind(self) -> MeasureKind {
+        match self {
+            SeriesTable::Progress => MeasureKind::Scalar,
+            SeriesTable::Spectra => MeasureKind::Spectrum,
+            SeriesTable::Curves => MeasureKind::Curve,
+        }
+    }
 }
 
 impl ResultsLayout {
@@ -156,15 +165,7 @@ impl ResultsLayout {
         self.data_dir.join("superseded").join(sweep).join(trial_id.as_str())
     }
 
-    /// Parsed names of the row-range files of one trial in `progress`, `spectra` and `curves`.
-    pub(crate) fn progress_files(&self, sweep: &str, trial_id: &TrialId) -> Result<Vec<ProgressFileName>> {
-        let mut names = Vec::new();
-        for table in SeriesTable::ALL {
-            names.extend(self.series_files(table, sweep, trial_id)?);
-        }
-        Ok(names)
-    }
-
+    /// Parsed names of one trial's row-range files in one table.
     pub(crate) fn series_files(&self, table: SeriesTable, sweep: &str, trial_id: &TrialId) -> Result<Vec<ProgressFileName>> {
         let directory = self.series_dir(table, sweep, trial_id);
         let entries = match fs::read_dir(&directory) {
@@ -184,19 +185,26 @@ impl ResultsLayout {
 
     /// Write an attempt's buffered rows: one file in each table that gets rows.
     pub fn write_progress(&self, buffered: &BufferedAttempt) -> Result<Vec<PathBuf>> {
-        let name = ProgressFileName { attempt: buffered.attempt, first_row_id: buffered.first_row_id, last_row_id: buffered.last_row_id };
         let mut written = Vec::new();
         for table in SeriesTable::ALL {
-            let rows: Vec<&BufferedRow> = buffered.rows.iter().filter(|row| SeriesTable::of(row.kind) == table).collect();
-            if rows.is_empty() {
-                continue;
-            }
-            let batch = series_batch(table, buffered, &rows)?;
-            let path = self.series_dir(table, &buffered.sweep, &buffered.trial_id).join(name.render());
-            write_atomically(&path, &batch)?;
-            written.push(path);
+            written.extend(self.write_series(buffered, table)?);
         }
         Ok(written)
+    }
+
+    /// Write an attempt's buffered rows of one table (`None` if it has none).
+    /// The tables are written one by one, so a crash or an error can leave
+    /// one written and the next not: their rows are forgotten per table.
+    pub(crate) fn write_series(&self, buffered: &BufferedAttempt, table: SeriesTable) -> Result<Option<PathBuf>> {
+        let rows: Vec<&BufferedRow> = buffered.rows.iter().filter(|row| SeriesTable::of(row.kind) == table).collect();
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let name = ProgressFileName { attempt: buffered.attempt, first_row_id: buffered.first_row_id, last_row_id: buffered.last_row_id };
+        let batch = series_batch(table, buffered, &rows)?;
+        let path = self.series_dir(table, &buffered.sweep, &buffered.trial_id).join(name.render());
+        write_atomically(&path, &batch)?;
+        Ok(Some(path))
     }
 
     /// Store a checkpoint; returns its path relative to the sweep's directory.

@@ -15,8 +15,8 @@ use sweep_core::StepMeasures;
 
 use crate::domain::{FinalMetrics, LeaseRef, Millis, Revocation, SubmitOutcome, SweepSummary, TrialLease, TrialStatus, TrialView};
 use crate::error::{CoordinatorError, Result};
-use crate::results::ResultsLayout;
-use crate::store::Store;
+use crate::results::{ResultsLayout, SeriesTable};
+use crate::store::{Store, WrittenRows};
 use crate::telemetry;
 
 /// A cheaply clonable handle on the coordinator.
@@ -428,10 +428,18 @@ fn flush_results(inner: &Inner) -> Result<Vec<(String, Vec<TrialView>)>> {
     let mut first_error = None;
     let mut on_disk = Vec::with_capacity(buffered.len());
     for attempt in &buffered {
-        match inner.layout.write_progress(attempt) {
-            Ok(_) => on_disk.push((attempt.trial_id.clone(), attempt.attempt, attempt.last_row_id)),
-            Err(error) => {
-                first_error.get_or_insert(error);
+        for table in SeriesTable::ALL {
+            match inner.layout.write_series(attempt, table) {
+                Ok(None) => {}
+                Ok(Some(_)) => on_disk.push(WrittenRows {
+                    trial_id: attempt.trial_id.clone(),
+                    attempt: attempt.attempt,
+                    last_row_id: attempt.last_row_id,
+                    kind: table.kind(),
+                }),
+                Err(error) => {
+                    first_error.get_or_insert(error);
+                }
             }
         }
     }
@@ -447,9 +455,7 @@ fn flush_results(inner: &Inner) -> Result<Vec<(String, Vec<TrialView>)>> {
     }
     {
         let mut store = lock()?;
-        for (trial_id, attempt, last_row_id) in &on_disk {
-            store.mark_flushed(trial_id, *attempt, *last_row_id)?;
-        }
+        store.mark_flushed(&on_disk)?;
         if !unwritten.is_empty() {
             store.mark_dirty(&unwritten)?;
         }
@@ -460,22 +466,36 @@ fn flush_results(inner: &Inner) -> Result<Vec<(String, Vec<TrialView>)>> {
     }
 }
 
-/// After a crash between writing a progress file and forgetting its rows, the
-/// rows are still buffered: drop those the files already hold.
+/// After a crash between writing a table's file and forgetting its rows, the
+/// rows are still buffered: drop those the files already hold, table by
+/// table (a crash between two tables' files leaves only the first written).
 fn recover_written_progress(store: &mut Store, layout: &ResultsLayout) -> Result<()> {
+    let mut recovered = Vec::new();
     for buffered in store.buffered_attempts()? {
-        let files = layout.progress_files(&buffered.sweep, &buffered.trial_id)?;
-        let written_through = files
-            .iter()
-            .filter(|file| file.attempt == buffered.attempt && file.last_row_id >= buffered.first_row_id)
-            .map(|file| file.last_row_id)
-            .max();
-        if let Some(last_row_id) = written_through {
-            store.mark_flushed(&buffered.trial_id, buffered.attempt, last_row_id)?;
-            info!(trial = %buffered.trial_id, attempt = buffered.attempt, "recovered progress already written before a crash");
+        for table in SeriesTable::ALL {
+            let written_through = layout
+                .series_files(table, &buffered.sweep, &buffered.trial_id)?
+                .iter()
+                .filter(|file| file.attempt == buffered.attempt && file.last_row_id >= buffered.first_row_id)
+                .map(|file| file.last_row_id)
+                .max();
+            if let Some(last_row_id) = written_through {
+                info!(
+                    trial = %buffered.trial_id,
+                    attempt = buffered.attempt,
+                    table = table.directory_name(),
+                    "recovered progress already written before a crash"
+                );
+                recovered.push(WrittenRows {
+                    trial_id: buffered.trial_id.clone(),
+                    attempt: buffered.attempt,
+                    last_row_id,
+                    kind: table.kind(),
+                });
+            }
         }
     }
-    Ok(())
+    store.mark_flushed(&recovered)
 }
 
 #[cfg(test)]
@@ -519,5 +539,46 @@ mod tests {
         assert!(matches!(error, CoordinatorError::ShuttingDown), "{error}");
         let summary = coordinator.list_sweeps().await.expect("sweeps");
         assert_eq!(summary[0].total, 3, "the first chunk stays; submitting again adds the rest");
+    }
+
+    /// A crash after the `progress` file of a roll and before its `spectra`
+    /// file: on restart the scalars are known to be written and the spectra
+    /// are not, so only the scalars leave the buffer (they used to go
+    /// together, and the spectra of a killed coordinator's first roll were lost).
+    #[test]
+    fn recovery_after_a_crash_between_two_tables_keeps_the_unwritten_table_s_rows() {
+        use sweep_core::{Measure, MeasureKind};
+        let data = tempfile::tempdir().expect("tempdir");
+        let mut store = Store::open(&data.path().join("coordinator.sqlite"), Arc::new(SystemClock)).expect("store");
+        let layout = ResultsLayout::new(data.path());
+        let text =
+            "version: 1\nname: crash\nfamilies: transformer\naxes:\n  modulus: 7\n  data_fraction: 0.5\n  weight_decay: 1\n  seed: 0\n";
+        let spec = parse_spec("c.yaml", text).expect("valid");
+        store.submit(&spec, text, &expand(&spec)).expect("submit");
+        let worker = store.register_worker("w", "flex", 1, None).expect("register");
+        let lease = store.lease(&worker, 1, 1, 10_000).expect("lease").remove(0).remove(0).lease;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_millis() as i64;
+        let step = |at: i64| StepMeasures {
+            step: at,
+            wall_time_ms: now,
+            measures: vec![Measure::scalar("train_loss", 1.0), Measure::spectrum("W_E", vec![1.0, 2.0, 3.0, 4.0])],
+        };
+        store.record_progress(&lease, &[step(0), step(10)], 10_000).expect("progress");
+        let buffered = store.buffered_attempts().expect("buffered").remove(0);
+        layout.write_series(&buffered, SeriesTable::Progress).expect("the progress file").expect("scalars to write");
+        // The coordinator dies here, before the spectra file.
+        recover_written_progress(&mut store, &layout).expect("recovers");
+        let left = store.buffered_attempts().expect("buffered").remove(0);
+        assert_eq!(left.rows.len(), 8, "both steps' spectra, and nothing else");
+        assert!(left.rows.iter().all(|row| row.kind == MeasureKind::Spectrum), "{:?}", left.rows);
+        // Resent by the worker, the scalars are repeats and the spectra are already held.
+        assert_eq!(store.record_progress(&lease, &[step(0), step(10)], 10_000).expect("resend"), 0);
+        // The next roll writes the spectra; a second recovery finds nothing left to drop.
+        layout.write_series(&left, SeriesTable::Spectra).expect("the spectra file").expect("spectra to write");
+        recover_written_progress(&mut store, &layout).expect("recovers");
+        assert!(store.buffered_attempts().expect("buffered").is_empty());
+        let spectra = layout.series_files(SeriesTable::Spectra, "crash", &lease.trial_id).expect("listing");
+        let progress = layout.series_files(SeriesTable::Progress, "crash", &lease.trial_id).expect("listing");
+        assert_eq!((spectra.len(), progress.len()), (1, 1));
     }
 }

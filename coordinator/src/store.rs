@@ -128,6 +128,20 @@ pub struct BufferedAttempt {
     pub first_row_id: i64,
 }
 
+/// Buffered rows of one attempt and one shape, through a row id, that a
+/// Parquet file now holds ([`Store::mark_flushed`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WrittenRows {
+    /// Trial.
+    pub trial_id: TrialId,
+    /// Attempt.
+    pub attempt: u32,
+    /// Every buffered row of this shape up to this row id is written.
+    pub last_row_id: i64,
+    /// The shape, that is the table: scalars, spectra or curves.
+    pub kind: MeasureKind,
+}
+
 /// One attempt of a trial of a sweep: one whose progress must leave the
 /// results (failed, lapsed, released, cancelled), or a finished one whose
 /// rolled files are to be compacted.
@@ -836,18 +850,27 @@ impl Store {
         Ok(attempts)
     }
 
-    /// Forget buffered rows of an attempt up to `last_row_id`, now durable in Parquet.
-    pub fn mark_flushed(&mut self, trial_id: &TrialId, attempt: u32, last_row_id: i64) -> Result<()> {
+    /// Forget buffered rows now durable in Parquet, all in one transaction.
+    /// Per table (measure shape), because the tables' files are written one
+    /// after the other: a crash or an error between them leaves one table's
+    /// rows on disk and the next one's only here.
+    pub fn mark_flushed(&mut self, written: &[WrittenRows]) -> Result<()> {
         let tx = self.conn.transaction()?;
-        let key = params![trial_id.as_str(), attempt, last_row_id];
-        tx.execute(
-            "INSERT INTO progress_flushed_by_measure(trial_id, attempt, measure, through_step)
-             SELECT trial_id, attempt, measure, MAX(step) FROM progress_buffer
-             WHERE trial_id = ?1 AND attempt = ?2 AND row_id <= ?3 GROUP BY measure
-             ON CONFLICT(trial_id, attempt, measure) DO UPDATE SET through_step = MAX(through_step, excluded.through_step)",
-            key,
-        )?;
-        tx.execute("DELETE FROM progress_buffer WHERE trial_id = ?1 AND attempt = ?2 AND row_id <= ?3", key)?;
+        {
+            let mut through = tx.prepare_cached(
+                "INSERT INTO progress_flushed_by_measure(trial_id, attempt, measure, through_step)
+                 SELECT trial_id, attempt, measure, MAX(step) FROM progress_buffer
+                 WHERE trial_id = ?1 AND attempt = ?2 AND row_id <= ?3 AND kind = ?4 GROUP BY measure
+                 ON CONFLICT(trial_id, attempt, measure) DO UPDATE SET through_step = MAX(through_step, excluded.through_step)",
+            )?;
+            let mut forget =
+                tx.prepare_cached("DELETE FROM progress_buffer WHERE trial_id = ?1 AND attempt = ?2 AND row_id <= ?3 AND kind = ?4")?;
+            for rows in written {
+                let key = params![rows.trial_id.as_str(), rows.attempt, rows.last_row_id, rows.kind.as_str()];
+                through.execute(key)?;
+                forget.execute(key)?;
+            }
+        }
         tx.commit()?;
         Ok(())
     }

@@ -19,6 +19,13 @@ fn spec(max_attempts: u32) -> (SweepSpec, Vec<TrialSpec>) {
     (spec, trials)
 }
 
+/// Every buffered row of the attempt through `last_row_id` is written, in all three tables.
+fn flush_all(store: &mut Store, trial_id: &TrialId, attempt: u32, last_row_id: i64) {
+    let written: Vec<WrittenRows> =
+        MeasureKind::ALL.into_iter().map(|kind| WrittenRows { trial_id: trial_id.clone(), attempt, last_row_id, kind }).collect();
+    store.mark_flushed(&written).expect("flushed");
+}
+
 fn store_with(max_attempts: u32) -> (Store, ManualClock, String) {
     let clock = ManualClock::new(NOW);
     let mut store = Store::open_in_memory(Arc::new(clock.clone())).expect("store");
@@ -147,7 +154,7 @@ fn progress_is_idempotent_and_flushed_steps_are_not_buffered_again() {
     let buffered = store.buffered_attempts().expect("buffered");
     assert_eq!(buffered.len(), 1);
     assert_eq!(buffered[0].rows.len(), 2);
-    store.mark_flushed(&grant.lease.trial_id, 1, buffered[0].last_row_id).expect("flushed");
+    flush_all(&mut store, &grant.lease.trial_id, 1, buffered[0].last_row_id);
     assert_eq!(store.record_progress(&grant.lease, &batch, TTL).expect("resend after flush"), 0);
     assert_eq!(store.record_progress(&grant.lease, &[row(20, "train_loss", 0.1)], TTL).expect("new step"), 1);
     let view = status_of(&store, &grant.lease.trial_id);
@@ -161,14 +168,14 @@ fn a_new_measure_may_arrive_at_steps_already_flushed_for_others() {
     let evals = vec![row(0, "train_loss", 2.0), row(100, "train_loss", 0.5), row(200, "train_loss", 0.1)];
     assert_eq!(store.record_progress(&grant.lease, &evals, TTL).expect("progress"), 3);
     let buffered = store.buffered_attempts().expect("buffered");
-    store.mark_flushed(&grant.lease.trial_id, 1, buffered[0].last_row_id).expect("flushed");
+    flush_all(&mut store, &grant.lease.trial_id, 1, buffered[0].last_row_id);
     // After training, the final-K losses come for the earlier checkpoint steps.
     let final_k =
         vec![row(0, "excluded_loss_final_k", 4.0), row(100, "excluded_loss_final_k", 3.0), row(200, "excluded_loss_final_k", 5.0)];
     assert_eq!(store.record_progress(&grant.lease, &final_k, TTL).expect("final-K rows"), 3);
     let buffered = store.buffered_attempts().expect("buffered");
     assert_eq!(buffered[0].rows.iter().map(|r| r.step).collect::<Vec<_>>(), vec![0, 100, 200]);
-    store.mark_flushed(&grant.lease.trial_id, 1, buffered[0].last_row_id).expect("flushed");
+    flush_all(&mut store, &grant.lease.trial_id, 1, buffered[0].last_row_id);
     // Re-sent after their flush, both kinds are repeats.
     assert_eq!(store.record_progress(&grant.lease, &final_k, TTL).expect("resend"), 0);
     assert_eq!(store.record_progress(&grant.lease, &evals, TTL).expect("resend"), 0);
@@ -288,7 +295,7 @@ fn typed_measures_are_buffered_by_shape_and_resent_ones_are_ignored() {
             ("test_accuracy".to_string(), MeasureKind::Scalar, 0.0),
         ]
     );
-    store.mark_flushed(&grant.lease.trial_id, 1, buffered.last_row_id).expect("flushed");
+    flush_all(&mut store, &grant.lease.trial_id, 1, buffered.last_row_id);
     assert_eq!(store.record_progress(&grant.lease, &[step], TTL).expect("resend after flush"), 0);
 }
 
@@ -355,7 +362,7 @@ fn a_done_trial_is_ready_for_compaction_once_its_rows_are_flushed() {
     store.complete(done, &FinalMetrics { epochs: 10, ..FinalMetrics::default() }).expect("complete");
     assert!(store.compaction_ready().expect("ready").is_empty(), "its last rows are still buffered");
     for buffered in store.buffered_attempts().expect("buffered") {
-        store.mark_flushed(&buffered.trial_id, buffered.attempt, buffered.last_row_id).expect("flushed");
+        flush_all(&mut store, &buffered.trial_id, buffered.attempt, buffered.last_row_id);
     }
     let ready = store.compaction_ready().expect("ready");
     assert_eq!(ready, vec![SweepAttempt { sweep: "lease-test".into(), trial_id: done.trial_id.clone(), attempt: 1 }]);
