@@ -19,8 +19,6 @@ pub mod backend;
 pub mod diffusion;
 pub mod family;
 pub mod fourier;
-#[cfg(all(test, any(feature = "wgpu", feature = "cuda")))]
-mod gpu_tests;
 pub mod grad_filter;
 mod layout;
 pub mod llc;
