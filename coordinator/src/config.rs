@@ -12,7 +12,9 @@ use crate::domain::TrialView;
 /// it, every finished trial's last progress), outside the state lock; the
 /// embedded and cluster commands use it to write the `phases` table.
 pub trait TrialsWritten: Send + Sync + std::fmt::Debug {
-    /// `trials` is the sweep's table as just written.
+    /// `trials` are the rows just written: those of the parts of the sweep's
+    /// table that changed ([`crate::results::TRIALS_PER_PART`] trials each),
+    /// which hold every trial that changed since the last call.
     fn trials_written<'a>(&'a self, sweep: &'a str, trials: &'a [TrialView]) -> BoxFuture<'a, ()>;
 }
 

@@ -7,7 +7,10 @@
 //! - sweeps stored before family settings had sections of their own are read
 //!   again from their stored YAML, which this build still parses;
 //! - a data directory from before compaction queues its done trials, so
-//!   their rolled progress files are compacted like new ones.
+//!   their rolled progress files are compacted like new ones;
+//! - a data directory from before the `trials` table was written in parts
+//!   rewrites every part of each sweep once, so that a large sweep's single
+//!   `trials.parquet` becomes its first part.
 //!
 //! This is the only place that reads a shape out of a measure name.
 
@@ -124,6 +127,30 @@ pub(crate) fn queue_done_trials_for_compaction(conn: &mut Connection) -> Result<
     if queued > 0 {
         info!(trials = queued, "queued the done trials of an older data directory for compaction");
     }
+    Ok(())
+}
+
+/// Replace an older build's list of dirty sweeps (whole `trials` tables) by
+/// dirty parts: every part of every sweep, once, so that the single
+/// `trials.parquet` an older build wrote for a sweep larger than one part
+/// is cut down to the first part as the others are written beside it.
+pub(crate) fn trials_in_parts(conn: &mut Connection) -> Result<()> {
+    let old: Option<String> =
+        conn.query_row("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'dirty_sweeps'", [], |row| row.get(0)).optional()?;
+    if old.is_none() {
+        return Ok(());
+    }
+    let tx = conn.transaction()?;
+    let sweeps: Vec<String> = {
+        let mut statement = tx.prepare("SELECT name FROM sweeps")?;
+        statement.query_map([], |row| row.get(0))?.collect::<rusqlite::Result<_>>()?
+    };
+    for sweep in &sweeps {
+        crate::store::mark_sweep_dirty(&tx, sweep)?;
+    }
+    tx.execute("DROP TABLE dirty_sweeps", [])?;
+    tx.commit()?;
+    info!(sweeps = sweeps.len(), "the trials tables of an older data directory are rewritten in parts");
     Ok(())
 }
 

@@ -2,7 +2,8 @@
 //! DataFusion read as they are.
 //!
 //! ```text
-//! <data-dir>/results/<sweep>/trials/trials.parquet          one row per trial, rewritten on change
+//! <data-dir>/results/<sweep>/trials/trials.parquet          one row per trial: the first 10,000 in grid order
+//! <data-dir>/results/<sweep>/trials/trials-<part>.parquet   the next 10,000 each (only for larger sweeps)
 //! <data-dir>/results/<sweep>/progress/<trial>/a<attempt>-r<first>-<last>.parquet
 //! <data-dir>/results/<sweep>/spectra/<trial>/a<attempt>-r<first>-<last>.parquet
 //! <data-dir>/results/<sweep>/curves/<trial>/a<attempt>-r<first>-<last>.parquet
@@ -15,7 +16,10 @@
 //! rows are already on disk. One flush of buffered rows writes each row to
 //! the table of its measure's shape — scalars to `progress`, spectra to
 //! `spectra`, curves to `curves` — under the same name. When a trial is done,
-//! `compaction` replaces its rolled files by one per table.
+//! `compaction` replaces its rolled files by one per table. The `trials`
+//! table is written in parts of [`TRIALS_PER_PART`] trials by grid position,
+//! and a change to a trial rewrites only its part, so a million-trial sweep
+//! is not rewritten whole every few seconds.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -32,7 +36,7 @@ use sweep_core::{Family, MeasureKind, TrialId};
 
 use crate::domain::{BufferedRow, TrialView};
 use crate::error::{CoordinatorError, Result};
-use crate::store::{BufferedAttempt, SweepAttempt};
+use crate::store::{BufferedAttempt, SweepAttempt, TrialsPart};
 
 /// Paths of the results directory.
 #[derive(Debug, Clone)]
@@ -88,6 +92,9 @@ fn write_atomically(path: &Path, batch: &RecordBatch) -> Result<()> {
         Ok(writer.into_inner()?)
     })
 }
+
+/// Trials per file of a sweep's `trials` table, by grid position.
+pub const TRIALS_PER_PART: i64 = 10_000;
 
 /// Which long-format table a directory of row-range files holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -248,12 +255,21 @@ impl ResultsLayout {
         Ok(moved)
     }
 
-    /// Rewrite a sweep's `trials` table.
-    pub fn write_trials(&self, sweep: &str, trials: &[TrialView]) -> Result<PathBuf> {
+    /// Rewrite one part of a sweep's `trials` table.
+    pub fn write_trials(&self, part: &TrialsPart, trials: &[TrialView]) -> Result<PathBuf> {
         let batch = trials_batch(trials)?;
-        let path = self.sweep_dir(sweep).join("trials").join("trials.parquet");
+        let path = self.trials_part_path(part);
         write_atomically(&path, &batch)?;
         Ok(path)
+    }
+
+    /// `trials/trials.parquet` for the first part, `trials/trials-<part>.parquet` after it.
+    pub fn trials_part_path(&self, part: &TrialsPart) -> PathBuf {
+        let name = match part.part {
+            0 => "trials.parquet".to_string(),
+            n => format!("trials-{n:06}.parquet"),
+        };
+        self.sweep_dir(&part.sweep).join("trials").join(name)
     }
 }
 
@@ -345,5 +361,13 @@ mod tests {
         assert_eq!(ProgressFileName::parse(&name.render()), Some(name));
         assert_eq!(ProgressFileName::parse(".a2-r1-2.parquet.tmp"), None);
         assert_eq!(ProgressFileName::parse("trials.parquet"), None);
+    }
+
+    #[test]
+    fn the_first_part_of_the_trials_table_keeps_its_old_name() {
+        let layout = ResultsLayout::new("/data");
+        let part = |part| TrialsPart { sweep: "s".into(), part };
+        assert_eq!(layout.trials_part_path(&part(0)), PathBuf::from("/data/results/s/trials/trials.parquet"));
+        assert_eq!(layout.trials_part_path(&part(7)), PathBuf::from("/data/results/s/trials/trials-000007.parquet"));
     }
 }

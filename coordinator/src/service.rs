@@ -16,7 +16,7 @@ use sweep_core::StepMeasures;
 use crate::domain::{FinalMetrics, LeaseRef, Millis, Revocation, SubmitOutcome, SweepSummary, TrialLease, TrialStatus, TrialView};
 use crate::error::{CoordinatorError, Result};
 use crate::results::{ResultsLayout, SeriesTable};
-use crate::store::{Store, WrittenRows};
+use crate::store::{Store, TrialsPart, WrittenRows};
 use crate::telemetry;
 
 /// A cheaply clonable handle on the coordinator.
@@ -392,7 +392,8 @@ fn check_safetensors_header(bytes: &[u8]) -> Result<()> {
     }
 }
 
-/// Returns each sweep whose `trials` table was written, with its rows.
+/// Returns each sweep whose `trials` table was written, with the rows of the
+/// parts written.
 ///
 /// The store is locked twice, briefly: to move superseded attempts out of the
 /// results (renames, under the lock so that no checkpoint of a lapsing lease
@@ -412,11 +413,13 @@ fn flush_results(inner: &Inner) -> Result<Vec<(String, Vec<TrialView>)>> {
             debug!(trial = %attempt.trial_id, attempt = attempt.attempt, files = moved, "superseded attempt moved out of results");
         }
         let buffered = store.buffered_attempts()?;
-        let dirty = store.take_dirty_sweeps()?;
+        // Only the parts of `trials` tables that changed: a large sweep's
+        // table is not read and rewritten whole on every roll.
+        let dirty = store.take_dirty_parts()?;
         let mut tables = Vec::with_capacity(dirty.len());
-        for (position, sweep) in dirty.iter().enumerate() {
-            match store.trials_of(sweep) {
-                Ok(trials) => tables.push((sweep.clone(), trials)),
+        for (position, part) in dirty.iter().enumerate() {
+            match store.trials_of_part(part) {
+                Ok(trials) => tables.push((part.clone(), trials)),
                 Err(error) => {
                     store.mark_dirty(&dirty[position..])?;
                     return Err(error);
@@ -443,12 +446,17 @@ fn flush_results(inner: &Inner) -> Result<Vec<(String, Vec<TrialView>)>> {
             }
         }
     }
-    let (mut written, mut unwritten) = (Vec::with_capacity(tables.len()), Vec::new());
-    for (sweep, trials) in tables {
-        match inner.layout.write_trials(&sweep, &trials) {
-            Ok(_) => written.push((sweep, trials)),
+    // Last part first, so that the single `trials.parquet` of an older data
+    // directory (now part 0) is cut down only once the other parts are beside it.
+    let (mut written, mut unwritten): (Vec<(String, Vec<TrialView>)>, Vec<TrialsPart>) = (Vec::new(), Vec::new());
+    for (part, trials) in tables.into_iter().rev() {
+        match inner.layout.write_trials(&part, &trials) {
+            Ok(_) => match written.last_mut() {
+                Some((sweep, views)) if *sweep == part.sweep => views.extend(trials),
+                _ => written.push((part.sweep, trials)),
+            },
             Err(error) => {
-                unwritten.push(sweep);
+                unwritten.push(part);
                 first_error.get_or_insert(error);
             }
         }

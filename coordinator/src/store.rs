@@ -14,6 +14,7 @@ use crate::domain::{
     BufferedRow, FinalMetrics, LeaseRef, Millis, Revocation, SubmitOutcome, SweepSummary, TrialLease, TrialStatus, TrialView,
 };
 use crate::error::{CoordinatorError, Result};
+use crate::results::TRIALS_PER_PART;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -82,7 +83,8 @@ CREATE TABLE IF NOT EXISTS superseded (
     attempt INTEGER NOT NULL,
     PRIMARY KEY (trial_id, attempt)
 );
-CREATE TABLE IF NOT EXISTS dirty_sweeps (sweep TEXT PRIMARY KEY);
+-- Parts of sweeps' `trials` tables to rewrite (part = seq / TRIALS_PER_PART).
+CREATE TABLE IF NOT EXISTS dirty_trial_parts (sweep TEXT NOT NULL, part INTEGER NOT NULL, PRIMARY KEY (sweep, part));
 CREATE TABLE IF NOT EXISTS compaction_pending (
     trial_id TEXT NOT NULL,
     attempt INTEGER NOT NULL,
@@ -128,6 +130,16 @@ pub struct BufferedAttempt {
     pub first_row_id: i64,
 }
 
+/// One file of a sweep's `trials` table: the trials at grid positions
+/// `part * TRIALS_PER_PART ..` up to the next part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrialsPart {
+    /// Sweep.
+    pub sweep: String,
+    /// Part number, from 0.
+    pub part: i64,
+}
+
 /// Buffered rows of one attempt and one shape, through a row id, that a
 /// Parquet file now holds ([`Store::mark_flushed`]).
 #[derive(Debug, Clone, PartialEq)]
@@ -168,8 +180,19 @@ fn next_token(tx: &Transaction<'_>) -> Result<u64> {
     Ok(token as u64)
 }
 
-fn mark_dirty(tx: &Transaction<'_>, sweep: &str) -> Result<()> {
-    tx.execute("INSERT OR IGNORE INTO dirty_sweeps(sweep) VALUES (?1)", [sweep])?;
+/// The part of the `trials` table that holds this trial must be rewritten.
+fn mark_trial_dirty(tx: &Transaction<'_>, trial_id: &str) -> Result<()> {
+    tx.prepare_cached("INSERT OR IGNORE INTO dirty_trial_parts(sweep, part) SELECT sweep, seq / ?2 FROM trials WHERE trial_id = ?1")?
+        .execute(params![trial_id, TRIALS_PER_PART])?;
+    Ok(())
+}
+
+/// Every part of a sweep's `trials` table must be rewritten.
+pub(crate) fn mark_sweep_dirty(tx: &Transaction<'_>, sweep: &str) -> Result<()> {
+    tx.execute(
+        "INSERT OR IGNORE INTO dirty_trial_parts(sweep, part) SELECT DISTINCT sweep, seq / ?2 FROM trials WHERE sweep = ?1",
+        params![sweep, TRIALS_PER_PART],
+    )?;
     Ok(())
 }
 
@@ -205,6 +228,7 @@ impl Store {
         crate::migrate::typed_progress(&mut conn, PROGRESS_BUFFER)?;
         conn.execute_batch(PROGRESS_BUFFER)?;
         crate::migrate::sweep_specs(&mut conn)?;
+        crate::migrate::trials_in_parts(&mut conn)?;
         Ok(Store { conn, clock })
     }
 
@@ -249,6 +273,7 @@ impl Store {
         }
         let mut next_seq: i64 =
             tx.query_row("SELECT COALESCE(MAX(seq) + 1, 0) FROM trials WHERE sweep = ?1", [&spec.name], |row| row.get(0))?;
+        let first_seq = next_seq;
         let mut added = 0;
         {
             let mut insert =
@@ -262,7 +287,14 @@ impl Store {
                 }
             }
         }
-        mark_dirty(&tx, &spec.name)?;
+        // Only the parts the new trials fall in: a large sweep's earlier
+        // parts are not rewritten for each chunk.
+        if next_seq > first_seq {
+            let mut dirty = tx.prepare_cached("INSERT OR IGNORE INTO dirty_trial_parts(sweep, part) VALUES (?1, ?2)")?;
+            for part in first_seq / TRIALS_PER_PART..=(next_seq - 1) / TRIALS_PER_PART {
+                dirty.execute(params![spec.name, part])?;
+            }
+        }
         let (total, done): (u32, u32) = if count {
             tx.query_row("SELECT COUNT(*), COALESCE(SUM(status = 'done'), 0) FROM trials WHERE sweep = ?1", [&spec.name], |row| {
                 Ok((row.get(0)?, row.get(1)?))
@@ -319,14 +351,24 @@ impl Store {
 
     /// Every trial of a sweep in grid order.
     pub fn trials_of(&self, sweep: &str) -> Result<Vec<TrialView>> {
+        self.trials_in(sweep, 0..i64::MAX)
+    }
+
+    /// The trials of one part of a sweep's `trials` table, in grid order.
+    pub fn trials_of_part(&self, part: &TrialsPart) -> Result<Vec<TrialView>> {
+        self.trials_in(&part.sweep, part.part * TRIALS_PER_PART..(part.part + 1) * TRIALS_PER_PART)
+    }
+
+    /// Trials of a sweep whose grid position (`seq`) is in `seqs`, in grid order.
+    fn trials_in(&self, sweep: &str, seqs: std::ops::Range<i64>) -> Result<Vec<TrialView>> {
         let spec = self.sweep_spec(sweep)?;
-        let mut statement = self.conn.prepare(
+        let mut statement = self.conn.prepare_cached(
             "SELECT t.trial_id, t.params_json, t.status, t.attempt, t.failures, t.worker_id, t.started_at_ms, t.finished_at_ms,
                     t.last_epoch, t.last_train_accuracy, t.last_test_accuracy, t.metrics_json, t.error,
                     (SELECT c.path FROM checkpoints c WHERE c.trial_id = t.trial_id AND c.attempt = t.attempt ORDER BY c.step DESC LIMIT 1)
-             FROM trials t WHERE t.sweep = ?1 ORDER BY t.seq",
+             FROM trials t WHERE t.sweep = ?1 AND t.seq >= ?2 AND t.seq < ?3 ORDER BY t.seq",
         )?;
-        let mut rows = statement.query([sweep])?;
+        let mut rows = statement.query(params![sweep, seqs.start, seqs.end])?;
         let mut views = Vec::new();
         while let Some(row) = rows.next()? {
             let params_json: String = row.get(1)?;
@@ -381,7 +423,7 @@ impl Store {
             "UPDATE trials SET status = 'cancelled', finished_at_ms = ?2 WHERE sweep = ?1 AND status IN ('queued', 'running')",
             params![sweep, now],
         )?;
-        mark_dirty(&tx, sweep)?;
+        mark_sweep_dirty(&tx, sweep)?;
         tx.commit()?;
         Ok(cancelled as u32)
     }
@@ -482,7 +524,7 @@ impl Store {
                     continue;
                 }
                 pack_key = Some(key);
-                let lease = Self::grant(&tx, worker_id, &trial_id, previous_attempt + 1, &sweep, now, ttl_ms)?;
+                let lease = Self::grant(&tx, worker_id, &trial_id, previous_attempt + 1, now, ttl_ms)?;
                 pack.push(TrialLease {
                     lease,
                     family,
@@ -506,15 +548,7 @@ impl Store {
     }
 
     /// Start attempt `attempt` of a queued trial for a worker.
-    fn grant(
-        tx: &Transaction<'_>,
-        worker_id: &str,
-        trial_id: &str,
-        attempt: u32,
-        sweep: &str,
-        now: Millis,
-        ttl_ms: Millis,
-    ) -> Result<LeaseRef> {
+    fn grant(tx: &Transaction<'_>, worker_id: &str, trial_id: &str, attempt: u32, now: Millis, ttl_ms: Millis) -> Result<LeaseRef> {
         let token = next_token(tx)?;
         tx.execute(
             "INSERT INTO attempts(trial_id, attempt, worker_id, fencing_token, state, started_at_ms, deadline_ms)
@@ -527,7 +561,7 @@ impl Store {
              WHERE trial_id = ?1",
             params![trial_id, attempt, worker_id, now],
         )?;
-        mark_dirty(tx, sweep)?;
+        mark_trial_dirty(tx, trial_id)?;
         Ok(LeaseRef { trial_id: TrialId::from_raw(trial_id), attempt, token })
     }
 
@@ -716,7 +750,7 @@ impl Store {
     pub fn complete(&mut self, lease: &LeaseRef, metrics: &FinalMetrics) -> Result<()> {
         let now = self.now_ms();
         let tx = self.conn.transaction()?;
-        let sweep = Self::check_lease(&tx, lease)?;
+        Self::check_lease(&tx, lease)?;
         Self::refuse(Self::trial_context(&tx, lease, now)?.metrics_problem(metrics))?;
         tx.execute(
             "UPDATE attempts SET state = 'completed', ended_at_ms = ?3 WHERE trial_id = ?1 AND attempt = ?2",
@@ -730,7 +764,7 @@ impl Store {
             "INSERT OR IGNORE INTO compaction_pending(trial_id, attempt) VALUES (?1, ?2)",
             params![lease.trial_id.as_str(), lease.attempt],
         )?;
-        mark_dirty(&tx, &sweep)?;
+        mark_trial_dirty(&tx, lease.trial_id.as_str())?;
         tx.commit()?;
         Ok(())
     }
@@ -777,7 +811,7 @@ impl Store {
             "UPDATE trials SET status = ?2, error = ?3, finished_at_ms = ?4, worker_id = NULL WHERE trial_id = ?1",
             params![lease.trial_id.as_str(), status.as_str(), error, finished],
         )?;
-        mark_dirty(tx, sweep)?;
+        mark_trial_dirty(tx, lease.trial_id.as_str())?;
         Ok(status)
     }
 
@@ -891,13 +925,13 @@ impl Store {
     /// Record a stored checkpoint of a live lease; `path` is relative to the sweep's results directory.
     pub fn record_checkpoint(&mut self, lease: &LeaseRef, step: i64, path: &str) -> Result<()> {
         let tx = self.conn.transaction()?;
-        let sweep = Self::check_lease(&tx, lease)?;
+        Self::check_lease(&tx, lease)?;
         tx.execute(
             "INSERT INTO checkpoints(trial_id, attempt, step, path) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT(trial_id, attempt, step) DO UPDATE SET path = excluded.path",
             params![lease.trial_id.as_str(), lease.attempt, step, path],
         )?;
-        mark_dirty(&tx, &sweep)?;
+        mark_trial_dirty(&tx, lease.trial_id.as_str())?;
         tx.commit()?;
         Ok(())
     }
@@ -947,23 +981,27 @@ impl Store {
         Ok(())
     }
 
-    /// Sweeps whose `trials` table must be rewritten; clears the marks.
-    pub fn take_dirty_sweeps(&mut self) -> Result<Vec<String>> {
+    /// Parts of `trials` tables that must be rewritten, by sweep and part;
+    /// clears the marks.
+    pub fn take_dirty_parts(&mut self) -> Result<Vec<TrialsPart>> {
         let tx = self.conn.transaction()?;
-        let names: Vec<String> = {
-            let mut statement = tx.prepare("SELECT sweep FROM dirty_sweeps ORDER BY sweep")?;
-            statement.query_map([], |row| row.get(0))?.collect::<rusqlite::Result<_>>()?
+        let parts: Vec<TrialsPart> = {
+            let mut statement = tx.prepare("SELECT sweep, part FROM dirty_trial_parts ORDER BY sweep, part")?;
+            statement.query_map([], |row| Ok(TrialsPart { sweep: row.get(0)?, part: row.get(1)? }))?.collect::<rusqlite::Result<_>>()?
         };
-        tx.execute("DELETE FROM dirty_sweeps", [])?;
+        tx.execute("DELETE FROM dirty_trial_parts", [])?;
         tx.commit()?;
-        Ok(names)
+        Ok(parts)
     }
 
-    /// Put sweeps back on the dirty list (a write failed).
-    pub fn mark_dirty(&mut self, sweeps: &[String]) -> Result<()> {
+    /// Mark parts to be rewritten again (after a failed write).
+    pub fn mark_dirty(&mut self, parts: &[TrialsPart]) -> Result<()> {
         let tx = self.conn.transaction()?;
-        for sweep in sweeps {
-            mark_dirty(&tx, sweep)?;
+        {
+            let mut dirty = tx.prepare_cached("INSERT OR IGNORE INTO dirty_trial_parts(sweep, part) VALUES (?1, ?2)")?;
+            for part in parts {
+                dirty.execute(params![part.sweep, part.part])?;
+            }
         }
         tx.commit()?;
         Ok(())

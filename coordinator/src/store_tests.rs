@@ -394,3 +394,69 @@ fn an_older_data_directory_queues_its_done_trials_for_compaction_once() {
     let store = Store::open(&path, Arc::new(ManualClock::new(NOW))).expect("reopens again");
     assert!(store.compaction_ready().expect("ready").is_empty(), "queued once, not on every open");
 }
+
+fn big_sweep(trials: usize) -> (SweepSpec, Vec<TrialSpec>) {
+    let seeds: Vec<String> = (0..trials).map(|seed| seed.to_string()).collect();
+    let text = format!(
+        "version: 1\nname: big\nfamilies: transformer\naxes:\n  modulus: 7\n  data_fraction: 0.5\n  weight_decay: 1\n  seed: [{}]\n",
+        seeds.join(", ")
+    );
+    let spec = parse_spec("big.yaml", &text).expect("valid");
+    let trials = expand(&spec);
+    (spec, trials)
+}
+
+fn part(number: i64) -> TrialsPart {
+    TrialsPart { sweep: "big".into(), part: number }
+}
+
+#[test]
+fn only_the_parts_of_the_trials_table_that_changed_are_rewritten() {
+    let clock = ManualClock::new(NOW);
+    let mut store = Store::open_in_memory(Arc::new(clock)).expect("store");
+    let (spec, trials) = big_sweep(25_000);
+    // Stored in two chunks, as a large submission is: each marks its own parts.
+    store.submit_part(&spec, "", &trials[..12_000]).expect("first chunk");
+    assert_eq!(store.take_dirty_parts().expect("dirty"), vec![part(0), part(1)]);
+    store.submit_part(&spec, "", &trials[12_000..]).expect("second chunk");
+    assert_eq!(store.take_dirty_parts().expect("dirty"), vec![part(1), part(2)]);
+    assert!(store.take_dirty_parts().expect("dirty").is_empty(), "taking clears the marks");
+    // Each part holds its 10,000 trials in grid order, the last one the rest.
+    let sizes: Vec<usize> = (0..3).map(|n| store.trials_of_part(&part(n)).expect("part").len()).collect();
+    assert_eq!(sizes, vec![10_000, 10_000, 5_000]);
+    let third = store.trials_of_part(&part(2)).expect("part");
+    assert_eq!((third[0].params.seed, third[4_999].params.seed), (20_000, 24_999));
+    // A lease and a completion touch the first part only.
+    let worker = store.register_worker("w", "flex", 1, None).expect("register");
+    let grant = lease(&mut store, &worker, 1).expect("lease").remove(0);
+    assert_eq!(store.take_dirty_parts().expect("dirty"), vec![part(0)]);
+    store.complete(&grant.lease, &FinalMetrics { epochs: 10, ..FinalMetrics::default() }).expect("complete");
+    assert_eq!(store.take_dirty_parts().expect("dirty"), vec![part(0)]);
+    // Resubmitting adds nothing and rewrites nothing; a cancel rewrites every part.
+    store.submit(&spec, "", &trials).expect("resubmit");
+    assert!(store.take_dirty_parts().expect("dirty").is_empty());
+    store.cancel("big").expect("cancel");
+    assert_eq!(store.take_dirty_parts().expect("dirty"), vec![part(0), part(1), part(2)]);
+    // A failed write puts its part back.
+    store.mark_dirty(&[part(1)]).expect("mark");
+    assert_eq!(store.take_dirty_parts().expect("dirty"), vec![part(1)]);
+}
+
+#[test]
+fn an_older_data_directory_rewrites_each_sweep_s_trials_table_in_parts_once() {
+    let directory = tempfile::tempdir().expect("temp dir");
+    let path = directory.path().join("coordinator.sqlite");
+    {
+        let mut store = Store::open(&path, Arc::new(ManualClock::new(NOW))).expect("store");
+        let (spec, trials) = big_sweep(12_000);
+        store.submit(&spec, "", &trials).expect("submit");
+        store.take_dirty_parts().expect("written");
+        // As a build before the parts left it: a list of dirty sweeps.
+        store.conn.execute_batch("DROP TABLE dirty_trial_parts; CREATE TABLE dirty_sweeps (sweep TEXT PRIMARY KEY);").expect("old schema");
+    }
+    let mut store = Store::open(&path, Arc::new(ManualClock::new(NOW))).expect("reopens");
+    assert_eq!(store.take_dirty_parts().expect("dirty"), vec![part(0), part(1)]);
+    drop(store);
+    let mut store = Store::open(&path, Arc::new(ManualClock::new(NOW))).expect("reopens again");
+    assert!(store.take_dirty_parts().expect("dirty").is_empty(), "once, not on every open");
+}
