@@ -11,7 +11,12 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 /// Every `*.parquet` under `directory`, recursively; hidden temp files excluded.
 pub(crate) fn parquet_files(directory: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
-    let Ok(entries) = std::fs::read_dir(directory) else { return files };
+    // A table with no files yet is empty; any other failure to list it is an error, not an empty table.
+    let entries = match std::fs::read_dir(directory) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return files,
+        Err(error) => panic!("listing {}: {error}", directory.display()),
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         if path.is_dir() {
