@@ -103,3 +103,10 @@ impl LoopbackCoordinator {
         Ok(())
     }
 }
+
+/// Register a simulated worker with one slot and no backend; returns its id.
+pub async fn register_simulated_worker(client: &mut sweep_proto::client::Client, name: String) -> anyhow::Result<String> {
+    let request =
+        sweep_proto::pb::RegisterWorkerRequest { name, backend: "none".into(), slots: 1, previous_worker_id: String::new(), pack_size: 1 };
+    Ok(client.register_worker(request).await?.into_inner().worker_id)
+}

@@ -512,13 +512,7 @@ mod tests {
     use crate::clock::SystemClock;
 
     fn grid(seeds: usize) -> (Arc<sweep_core::SweepSpec>, Arc<String>, Arc<Vec<sweep_core::TrialSpec>>) {
-        let seeds: Vec<String> = (0..seeds).map(|seed| seed.to_string()).collect();
-        let yaml = format!(
-            "version: 1\nname: chunked\nfamilies: transformer\naxes:\n  modulus: 7\n  data_fraction: 0.5\n  weight_decay: 1\n  seed: [{}]\n",
-            seeds.join(", ")
-        );
-        let spec = parse_spec("c.yaml", &yaml).expect("valid");
-        let trials = expand(&spec);
+        let (spec, yaml, trials) = crate::store::tests::seed_grid("chunked", seeds);
         (Arc::new(spec), Arc::new(yaml), Arc::new(trials))
     }
 
@@ -559,10 +553,8 @@ mod tests {
         let data = tempfile::tempdir().expect("tempdir");
         let mut store = Store::open(&data.path().join("coordinator.sqlite"), Arc::new(SystemClock)).expect("store");
         let layout = ResultsLayout::new(data.path());
-        let text =
-            "version: 1\nname: crash\nfamilies: transformer\naxes:\n  modulus: 7\n  data_fraction: 0.5\n  weight_decay: 1\n  seed: 0\n";
-        let spec = parse_spec("c.yaml", text).expect("valid");
-        store.submit(&spec, text, &expand(&spec)).expect("submit");
+        let (spec, yaml, trials) = crate::store::tests::seed_grid("crash", 1);
+        store.submit(&spec, &yaml, &trials).expect("submit");
         let worker = store.register_worker("w", "flex", 1, None).expect("register");
         let lease = store.lease(&worker, 1, 1, 10_000).expect("lease").remove(0).remove(0).lease;
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_millis() as i64;

@@ -1061,4 +1061,4 @@ fn metrics_from_json(text: &str) -> Result<FinalMetrics> {
 
 #[cfg(test)]
 #[path = "store_tests.rs"]
-mod tests;
+pub(crate) mod tests;

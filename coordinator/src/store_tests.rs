@@ -395,14 +395,20 @@ fn an_older_data_directory_queues_its_done_trials_for_compaction_once() {
     assert!(store.compaction_ready().expect("ready").is_empty(), "queued once, not on every open");
 }
 
-fn big_sweep(trials: usize) -> (SweepSpec, Vec<TrialSpec>) {
-    let seeds: Vec<String> = (0..trials).map(|seed| seed.to_string()).collect();
-    let text = format!(
-        "version: 1\nname: big\nfamilies: transformer\naxes:\n  modulus: 7\n  data_fraction: 0.5\n  weight_decay: 1\n  seed: [{}]\n",
+/// A sweep `name` of `seeds` trials (seeds 0, 1, …) at p = 7: its spec, YAML and trials.
+pub(crate) fn seed_grid(name: &str, seeds: usize) -> (SweepSpec, String, Vec<TrialSpec>) {
+    let seeds: Vec<String> = (0..seeds).map(|seed| seed.to_string()).collect();
+    let yaml = format!(
+        "version: 1\nname: {name}\nfamilies: transformer\naxes:\n  modulus: 7\n  data_fraction: 0.5\n  weight_decay: 1\n  seed: [{}]\n",
         seeds.join(", ")
     );
-    let spec = parse_spec("big.yaml", &text).expect("valid");
+    let spec = parse_spec(&format!("{name}.yaml"), &yaml).expect("valid");
     let trials = expand(&spec);
+    (spec, yaml, trials)
+}
+
+fn big_sweep(trials: usize) -> (SweepSpec, Vec<TrialSpec>) {
+    let (spec, _, trials) = seed_grid("big", trials);
     (spec, trials)
 }
 

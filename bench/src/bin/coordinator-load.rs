@@ -36,14 +36,7 @@ async fn main() -> anyhow::Result<()> {
     for index in 0..workers {
         let mut client = connect_lazy(&address, Default::default())?;
         tasks.push(tokio::spawn(async move {
-            let request = pb::RegisterWorkerRequest {
-                name: format!("sim{index}"),
-                backend: "none".into(),
-                slots: 1,
-                previous_worker_id: String::new(),
-                pack_size: 1,
-            };
-            let worker_id = client.register_worker(request).await?.into_inner().worker_id;
+            let worker_id = groksweep_bench::register_simulated_worker(&mut client, format!("sim{index}")).await?;
             let mut completed = 0usize;
             loop {
                 let request = pb::LeaseTrialsRequest { worker_id: worker_id.clone(), free_slots: 1, backend: "none".into(), pack_size: 1 };

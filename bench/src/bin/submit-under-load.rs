@@ -57,14 +57,7 @@ async fn main() -> anyhow::Result<()> {
         let mut client = connect_lazy(&address, Default::default())?;
         let (worst_gap_us, revoked, measuring, done) = (worst_gap_us.clone(), revoked.clone(), measuring.clone(), done.clone());
         beating.push(tokio::spawn(async move {
-            let request = pb::RegisterWorkerRequest {
-                name: format!("hb{index}"),
-                backend: "none".into(),
-                slots: 1,
-                previous_worker_id: String::new(),
-                pack_size: 1,
-            };
-            let worker_id = client.register_worker(request).await?.into_inner().worker_id;
+            let worker_id = groksweep_bench::register_simulated_worker(&mut client, format!("hb{index}")).await?;
             let request = pb::LeaseTrialsRequest { worker_id: worker_id.clone(), free_slots: 1, backend: "none".into(), pack_size: 1 };
             let leases: Vec<pb::LeaseRef> =
                 client.lease_trials(request).await?.into_inner().packs.into_iter().flat_map(|p| p.leases).filter_map(|l| l.lease).collect();
