@@ -1,8 +1,12 @@
-"""Reference timing of the Nanda et al. 2023 training step in PyTorch (CPU).
+"""Reference timing of the Nanda et al. 2023 training step in PyTorch (CPU),
+in the authors' formulation: every position through attention, the MLP and
+the unembedding, then the last position's logits, with an f64 log-softmax.
 
 Same model and recipe as groksweep's transformer family: p = 113, 30% of pairs
 (3,830) full batch, d_model 128, 4 heads, MLP 512, no LayerNorm, AdamW
-(0.9, 0.98), weight decay 1. Usage: python bench/nanda_step.py [steps]
+(0.9, 0.98), weight decay 1. `bench/nanda_step_same_work.py` computes exactly
+groksweep's function instead (bench/RESULTS.md reports both).
+Usage: python bench/nanda_step.py [steps]
 """
 import math
 import sys
@@ -10,14 +14,14 @@ import time
 
 import torch
 
-p, d_model, n_heads, d_mlp = 113, 128, 4, 512
-d_head, d_vocab = d_model // n_heads, p + 1
-torch.manual_seed(0)
+d_model, n_heads, d_mlp = 128, 4, 512
+d_head = d_model // n_heads
 
 
 class Model(torch.nn.Module):
-    def __init__(self):
+    def __init__(self, p):
         super().__init__()
+        self.d_vocab = d_vocab = p + 1
         scale = 1 / math.sqrt(d_model)
         self.W_E = torch.nn.Parameter(torch.randn(d_vocab, d_model) * scale)
         self.W_pos = torch.nn.Parameter(torch.randn(3, d_model) * scale)
@@ -47,28 +51,46 @@ class Model(torch.nn.Module):
         return (x @ self.W_U)[:, -1]
 
 
-pairs = torch.tensor([(a, b) for a in range(p) for b in range(p)])
-perm = torch.randperm(p * p)
-train = pairs[perm[: int(0.3 * p * p)]]
-tokens = torch.cat([train, torch.full((len(train), 1), p)], dim=1)
-labels = (train[:, 0] + train[:, 1]) % p
-model = Model()
-optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.98), weight_decay=1.0)
+def training_pairs(p):
+    """30% of the p² pairs: the inputs `[a, b, =]` and their labels."""
+    pairs = torch.tensor([(a, b) for a in range(p) for b in range(p)])
+    perm = torch.randperm(p * p)
+    train = pairs[perm[: int(0.3 * p * p)]]
+    return torch.cat([train, torch.full((len(train), 1), p)], dim=1), (train[:, 0] + train[:, 1]) % p
 
 
-def step():
-    logits = model(tokens).to(torch.float64)
-    loss = -logits.log_softmax(-1).gather(-1, labels[:, None]).mean()
-    optimizer.zero_grad()
-    loss.backward()
-    optimizer.step()
+def adamw(model):
+    return torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.98), eps=1e-8, weight_decay=1.0)
 
 
-steps = int(sys.argv[1]) if len(sys.argv) > 1 else 200
-for _ in range(10):
-    step()
-start = time.perf_counter()
-for _ in range(steps):
-    step()
-elapsed = time.perf_counter() - start
-print(f"torch={torch.__version__} threads={torch.get_num_threads()} train_pairs={len(train)} steps={steps} ms_per_step={elapsed * 1e3 / steps:.1f}")
+def time_steps(step, steps):
+    """ms per step over `steps` timed steps after 10 warm-up steps."""
+    for _ in range(10):
+        step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - start) * 1e3 / steps
+
+
+def main():
+    steps = int(sys.argv[1]) if len(sys.argv) > 1 else 200
+    p = 113
+    torch.manual_seed(0)
+    model = Model(p)
+    tokens, labels = training_pairs(p)
+    optimizer = adamw(model)
+
+    def step():
+        logits = model(tokens).to(torch.float64)
+        loss = -logits.log_softmax(-1).gather(-1, labels[:, None]).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    ms = time_steps(step, steps)
+    print(f"torch={torch.__version__} threads={torch.get_num_threads()} train_pairs={len(tokens)} steps={steps} ms_per_step={ms:.1f}")
+
+
+if __name__ == "__main__":
+    main()

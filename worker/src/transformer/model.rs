@@ -12,7 +12,7 @@
 
 use burn::config::Config;
 use burn::module::{Module, Param};
-use burn::tensor::activation::{relu, softmax};
+use burn::tensor::activation::relu;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use sweep_core::split::SplitMix64;
@@ -84,10 +84,9 @@ pub struct ForwardOutput<B: Backend> {
 /// position embeddings (built once per set of inputs, see [`PackInputs::new`]).
 #[derive(Debug, Clone)]
 pub struct PackInputs<B: Backend> {
-    /// Row of (trial, position, token) for every position of every input, [K · batch · 3].
-    every_position: Tensor<B, 1, Int>,
-    /// Row of (trial, 2, token) of the last position of every input, [K · batch].
-    last_position: Tensor<B, 1, Int>,
+    /// For each position j, the row of (trial, j, token) of every input of
+    /// every trial, [K · batch]; the last is the last position's.
+    positions: [Tensor<B, 1, Int>; SEQ_LEN],
     trials: usize,
     batch: usize,
 }
@@ -98,23 +97,15 @@ impl<B: Backend> PackInputs<B> {
     pub fn new(tokens: &[Vec<[i64; SEQ_LEN]>], d_vocab: usize, device: &B::Device) -> Self {
         let trials = tokens.len();
         let batch = tokens.first().map_or(0, Vec::len);
-        let mut every = Vec::with_capacity(trials * batch * SEQ_LEN);
-        let mut last = Vec::with_capacity(trials * batch);
-        for (trial, inputs) in tokens.iter().enumerate() {
-            debug_assert_eq!(inputs.len(), batch, "every trial of a pack has the same number of inputs");
-            for input in inputs {
-                for (position, &token) in input.iter().enumerate() {
-                    every.push(((trial * SEQ_LEN + position) * d_vocab) as i64 + token);
-                }
-                last.push(((trial * SEQ_LEN + SEQ_LEN - 1) * d_vocab) as i64 + input[SEQ_LEN - 1]);
+        let positions = std::array::from_fn(|position| {
+            let mut rows = Vec::with_capacity(trials * batch);
+            for (trial, inputs) in tokens.iter().enumerate() {
+                debug_assert_eq!(inputs.len(), batch, "every trial of a pack has the same number of inputs");
+                rows.extend(inputs.iter().map(|input| ((trial * SEQ_LEN + position) * d_vocab) as i64 + input[position]));
             }
-        }
-        PackInputs {
-            every_position: Tensor::from_data(TensorData::new(every, [trials * batch * SEQ_LEN]), device),
-            last_position: Tensor::from_data(TensorData::new(last, [trials * batch]), device),
-            trials,
-            batch,
-        }
+            Tensor::from_data(TensorData::new(rows, [trials * batch]), device)
+        });
+        PackInputs { positions, trials, batch }
     }
 
     /// Inputs per trial.
@@ -177,6 +168,25 @@ impl<B: Backend> Transformer<B> {
     /// through its attention keys and values, so the MLP and unembedding run
     /// on the last position alone; the logits are exactly the full model's.
     ///
+    /// The attention's inputs are token + position embeddings and nothing
+    /// else (there is no layer before it), so there are only 3 · d_vocab
+    /// distinct rows to project: the queries, keys and values of every
+    /// (position, token) are computed once and each input gathers its rows.
+    /// At p = 113 with 3,830 training pairs that is 342 projected rows
+    /// instead of 11,490 (keys and values) and 3,830 (queries). The gradient
+    /// of a gather adds each input's row gradients into its table row: the
+    /// sum the plain product's gradient forms, in another order.
+    ///
+    /// The one query meets three keys per (input, head), so the attention
+    /// is written out over the three positions as element-wise products and
+    /// row sums on [K · batch · heads, d_head] tensors, each a gather of
+    /// head-major table rows: no activation is permuted (burn-flex copies a
+    /// permuted gradient element by element before the next reshape) and no
+    /// batched product of 1 × 32 by 32 × 3 matrices is made (one gemm call
+    /// per (input, head), on one thread). Both were measured
+    /// (bench/RESULTS.md); the unit tests compare logits and gradients with
+    /// the textbook forward.
+    ///
     /// # Shapes
     /// - `inputs`: K trials × batch inputs
     /// - output logits: [K, batch, d_vocab], mlp_post: [K, batch, d_mlp]
@@ -185,26 +195,45 @@ impl<B: Backend> Transformer<B> {
         debug_assert_eq!(trials, self.trials(), "inputs are for a pack of another size");
         let [_, d_vocab, d_model] = self.embed.dims();
         let d_attn = self.w_q.dims()[2];
-        let d_head = d_attn / self.n_heads;
+        let (heads, rows) = (self.n_heads, trials * batch);
+        let d_head = d_attn / heads;
+        let table_rows = trials * SEQ_LEN * d_vocab;
         // Token + position embedding of every (trial, position, token), one
-        // row each: [K · 3 · d_vocab, d_model]; the inputs gather their rows.
+        // row each: [K, 3 · d_vocab, d_model].
         let tokens = self.embed.val().unsqueeze_dim::<4>(1).repeat_dim(1, SEQ_LEN); // [K, 3, d_vocab, d_model]
         let positions = self.pos_embed.val().unsqueeze_dim::<4>(2).repeat_dim(2, d_vocab); // [K, 3, d_vocab, d_model]
-        let table = (tokens + positions).reshape([trials * SEQ_LEN * d_vocab, d_model]);
-        let residual = table.clone().select(0, inputs.every_position.clone()).reshape([trials, batch * SEQ_LEN, d_model]);
-        let split_heads = |projected: Tensor<B, 3>, positions: usize| {
-            projected.reshape([trials * batch, positions, self.n_heads, d_head]).swap_dims(1, 2) // [K · batch, heads, positions, d_head]
+        let table = (tokens + positions).reshape([trials, SEQ_LEN * d_vocab, d_model]);
+        // A projection of the table, head-major: row h · (K · 3 · d_vocab) + r
+        // is head h of table row r, [heads · K · 3 · d_vocab, d_head].
+        let head_major = |weight: Tensor<B, 3>| {
+            let projected = table.clone().matmul(weight).reshape([table_rows, heads, d_head]);
+            projected.swap_dims(0, 1).reshape([heads * table_rows, d_head])
         };
-        let keys = split_heads(residual.clone().matmul(self.w_k.val()), SEQ_LEN);
-        let values = split_heads(residual.matmul(self.w_v.val()), SEQ_LEN);
-        // The last position's residual is gathered from its own row rather
-        // than narrowed out of `residual`: a strided view, which burn-flex
-        // would walk element by element in the additions below (`crate::layout`).
-        let last = table.select(0, inputs.last_position.clone()).reshape([trials, batch, d_model]);
-        let queries = split_heads(last.clone().matmul(self.w_q.val()), 1); // [K · batch, heads, 1, d_head]
-        let scores = queries.matmul(keys.swap_dims(2, 3)).div_scalar((d_head as f64).sqrt()); // [K · batch, heads, 1, 3]
-        let pattern = softmax(scores, 3);
-        let mixed = pattern.matmul(values).reshape([trials, batch, d_attn]); // [K, batch, heads · d_head]
+        // The head-major rows of table rows `of`, [K · batch] → [K · batch · heads],
+        // in (input, head) order: gathered, they are [K · batch, heads · d_head].
+        let device = inputs.positions[0].device();
+        let offsets =
+            Tensor::<B, 1, Int>::arange(0..heads as i64, &device).mul_scalar(table_rows as i64).reshape([1, heads]).repeat_dim(0, rows);
+        let head_rows =
+            |of: &Tensor<B, 1, Int>| (of.clone().reshape([rows, 1]).repeat_dim(1, heads) + offsets.clone()).reshape([rows * heads]);
+        let at = inputs.positions.each_ref().map(head_rows);
+        let [.., last_rows] = &at;
+        let queries = head_major(self.w_q.val()).select(0, last_rows.clone()); // [K · batch · heads, d_head]
+        let (keys, values) = (head_major(self.w_k.val()), head_major(self.w_v.val()));
+        let scale = (d_head as f64).sqrt();
+        let scores = at.each_ref().map(|rows_of| (keys.clone().select(0, rows_of.clone()) * queries.clone()).sum_dim(1).div_scalar(scale)); // [K · batch · heads, 1] each
+        // Softmax over the three positions; the shift cancels, so it carries no gradient.
+        let [first, others @ ..] = &scores;
+        let shift = others.iter().fold(first.clone(), |max, score| max.max_pair(score.clone())).detach();
+        let weights = scores.map(|score| (score - shift.clone()).exp());
+        let [first, others @ ..] = &weights;
+        let total = others.iter().fold(first.clone(), |sum, weight| sum + weight.clone());
+        let mixed = at.iter().zip(weights).map(|(rows_of, weight)| values.clone().select(0, rows_of.clone()) * (weight / total.clone()));
+        let mixed = mixed.reduce(|sum, term| sum + term).expect("three positions").reshape([trials, batch, d_attn]); // [K, batch, heads · d_head]
+        // The last position's residual is gathered from its own row (a
+        // contiguous tensor; a strided view would be walked element by
+        // element by burn-flex in the additions below, `crate::layout`).
+        let last = table.reshape([table_rows, d_model]).select(0, inputs.positions[SEQ_LEN - 1].clone()).reshape([trials, batch, d_model]);
         let after_attention = last + mixed.matmul(self.w_o.val());
         let mlp_post = relu(add_per_trial(after_attention.clone().matmul(self.w_in.val()), self.b_in.val())); // [K, batch, d_mlp]
         let after_mlp = add_per_trial(after_attention + mlp_post.clone().matmul(self.w_out.val()), self.b_out.val());
@@ -255,6 +284,7 @@ impl SquaredNorms {
 mod tests {
     use super::*;
     use crate::backend::TestBackend;
+    use burn::tensor::activation::softmax;
 
     #[test]
     fn init_is_deterministic_and_scaled() {
@@ -270,22 +300,23 @@ mod tests {
     }
 
     /// The textbook forward of trial `trial`: every position, causal mask,
-    /// MLP everywhere; returns the last position's logits.
-    fn full_causal_logits(model: &Transformer<TestBackend>, trial: usize, tokens: &[[i64; SEQ_LEN]]) -> Vec<f32> {
-        let device = Default::default();
-        let weight = |param: &Param<Tensor<TestBackend, 3>>| {
+    /// MLP everywhere, every product on the activations; returns the last
+    /// position's logits, [batch, d_vocab].
+    fn full_causal_forward<B: Backend>(model: &Transformer<B>, trial: usize, tokens: &[[i64; SEQ_LEN]]) -> Tensor<B, 2> {
+        let device = model.embed.device();
+        let weight = |param: &Param<Tensor<B, 3>>| {
             let [_, rows, columns] = param.dims();
             param.val().narrow(0, trial, 1).reshape([rows, columns])
         };
-        let bias = |param: &Param<Tensor<TestBackend, 2>>| param.val().narrow(0, trial, 1);
+        let bias = |param: &Param<Tensor<B, 2>>| param.val().narrow(0, trial, 1);
         let (batch, seq) = (tokens.len(), SEQ_LEN);
         let d_model = model.embed.dims()[2];
         let d_head = d_model / model.n_heads;
         let flat: Vec<i64> = tokens.iter().flatten().copied().collect();
-        let flat = Tensor::<TestBackend, 1, Int>::from_data(TensorData::new(flat, [batch * seq]), &device);
+        let flat = Tensor::<B, 1, Int>::from_data(TensorData::new(flat, [batch * seq]), &device);
         let x = weight(&model.embed).select(0, flat).reshape([batch, seq, d_model]) + weight(&model.pos_embed).unsqueeze::<3>();
         let flat = x.clone().reshape([batch * seq, d_model]);
-        let heads = |w: Tensor<TestBackend, 2>| flat.clone().matmul(w).reshape([batch, seq, model.n_heads, d_head]).swap_dims(1, 2);
+        let heads = |w: Tensor<B, 2>| flat.clone().matmul(w).reshape([batch, seq, model.n_heads, d_head]).swap_dims(1, 2);
         let (q, k, v) = (heads(weight(&model.w_q)), heads(weight(&model.w_k)), heads(weight(&model.w_v)));
         let mut mask = vec![0f32; seq * seq];
         for row in 0..seq {
@@ -293,51 +324,96 @@ mod tests {
                 mask[row * seq + column] = -1e9;
             }
         }
-        let mask = Tensor::<TestBackend, 2>::from_data(TensorData::new(mask, [seq, seq]), &device).unsqueeze::<4>();
+        let mask = Tensor::<B, 2>::from_data(TensorData::new(mask, [seq, seq]), &device).unsqueeze::<4>();
         let scores = q.matmul(k.swap_dims(2, 3)).div_scalar((d_head as f64).sqrt()) + mask;
         let z = softmax(scores, 3).matmul(v).swap_dims(1, 2).reshape([batch * seq, d_model]);
         let after_attention = flat + z.matmul(weight(&model.w_o));
         let post = relu(after_attention.clone().matmul(weight(&model.w_in)) + bias(&model.b_in));
         let after_mlp = after_attention + post.matmul(weight(&model.w_out)) + bias(&model.b_out);
         let d_vocab = model.unembed.dims()[2];
-        let logits =
-            after_mlp.matmul(weight(&model.unembed)).reshape([batch, seq, d_vocab]).narrow(1, seq - 1, 1).reshape([batch, d_vocab]);
-        logits.into_data().to_vec().expect("f32")
+        after_mlp.matmul(weight(&model.unembed)).reshape([batch, seq, d_vocab]).narrow(1, seq - 1, 1).reshape([batch, d_vocab])
+    }
+
+    fn full_causal_logits(model: &Transformer<TestBackend>, trial: usize, tokens: &[[i64; SEQ_LEN]]) -> Vec<f32> {
+        full_causal_forward(model, trial, tokens).into_data().to_vec().expect("f32")
+    }
+
+    /// A pack of three trials of `config(seed)`, its biases non-zero.
+    fn three_trial_pack<B: Backend>(config: impl Fn(u64) -> TransformerConfig) -> Transformer<B> {
+        let device = Default::default();
+        let singles: Vec<Transformer<B>> = (0..3).map(|seed| config(seed).init(&device)).collect();
+        let cat =
+            |get: &dyn Fn(&Transformer<B>) -> Tensor<B, 3>| Param::from_tensor(Tensor::cat(singles.iter().map(get).collect(), 0).detach());
+        let cat2 =
+            |get: &dyn Fn(&Transformer<B>) -> Tensor<B, 2>| Param::from_tensor(Tensor::cat(singles.iter().map(get).collect(), 0).detach());
+        Transformer {
+            embed: cat(&|m| m.embed.val()),
+            pos_embed: cat(&|m| m.pos_embed.val()),
+            w_q: cat(&|m| m.w_q.val()),
+            w_k: cat(&|m| m.w_k.val()),
+            w_v: cat(&|m| m.w_v.val()),
+            w_o: cat(&|m| m.w_o.val()),
+            w_in: cat(&|m| m.w_in.val()),
+            b_in: cat2(&|m| m.b_in.val().add_scalar(0.1)),
+            w_out: cat(&|m| m.w_out.val()),
+            b_out: cat2(&|m| m.b_out.val().add_scalar(-0.2)),
+            unembed: cat(&|m| m.unembed.val()),
+            n_heads: 4,
+        }
+    }
+
+    /// Trial k's inputs: every a with b = (5a + 2 + k) mod 13, some of them repeated.
+    fn pack_tokens() -> Vec<Vec<[i64; SEQ_LEN]>> {
+        (0..3i64).map(|k| (0..13i64).chain([3, 3, 7]).map(|a| [a, (5 * a + 2 + k) % 13, 13]).collect()).collect()
+    }
+
+    fn small_config(seed: u64) -> TransformerConfig {
+        TransformerConfig::new(13).with_d_model(32).with_n_heads(4).with_d_mlp(48).with_seed(seed)
+    }
+
+    #[test]
+    fn the_gradients_of_the_pack_forward_equal_those_of_each_trials_full_causal_forward() {
+        use crate::backend::TestAutodiffBackend as AB;
+        let device = Default::default();
+        let pack: Transformer<AB> = three_trial_pack(small_config);
+        let tokens = pack_tokens();
+        let batch = tokens[0].len();
+        // A loss that weighs every logit differently: Σ c · logits.
+        let coefficients: Vec<f32> = (0..3 * batch * 14).map(|i| ((i * 7919) % 23) as f32 / 23.0 - 0.4).collect();
+        let coefficients = Tensor::<AB, 1>::from_data(TensorData::new(coefficients, [3 * batch * 14]), &device);
+        let fast = pack.forward(&PackInputs::new(&tokens, 14, &device)).logits.reshape([3 * batch * 14]);
+        let fast_gradients = (fast * coefficients.clone()).sum().backward();
+        let plain: Vec<Tensor<AB, 2>> = (0..3).map(|trial| full_causal_forward(&pack, trial, &tokens[trial])).collect();
+        let plain = Tensor::cat(plain, 0).reshape([3 * batch * 14]);
+        let plain_gradients = (plain * coefficients).sum().backward();
+        // Every parameter's gradient, in the order of `names`, on the host.
+        let names = ["W_E", "W_pos", "W_Q", "W_K", "W_V", "W_O", "W_in", "W_out", "W_U", "b_in", "b_out"];
+        let host = |gradients: &<AB as burn::tensor::backend::AutodiffBackend>::Gradients| {
+            let matrices = [&pack.embed, &pack.pos_embed, &pack.w_q, &pack.w_k, &pack.w_v, &pack.w_o, &pack.w_in, &pack.w_out, &pack.unembed];
+            let matrices = matrices.map(|param| param.grad(gradients).expect("a gradient").into_data());
+            let biases = [&pack.b_in, &pack.b_out].map(|param| param.grad(gradients).expect("a gradient").into_data());
+            matrices.into_iter().chain(biases).map(|data| data.iter::<f32>().collect::<Vec<_>>()).collect::<Vec<_>>()
+        };
+        for ((name, fast), plain) in names.iter().zip(host(&fast_gradients)).zip(host(&plain_gradients)) {
+            let scale = plain.iter().fold(0f32, |max, value| max.max(value.abs()));
+            assert!(scale > 0.0, "{name} has a zero gradient");
+            for (a, b) in fast.iter().zip(&plain) {
+                assert!((a - b).abs() <= 1e-4 * scale, "{name}: {a} vs {b}");
+            }
+        }
     }
 
     #[test]
     fn the_pack_forward_equals_each_trials_full_causal_forward() {
         let device = Default::default();
-        let config = |seed| TransformerConfig::new(13).with_d_model(32).with_n_heads(4).with_d_mlp(48).with_seed(seed);
-        let pack: Transformer<TestBackend> = {
-            let singles: Vec<Transformer<TestBackend>> = (0..3).map(|seed| config(seed).init(&device)).collect();
-            let cat = |get: &dyn Fn(&Transformer<TestBackend>) -> Tensor<TestBackend, 3>| {
-                Param::from_tensor(Tensor::cat(singles.iter().map(get).collect(), 0))
-            };
-            let cat2 = |get: &dyn Fn(&Transformer<TestBackend>) -> Tensor<TestBackend, 2>| {
-                Param::from_tensor(Tensor::cat(singles.iter().map(get).collect(), 0))
-            };
-            Transformer {
-                embed: cat(&|m| m.embed.val()),
-                pos_embed: cat(&|m| m.pos_embed.val()),
-                w_q: cat(&|m| m.w_q.val()),
-                w_k: cat(&|m| m.w_k.val()),
-                w_v: cat(&|m| m.w_v.val()),
-                w_o: cat(&|m| m.w_o.val()),
-                w_in: cat(&|m| m.w_in.val()),
-                b_in: cat2(&|m| m.b_in.val().add_scalar(0.1)),
-                w_out: cat(&|m| m.w_out.val()),
-                b_out: cat2(&|m| m.b_out.val().add_scalar(-0.2)),
-                unembed: cat(&|m| m.unembed.val()),
-                n_heads: 4,
-            }
-        };
+        let pack: Transformer<TestBackend> = three_trial_pack(small_config);
         // Each trial its own inputs.
-        let tokens: Vec<Vec<[i64; SEQ_LEN]>> = (0..3i64).map(|k| (0..13i64).map(|a| [a, (5 * a + 2 + k) % 13, 13]).collect()).collect();
+        let tokens = pack_tokens();
+        let batch = tokens[0].len();
         let fast: Vec<f32> = pack.forward(&PackInputs::new(&tokens, 14, &device)).logits.into_data().to_vec().expect("f32");
         for (trial, inputs) in tokens.iter().enumerate() {
             let reference = full_causal_logits(&pack, trial, inputs);
-            for (a, b) in fast[trial * 13 * 14..(trial + 1) * 13 * 14].iter().zip(&reference) {
+            for (a, b) in fast[trial * batch * 14..(trial + 1) * batch * 14].iter().zip(&reference) {
                 assert!((a - b).abs() < 1e-4, "trial {trial}: {a} vs {b}");
             }
         }

@@ -1,0 +1,105 @@
+"""The Nanda et al. 2023 training step in PyTorch (CPU), computing exactly the
+function groksweep's Rust step computes, with the same algebraic shortcuts.
+
+`bench/nanda_step.py` is the authors' formulation: every position through
+attention, the MLP and the unembedding, then the last position's logits.
+groksweep's step (worker/src/transformer/model.rs and pack.rs) takes these
+shortcuts, and this script takes each of them too:
+
+- the embedding is a table of token + position rows, [3 · d_vocab, d_model],
+  built once per step and gathered by (position, token);
+- with one layer and a causal mask the last position's output depends on the
+  other positions only through their keys and values, so the query, the
+  attention output, the MLP and the unembedding are computed for the last
+  position alone (keys and values for all three);
+- the attention's inputs are table rows and nothing else, so the queries,
+  keys and values of the 3 · d_vocab table rows are projected once and each
+  input gathers its rows (342 projected rows at p = 113 instead of 3 · n);
+- the loss is the per-row cross-entropy written as
+  softplus(LSE_{i≠c}(x_i) − x_c) in f32 (the form that keeps a tiny loss's
+  digits; the authors take an f64 log-softmax), weighted by 1/n and summed;
+- AdamW with betas (0.9, 0.98), eps 1e-8, decoupled weight decay 1, lr 1e-3.
+
+Before timing, the script checks that its logits equal the authors' full
+causal forward on the same weights and that its loss equals the f64
+log-softmax cross-entropy.
+
+Usage: python bench/nanda_step_same_work.py [steps] [p]
+"""
+import math
+import sys
+
+import torch
+
+from nanda_step import Model, adamw, d_head, d_model, n_heads, time_steps, training_pairs
+
+
+class SameWork(Model):
+    """The authors' model (its `forward` is their full causal forward) with
+    groksweep's forward beside it."""
+
+    def same_work_forward(self, every_position, last_position):
+        """groksweep's forward: `every_position` [n · 3] and `last_position`
+        [n] index rows of the token + position table."""
+        n, d_vocab = last_position.shape[0], self.d_vocab
+        table = (self.W_E[None, :, :] + self.W_pos[:, None, :]).reshape(3 * d_vocab, d_model)
+        keys = (table @ self.W_K)[every_position].view(n, 3, n_heads, d_head).transpose(1, 2)  # [n, h, 3, dh]
+        values = (table @ self.W_V)[every_position].view(n, 3, n_heads, d_head).transpose(1, 2)
+        queries = (table @ self.W_Q)[last_position].view(n, 1, n_heads, d_head).transpose(1, 2)  # [n, h, 1, dh]
+        last = table[last_position]  # [n, d]
+        pattern = (queries @ keys.transpose(2, 3) / math.sqrt(d_head)).softmax(-1)  # [n, h, 1, 3]
+        mixed = (pattern @ values).reshape(n, d_model)
+        after_attention = last + mixed @ self.W_O
+        mlp_post = torch.relu(after_attention @ self.W_in + self.b_in)
+        after_mlp = after_attention + mlp_post @ self.W_out + self.b_out
+        return after_mlp @ self.W_U  # [n, d_vocab]
+
+
+def cross_entropy_rows(logits, one_hot):
+    """worker/src/transformer/pack.rs::cross_entropy_rows, term by term."""
+    label_logit = (logits * one_hot).sum(1, keepdim=True)
+    others = logits + one_hot * -1e30
+    shift = others.max(1, keepdim=True).values.detach()
+    others_lse = (others - shift).exp().sum(1, keepdim=True).log() + shift
+    z = others_lse - label_logit
+    return torch.relu(z) + (-z.abs()).exp().log1p()
+
+
+def main():
+    steps = int(sys.argv[1]) if len(sys.argv) > 1 else 200
+    p = int(sys.argv[2]) if len(sys.argv) > 2 else 113
+    torch.manual_seed(0)
+    model = SameWork(p)
+    d_vocab = model.d_vocab
+    tokens, labels = training_pairs(p)  # [n, 3], [n]
+    every_position = (torch.arange(3) * d_vocab + tokens).reshape(-1)
+    last_position = 2 * d_vocab + tokens[:, 2]
+    one_hot = torch.nn.functional.one_hot(labels, d_vocab).float()
+    weights = torch.full((len(tokens), 1), 1.0 / len(tokens))
+
+    with torch.no_grad():
+        ours = model.same_work_forward(every_position, last_position)
+        authors = model(tokens)
+        assert torch.allclose(ours, authors, atol=1e-5, rtol=1e-5), (ours - authors).abs().max()
+        loss_ours = (cross_entropy_rows(ours, one_hot) * weights).sum().item()
+        loss_f64 = -ours.double().log_softmax(-1).gather(-1, labels[:, None]).mean().item()
+        assert abs(loss_ours - loss_f64) < 1e-5 * loss_f64, (loss_ours, loss_f64)
+
+    optimizer = adamw(model)
+
+    def step():
+        logits = model.same_work_forward(every_position, last_position)
+        loss = (cross_entropy_rows(logits, one_hot) * weights).sum()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    ms = time_steps(step, steps)
+    print(
+        f"torch={torch.__version__} threads={torch.get_num_threads()} cpu={torch.backends.cpu.get_cpu_capability()} "
+        f"same_work=true train_pairs={len(tokens)} steps={steps} ms_per_step={ms:.1f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
