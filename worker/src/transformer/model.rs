@@ -389,7 +389,8 @@ mod tests {
         // Every parameter's gradient, in the order of `names`, on the host.
         let names = ["W_E", "W_pos", "W_Q", "W_K", "W_V", "W_O", "W_in", "W_out", "W_U", "b_in", "b_out"];
         let host = |gradients: &<AB as burn::tensor::backend::AutodiffBackend>::Gradients| {
-            let matrices = [&pack.embed, &pack.pos_embed, &pack.w_q, &pack.w_k, &pack.w_v, &pack.w_o, &pack.w_in, &pack.w_out, &pack.unembed];
+            let matrices =
+                [&pack.embed, &pack.pos_embed, &pack.w_q, &pack.w_k, &pack.w_v, &pack.w_o, &pack.w_in, &pack.w_out, &pack.unembed];
             let matrices = matrices.map(|param| param.grad(gradients).expect("a gradient").into_data());
             let biases = [&pack.b_in, &pack.b_out].map(|param| param.grad(gradients).expect("a gradient").into_data());
             matrices.into_iter().chain(biases).map(|data| data.iter::<f32>().collect::<Vec<_>>()).collect::<Vec<_>>()
