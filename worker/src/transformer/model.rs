@@ -375,27 +375,31 @@ mod tests {
     fn the_gradients_of_the_pack_forward_equal_those_of_each_trials_full_causal_forward() {
         use crate::backend::TestAutodiffBackend as AB;
         let device = Default::default();
-        let pack: Transformer<AB> = three_trial_pack(small_config);
+        // Two copies of the same pack, each in one graph with one backward
+        // pass (as in training); sharing leaves between two backward passes
+        // made the second see zero gradients now and then when other tests
+        // ran beside it.
+        let (fast_pack, plain_pack): (Transformer<AB>, Transformer<AB>) = (three_trial_pack(small_config), three_trial_pack(small_config));
         let tokens = pack_tokens();
         let batch = tokens[0].len();
         // A loss that weighs every logit differently: Σ c · logits.
         let coefficients: Vec<f32> = (0..3 * batch * 14).map(|i| ((i * 7919) % 23) as f32 / 23.0 - 0.4).collect();
         let coefficients = Tensor::<AB, 1>::from_data(TensorData::new(coefficients, [3 * batch * 14]), &device);
-        let fast = pack.forward(&PackInputs::new(&tokens, 14, &device)).logits.reshape([3 * batch * 14]);
+        let fast = fast_pack.forward(&PackInputs::new(&tokens, 14, &device)).logits.reshape([3 * batch * 14]);
         let fast_gradients = (fast * coefficients.clone()).sum().backward();
-        let plain: Vec<Tensor<AB, 2>> = (0..3).map(|trial| full_causal_forward(&pack, trial, &tokens[trial])).collect();
+        let plain: Vec<Tensor<AB, 2>> = (0..3).map(|trial| full_causal_forward(&plain_pack, trial, &tokens[trial])).collect();
         let plain = Tensor::cat(plain, 0).reshape([3 * batch * 14]);
         let plain_gradients = (plain * coefficients).sum().backward();
         // Every parameter's gradient, in the order of `names`, on the host.
         let names = ["W_E", "W_pos", "W_Q", "W_K", "W_V", "W_O", "W_in", "W_out", "W_U", "b_in", "b_out"];
-        let host = |gradients: &<AB as burn::tensor::backend::AutodiffBackend>::Gradients| {
+        let host = |pack: &Transformer<AB>, gradients: &<AB as burn::tensor::backend::AutodiffBackend>::Gradients| {
             let matrices =
                 [&pack.embed, &pack.pos_embed, &pack.w_q, &pack.w_k, &pack.w_v, &pack.w_o, &pack.w_in, &pack.w_out, &pack.unembed];
             let matrices = matrices.map(|param| param.grad(gradients).expect("a gradient").into_data());
             let biases = [&pack.b_in, &pack.b_out].map(|param| param.grad(gradients).expect("a gradient").into_data());
             matrices.into_iter().chain(biases).map(|data| data.iter::<f32>().collect::<Vec<_>>()).collect::<Vec<_>>()
         };
-        for ((name, fast), plain) in names.iter().zip(host(&fast_gradients)).zip(host(&plain_gradients)) {
+        for ((name, fast), plain) in names.iter().zip(host(&fast_pack, &fast_gradients)).zip(host(&plain_pack, &plain_gradients)) {
             let scale = plain.iter().fold(0f32, |max, value| max.max(value.abs()));
             assert!(scale > 0.0, "{name} has a zero gradient");
             for (a, b) in fast.iter().zip(&plain) {
