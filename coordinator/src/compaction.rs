@@ -361,17 +361,22 @@ mod tests {
         let rolled = listing(&progress);
         assert_eq!(rolled.len(), 20);
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (listed, first_listing) = std::sync::mpsc::channel();
         let reader = {
             let (progress, stop) = (progress.clone(), Arc::clone(&stop));
             std::thread::spawn(move || {
                 let mut seen = Vec::new();
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     seen.push(listing(&progress));
+                    let _ = listed.send(());
                 }
                 seen.push(listing(&progress));
                 seen
             })
         };
+        // The compaction starts once the reader has listed at least once (on
+        // a loaded machine a fixed sleep did not always let it run first).
+        first_listing.recv().expect("the reader listed");
         std::thread::sleep(std::time::Duration::from_millis(20));
         compact(&layout, &attempt()).expect("compacts");
         std::thread::sleep(std::time::Duration::from_millis(20));
