@@ -8,6 +8,8 @@
 //!   `bench/x86-v4-without-avx512.sh`).
 //! - `coordinator-load`: leases per second with simulated workers on loopback,
 //!   and the time to plan and store a 100,000-trial sweep.
+//! - `lease-load`: 1,000 simulated workers leasing, heartbeating, reporting and
+//!   completing no-op trials: round trips per second, lease latency, heartbeat gaps.
 //! - `submit-under-load`: a million-trial sweep stored while workers heartbeat,
 //!   and a shutdown in the middle of another.
 //! - `synthetic-results`: a 4.8M-row results directory, rolled and compacted,
@@ -83,7 +85,7 @@ pub struct LoopbackCoordinator {
 impl LoopbackCoordinator {
     /// Serve `coordinator` on a free loopback port.
     pub async fn start(coordinator: sweep_coordinator::Coordinator) -> anyhow::Result<Self> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let listener = sweep_coordinator::bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))?;
         let address = format!("http://{}", listener.local_addr()?);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(sweep_coordinator::run(

@@ -4,6 +4,7 @@
 //! - [`domain`]: leases, progress rows, trial views — the types the service speaks.
 //! - [`clock`]: injectable time ([`SystemClock`], [`ManualClock`]).
 //! - [`store`]: SQLite state (sweeps, trials, attempts/leases, workers, progress buffer).
+//! - `store_thread`: the thread that owns the store and commits the calls that arrive together in one transaction.
 //! - [`results`]: the Parquet results directory; [`compaction`]: one file per table for each done trial.
 //! - [`service`]: [`Coordinator`], plain async domain methods and background loops.
 //! - `grpc`: the thin tonic adapter; `auth`: the shared-token interceptor.
@@ -24,6 +25,7 @@ pub mod results;
 pub mod scaler;
 pub mod service;
 pub mod store;
+mod store_thread;
 pub mod telemetry;
 
 use std::future::Future;
@@ -56,6 +58,23 @@ pub enum ServeError {
     /// The final results flush failed.
     #[error("final flush failed: {0}")]
     Flush(#[from] CoordinatorError),
+}
+
+/// Connections the kernel queues for the coordinator before it accepts them.
+/// tokio's `TcpListener::bind` asks for 1,024; a thousand workers started at
+/// once (a Slurm array, a Kubernetes Job) overflowed that queue on loopback
+/// and some of them saw their connection dropped. Linux caps this at
+/// `net.core.somaxconn` (4,096 by default since 5.4).
+pub const LISTEN_BACKLOG: u32 = 8192;
+
+/// Listen on `address` for [`run`], with a queue of [`LISTEN_BACKLOG`] connections.
+pub fn bind(address: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if address.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    // As std and tokio do on Unix: a restarted coordinator can bind its port
+    // while connections of the previous one are still in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Serve `coordinator` on `listener` (health and reflection included) until

@@ -2,8 +2,8 @@
 //! results writer, plus the background loops (lease expiry, Parquet rolling).
 //! Nothing here knows about gRPC.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 
 use sweep_core::{expand, parse_spec};
 use tokio::sync::{Notify, watch};
@@ -17,6 +17,7 @@ use crate::domain::{FinalMetrics, LeaseRef, Millis, Revocation, SubmitOutcome, S
 use crate::error::{CoordinatorError, Result};
 use crate::results::{ResultsLayout, SeriesTable};
 use crate::store::{Store, TrialsPart, WrittenRows};
+use crate::store_thread::StoreThread;
 use crate::telemetry;
 
 /// A cheaply clonable handle on the coordinator.
@@ -27,7 +28,7 @@ pub struct Coordinator {
 
 #[derive(Debug)]
 struct Inner {
-    store: Mutex<Store>,
+    store: StoreThread,
     layout: ResultsLayout,
     config: CoordinatorConfig,
     flush_requested: Notify,
@@ -37,6 +38,9 @@ struct Inner {
 
 /// Trials stored per transaction when a sweep is submitted.
 const SUBMIT_CHUNK: usize = 20_000;
+
+/// Done trials compacted on one blocking thread, then forgotten together.
+const COMPACTION_CHUNK: usize = 256;
 
 /// Time a stopping coordinator spends compacting done trials' files.
 const SHUTDOWN_COMPACTION_BUDGET: std::time::Duration = std::time::Duration::from_secs(1);
@@ -62,8 +66,14 @@ impl Coordinator {
             info!(leases = extended, "resumed with active leases; waiting for their workers");
         }
         let (closing, _) = watch::channel(false);
-        let inner =
-            Inner { store: Mutex::new(store), layout, config, flush_requested: Notify::new(), leasing: AtomicBool::new(true), closing };
+        let inner = Inner {
+            store: StoreThread::start(store)?,
+            layout,
+            config,
+            flush_requested: Notify::new(),
+            leasing: AtomicBool::new(true),
+            closing,
+        };
         Ok(Coordinator { inner: Arc::new(inner) })
     }
 
@@ -77,15 +87,15 @@ impl Coordinator {
         &self.inner.layout
     }
 
-    /// Run `operation` on the store on a blocking thread.
+    /// (SQLite transactions committed, store operations run in them) since
+    /// the coordinator opened: their ratio is how many calls shared a commit.
+    pub fn store_commits(&self) -> (u64, u64) {
+        self.inner.store.commits()
+    }
+
+    /// Run `operation` on the store's thread; resolves once it is committed.
     async fn with_store<T: Send + 'static>(&self, operation: impl FnOnce(&mut Store) -> Result<T> + Send + 'static) -> Result<T> {
-        let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || {
-            let mut store = inner.store.lock().map_err(|_| CoordinatorError::Internal("store lock poisoned".to_string()))?;
-            operation(&mut store)
-        })
-        .await
-        .map_err(|error| CoordinatorError::Internal(format!("store task failed: {error}")))?
+        self.inner.store.run(operation).await
     }
 
     /// Validate a YAML spec and store its trials.
@@ -211,26 +221,26 @@ impl Coordinator {
     }
 
     /// Store a checkpoint of a live lease under the sweep's results; returns
-    /// its path relative to the sweep's results directory. The store stays
-    /// locked while the file is written, so a lease that lapses meanwhile
-    /// cannot leave a file behind in the results.
+    /// its path relative to the sweep's results directory. The file is
+    /// written by the store's thread between the lease check and its record,
+    /// so a lease that lapses meanwhile cannot leave a file behind in the
+    /// results.
     pub async fn store_checkpoint(&self, lease: LeaseRef, step: i64, safetensors: Vec<u8>) -> Result<String> {
         if step < 0 {
             return Err(CoordinatorError::InvalidRequest(format!("checkpoint step {step} is negative")));
         }
         check_safetensors_header(&safetensors)?;
         let ttl = ttl_ms(&self.inner.config);
-        let inner = Arc::clone(&self.inner);
+        let layout = self.inner.layout.clone();
         let (trial, attempt) = (lease.trial_id.clone(), lease.attempt);
-        let path = tokio::task::spawn_blocking(move || {
-            let mut store = inner.store.lock().map_err(|_| CoordinatorError::Internal("store lock poisoned".to_string()))?;
-            let sweep = store.checkpoint_target(&lease, ttl)?;
-            let path = inner.layout.write_checkpoint(&sweep, &lease.trial_id, lease.attempt, step, &safetensors)?;
-            store.record_checkpoint(&lease, step, &path)?;
-            Ok::<_, CoordinatorError>(path)
-        })
-        .await
-        .map_err(|error| CoordinatorError::Internal(format!("checkpoint task failed: {error}")))??;
+        let path = self
+            .with_store(move |store| {
+                let sweep = store.checkpoint_target(&lease, ttl)?;
+                let path = layout.write_checkpoint(&sweep, &lease.trial_id, lease.attempt, step, &safetensors)?;
+                store.record_checkpoint(&lease, step, &path)?;
+                Ok(path)
+            })
+            .await?;
         debug!(trial = %trial, attempt, step, path = %path, "checkpoint stored");
         Ok(path)
     }
@@ -272,15 +282,10 @@ impl Coordinator {
     /// write buffered progress, rewrite changed `trials` tables; then, without
     /// holding the state, compact the files of trials that are done.
     pub async fn flush(&self) -> Result<()> {
-        let inner = Arc::clone(&self.inner);
-        let written = tokio::task::spawn_blocking(move || {
-            let started = std::time::Instant::now();
-            let written = flush_results(&inner);
-            telemetry::flush_took(started.elapsed().as_secs_f64());
-            written
-        })
-        .await
-        .map_err(|error| CoordinatorError::Internal(format!("flush task failed: {error}")))??;
+        let started = std::time::Instant::now();
+        let written = self.flush_results().await;
+        telemetry::flush_took(started.elapsed().as_secs_f64());
+        let written = written?;
         if let Some(observer) = &self.inner.config.on_trials_written {
             for (sweep, trials) in &written {
                 observer.trials_written(sweep, trials).await;
@@ -289,33 +294,54 @@ impl Coordinator {
         self.compact_done_trials().await
     }
 
-    /// Compact each done trial's rolled files (outside the store's lock: a
-    /// done attempt gets no more rows, and only this task writes its files).
+    /// Compact each done trial's rolled files, on a blocking thread (a done
+    /// attempt gets no more rows, and only this task writes its files), a
+    /// chunk of trials at a time, each chunk then forgotten by one store
+    /// operation: a sweep of short trials finishes thousands a second.
     async fn compact_done_trials(&self) -> Result<()> {
         let ready = self.with_store(|store| store.compaction_ready()).await?;
         let began = std::time::Instant::now();
-        for attempt in ready {
-            // A stopping coordinator spends at most a second on it and
-            // leaves the rest for its next start.
-            if *self.inner.closing.borrow() && began.elapsed() > SHUTDOWN_COMPACTION_BUDGET {
+        for chunk in ready.chunks(COMPACTION_CHUNK) {
+            let (layout, attempts, closing) = (self.inner.layout.clone(), chunk.to_vec(), self.inner.closing.subscribe());
+            let (compacted, failed) = tokio::task::spawn_blocking(move || {
+                let mut compacted = Vec::with_capacity(attempts.len());
+                for attempt in attempts {
+                    // A stopping coordinator spends at most a second on it and
+                    // leaves the rest for its next start.
+                    if *closing.borrow() && began.elapsed() > SHUTDOWN_COMPACTION_BUDGET {
+                        break;
+                    }
+                    let started = std::time::Instant::now();
+                    match crate::compaction::compact(&layout, &attempt) {
+                        Ok(done) => {
+                            if done.files_replaced > 0 {
+                                debug!(
+                                    sweep = %attempt.sweep,
+                                    trial = %attempt.trial_id,
+                                    attempt = attempt.attempt,
+                                    files = done.files_replaced,
+                                    rows = done.rows,
+                                    ms = started.elapsed().as_millis() as u64,
+                                    "compacted a done trial's progress files"
+                                );
+                            }
+                            compacted.push(attempt);
+                        }
+                        Err(error) => return (compacted, Some(error)),
+                    }
+                }
+                (compacted, None)
+            })
+            .await
+            .map_err(|error| CoordinatorError::Internal(format!("compaction task failed: {error}")))?;
+            let stopped_early = compacted.len() < chunk.len();
+            self.with_store(move |store| store.forget_compactions(&compacted)).await?;
+            if let Some(error) = failed {
+                return Err(error);
+            }
+            if stopped_early {
                 break;
             }
-            let inner = Arc::clone(&self.inner);
-            let target = attempt.clone();
-            let started = std::time::Instant::now();
-            let compacted = tokio::task::spawn_blocking(move || crate::compaction::compact(&inner.layout, &target))
-                .await
-                .map_err(|error| CoordinatorError::Internal(format!("compaction task failed: {error}")))??;
-            debug!(
-                sweep = %attempt.sweep,
-                trial = %attempt.trial_id,
-                attempt = attempt.attempt,
-                files = compacted.files_replaced,
-                rows = compacted.rows,
-                ms = started.elapsed().as_millis() as u64,
-                "compacted a done trial's progress files"
-            );
-            self.with_store(move |store| store.forget_compaction(&attempt)).await?;
         }
         Ok(())
     }
@@ -392,47 +418,90 @@ fn check_safetensors_header(bytes: &[u8]) -> Result<()> {
     }
 }
 
-/// Returns each sweep whose `trials` table was written, with the rows of the
-/// parts written.
-///
-/// The store is locked twice, briefly: to move superseded attempts out of the
-/// results (renames, under the lock so that no checkpoint of a lapsing lease
-/// lands behind the move) and take a snapshot of the buffered rows and of the
-/// changed sweeps' trials; then, after the files are written without the
-/// lock, to forget the rows now on disk. This flush task is the only writer
-/// of progress files, so nothing moves them in between; a crash in between
-/// leaves rows both buffered and on disk, which the next open reconciles.
-/// Each trial's progress is written before its sweep's `trials` table.
-fn flush_results(inner: &Inner) -> Result<Vec<(String, Vec<TrialView>)>> {
-    let lock = || inner.store.lock().map_err(|_| CoordinatorError::Internal("store lock poisoned".to_string()));
-    let (buffered, tables) = {
-        let mut store = lock()?;
-        for attempt in store.superseded()? {
-            let moved = inner.layout.move_superseded(&attempt)?;
-            store.forget_superseded(&attempt)?;
-            debug!(trial = %attempt.trial_id, attempt = attempt.attempt, files = moved, "superseded attempt moved out of results");
-        }
-        let buffered = store.buffered_attempts()?;
-        // Only the parts of `trials` tables that changed: a large sweep's
-        // table is not read and rewritten whole on every roll.
-        let dirty = store.take_dirty_parts()?;
-        let mut tables = Vec::with_capacity(dirty.len());
-        for (position, part) in dirty.iter().enumerate() {
-            match store.trials_of_part(part) {
-                Ok(trials) => tables.push((part.clone(), trials)),
-                Err(error) => {
-                    store.mark_dirty(&dirty[position..])?;
-                    return Err(error);
+/// Buffered rows to write and `trials` parts to rewrite, taken by a flush.
+type FlushSnapshot = (Vec<crate::store::BufferedAttempt>, Vec<(TrialsPart, Vec<TrialView>)>);
+
+/// What a flush wrote: the rows now on disk, each sweep whose `trials` table
+/// was written (with the rows of the parts written), the parts that were not,
+/// and the first error.
+struct FlushWritten {
+    on_disk: Vec<WrittenRows>,
+    written: Vec<(String, Vec<TrialView>)>,
+    unwritten: Vec<TrialsPart>,
+    first_error: Option<CoordinatorError>,
+}
+
+impl Coordinator {
+    /// Returns each sweep whose `trials` table was written, with the rows of
+    /// the parts written.
+    ///
+    /// Two operations on the store's thread: the first moves superseded
+    /// attempts out of the results (renames, on that thread so that no
+    /// checkpoint of a lapsing lease lands behind the move) and takes a
+    /// snapshot of the buffered rows and of the changed sweeps' trials; then,
+    /// after the files are written on a blocking thread, the second forgets
+    /// the rows now on disk. This flush is the only writer of progress files,
+    /// so nothing moves them in between; a crash in between leaves rows both
+    /// buffered and on disk, which the next open reconciles. Each trial's
+    /// progress is written before its sweep's `trials` table.
+    async fn flush_results(&self) -> Result<Vec<(String, Vec<TrialView>)>> {
+        let layout = self.inner.layout.clone();
+        let (buffered, tables): FlushSnapshot = self
+            .with_store(move |store| {
+                for attempt in store.superseded()? {
+                    let moved = layout.move_superseded(&attempt)?;
+                    store.forget_superseded(&attempt)?;
+                    debug!(trial = %attempt.trial_id, attempt = attempt.attempt, files = moved, "superseded attempt moved out of results");
                 }
+                let buffered = store.buffered_attempts()?;
+                // Only the parts of `trials` tables that changed: a large sweep's
+                // table is not read and rewritten whole on every roll.
+                let dirty = store.take_dirty_parts()?;
+                let mut tables = Vec::with_capacity(dirty.len());
+                for (position, part) in dirty.iter().enumerate() {
+                    match store.trials_of_part(part) {
+                        Ok(trials) => tables.push((part.clone(), trials)),
+                        Err(error) => {
+                            store.mark_dirty(&dirty[position..])?;
+                            return Err(error);
+                        }
+                    }
+                }
+                Ok((buffered, tables))
+            })
+            .await?;
+        let layout = self.inner.layout.clone();
+        let outcome = tokio::task::spawn_blocking(move || write_snapshot(&layout, &buffered, tables))
+            .await
+            .map_err(|error| CoordinatorError::Internal(format!("flush task failed: {error}")))?;
+        let FlushWritten { on_disk, written, unwritten, first_error } = outcome;
+        self.with_store(move |store| {
+            store.mark_flushed(&on_disk)?;
+            if !unwritten.is_empty() {
+                store.mark_dirty(&unwritten)?;
             }
+            Ok(())
+        })
+        .await?;
+        match first_error {
+            Some(error) => Err(error),
+            None => Ok(written),
         }
-        (buffered, tables)
-    };
+    }
+}
+
+/// Write a flush's snapshot: every buffered attempt's tables, then the
+/// changed `trials` parts.
+fn write_snapshot(
+    layout: &ResultsLayout,
+    buffered: &[crate::store::BufferedAttempt],
+    tables: Vec<(TrialsPart, Vec<TrialView>)>,
+) -> FlushWritten {
     let mut first_error = None;
     let mut on_disk = Vec::with_capacity(buffered.len());
-    for attempt in &buffered {
+    for attempt in buffered {
         for table in SeriesTable::ALL {
-            match inner.layout.write_series(attempt, table) {
+            match layout.write_series(attempt, table) {
                 Ok(None) => {}
                 Ok(Some(_)) => on_disk.push(WrittenRows {
                     trial_id: attempt.trial_id.clone(),
@@ -450,7 +519,7 @@ fn flush_results(inner: &Inner) -> Result<Vec<(String, Vec<TrialView>)>> {
     // directory (now part 0) is cut down only once the other parts are beside it.
     let (mut written, mut unwritten): (Vec<(String, Vec<TrialView>)>, Vec<TrialsPart>) = (Vec::new(), Vec::new());
     for (part, trials) in tables.into_iter().rev() {
-        match inner.layout.write_trials(&part, &trials) {
+        match layout.write_trials(&part, &trials) {
             Ok(_) => match written.last_mut() {
                 Some((sweep, views)) if *sweep == part.sweep => views.extend(trials),
                 _ => written.push((part.sweep, trials)),
@@ -461,17 +530,7 @@ fn flush_results(inner: &Inner) -> Result<Vec<(String, Vec<TrialView>)>> {
             }
         }
     }
-    {
-        let mut store = lock()?;
-        store.mark_flushed(&on_disk)?;
-        if !unwritten.is_empty() {
-            store.mark_dirty(&unwritten)?;
-        }
-    }
-    match first_error {
-        Some(error) => Err(error),
-        None => Ok(written),
-    }
+    FlushWritten { on_disk, written, unwritten, first_error }
 }
 
 /// After a crash between writing a table's file and forgetting its rows, the

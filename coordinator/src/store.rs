@@ -1,11 +1,13 @@
 //! Durable coordinator state in SQLite: sweeps, trials, attempts (an active
 //! attempt is a lease), workers and the progress buffer. The coordinator is the
-//! only writer. Every method is one transaction and takes time from the clock.
+//! only writer. Every method is one savepoint, and so one transaction on its
+//! own or a part of the batch that the store's thread commits together
+//! ([`Store::begin_batch`]); every method takes time from the clock.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use sweep_core::checks::TrialContext;
 use sweep_core::{MeasureKind, PackKey, StepMeasures, SweepSpec, TrialId, TrialParams, TrialSpec};
 
@@ -172,24 +174,50 @@ pub struct SweepAttempt {
 pub struct Store {
     conn: Connection,
     clock: Arc<dyn Clock>,
+    /// Parsed specs by sweep name, each read once: the hot calls (lease,
+    /// report, complete) need a trial's settings, and a stored spec changes
+    /// only when its sweep is submitted again ([`cached_spec`]).
+    specs: SpecCache,
 }
 
-fn next_token(tx: &Transaction<'_>) -> Result<u64> {
-    tx.execute("INSERT INTO meta(key, value) VALUES('fencing_token', 1) ON CONFLICT(key) DO UPDATE SET value = value + 1", [])?;
-    let token: i64 = tx.query_row("SELECT value FROM meta WHERE key = 'fencing_token'", [], |row| row.get(0))?;
+type SpecCache = std::cell::RefCell<std::collections::HashMap<String, Arc<SweepSpec>>>;
+
+/// The parsed spec of a stored sweep, from the cache or else from the table.
+fn cached_spec(conn: &Connection, specs: &SpecCache, name: &str) -> Result<Arc<SweepSpec>> {
+    if let Some(spec) = specs.borrow().get(name) {
+        return Ok(Arc::clone(spec));
+    }
+    let stored: Option<String> =
+        conn.prepare_cached("SELECT spec_json FROM sweeps WHERE name = ?1")?.query_row([name], |row| row.get(0)).optional()?;
+    let stored = stored.ok_or_else(|| CoordinatorError::SweepNotFound(name.to_string()))?;
+    let spec: Arc<SweepSpec> = Arc::new(serde_json::from_str(&stored).map_err(json_error)?);
+    specs.borrow_mut().insert(name.to_string(), Arc::clone(&spec));
+    Ok(spec)
+}
+
+/// Run a statement from the connection's cache of prepared statements (the
+/// hot calls run the same few statements thousands of times a second).
+fn execute_cached(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<usize> {
+    Ok(conn.prepare_cached(sql)?.execute(params)?)
+}
+
+fn next_token(tx: &Connection) -> Result<u64> {
+    execute_cached(tx, "INSERT INTO meta(key, value) VALUES('fencing_token', 1) ON CONFLICT(key) DO UPDATE SET value = value + 1", [])?;
+    let token: i64 = tx.prepare_cached("SELECT value FROM meta WHERE key = 'fencing_token'")?.query_row([], |row| row.get(0))?;
     Ok(token as u64)
 }
 
 /// The part of the `trials` table that holds this trial must be rewritten.
-fn mark_trial_dirty(tx: &Transaction<'_>, trial_id: &str) -> Result<()> {
+fn mark_trial_dirty(tx: &Connection, trial_id: &str) -> Result<()> {
     tx.prepare_cached("INSERT OR IGNORE INTO dirty_trial_parts(sweep, part) SELECT sweep, seq / ?2 FROM trials WHERE trial_id = ?1")?
         .execute(params![trial_id, TRIALS_PER_PART])?;
     Ok(())
 }
 
 /// Every part of a sweep's `trials` table must be rewritten.
-pub(crate) fn mark_sweep_dirty(tx: &Transaction<'_>, sweep: &str) -> Result<()> {
-    tx.execute(
+pub(crate) fn mark_sweep_dirty(tx: &Connection, sweep: &str) -> Result<()> {
+    execute_cached(
+        tx,
         "INSERT OR IGNORE INTO dirty_trial_parts(sweep, part) SELECT DISTINCT sweep, seq / ?2 FROM trials WHERE sweep = ?1",
         params![sweep, TRIALS_PER_PART],
     )?;
@@ -220,6 +248,7 @@ impl Store {
         conn.pragma_update(None, "cache_size", -65_536)?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.set_prepared_statement_cache_capacity(64);
         let queue_done_trials = crate::migrate::needs_compaction_queue(&conn)?;
         conn.execute_batch(SCHEMA)?;
         if queue_done_trials {
@@ -229,7 +258,31 @@ impl Store {
         conn.execute_batch(PROGRESS_BUFFER)?;
         crate::migrate::sweep_specs(&mut conn)?;
         crate::migrate::trials_in_parts(&mut conn)?;
-        Ok(Store { conn, clock })
+        Ok(Store { conn, clock, specs: SpecCache::default() })
+    }
+
+    /// Begin a batch: every method called until [`Store::end_batch`] runs in
+    /// one transaction (each in its own savepoint, so one that fails undoes
+    /// only its own changes), and so is durable only once the batch is.
+    pub fn begin_batch(&mut self) -> Result<()> {
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        Ok(())
+    }
+
+    /// Commit the batch begun by [`Store::begin_batch`]. If that fails, the
+    /// batch is rolled back, with the specs cached meanwhile.
+    pub fn end_batch(&mut self) -> Result<()> {
+        match self.conn.execute_batch("COMMIT") {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                if !self.conn.is_autocommit() {
+                    // Best effort: a failed COMMIT may have rolled back already.
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                }
+                self.specs.borrow_mut().clear();
+                Err(error.into())
+            }
+        }
     }
 
     /// Now, by the store's clock.
@@ -253,12 +306,13 @@ impl Store {
     fn store_sweep(&mut self, spec: &SweepSpec, yaml: &str, trials: &[TrialSpec], count: bool) -> Result<SubmitOutcome> {
         let now = self.now_ms();
         let spec_json = serde_json::to_string(spec).map_err(json_error)?;
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.savepoint()?;
         let existing: Option<String> =
             tx.query_row("SELECT spec_json FROM sweeps WHERE name = ?1", [&spec.name], |row| row.get(0)).optional()?;
         match existing {
             None => {
-                tx.execute(
+                execute_cached(
+                    &tx,
                     "INSERT INTO sweeps(name, spec_json, spec_yaml, created_at_ms) VALUES (?1, ?2, ?3, ?4)",
                     params![spec.name, spec_json, yaml, now],
                 )?;
@@ -268,7 +322,11 @@ impl Store {
                 if let Some(reason) = settings_difference(&stored, spec) {
                     return Err(CoordinatorError::SweepConflict { name: spec.name.clone(), reason });
                 }
-                tx.execute("UPDATE sweeps SET spec_json = ?2, spec_yaml = ?3 WHERE name = ?1", params![spec.name, spec_json, yaml])?;
+                execute_cached(
+                    &tx,
+                    "UPDATE sweeps SET spec_json = ?2, spec_yaml = ?3 WHERE name = ?1",
+                    params![spec.name, spec_json, yaml],
+                )?;
             }
         }
         let mut next_seq: i64 =
@@ -303,15 +361,13 @@ impl Store {
             (0, 0)
         };
         tx.commit()?;
+        self.specs.borrow_mut().remove(&spec.name);
         Ok(SubmitOutcome { sweep: spec.name.clone(), total, added, done })
     }
 
     /// The stored spec of a sweep.
-    pub fn sweep_spec(&self, name: &str) -> Result<SweepSpec> {
-        let stored: Option<String> =
-            self.conn.query_row("SELECT spec_json FROM sweeps WHERE name = ?1", [name], |row| row.get(0)).optional()?;
-        let stored = stored.ok_or_else(|| CoordinatorError::SweepNotFound(name.to_string()))?;
-        serde_json::from_str(&stored).map_err(json_error)
+    pub fn sweep_spec(&self, name: &str) -> Result<Arc<SweepSpec>> {
+        cached_spec(&self.conn, &self.specs, name)
     }
 
     /// Every sweep with its counts, oldest first.
@@ -407,19 +463,22 @@ impl Store {
     pub fn cancel(&mut self, sweep: &str) -> Result<u32> {
         let now = self.now_ms();
         self.sweep_spec(sweep)?;
-        let tx = self.conn.transaction()?;
-        tx.execute(
+        let tx = self.conn.savepoint()?;
+        execute_cached(
+            &tx,
             "INSERT OR IGNORE INTO superseded(trial_id, attempt)
              SELECT a.trial_id, a.attempt FROM attempts a JOIN trials t ON t.trial_id = a.trial_id
              WHERE t.sweep = ?1 AND a.state = 'active'",
             [sweep],
         )?;
-        tx.execute(
+        execute_cached(
+            &tx,
             "UPDATE attempts SET state = 'cancelled', ended_at_ms = ?2, reason = 'sweep cancelled'
              WHERE state = 'active' AND trial_id IN (SELECT trial_id FROM trials WHERE sweep = ?1)",
             params![sweep, now],
         )?;
-        let cancelled = tx.execute(
+        let cancelled = execute_cached(
+            &tx,
             "UPDATE trials SET status = 'cancelled', finished_at_ms = ?2 WHERE sweep = ?1 AND status IN ('queued', 'running')",
             params![sweep, now],
         )?;
@@ -454,7 +513,7 @@ impl Store {
     /// Register a worker, or refresh a known one that re-registers after a restart.
     pub fn register_worker(&mut self, name: &str, backend: &str, slots: u32, previous: Option<&str>) -> Result<String> {
         let now = self.now_ms();
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.savepoint()?;
         let known = match previous {
             Some(id) => {
                 tx.query_row("SELECT worker_id FROM workers WHERE worker_id = ?1", [id], |row| row.get::<_, String>(0)).optional()?
@@ -463,13 +522,14 @@ impl Store {
         };
         let worker_id = match known {
             Some(id) => {
-                tx.execute("UPDATE workers SET last_seen_ms = ?2, slots = ?3 WHERE worker_id = ?1", params![id, now, slots])?;
+                execute_cached(&tx, "UPDATE workers SET last_seen_ms = ?2, slots = ?3 WHERE worker_id = ?1", params![id, now, slots])?;
                 id
             }
             None => {
                 let serial = next_token(&tx)?;
                 let id = format!("w{serial}-{name}");
-                tx.execute(
+                execute_cached(
+                    &tx,
                     "INSERT INTO workers(worker_id, name, backend, slots, registered_at_ms, last_seen_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
                     params![id, name, backend, slots, now],
                 )?;
@@ -480,8 +540,8 @@ impl Store {
         Ok(worker_id)
     }
 
-    fn require_worker(tx: &Transaction<'_>, worker_id: &str, now: Millis) -> Result<()> {
-        let updated = tx.execute("UPDATE workers SET last_seen_ms = ?2 WHERE worker_id = ?1", params![worker_id, now])?;
+    fn require_worker(tx: &Connection, worker_id: &str, now: Millis) -> Result<()> {
+        let updated = execute_cached(tx, "UPDATE workers SET last_seen_ms = ?2 WHERE worker_id = ?1", params![worker_id, now])?;
         if updated == 0 {
             return Err(CoordinatorError::UnknownWorker(worker_id.to_string()));
         }
@@ -495,28 +555,39 @@ impl Store {
     pub fn lease(&mut self, worker_id: &str, free_slots: u32, pack_size: u32, ttl_ms: Millis) -> Result<Vec<Vec<TrialLease>>> {
         let now = self.now_ms();
         let pack_size = pack_size.max(1);
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.savepoint()?;
         Self::require_worker(&tx, worker_id, now)?;
-        let mut specs: std::collections::HashMap<String, SweepSpec> = std::collections::HashMap::new();
+        let sweeps: Vec<String> = tx
+            .prepare_cached("SELECT name FROM sweeps ORDER BY created_at_ms, name")?
+            .query_map([], |row| row.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        // A pack of one needs only the oldest queued trial; a larger pack
+        // is chosen from a window of the oldest.
+        let window = if pack_size == 1 { 1 } else { PACK_WINDOW.max(pack_size) as usize };
         let mut packs = Vec::new();
         for _ in 0..free_slots {
-            let candidates: Vec<(String, String, String, u32)> = {
+            // The oldest queued trials, oldest sweep first and in grid order,
+            // each sweep's read from the (status, sweep, seq) index.
+            let mut candidates: Vec<(String, String, String, u32)> = Vec::new();
+            for sweep in &sweeps {
+                let wanted = window - candidates.len();
                 let mut statement = tx.prepare_cached(
-                    "SELECT t.trial_id, t.sweep, t.params_json, t.attempt FROM trials t JOIN sweeps s ON s.name = t.sweep
-                     WHERE t.status = 'queued' ORDER BY s.created_at_ms, t.sweep, t.seq LIMIT ?1",
+                    "SELECT trial_id, params_json, attempt FROM trials WHERE status = 'queued' AND sweep = ?1 ORDER BY seq LIMIT ?2",
                 )?;
-                let rows =
-                    statement.query_map([PACK_WINDOW.max(pack_size)], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)))?;
-                rows.collect::<rusqlite::Result<_>>()?
-            };
+                let rows = statement.query_map(params![sweep, wanted as i64], |row| {
+                    Ok((row.get::<_, String>(0)?, sweep.clone(), row.get::<_, String>(1)?, row.get::<_, u32>(2)?))
+                })?;
+                for row in rows {
+                    candidates.push(row?);
+                }
+                if candidates.len() == window {
+                    break;
+                }
+            }
             let mut pack: Vec<TrialLease> = Vec::new();
             let mut pack_key: Option<PackKey> = None;
             for (trial_id, sweep, params_json, previous_attempt) in candidates {
-                if !specs.contains_key(&sweep) {
-                    let stored: String = tx.query_row("SELECT spec_json FROM sweeps WHERE name = ?1", [&sweep], |row| row.get(0))?;
-                    specs.insert(sweep.clone(), serde_json::from_str(&stored).map_err(json_error)?);
-                }
-                let spec = &specs[&sweep];
+                let spec = cached_spec(&tx, &self.specs, &sweep)?;
                 let params: TrialParams = serde_json::from_str(&params_json).map_err(json_error)?;
                 let family = spec.family_settings(params.family);
                 let key = family.pack_key(&params, &spec.training);
@@ -548,14 +619,16 @@ impl Store {
     }
 
     /// Start attempt `attempt` of a queued trial for a worker.
-    fn grant(tx: &Transaction<'_>, worker_id: &str, trial_id: &str, attempt: u32, now: Millis, ttl_ms: Millis) -> Result<LeaseRef> {
+    fn grant(tx: &Connection, worker_id: &str, trial_id: &str, attempt: u32, now: Millis, ttl_ms: Millis) -> Result<LeaseRef> {
         let token = next_token(tx)?;
-        tx.execute(
+        execute_cached(
+            tx,
             "INSERT INTO attempts(trial_id, attempt, worker_id, fencing_token, state, started_at_ms, deadline_ms)
              VALUES (?1, ?2, ?3, ?4, 'active', ?5, ?6)",
             params![trial_id, attempt, worker_id, token as i64, now, now + ttl_ms],
         )?;
-        tx.execute(
+        execute_cached(
+            tx,
             "UPDATE trials SET status = 'running', attempt = ?2, worker_id = ?3, started_at_ms = ?4,
                     last_epoch = NULL, last_train_accuracy = NULL, last_test_accuracy = NULL, error = NULL
              WHERE trial_id = ?1",
@@ -566,14 +639,13 @@ impl Store {
     }
 
     /// Check that `lease` is the trial's active attempt; returns the sweep.
-    fn check_lease(tx: &Transaction<'_>, lease: &LeaseRef) -> Result<String> {
+    fn check_lease(tx: &Connection, lease: &LeaseRef) -> Result<String> {
         let found: Option<(String, i64, String)> = tx
-            .query_row(
+            .prepare_cached(
                 "SELECT a.state, a.fencing_token, t.sweep FROM attempts a JOIN trials t ON t.trial_id = a.trial_id
                  WHERE a.trial_id = ?1 AND a.attempt = ?2",
-                params![lease.trial_id.as_str(), lease.attempt],
-                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-            )
+            )?
+            .query_row(params![lease.trial_id.as_str(), lease.attempt], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
             .optional()?;
         let stale = |reason: String| CoordinatorError::StaleLease { trial_id: lease.trial_id.to_string(), attempt: lease.attempt, reason };
         match found {
@@ -587,18 +659,16 @@ impl Store {
     }
 
     /// What the checks of a report need to know about the trial of `lease`.
-    fn trial_context(tx: &Transaction<'_>, lease: &LeaseRef, now: Millis) -> Result<TrialContext> {
-        let (params_json, max_epochs): (String, i64) = tx.query_row(
-            "SELECT t.params_json, json_extract(s.spec_json, '$.stop.max_epochs') FROM trials t JOIN sweeps s ON s.name = t.sweep
-             WHERE t.trial_id = ?1",
-            [lease.trial_id.as_str()],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )?;
+    fn trial_context(tx: &Connection, specs: &SpecCache, sweep: &str, lease: &LeaseRef, now: Millis) -> Result<TrialContext> {
+        let params_json: String = tx
+            .prepare_cached("SELECT params_json FROM trials WHERE trial_id = ?1")?
+            .query_row([lease.trial_id.as_str()], |row| row.get(0))?;
         let params: TrialParams = serde_json::from_str(&params_json).map_err(json_error)?;
+        let max_epochs = cached_spec(tx, specs, sweep)?.stop.max_epochs;
         Ok(TrialContext {
             family: params.family,
             modulus: params.modulus,
-            max_epochs: u32::try_from(max_epochs).unwrap_or(u32::MAX),
+            max_epochs,
             has_test_pairs: params.has_test_pairs(),
             now_ms: now,
         })
@@ -615,13 +685,14 @@ impl Store {
     /// Renew a worker's leases; returns those it must drop.
     pub fn heartbeat(&mut self, worker_id: &str, leases: &[LeaseRef], ttl_ms: Millis) -> Result<Vec<Revocation>> {
         let now = self.now_ms();
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.savepoint()?;
         Self::require_worker(&tx, worker_id, now)?;
         let mut revoked = Vec::new();
         for lease in leases {
             match Self::check_lease(&tx, lease) {
                 Ok(_) => {
-                    tx.execute(
+                    execute_cached(
+                        &tx,
                         "UPDATE attempts SET deadline_ms = ?3 WHERE trial_id = ?1 AND attempt = ?2",
                         params![lease.trial_id.as_str(), lease.attempt, now + ttl_ms],
                     )?;
@@ -643,9 +714,9 @@ impl Store {
     /// number of new rows (a spectrum or a curve is one row per entry).
     pub fn record_progress(&mut self, lease: &LeaseRef, steps: &[StepMeasures], ttl_ms: Millis) -> Result<usize> {
         let now = self.now_ms();
-        let tx = self.conn.transaction()?;
-        Self::check_lease(&tx, lease)?;
-        let context = Self::trial_context(&tx, lease, now)?;
+        let tx = self.conn.savepoint()?;
+        let sweep = Self::check_lease(&tx, lease)?;
+        let context = Self::trial_context(&tx, &self.specs, &sweep, lease, now)?;
         for step in steps {
             Self::refuse(context.progress_problem(step))?;
         }
@@ -731,14 +802,16 @@ impl Store {
             }
         }
         if let Some((step, train, test)) = latest {
-            tx.execute(
+            execute_cached(
+                &tx,
                 "UPDATE trials SET last_epoch = ?2, last_train_accuracy = COALESCE(?3, last_train_accuracy),
                         last_test_accuracy = COALESCE(?4, last_test_accuracy)
                  WHERE trial_id = ?1 AND (last_epoch IS NULL OR last_epoch <= ?2)",
                 params![lease.trial_id.as_str(), step, train, test],
             )?;
         }
-        tx.execute(
+        execute_cached(
+            &tx,
             "UPDATE attempts SET deadline_ms = ?3 WHERE trial_id = ?1 AND attempt = ?2",
             params![lease.trial_id.as_str(), lease.attempt, now + ttl_ms],
         )?;
@@ -749,18 +822,21 @@ impl Store {
     /// Mark a trial done with its final metrics.
     pub fn complete(&mut self, lease: &LeaseRef, metrics: &FinalMetrics) -> Result<()> {
         let now = self.now_ms();
-        let tx = self.conn.transaction()?;
-        Self::check_lease(&tx, lease)?;
-        Self::refuse(Self::trial_context(&tx, lease, now)?.metrics_problem(metrics))?;
-        tx.execute(
+        let tx = self.conn.savepoint()?;
+        let sweep = Self::check_lease(&tx, lease)?;
+        Self::refuse(Self::trial_context(&tx, &self.specs, &sweep, lease, now)?.metrics_problem(metrics))?;
+        execute_cached(
+            &tx,
             "UPDATE attempts SET state = 'completed', ended_at_ms = ?3 WHERE trial_id = ?1 AND attempt = ?2",
             params![lease.trial_id.as_str(), lease.attempt, now],
         )?;
-        tx.execute(
+        execute_cached(
+            &tx,
             "UPDATE trials SET status = 'done', finished_at_ms = ?2, metrics_json = ?3, error = NULL WHERE trial_id = ?1",
             params![lease.trial_id.as_str(), now, metrics_to_json(metrics)],
         )?;
-        tx.execute(
+        execute_cached(
+            &tx,
             "INSERT OR IGNORE INTO compaction_pending(trial_id, attempt) VALUES (?1, ?2)",
             params![lease.trial_id.as_str(), lease.attempt],
         )?;
@@ -773,18 +849,20 @@ impl Store {
     /// does not count against the retry policy.
     pub fn fail(&mut self, lease: &LeaseRef, reason: &str, release: bool) -> Result<TrialStatus> {
         let now = self.now_ms();
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.savepoint()?;
         let sweep = Self::check_lease(&tx, lease)?;
         let state = if release { "released" } else { "failed" };
-        let status = Self::end_attempt(&tx, &sweep, lease, state, reason, !release, now)?;
+        let status = Self::end_attempt(&tx, &self.specs, &sweep, lease, state, reason, !release, now)?;
         tx.commit()?;
         Ok(status)
     }
 
     /// End the active attempt `lease` in `state`, re-queueing the trial or
     /// failing it when the retry policy is exhausted.
+    #[allow(clippy::too_many_arguments)]
     fn end_attempt(
-        tx: &Transaction<'_>,
+        tx: &Connection,
+        specs: &SpecCache,
         sweep: &str,
         lease: &LeaseRef,
         state: &str,
@@ -792,13 +870,17 @@ impl Store {
         counts_as_failure: bool,
         now: Millis,
     ) -> Result<TrialStatus> {
-        tx.execute(
+        execute_cached(
+            tx,
             "UPDATE attempts SET state = ?3, ended_at_ms = ?4, reason = ?5 WHERE trial_id = ?1 AND attempt = ?2",
             params![lease.trial_id.as_str(), lease.attempt, state, now, reason],
         )?;
-        tx.execute("INSERT OR IGNORE INTO superseded(trial_id, attempt) VALUES (?1, ?2)", params![lease.trial_id.as_str(), lease.attempt])?;
-        let spec_json: String = tx.query_row("SELECT spec_json FROM sweeps WHERE name = ?1", [sweep], |row| row.get(0))?;
-        let spec: SweepSpec = serde_json::from_str(&spec_json).map_err(json_error)?;
+        execute_cached(
+            tx,
+            "INSERT OR IGNORE INTO superseded(trial_id, attempt) VALUES (?1, ?2)",
+            params![lease.trial_id.as_str(), lease.attempt],
+        )?;
+        let spec = cached_spec(tx, specs, sweep)?;
         let failures: u32 = tx.query_row(
             "UPDATE trials SET failures = failures + ?2 WHERE trial_id = ?1 RETURNING failures",
             params![lease.trial_id.as_str(), counts_as_failure as u32],
@@ -807,7 +889,8 @@ impl Store {
         let status = if failures >= spec.retry.max_attempts { TrialStatus::Failed } else { TrialStatus::Queued };
         let error = format!("attempt {} {state}: {reason}", lease.attempt);
         let finished = (status == TrialStatus::Failed).then_some(now);
-        tx.execute(
+        execute_cached(
+            tx,
             "UPDATE trials SET status = ?2, error = ?3, finished_at_ms = ?4, worker_id = NULL WHERE trial_id = ?1",
             params![lease.trial_id.as_str(), status.as_str(), error, finished],
         )?;
@@ -818,7 +901,7 @@ impl Store {
     /// Lapse every active lease past its deadline. Returns (lease, new status) pairs.
     pub fn expire_leases(&mut self) -> Result<Vec<(LeaseRef, TrialStatus)>> {
         let now = self.now_ms();
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.savepoint()?;
         let lapsed: Vec<(String, u32, i64, String, String)> = {
             let mut statement = tx.prepare(
                 "SELECT a.trial_id, a.attempt, a.fencing_token, a.worker_id, t.sweep FROM attempts a
@@ -831,7 +914,7 @@ impl Store {
         for (trial_id, attempt, token, worker, sweep) in lapsed {
             let lease = LeaseRef { trial_id: TrialId::from_raw(trial_id), attempt, token: token as u64 };
             let reason = format!("lease lapsed (worker {worker} stopped heartbeating)");
-            let status = Self::end_attempt(&tx, &sweep, &lease, "lapsed", &reason, true, now)?;
+            let status = Self::end_attempt(&tx, &self.specs, &sweep, &lease, "lapsed", &reason, true, now)?;
             outcomes.push((lease, status));
         }
         tx.commit()?;
@@ -889,7 +972,7 @@ impl Store {
     /// after the other: a crash or an error between them leaves one table's
     /// rows on disk and the next one's only here.
     pub fn mark_flushed(&mut self, written: &[WrittenRows]) -> Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.savepoint()?;
         {
             let mut through = tx.prepare_cached(
                 "INSERT INTO progress_flushed_by_measure(trial_id, attempt, measure, through_step)
@@ -912,9 +995,10 @@ impl Store {
     /// The sweep of a live lease (renewing it), for storing a checkpoint.
     pub fn checkpoint_target(&mut self, lease: &LeaseRef, ttl_ms: Millis) -> Result<String> {
         let now = self.now_ms();
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.savepoint()?;
         let sweep = Self::check_lease(&tx, lease)?;
-        tx.execute(
+        execute_cached(
+            &tx,
             "UPDATE attempts SET deadline_ms = MAX(deadline_ms, ?3) WHERE trial_id = ?1 AND attempt = ?2",
             params![lease.trial_id.as_str(), lease.attempt, now + ttl_ms],
         )?;
@@ -924,9 +1008,10 @@ impl Store {
 
     /// Record a stored checkpoint of a live lease; `path` is relative to the sweep's results directory.
     pub fn record_checkpoint(&mut self, lease: &LeaseRef, step: i64, path: &str) -> Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.savepoint()?;
         Self::check_lease(&tx, lease)?;
-        tx.execute(
+        execute_cached(
+            &tx,
             "INSERT INTO checkpoints(trial_id, attempt, step, path) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT(trial_id, attempt, step) DO UPDATE SET path = excluded.path",
             params![lease.trial_id.as_str(), lease.attempt, step, path],
@@ -948,11 +1033,11 @@ impl Store {
 
     /// The superseded attempt's files are gone from the results: drop its buffer too.
     pub fn forget_superseded(&mut self, attempt: &SweepAttempt) -> Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.savepoint()?;
         let key = params![attempt.trial_id.as_str(), attempt.attempt];
-        tx.execute("DELETE FROM progress_buffer WHERE trial_id = ?1 AND attempt = ?2", key)?;
-        tx.execute("DELETE FROM checkpoints WHERE trial_id = ?1 AND attempt = ?2", key)?;
-        tx.execute("DELETE FROM superseded WHERE trial_id = ?1 AND attempt = ?2", key)?;
+        execute_cached(&tx, "DELETE FROM progress_buffer WHERE trial_id = ?1 AND attempt = ?2", key)?;
+        execute_cached(&tx, "DELETE FROM checkpoints WHERE trial_id = ?1 AND attempt = ?2", key)?;
+        execute_cached(&tx, "DELETE FROM superseded WHERE trial_id = ?1 AND attempt = ?2", key)?;
         tx.commit()?;
         Ok(())
     }
@@ -972,31 +1057,36 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// The attempt's files are compacted (or need not be).
-    pub fn forget_compaction(&mut self, attempt: &SweepAttempt) -> Result<()> {
-        self.conn.execute(
-            "DELETE FROM compaction_pending WHERE trial_id = ?1 AND attempt = ?2",
-            params![attempt.trial_id.as_str(), attempt.attempt],
-        )?;
+    /// These attempts' files are compacted (or need not be).
+    pub fn forget_compactions(&mut self, attempts: &[SweepAttempt]) -> Result<()> {
+        let tx = self.conn.savepoint()?;
+        for attempt in attempts {
+            execute_cached(
+                &tx,
+                "DELETE FROM compaction_pending WHERE trial_id = ?1 AND attempt = ?2",
+                params![attempt.trial_id.as_str(), attempt.attempt],
+            )?;
+        }
+        tx.commit()?;
         Ok(())
     }
 
     /// Parts of `trials` tables that must be rewritten, by sweep and part;
     /// clears the marks.
     pub fn take_dirty_parts(&mut self) -> Result<Vec<TrialsPart>> {
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.savepoint()?;
         let parts: Vec<TrialsPart> = {
             let mut statement = tx.prepare("SELECT sweep, part FROM dirty_trial_parts ORDER BY sweep, part")?;
             statement.query_map([], |row| Ok(TrialsPart { sweep: row.get(0)?, part: row.get(1)? }))?.collect::<rusqlite::Result<_>>()?
         };
-        tx.execute("DELETE FROM dirty_trial_parts", [])?;
+        execute_cached(&tx, "DELETE FROM dirty_trial_parts", [])?;
         tx.commit()?;
         Ok(parts)
     }
 
     /// Mark parts to be rewritten again (after a failed write).
     pub fn mark_dirty(&mut self, parts: &[TrialsPart]) -> Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.savepoint()?;
         {
             let mut dirty = tx.prepare_cached("INSERT OR IGNORE INTO dirty_trial_parts(sweep, part) VALUES (?1, ?2)")?;
             for part in parts {

@@ -366,7 +366,7 @@ fn a_done_trial_is_ready_for_compaction_once_its_rows_are_flushed() {
     }
     let ready = store.compaction_ready().expect("ready");
     assert_eq!(ready, vec![SweepAttempt { sweep: "lease-test".into(), trial_id: done.trial_id.clone(), attempt: 1 }]);
-    store.forget_compaction(&ready[0]).expect("forget");
+    store.forget_compactions(&ready[..1]).expect("forget");
     assert!(store.compaction_ready().expect("ready").is_empty());
 }
 
@@ -389,7 +389,7 @@ fn an_older_data_directory_queues_its_done_trials_for_compaction_once() {
     let ready = store.compaction_ready().expect("ready");
     assert_eq!(ready.len(), 1);
     assert_eq!(ready[0].trial_id, trial);
-    store.forget_compaction(&ready[0]).expect("forget");
+    store.forget_compactions(&ready[..1]).expect("forget");
     drop(store);
     let store = Store::open(&path, Arc::new(ManualClock::new(NOW))).expect("reopens again");
     assert!(store.compaction_ready().expect("ready").is_empty(), "queued once, not on every open");

@@ -21,6 +21,8 @@ pub const PROGRESS_ROWS: &str = "groksweep_progress_rows_ingested_total";
 pub const FLUSH_SECONDS: &str = "groksweep_parquet_flush_seconds";
 /// Workers heard from within one lease period.
 pub const WORKERS_CONNECTED: &str = "groksweep_workers_connected";
+/// Store operations (calls' state changes and reads) committed in one SQLite transaction.
+pub const STORE_COMMIT_OPERATIONS: &str = "groksweep_store_commit_operations";
 
 /// Describe every metric once, after a recorder is installed.
 pub fn describe() {
@@ -31,6 +33,7 @@ pub fn describe() {
     describe_counter!(PROGRESS_ROWS, "Progress rows accepted into the durable buffer.");
     describe_histogram!(FLUSH_SECONDS, metrics::Unit::Seconds, "Duration of one flush of buffered results to Parquet.");
     describe_gauge!(WORKERS_CONNECTED, "Workers heard from within one lease period.");
+    describe_histogram!(STORE_COMMIT_OPERATIONS, "Store operations committed together in one SQLite transaction (group commit).");
 }
 
 pub(crate) fn leases_granted(count: usize) {
@@ -47,6 +50,10 @@ pub(crate) fn leases_revoked(count: usize) {
 
 pub(crate) fn progress_rows(count: u64) {
     counter!(PROGRESS_ROWS).increment(count);
+}
+
+pub(crate) fn store_committed(operations: usize) {
+    histogram!(STORE_COMMIT_OPERATIONS).record(operations as f64);
 }
 
 pub(crate) fn flush_took(seconds: f64) {

@@ -41,7 +41,7 @@ pub(crate) async fn run(args: CoordinatorArgs) -> anyhow::Result<()> {
     }
     let coordinator = Coordinator::open(config, Arc::new(SystemClock))
         .with_context(|| format!("failed to open the coordinator state in {}", args.data_dir.display()))?;
-    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("failed to listen on {}", args.listen))?;
+    let listener = sweep_coordinator::bind(args.listen).with_context(|| format!("failed to listen on {}", args.listen))?;
     let address = listener.local_addr().context("failed to read the bound address")?;
     // From here on SIGTERM means a clean stop, even before the server runs.
     let shutdown = shutdown_signal();
