@@ -466,3 +466,28 @@ fn an_older_data_directory_rewrites_each_sweep_s_trials_table_in_parts_once() {
     let mut store = Store::open(&path, Arc::new(ManualClock::new(NOW))).expect("reopens again");
     assert!(store.take_dirty_parts().expect("dirty").is_empty(), "once, not on every open");
 }
+
+/// Final metrics come back from the state bit for bit (serde_json's default
+/// float parsing read 11/61 back an ulp or two away, which a checkpoint's
+/// re-evaluation then disagreed with).
+#[test]
+fn final_metrics_are_stored_to_the_last_bit() {
+    let (mut store, _clock, worker) = store_with(3);
+    let grant = lease(&mut store, &worker, 1).expect("lease").remove(0);
+    let metrics = FinalMetrics {
+        epochs: 10,
+        train_loss: 1.0 / 3.0,
+        test_loss: 2.0_f64.sqrt(),
+        train_accuracy: 60.0 / 61.0,
+        test_accuracy: 11.0 / 61.0,
+        wall_seconds: 0.1 + 0.2,
+        judge_accuracy: Some(std::f64::consts::PI / 4.0),
+        ..FinalMetrics::default()
+    };
+    store.complete(&grant.lease, &metrics).expect("complete");
+    let stored = status_of(&store, &grant.lease.trial_id).metrics.expect("metrics stored");
+    let bits = |m: &FinalMetrics| {
+        [m.train_loss, m.test_loss, m.train_accuracy, m.test_accuracy, m.wall_seconds, m.judge_accuracy.unwrap_or(f64::NAN)].map(f64::to_bits)
+    };
+    assert_eq!(bits(&stored), bits(&metrics));
+}
