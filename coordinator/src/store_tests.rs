@@ -487,7 +487,8 @@ fn final_metrics_are_stored_to_the_last_bit() {
     store.complete(&grant.lease, &metrics).expect("complete");
     let stored = status_of(&store, &grant.lease.trial_id).metrics.expect("metrics stored");
     let bits = |m: &FinalMetrics| {
-        [m.train_loss, m.test_loss, m.train_accuracy, m.test_accuracy, m.wall_seconds, m.judge_accuracy.unwrap_or(f64::NAN)].map(f64::to_bits)
+        [m.train_loss, m.test_loss, m.train_accuracy, m.test_accuracy, m.wall_seconds, m.judge_accuracy.unwrap_or(f64::NAN)]
+            .map(f64::to_bits)
     };
     assert_eq!(bits(&stored), bits(&metrics));
 }
