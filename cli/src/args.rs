@@ -156,6 +156,11 @@ pub struct CoordinatorArgs {
     /// Serve Prometheus metrics over HTTP on this address (`/metrics`).
     #[arg(long)]
     pub metrics_listen: Option<SocketAddr>,
+    /// Seconds a stopping coordinator (SIGTERM, Ctrl-C) goes on writing
+    /// buffered results to Parquet; what is left stays in its state and is
+    /// written at its next start.
+    #[arg(long, default_value_t = 1.0)]
+    pub shutdown_flush_secs: f64,
 }
 
 /// `groksweep submit`.

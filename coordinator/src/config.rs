@@ -43,6 +43,12 @@ pub struct CoordinatorConfig {
     /// connected workers) every few seconds: a count over every trial, so
     /// only when the metrics are served.
     pub state_gauges: bool,
+    /// How long a stopping coordinator goes on writing buffered results to
+    /// Parquet (and compacting done trials) once shutdown has begun; what is
+    /// left stays durably buffered in its state and is written at its next
+    /// start. `None` writes everything before it returns, however long that
+    /// takes (`groksweep run`, whose results must be complete when it ends).
+    pub shutdown_flush_budget: Option<Duration>,
 }
 
 /// The coordinator's TLS identity, as PEM.
@@ -89,6 +95,7 @@ impl CoordinatorConfig {
             max_trials_per_sweep: DEFAULT_MAX_TRIALS_PER_SWEEP,
             tls: None,
             state_gauges: false,
+            shutdown_flush_budget: None,
         }
     }
 }

@@ -78,8 +78,9 @@ pub fn bind(address: std::net::SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 /// Serve `coordinator` on `listener` (health and reflection included) until
-/// `shutdown` resolves; then stop leasing, drain calls in flight, write every
-/// buffered result to Parquet and return.
+/// `shutdown` resolves; then stop leasing, drain calls in flight, write the
+/// buffered results to Parquet (all of them, or what the configured shutdown
+/// flush budget allows) and return.
 pub async fn run(listener: TcpListener, shutdown: impl Future<Output = ()> + Send, coordinator: Coordinator) -> Result<(), ServeError> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<CoordinatorServer<grpc::GrpcAdapter>>().await;
@@ -118,6 +119,6 @@ pub async fn run(listener: TcpListener, shutdown: impl Future<Output = ()> + Sen
     coordinator.begin_shutdown();
     let _ = background.await;
     coordinator.flush().await?;
-    info!("coordinator stopped; results flushed");
+    info!("coordinator stopped");
     Ok(())
 }

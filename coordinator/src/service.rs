@@ -2,8 +2,9 @@
 //! results writer, plus the background loops (lease expiry, Parquet rolling).
 //! Nothing here knows about gRPC.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use sweep_core::{expand, parse_spec};
 use tokio::sync::{Notify, watch};
@@ -33,6 +34,9 @@ struct Inner {
     config: CoordinatorConfig,
     flush_requested: Notify,
     leasing: AtomicBool,
+    /// When a stopping coordinator stops writing results (set by
+    /// [`Coordinator::begin_shutdown`] with a shutdown flush budget).
+    stop_writing_at: Arc<OnceLock<Instant>>,
     closing: watch::Sender<bool>,
 }
 
@@ -72,6 +76,7 @@ impl Coordinator {
             config,
             flush_requested: Notify::new(),
             leasing: AtomicBool::new(true),
+            stop_writing_at: Arc::default(),
             closing,
         };
         Ok(Coordinator { inner: Arc::new(inner) })
@@ -282,6 +287,11 @@ impl Coordinator {
     /// write buffered progress, rewrite changed `trials` tables; then, without
     /// holding the state, compact the files of trials that are done.
     pub async fn flush(&self) -> Result<()> {
+        if past(&self.inner.stop_writing_at) {
+            // A stopping coordinator out of time: not even the snapshot (it
+            // reads every buffered row); the next start writes them.
+            return Ok(());
+        }
         let started = std::time::Instant::now();
         let written = self.flush_results().await;
         telemetry::flush_took(started.elapsed().as_secs_f64());
@@ -303,12 +313,14 @@ impl Coordinator {
         let began = std::time::Instant::now();
         for chunk in ready.chunks(COMPACTION_CHUNK) {
             let (layout, attempts, closing) = (self.inner.layout.clone(), chunk.to_vec(), self.inner.closing.subscribe());
+            let stop_writing_at = Arc::clone(&self.inner.stop_writing_at);
             let (compacted, failed) = tokio::task::spawn_blocking(move || {
                 let mut compacted = Vec::with_capacity(attempts.len());
                 for attempt in attempts {
-                    // A stopping coordinator spends at most a second on it and
-                    // leaves the rest for its next start.
-                    if *closing.borrow() && began.elapsed() > SHUTDOWN_COMPACTION_BUDGET {
+                    // A stopping coordinator spends at most a second on it (or
+                    // what is left of its shutdown budget) and leaves the rest
+                    // for its next start.
+                    if *closing.borrow() && (began.elapsed() > SHUTDOWN_COMPACTION_BUDGET || past(&stop_writing_at)) {
                         break;
                     }
                     let started = std::time::Instant::now();
@@ -362,6 +374,9 @@ impl Coordinator {
     /// Stop handing out leases and end watch streams; called on shutdown.
     pub fn begin_shutdown(&self) {
         self.inner.leasing.store(false, Ordering::SeqCst);
+        if let Some(budget) = self.inner.config.shutdown_flush_budget {
+            let _ = self.inner.stop_writing_at.set(Instant::now() + budget);
+        }
         self.inner.closing.send_replace(true);
         info!("coordinator stopping: no new leases");
     }
@@ -470,8 +485,8 @@ impl Coordinator {
                 Ok((buffered, tables))
             })
             .await?;
-        let layout = self.inner.layout.clone();
-        let outcome = tokio::task::spawn_blocking(move || write_snapshot(&layout, &buffered, tables))
+        let (layout, stop_writing_at) = (self.inner.layout.clone(), Arc::clone(&self.inner.stop_writing_at));
+        let outcome = tokio::task::spawn_blocking(move || write_snapshot(&layout, &buffered, tables, &stop_writing_at))
             .await
             .map_err(|error| CoordinatorError::Internal(format!("flush task failed: {error}")))?;
         let FlushWritten { on_disk, written, unwritten, first_error } = outcome;
@@ -490,16 +505,32 @@ impl Coordinator {
     }
 }
 
+/// Whether a stopping coordinator's time for writing results is up.
+fn past(stop_writing_at: &OnceLock<Instant>) -> bool {
+    stop_writing_at.get().is_some_and(|at| Instant::now() >= *at)
+}
+
 /// Write a flush's snapshot: every buffered attempt's tables, then the
-/// changed `trials` parts.
+/// changed `trials` parts. Once `stop_writing_at` has passed, the attempts
+/// not yet written stay buffered, and the `trials` parts stay to be
+/// rewritten (so that no trial is shown done before its progress is written).
 fn write_snapshot(
     layout: &ResultsLayout,
     buffered: &[crate::store::BufferedAttempt],
     tables: Vec<(TrialsPart, Vec<TrialView>)>,
+    stop_writing_at: &OnceLock<Instant>,
 ) -> FlushWritten {
     let mut first_error = None;
     let mut on_disk = Vec::with_capacity(buffered.len());
-    for attempt in buffered {
+    for (position, attempt) in buffered.iter().enumerate() {
+        if past(stop_writing_at) {
+            warn!(
+                attempts = buffered.len() - position,
+                "stopping: the shutdown budget is spent; the rest of the buffered results are written at the next start"
+            );
+            let unwritten = tables.into_iter().map(|(part, _)| part).collect();
+            return FlushWritten { on_disk, written: Vec::new(), unwritten, first_error };
+        }
         for table in SeriesTable::ALL {
             match layout.write_series(attempt, table) {
                 Ok(None) => {}
@@ -519,6 +550,10 @@ fn write_snapshot(
     // directory (now part 0) is cut down only once the other parts are beside it.
     let (mut written, mut unwritten): (Vec<(String, Vec<TrialView>)>, Vec<TrialsPart>) = (Vec::new(), Vec::new());
     for (part, trials) in tables.into_iter().rev() {
+        if past(stop_writing_at) {
+            unwritten.push(part);
+            continue;
+        }
         match layout.write_trials(&part, &trials) {
             Ok(_) => match written.last_mut() {
                 Some((sweep, views)) if *sweep == part.sweep => views.extend(trials),
@@ -600,6 +635,35 @@ mod tests {
         assert!(matches!(error, CoordinatorError::ShuttingDown), "{error}");
         let summary = coordinator.list_sweeps().await.expect("sweeps");
         assert_eq!(summary[0].total, 3, "the first chunk stays; submitting again adds the rest");
+    }
+
+    /// A stopping coordinator with a spent shutdown budget writes nothing
+    /// more: its buffered rows stay in its state and reach Parquet at its
+    /// next start; without a budget, the last flush writes everything.
+    #[tokio::test]
+    async fn a_spent_shutdown_budget_leaves_the_buffered_rows_for_the_next_start() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let mut config = CoordinatorConfig::new(data.path());
+        config.shutdown_flush_budget = Some(std::time::Duration::ZERO);
+        let coordinator = Coordinator::open(config, Arc::new(SystemClock)).expect("opens");
+        let (spec, yaml, trials) = grid(1);
+        coordinator.store_trials(spec, yaml, trials, 1).await.expect("stored");
+        let worker = coordinator.register_worker("w".into(), "flex".into(), 1, None).await.expect("registered");
+        let lease = coordinator.lease(worker, 1, 1).await.expect("leased").remove(0).remove(0).lease;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_millis() as i64;
+        let step = StepMeasures { step: 0, wall_time_ms: now, measures: vec![sweep_core::Measure::scalar("train_loss", 4.5)] };
+        assert_eq!(coordinator.report_progress(vec![(lease.clone(), vec![step])]).await.expect("reported"), 1);
+        let progress_files =
+            |layout: &ResultsLayout| layout.series_files(SeriesTable::Progress, "chunked", &lease.trial_id).expect("listing");
+        coordinator.begin_shutdown();
+        coordinator.flush().await.expect("flushes");
+        assert!(progress_files(coordinator.layout()).is_empty(), "written after the budget was spent");
+        drop(coordinator);
+        // The next start (here without a budget) writes what was left.
+        let reopened = Coordinator::open(CoordinatorConfig::new(data.path()), Arc::new(SystemClock)).expect("reopens");
+        reopened.begin_shutdown();
+        reopened.flush().await.expect("flushes");
+        assert_eq!(progress_files(reopened.layout()).len(), 1, "the buffered row reached Parquet");
     }
 
     /// A crash after the `progress` file of a roll and before its `spectra`

@@ -55,6 +55,8 @@ async fn main() -> anyhow::Result<()> {
     let mut config = CoordinatorConfig::new(data.path());
     config.heartbeat_interval = Duration::from_secs(1);
     config.max_trials_per_sweep = 2 * trials as u64;
+    // As `groksweep coordinator` stops (its --shutdown-flush-secs default).
+    config.shutdown_flush_budget = Some(Duration::from_secs(1));
     let coordinator = Coordinator::open(config, Arc::new(SystemClock))?;
     let served = groksweep_bench::LoopbackCoordinator::start(coordinator.clone()).await?;
     let address = served.address.clone();
@@ -202,8 +204,9 @@ async fn main() -> anyhow::Result<()> {
         tally.revoked.load(Ordering::Relaxed),
         operations as f64 / commits.max(1) as f64,
     );
-    // The final flush writes what the last roll did not: with `report`, one
-    // small Parquet file per trial done since then.
+    // The final flush writes what the last roll did not (with `report`, one
+    // small Parquet file per trial done since then) for at most a second, as
+    // `groksweep coordinator` does; the rest would be written at its next start.
     let stopping = Instant::now();
     served.stop().await?;
     eprintln!("stopped (final flush included) in {:.1} s", stopping.elapsed().as_secs_f64());

@@ -23,6 +23,12 @@ pub(crate) async fn run(args: CoordinatorArgs) -> anyhow::Result<()> {
     config.roll_interval = seconds(args.roll_secs, "roll-secs")?;
     config.token = args.token;
     config.max_trials_per_sweep = args.max_trials_per_sweep;
+    anyhow::ensure!(
+        args.shutdown_flush_secs.is_finite() && args.shutdown_flush_secs >= 0.0,
+        "--shutdown-flush-secs must be a number of seconds ≥ 0, got {}",
+        args.shutdown_flush_secs
+    );
+    config.shutdown_flush_budget = Some(Duration::from_secs_f64(args.shutdown_flush_secs));
     let scheme = if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         let read = |path: &std::path::PathBuf, what: &str| {
             std::fs::read(path).with_context(|| format!("failed to read the TLS {what} {}", path.display()))
