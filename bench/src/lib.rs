@@ -85,7 +85,7 @@ pub struct LoopbackCoordinator {
 impl LoopbackCoordinator {
     /// Serve `coordinator` on a free loopback port.
     pub async fn start(coordinator: sweep_coordinator::Coordinator) -> anyhow::Result<Self> {
-        let listener = sweep_coordinator::bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))?;
+        let listener = sweep_coordinator::bind(([127, 0, 0, 1], 0))?;
         let address = format!("http://{}", listener.local_addr()?);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(sweep_coordinator::run(

@@ -68,7 +68,8 @@ pub enum ServeError {
 pub const LISTEN_BACKLOG: u32 = 8192;
 
 /// Listen on `address` for [`run`], with a queue of [`LISTEN_BACKLOG`] connections.
-pub fn bind(address: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+pub fn bind(address: impl Into<std::net::SocketAddr>) -> std::io::Result<TcpListener> {
+    let address = address.into();
     let socket = if address.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
     // As std and tokio do on Unix: a restarted coordinator can bind its port
     // while connections of the previous one are still in TIME_WAIT.

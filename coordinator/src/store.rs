@@ -209,8 +209,11 @@ fn next_token(tx: &Connection) -> Result<u64> {
 
 /// The part of the `trials` table that holds this trial must be rewritten.
 fn mark_trial_dirty(tx: &Connection, trial_id: &str) -> Result<()> {
-    tx.prepare_cached("INSERT OR IGNORE INTO dirty_trial_parts(sweep, part) SELECT sweep, seq / ?2 FROM trials WHERE trial_id = ?1")?
-        .execute(params![trial_id, TRIALS_PER_PART])?;
+    execute_cached(
+        tx,
+        "INSERT OR IGNORE INTO dirty_trial_parts(sweep, part) SELECT sweep, seq / ?2 FROM trials WHERE trial_id = ?1",
+        params![trial_id, TRIALS_PER_PART],
+    )?;
     Ok(())
 }
 

@@ -76,7 +76,7 @@ pub(crate) struct InProcessCoordinator {
 impl InProcessCoordinator {
     pub(crate) async fn start(config: CoordinatorConfig) -> Self {
         let coordinator = Coordinator::open(config, Arc::new(SystemClock)).expect("coordinator opens");
-        let listener = sweep_coordinator::bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind port 0");
+        let listener = sweep_coordinator::bind(([127, 0, 0, 1], 0)).expect("bind port 0");
         let address = format!("http://{}", listener.local_addr().expect("bound address"));
         let (shutdown, signal) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {

@@ -35,7 +35,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     config.max_trials_per_sweep = args.max_trials_per_sweep;
     let coordinator = Coordinator::open(config, Arc::new(SystemClock))
         .with_context(|| format!("failed to open the state in {}", args.data_dir.display()))?;
-    let listener = sweep_coordinator::bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0))).context("failed to bind a loopback port")?;
+    let listener = sweep_coordinator::bind(([127, 0, 0, 1], 0)).context("failed to bind a loopback port")?;
     let address = format!("http://{}", listener.local_addr().context("failed to read the bound address")?);
     let (stop_coordinator, coordinator_stopped) = watch::channel(false);
     let server = tokio::spawn(sweep_coordinator::run(listener, wait_for(coordinator_stopped), coordinator.clone()));
