@@ -9,7 +9,9 @@
 //! at once: its parameters and optimiser state leave the stack, and the
 //! others carry on unchanged.
 
+use std::num::NonZeroUsize;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use burn::tensor::backend::AutodiffBackend;
@@ -71,17 +73,63 @@ fn outcome_of(error: FamilyError) -> TrialOutcome {
     }
 }
 
-/// What one member does at `step` before the pack trains: evaluate,
-/// checkpoint, and finish when its budget or its stop rule says so.
-/// `Some(outcome)` when it leaves the pack now.
-fn visit<B: AutodiffBackend, F: PackFamily<B>>(family: &F, index: usize, member: &mut Member<'_>, step: u64) -> Option<TrialOutcome> {
+/// The evaluations of the members `due`, in that order. With more than one
+/// due, they run on up to as many threads as the machine has cores: most of
+/// a member's evaluation is host arithmetic in f64 (its Fourier analysis,
+/// singular values and losses), which a GPU pack of 32 would otherwise do
+/// one member after another while the device waits. A panic in one is
+/// raised again here, as if it had happened on the pack's own thread.
+fn evaluate_members<B: AutodiffBackend, F: PackFamily<B> + Sync>(family: &F, due: &[usize]) -> Vec<Evaluation> {
+    let threads = std::thread::available_parallelism().map_or(1, NonZeroUsize::get).min(due.len());
+    if threads <= 1 {
+        return due.iter().map(|&index| family.evaluate(index)).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let mut evaluations: Vec<Option<Evaluation>> = due.iter().map(|_| None).collect();
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let position = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(&index) = due.get(position) else { return done };
+                        done.push((position, family.evaluate(index)));
+                    }
+                })
+            })
+            .collect();
+        for worker in workers {
+            match worker.join() {
+                Ok(done) => {
+                    for (position, evaluation) in done {
+                        evaluations[position] = Some(evaluation);
+                    }
+                }
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+    });
+    evaluations.into_iter().map(|evaluation| evaluation.expect("every due member was evaluated by one of the threads")).collect()
+}
+
+/// What one member does at `step` before the pack trains: record its
+/// evaluation (`Some` exactly when one is due), checkpoint, and finish when
+/// its budget or its stop rule says so. `Some(outcome)` when it leaves the
+/// pack now.
+fn visit<B: AutodiffBackend, F: PackFamily<B>>(
+    family: &F,
+    index: usize,
+    member: &mut Member<'_>,
+    step: u64,
+    evaluation: Option<Evaluation>,
+) -> Option<TrialOutcome> {
     if member.sink.cancelled() {
         return Some(TrialOutcome::Cancelled);
     }
     let result = (|| -> Result<Option<FinalMetrics>, FamilyError> {
         let mut finishing = None;
-        if member.evaluate_at(step) {
-            let mut evaluation = family.evaluate(index);
+        if let Some(mut evaluation) = evaluation {
             if !member.lease.params.has_test_pairs() {
                 leave_out_test_side(&mut evaluation, member.lease.params.family);
             }
@@ -112,7 +160,7 @@ fn visit<B: AutodiffBackend, F: PackFamily<B>>(family: &F, index: usize, member:
 /// sink (`sinks[k]` for `leases[k]`), until every trial has left the pack.
 /// Trials the family cannot prepare fail at once; the rest train together.
 /// `scratch` holds each trial's checkpoints while it trains.
-pub fn run_pack<B: AutodiffBackend, F: PackFamily<B>>(
+pub fn run_pack<B: AutodiffBackend, F: PackFamily<B> + Sync>(
     leases: Vec<TrialLease>,
     sinks: Vec<&mut dyn MeasureSink>,
     context: &FamilyContext,
@@ -143,9 +191,13 @@ pub fn run_pack<B: AutodiffBackend, F: PackFamily<B>>(
     let mut family = F::stack(prepared, device);
     let mut step = 0u64;
     loop {
+        let due: Vec<usize> =
+            (0..members.len()).filter(|&index| members[index].evaluate_at(step) && !members[index].sink.cancelled()).collect();
+        let mut evaluations = due.iter().copied().zip(evaluate_members(&family, &due)).peekable();
         let mut leaving = Vec::new();
         for (index, member) in members.iter_mut().enumerate() {
-            if let Some(outcome) = visit(&family, index, member, step) {
+            let evaluation = evaluations.next_if(|(due_index, _)| *due_index == index).map(|(_, evaluation)| evaluation);
+            if let Some(outcome) = visit(&family, index, member, step, evaluation) {
                 leaving.push((index, outcome));
             }
         }
@@ -168,5 +220,165 @@ pub fn run_pack<B: AutodiffBackend, F: PackFamily<B>>(
         family.step(&learning_rates);
         crate::telemetry::trained(members.len());
         step += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::AtomicBool;
+    use std::time::Duration;
+
+    use sweep_core::{Family, FamilySettings, LeaseRef, Measure, StopRule, TrainingSettings, TransformerSettings, TrialId, TrialParams};
+
+    use super::*;
+    use crate::backend::TestAutodiffBackend;
+    use crate::sink::CollectingSink;
+
+    type Device = <TestAutodiffBackend as burn::tensor::backend::BackendTypes>::Device;
+
+    /// Each member's measure "member" is its original position in the pack,
+    /// so a member's sink shows whose evaluation it was given.
+    const MEMBER: &str = "member";
+
+    /// A family that trains nothing: it evaluates each member as its
+    /// original position, and can wait for a second evaluation to run beside
+    /// the first or panic on one member.
+    struct Fake {
+        members: Vec<usize>,
+        /// Evaluations under way now.
+        running: Mutex<usize>,
+        wait_for_company: bool,
+        panic_on: Option<usize>,
+    }
+
+    impl Fake {
+        fn new(wait_for_company: bool, panic_on: Option<usize>) -> Self {
+            Fake { members: Vec::new(), running: Mutex::new(0), wait_for_company, panic_on }
+        }
+    }
+
+    impl PackFamily<TestAutodiffBackend> for Fake {
+        type Member = usize;
+        const NAME: &'static str = "fake";
+
+        fn prepare(lease: &TrialLease, _: &FamilyContext, _: &Device) -> Result<usize, FamilyError> {
+            Ok(lease.params.seed as usize)
+        }
+
+        fn stack(members: Vec<usize>, _: &Device) -> Self {
+            let mut fake = FAKE_SETTINGS.with(|settings| {
+                let (wait_for_company, panic_on) = settings.get();
+                Fake::new(wait_for_company, panic_on)
+            });
+            fake.members = members;
+            fake
+        }
+
+        fn step(&mut self, _: &[f64]) {}
+
+        fn evaluate(&self, index: usize) -> Evaluation {
+            let member = self.members[index];
+            assert_ne!(Some(member), self.panic_on, "member {member} cannot be evaluated");
+            *self.running.lock().expect("counter") += 1;
+            if self.wait_for_company {
+                // Wait (a while, not for ever) for another evaluation to start beside this one.
+                for _ in 0..500 {
+                    if OVERLAPPED.load(Ordering::Relaxed) || *self.running.lock().expect("counter") > 1 {
+                        OVERLAPPED.store(true, Ordering::Relaxed);
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+            *self.running.lock().expect("counter") -= 1;
+            Evaluation {
+                train_loss: 0.0,
+                test_loss: 0.0,
+                train_accuracy: 1.0,
+                test_accuracy: 0.0,
+                key_frequencies: Vec::new(),
+                judge_accuracy: None,
+                measures: vec![Measure::scalar(MEMBER, member as f64)],
+            }
+        }
+
+        fn checkpoint(&self, _: usize, _: i64) -> Result<Option<Vec<u8>>, FamilyError> {
+            Ok(None)
+        }
+
+        fn record_final(&self, _: usize, _: &Evaluation, _: &LocalCheckpoints, _: &mut dyn MeasureSink) -> Result<(), FamilyError> {
+            Ok(())
+        }
+
+        fn keep(&mut self, keep: &[usize]) {
+            crate::stack::keep_items(&mut self.members, keep);
+        }
+    }
+
+    thread_local! {
+        /// (wait_for_company, panic_on) of the next `Fake::stack` on this thread.
+        static FAKE_SETTINGS: std::cell::Cell<(bool, Option<usize>)> = const { std::cell::Cell::new((false, None)) };
+    }
+
+    /// Whether an evaluation that waited for company found it (only one test waits).
+    static OVERLAPPED: AtomicBool = AtomicBool::new(false);
+
+    fn lease(member: u64, eval_every: u32, max_epochs: u32) -> TrialLease {
+        TrialLease {
+            lease: LeaseRef { trial_id: TrialId::from_raw(format!("m{member}")), attempt: 1, token: 1 },
+            sweep: "fake".into(),
+            params: TrialParams::new(Family::Transformer, 11, 0.5, 1.0, member, member, None),
+            training: TrainingSettings { eval_every, checkpoint_every: 0, ..TrainingSettings::default() },
+            stop: StopRule { max_epochs, target_test_accuracy: None, patience: 1 },
+            family: FamilySettings::Transformer(TransformerSettings { d_model: 8, n_heads: 1, d_mlp: 8 }),
+            deadline_ms: 0,
+        }
+    }
+
+    fn run(leases: Vec<TrialLease>, wait_for_company: bool, panic_on: Option<usize>) -> Vec<CollectingSink> {
+        FAKE_SETTINGS.with(|settings| settings.set((wait_for_company, panic_on)));
+        let scratch = tempfile::tempdir().expect("scratch");
+        let context = FamilyContext { cache_dir: std::env::temp_dir() };
+        let mut sinks: Vec<CollectingSink> = leases.iter().map(|_| CollectingSink::default()).collect();
+        let borrowed: Vec<&mut dyn MeasureSink> = sinks.iter_mut().map(|sink| sink as &mut dyn MeasureSink).collect();
+        run_pack::<TestAutodiffBackend, Fake>(leases, borrowed, &context, scratch.path(), &Default::default());
+        sinks
+    }
+
+    #[test]
+    fn each_member_records_its_own_evaluations_at_its_own_steps() {
+        // Members due at different steps, and leaving at different steps, so
+        // the due members are a changing subset of a shrinking pack.
+        let sinks = run(vec![lease(0, 2, 12), lease(1, 3, 7), lease(2, 1, 5), lease(3, 5, 12)], false, None);
+        let expected_steps: [Vec<i64>; 4] = [(0..=12).step_by(2).collect(), vec![0, 3, 6, 7], (0..=5).collect(), vec![0, 5, 10, 12]];
+        for (member, (sink, steps)) in sinks.iter().zip(expected_steps).enumerate() {
+            assert_eq!(sink.steps_of(MEMBER), steps, "member {member}");
+            for step in steps {
+                assert_eq!(sink.value(step, MEMBER), Some(member as f64), "member {member} at step {step}");
+            }
+            assert!(sink.metrics().is_some(), "member {member} finished");
+        }
+    }
+
+    #[test]
+    fn due_members_are_evaluated_side_by_side() {
+        if std::thread::available_parallelism().map_or(1, NonZeroUsize::get) < 2 {
+            eprintln!("one core: evaluations run one after another, nothing to check");
+            return;
+        }
+        // Each evaluation waits up to 5 s for another to start beside it; one
+        // after another, none would ever find company.
+        let sinks = run(vec![lease(0, 1, 1), lease(1, 1, 1)], true, None);
+        assert!(sinks.iter().all(|sink| sink.metrics().is_some()));
+        assert!(OVERLAPPED.load(Ordering::Relaxed), "two evaluations ran at once");
+    }
+
+    #[test]
+    fn a_panic_in_one_evaluation_reaches_the_pack_thread() {
+        let caught = std::panic::catch_unwind(|| run(vec![lease(0, 1, 3), lease(1, 1, 3), lease(2, 1, 3)], false, Some(1)));
+        let panic = caught.expect_err("the panic was raised again");
+        let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+        assert!(message.contains("member 1 cannot be evaluated"), "{message}");
     }
 }
