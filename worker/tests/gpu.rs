@@ -20,6 +20,7 @@ use sweep_worker::family::{FamilyContext, PackFamily};
 use sweep_worker::runner::run_pack;
 use sweep_worker::sink::{CollectingSink, MeasureSink};
 use sweep_worker::transformer::TransformerPack;
+use sweep_worker::transformer::model::Gather;
 
 /// The backend under test: the worker's own with `--features cuda`, else wgpu.
 #[cfg(feature = "cuda")]
@@ -47,7 +48,7 @@ fn lease(name: &str, family: FamilySettings, modulus: u32, fraction: f64, weight
     }
 }
 
-fn train<B: AutodiffBackend, F: PackFamily<B>>(leases: &[TrialLease], device: &B::Device) -> Vec<CollectingSink> {
+fn train<B: AutodiffBackend, F: PackFamily<B> + Sync>(leases: &[TrialLease], device: &B::Device) -> Vec<CollectingSink> {
     let scratch = tempfile::tempdir().expect("scratch");
     let context = FamilyContext { cache_dir: std::env::temp_dir() };
     let mut sinks: Vec<CollectingSink> = leases.iter().map(|_| CollectingSink::default()).collect();
@@ -87,6 +88,10 @@ fn compare(gpu: &[CollectingSink], cpu: &[CollectingSink], tolerance: f64, accur
 fn the_gpu_backend_trains_a_transformer_pack_as_flex_does() {
     let sizes = FamilySettings::Transformer(TransformerSettings { d_model: 32, n_heads: 4, d_mlp: 64 });
     let leases = [lease("a", sizes.clone(), 11, 0.6, 1.0, 1, 40), lease("b", sizes, 11, 0.4, 0.1, 2, 40)];
+    // The GPU pack gathers its inputs' rows by products, flex by select: the
+    // comparison covers both ways.
+    assert_eq!(Gather::for_backend::<Autodiff<Gpu>>(&Default::default()), Gather::Products);
+    assert_eq!(Gather::for_backend::<Autodiff<Flex>>(&Default::default()), Gather::Select);
     let gpu = train::<Autodiff<Gpu>, TransformerPack<Autodiff<Gpu>>>(&leases, &Default::default());
     let cpu = train::<Autodiff<Flex>, TransformerPack<Autodiff<Flex>>>(&leases, &Default::default());
     compare(&gpu, &cpu, 2e-3, 0.0);

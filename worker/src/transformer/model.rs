@@ -80,6 +80,60 @@ pub struct ForwardOutput<B: Backend> {
     pub mlp_post: Tensor<B, 3>,
 }
 
+/// How the inputs of a pack pick their rows of the token + position table
+/// (and of its projections) in [`Transformer::forward`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gather {
+    /// `select` by row index. Its gradient adds each input's row gradient
+    /// into its table row, one input after another: at memory speed on a
+    /// CPU, and what the CPU backends use.
+    Select,
+    /// A product with a one-hot matrix per position, [K, batch, d_vocab],
+    /// whose gradient is another product: what the GPU backends use.
+    /// burn-cubecl 0.21 adds a `select`'s gradient with one GPU thread per
+    /// column of the table, each walking every index in turn
+    /// (`select_assign_kernel`), so the step's eight gathers were serial in
+    /// K · batch · heads: at p = 113 a pack of 20 took 789 ms a step on an
+    /// H200 against 23 ms for one trial (bench/RESULTS.md, "On a GPU").
+    Products,
+}
+
+/// The environment variable that overrides [`Gather::for_backend`]:
+/// `select` or `products` (for measuring one against the other on a device).
+pub const GATHER_ENV: &str = "GROKSWEEP_GATHER";
+
+impl Gather {
+    /// The gather for backend `B`: [`GATHER_ENV`] if it is set, else
+    /// [`Gather::default_for`] the backend's name.
+    pub fn for_backend<B: Backend>(device: &B::Device) -> Self {
+        static CHOSEN: std::sync::OnceLock<Option<Gather>> = std::sync::OnceLock::new();
+        let chosen = CHOSEN.get_or_init(|| {
+            let value = std::env::var(GATHER_ENV).ok()?;
+            let parsed = Gather::parse(&value);
+            if parsed.is_none() {
+                tracing::warn!(variable = GATHER_ENV, value, "not `select` or `products`: ignored");
+            }
+            parsed
+        });
+        chosen.unwrap_or_else(|| Gather::default_for(&B::name(device)))
+    }
+
+    /// [`Gather::Products`] on burn's cubecl backends (CUDA, wgpu; with or
+    /// without fusion and autodiff, whose names wrap the inner one's:
+    /// `autodiff<fusion<cubecl<cuda>>>`), else [`Gather::Select`].
+    pub fn default_for(backend_name: &str) -> Self {
+        if backend_name.contains("cubecl") { Gather::Products } else { Gather::Select }
+    }
+
+    fn parse(value: &str) -> Option<Self> {
+        match value {
+            "select" => Some(Gather::Select),
+            "products" => Some(Gather::Products),
+            _ => None,
+        }
+    }
+}
+
 /// Inputs of a pack as gather indices into the per-trial table of token +
 /// position embeddings (built once per set of inputs, see [`PackInputs::new`]).
 #[derive(Debug, Clone)]
@@ -87,25 +141,43 @@ pub struct PackInputs<B: Backend> {
     /// For each position j, the row of (trial, j, token) of every input of
     /// every trial, [K · batch]; the last is the last position's.
     positions: [Tensor<B, 1, Int>; SEQ_LEN],
+    /// With [`Gather::Products`]: for each position j, the one-hot rows of
+    /// the inputs' tokens there, [K, batch, d_vocab].
+    one_hot: Option<[Tensor<B, 3>; SEQ_LEN]>,
     trials: usize,
     batch: usize,
 }
 
 impl<B: Backend> PackInputs<B> {
     /// `tokens[k]` holds trial k's inputs, each `[a, b, =]`; every trial has
-    /// `batch` of them. `d_vocab` is p + 1.
+    /// `batch` of them. `d_vocab` is p + 1. They gather as the backend does
+    /// best ([`Gather::for_backend`]).
     pub fn new(tokens: &[Vec<[i64; SEQ_LEN]>], d_vocab: usize, device: &B::Device) -> Self {
+        Self::with_gather(tokens, d_vocab, device, Gather::for_backend::<B>(device))
+    }
+
+    /// As [`PackInputs::new`], gathering by `gather`.
+    pub fn with_gather(tokens: &[Vec<[i64; SEQ_LEN]>], d_vocab: usize, device: &B::Device, gather: Gather) -> Self {
         let trials = tokens.len();
         let batch = tokens.first().map_or(0, Vec::len);
+        debug_assert!(tokens.iter().all(|inputs| inputs.len() == batch), "every trial of a pack has the same number of inputs");
         let positions = std::array::from_fn(|position| {
             let mut rows = Vec::with_capacity(trials * batch);
             for (trial, inputs) in tokens.iter().enumerate() {
-                debug_assert_eq!(inputs.len(), batch, "every trial of a pack has the same number of inputs");
                 rows.extend(inputs.iter().map(|input| ((trial * SEQ_LEN + position) * d_vocab) as i64 + input[position]));
             }
             Tensor::from_data(TensorData::new(rows, [trials * batch]), device)
         });
-        PackInputs { positions, trials, batch }
+        let one_hot = (gather == Gather::Products).then(|| {
+            std::array::from_fn(|position| {
+                let mut values = vec![0f32; trials * batch * d_vocab];
+                for (row, input) in tokens.iter().flatten().enumerate() {
+                    values[row * d_vocab + input[position] as usize] = 1.0;
+                }
+                Tensor::from_data(TensorData::new(values, [trials, batch, d_vocab]), device)
+            })
+        });
+        PackInputs { positions, one_hot, trials, batch }
     }
 
     /// Inputs per trial.
@@ -173,14 +245,16 @@ impl<B: Backend> Transformer<B> {
     /// distinct rows to project: the queries, keys and values of every
     /// (position, token) are computed once and each input gathers its rows.
     /// At p = 113 with 3,830 training pairs that is 342 projected rows
-    /// instead of 11,490 (keys and values) and 3,830 (queries). The gradient
-    /// of a gather adds each input's row gradients into its table row: the
-    /// sum the plain product's gradient forms, in another order.
+    /// instead of 11,490 (keys and values) and 3,830 (queries). How the
+    /// inputs gather their rows is the backend's choice ([`Gather`]: `select`
+    /// on the CPU, products with one-hot rows on a GPU). The gradient of a
+    /// gather adds each input's row gradients into its table row: the sum
+    /// the plain product's gradient forms, in another order.
     ///
     /// The one query meets three keys per (input, head), so the attention
     /// is written out over the three positions as element-wise products and
-    /// row sums on [K · batch · heads, d_head] tensors, each a gather of
-    /// head-major table rows: no activation is permuted (burn-flex copies a
+    /// row sums (with `select`: on [K · batch · heads, d_head] tensors, each
+    /// a gather of head-major table rows): no activation is permuted (burn-flex copies a
     /// permuted gradient element by element before the next reshape) and no
     /// batched product of 1 × 32 by 32 × 3 matrices is made (one gemm call
     /// per (input, head), on one thread). Both were measured
@@ -191,18 +265,36 @@ impl<B: Backend> Transformer<B> {
     /// - `inputs`: K trials × batch inputs
     /// - output logits: [K, batch, d_vocab], mlp_post: [K, batch, d_mlp]
     pub fn forward(&self, inputs: &PackInputs<B>) -> ForwardOutput<B> {
+        debug_assert_eq!(inputs.trials, self.trials(), "inputs are for a pack of another size");
+        let [trials, d_vocab, d_model] = self.embed.dims();
+        // Token + position embedding of every (trial, position, token), one
+        // row each: [K, 3, d_vocab, d_model].
+        let tokens = self.embed.val().unsqueeze_dim::<4>(1).repeat_dim(1, SEQ_LEN);
+        let positions = self.pos_embed.val().unsqueeze_dim::<4>(2).repeat_dim(2, d_vocab);
+        let table = tokens + positions;
+        // `last`: the last position's residual, [K, batch, d_model]; `mixed`:
+        // the attention's output before W_O, [K, batch, heads · d_head].
+        let (last, mixed) = match &inputs.one_hot {
+            None => self.attention_by_select(table.reshape([trials, SEQ_LEN * d_vocab, d_model]), inputs),
+            Some(one_hot) => self.attention_by_products(table, one_hot),
+        };
+        let after_attention = last + mixed.matmul(self.w_o.val());
+        let mlp_post = relu(add_per_trial(after_attention.clone().matmul(self.w_in.val()), self.b_in.val())); // [K, batch, d_mlp]
+        let after_mlp = add_per_trial(after_attention + mlp_post.clone().matmul(self.w_out.val()), self.b_out.val());
+        let logits = after_mlp.matmul(self.unembed.val()); // [K, batch, d_vocab]
+        ForwardOutput { logits, mlp_post }
+    }
+
+    /// The attention of [`Transformer::forward`] by [`Gather::Select`]: the
+    /// projections of `table` ([K, 3 · d_vocab, d_model]) are made head-major
+    /// and each (input, head) gathers its rows. Returns (last, mixed).
+    fn attention_by_select(&self, table: Tensor<B, 3>, inputs: &PackInputs<B>) -> (Tensor<B, 3>, Tensor<B, 3>) {
         let (trials, batch) = (inputs.trials, inputs.batch);
-        debug_assert_eq!(trials, self.trials(), "inputs are for a pack of another size");
-        let [_, d_vocab, d_model] = self.embed.dims();
+        let [_, table_rows_per_trial, d_model] = table.dims();
         let d_attn = self.w_q.dims()[2];
         let (heads, rows) = (self.n_heads, trials * batch);
         let d_head = d_attn / heads;
-        let table_rows = trials * SEQ_LEN * d_vocab;
-        // Token + position embedding of every (trial, position, token), one
-        // row each: [K, 3 · d_vocab, d_model].
-        let tokens = self.embed.val().unsqueeze_dim::<4>(1).repeat_dim(1, SEQ_LEN); // [K, 3, d_vocab, d_model]
-        let positions = self.pos_embed.val().unsqueeze_dim::<4>(2).repeat_dim(2, d_vocab); // [K, 3, d_vocab, d_model]
-        let table = (tokens + positions).reshape([trials, SEQ_LEN * d_vocab, d_model]);
+        let table_rows = trials * table_rows_per_trial;
         // A projection of the table, head-major: row h · (K · 3 · d_vocab) + r
         // is head h of table row r, [heads · K · 3 · d_vocab, d_head].
         let head_major = |weight: Tensor<B, 3>| {
@@ -222,23 +314,42 @@ impl<B: Backend> Transformer<B> {
         let (keys, values) = (head_major(self.w_k.val()), head_major(self.w_v.val()));
         let scale = (d_head as f64).sqrt();
         let scores = at.each_ref().map(|rows_of| (keys.clone().select(0, rows_of.clone()) * queries.clone()).sum_dim(1).div_scalar(scale)); // [K · batch · heads, 1] each
-        // Softmax over the three positions; the shift cancels, so it carries no gradient.
-        let [first, others @ ..] = &scores;
-        let shift = others.iter().fold(first.clone(), |max, score| max.max_pair(score.clone())).detach();
-        let weights = scores.map(|score| (score - shift.clone()).exp());
-        let [first, others @ ..] = &weights;
-        let total = others.iter().fold(first.clone(), |sum, weight| sum + weight.clone());
-        let mixed = at.iter().zip(weights).map(|(rows_of, weight)| values.clone().select(0, rows_of.clone()) * (weight / total.clone()));
+        let weights = softmax_over_positions(scores);
+        let mixed = at.iter().zip(weights).map(|(rows_of, weight)| values.clone().select(0, rows_of.clone()) * weight);
         let mixed = mixed.reduce(|sum, term| sum + term).expect("three positions").reshape([trials, batch, d_attn]); // [K, batch, heads · d_head]
         // The last position's residual is gathered from its own row (a
         // contiguous tensor; a strided view would be walked element by
-        // element by burn-flex in the additions below, `crate::layout`).
+        // element by burn-flex in the additions that follow, `crate::layout`).
         let last = table.reshape([table_rows, d_model]).select(0, inputs.positions[SEQ_LEN - 1].clone()).reshape([trials, batch, d_model]);
-        let after_attention = last + mixed.matmul(self.w_o.val());
-        let mlp_post = relu(add_per_trial(after_attention.clone().matmul(self.w_in.val()), self.b_in.val())); // [K, batch, d_mlp]
-        let after_mlp = add_per_trial(after_attention + mlp_post.clone().matmul(self.w_out.val()), self.b_out.val());
-        let logits = after_mlp.matmul(self.unembed.val()); // [K, batch, d_vocab]
-        ForwardOutput { logits, mlp_post }
+        (last, mixed)
+    }
+
+    /// The attention of [`Transformer::forward`] by [`Gather::Products`]:
+    /// each position's rows of the table ([K, 3, d_vocab, d_model]) and of
+    /// its projections are picked by a batched product with that position's
+    /// one-hot rows ([K, batch, d_vocab]); only the last position's rows are
+    /// projected to queries. Returns (last, mixed).
+    fn attention_by_products(&self, table: Tensor<B, 4>, one_hot: &[Tensor<B, 3>; SEQ_LEN]) -> (Tensor<B, 3>, Tensor<B, 3>) {
+        let [trials, _, d_vocab, d_model] = table.dims();
+        let [_, batch, _] = one_hot[0].dims();
+        let d_attn = self.w_q.dims()[2];
+        let heads = self.n_heads;
+        let d_head = d_attn / heads;
+        let rows_at = |position: usize| table.clone().narrow(1, position, 1).reshape([trials, d_vocab, d_model]);
+        let pick = |position: usize, rows: Tensor<B, 3>| one_hot[position].clone().matmul(rows); // [K, batch, columns]
+        let by_head = |picked: Tensor<B, 3>| picked.reshape([trials, batch, heads, d_head]);
+        let last_rows = rows_at(SEQ_LEN - 1);
+        let queries = by_head(pick(SEQ_LEN - 1, last_rows.clone().matmul(self.w_q.val()))); // [K, batch, heads, d_head]
+        let scale = (d_head as f64).sqrt();
+        let projected: [(Tensor<B, 4>, Tensor<B, 4>); SEQ_LEN] = std::array::from_fn(|position| {
+            let rows = rows_at(position);
+            (by_head(pick(position, rows.clone().matmul(self.w_k.val()))), by_head(pick(position, rows.matmul(self.w_v.val()))))
+        });
+        let scores = projected.each_ref().map(|(keys, _)| (keys.clone() * queries.clone()).sum_dim(3).div_scalar(scale)); // [K, batch, heads, 1] each
+        let weights = softmax_over_positions(scores);
+        let mixed = projected.into_iter().zip(weights).map(|((_, values), weight)| values * weight);
+        let mixed = mixed.reduce(|sum, term| sum + term).expect("three positions").reshape([trials, batch, d_attn]);
+        (pick(SEQ_LEN - 1, last_rows), mixed)
     }
 
     /// Sums of squares of trial `trial`'s parameters, in f64: one per weight
@@ -257,6 +368,18 @@ impl<B: Backend> Transformer<B> {
     pub fn sum_squared_weights(&self, trial: usize) -> f64 {
         self.squared_norms(trial).total()
     }
+}
+
+/// Softmax over the three positions of their attention scores (each the
+/// same shape, one score per (input, head)); the shift by their maximum
+/// cancels, so it carries no gradient.
+fn softmax_over_positions<B: Backend, const D: usize>(scores: [Tensor<B, D>; SEQ_LEN]) -> [Tensor<B, D>; SEQ_LEN] {
+    let [first, others @ ..] = &scores;
+    let shift = others.iter().fold(first.clone(), |max, score| max.max_pair(score.clone())).detach();
+    let exponentials = scores.map(|score| (score - shift.clone()).exp());
+    let [first, others @ ..] = &exponentials;
+    let total = others.iter().fold(first.clone(), |sum, term| sum + term.clone());
+    exponentials.map(|term| term / total.clone())
 }
 
 /// Sums of squares of one trial's parameters (see [`Transformer::squared_norms`]).
@@ -379,31 +502,45 @@ mod tests {
         // pass (as in training); sharing leaves between two backward passes
         // made the second see zero gradients now and then when other tests
         // ran beside it.
-        let (fast_pack, plain_pack): (Transformer<AB>, Transformer<AB>) = (three_trial_pack(small_config), three_trial_pack(small_config));
-        let tokens = pack_tokens();
-        let batch = tokens[0].len();
-        // A loss that weighs every logit differently: Σ c · logits.
-        let coefficients: Vec<f32> = (0..3 * batch * 14).map(|i| ((i * 7919) % 23) as f32 / 23.0 - 0.4).collect();
-        let coefficients = Tensor::<AB, 1>::from_data(TensorData::new(coefficients, [3 * batch * 14]), &device);
-        let fast = fast_pack.forward(&PackInputs::new(&tokens, 14, &device)).logits.reshape([3 * batch * 14]);
-        let fast_gradients = (fast * coefficients.clone()).sum().backward();
-        let plain: Vec<Tensor<AB, 2>> = (0..3).map(|trial| full_causal_forward(&plain_pack, trial, &tokens[trial])).collect();
-        let plain = Tensor::cat(plain, 0).reshape([3 * batch * 14]);
-        let plain_gradients = (plain * coefficients).sum().backward();
+        for gather in [Gather::Select, Gather::Products] {
+            let (fast_pack, plain_pack): (Transformer<AB>, Transformer<AB>) =
+                (three_trial_pack(small_config), three_trial_pack(small_config));
+            let tokens = pack_tokens();
+            let batch = tokens[0].len();
+            // A loss that weighs every logit differently: Σ c · logits.
+            let coefficients: Vec<f32> = (0..3 * batch * 14).map(|i| ((i * 7919) % 23) as f32 / 23.0 - 0.4).collect();
+            let coefficients = Tensor::<AB, 1>::from_data(TensorData::new(coefficients, [3 * batch * 14]), &device);
+            let inputs = PackInputs::with_gather(&tokens, 14, &device, gather);
+            let fast = fast_pack.forward(&inputs).logits.reshape([3 * batch * 14]);
+            let fast_gradients = (fast * coefficients.clone()).sum().backward();
+            let plain: Vec<Tensor<AB, 2>> = (0..3).map(|trial| full_causal_forward(&plain_pack, trial, &tokens[trial])).collect();
+            let plain = Tensor::cat(plain, 0).reshape([3 * batch * 14]);
+            let plain_gradients = (plain * coefficients).sum().backward();
+            assert_same_gradients(gather, (&fast_pack, &fast_gradients), (&plain_pack, &plain_gradients));
+        }
+    }
+
+    /// Every parameter gradient of `fast` within 1e-4 (relative to the
+    /// largest) of `plain`'s.
+    fn assert_same_gradients<AB: burn::tensor::backend::AutodiffBackend>(
+        gather: Gather,
+        (fast_pack, fast_gradients): (&Transformer<AB>, &AB::Gradients),
+        (plain_pack, plain_gradients): (&Transformer<AB>, &AB::Gradients),
+    ) {
         // Every parameter's gradient, in the order of `names`, on the host.
         let names = ["W_E", "W_pos", "W_Q", "W_K", "W_V", "W_O", "W_in", "W_out", "W_U", "b_in", "b_out"];
-        let host = |pack: &Transformer<AB>, gradients: &<AB as burn::tensor::backend::AutodiffBackend>::Gradients| {
+        let host = |pack: &Transformer<AB>, gradients: &AB::Gradients| {
             let matrices =
                 [&pack.embed, &pack.pos_embed, &pack.w_q, &pack.w_k, &pack.w_v, &pack.w_o, &pack.w_in, &pack.w_out, &pack.unembed];
             let matrices = matrices.map(|param| param.grad(gradients).expect("a gradient").into_data());
             let biases = [&pack.b_in, &pack.b_out].map(|param| param.grad(gradients).expect("a gradient").into_data());
             matrices.into_iter().chain(biases).map(|data| data.iter::<f32>().collect::<Vec<_>>()).collect::<Vec<_>>()
         };
-        for ((name, fast), plain) in names.iter().zip(host(&fast_pack, &fast_gradients)).zip(host(&plain_pack, &plain_gradients)) {
+        for ((name, fast), plain) in names.iter().zip(host(fast_pack, fast_gradients)).zip(host(plain_pack, plain_gradients)) {
             let scale = plain.iter().fold(0f32, |max, value| max.max(value.abs()));
-            assert!(scale > 0.0, "{name} has a zero gradient");
+            assert!(scale > 0.0, "{gather:?}: {name} has a zero gradient");
             for (a, b) in fast.iter().zip(&plain) {
-                assert!((a - b).abs() <= 1e-4 * scale, "{name}: {a} vs {b}");
+                assert!((a - b).abs() <= 1e-4 * scale, "{gather:?}: {name}: {a} vs {b}");
             }
         }
     }
@@ -415,12 +552,41 @@ mod tests {
         // Each trial its own inputs.
         let tokens = pack_tokens();
         let batch = tokens[0].len();
-        let fast: Vec<f32> = pack.forward(&PackInputs::new(&tokens, 14, &device)).logits.into_data().to_vec().expect("f32");
-        for (trial, inputs) in tokens.iter().enumerate() {
-            let reference = full_causal_logits(&pack, trial, inputs);
-            for (a, b) in fast[trial * batch * 14..(trial + 1) * batch * 14].iter().zip(&reference) {
-                assert!((a - b).abs() < 1e-4, "trial {trial}: {a} vs {b}");
+        for gather in [Gather::Select, Gather::Products] {
+            let inputs = PackInputs::with_gather(&tokens, 14, &device, gather);
+            let fast: Vec<f32> = pack.forward(&inputs).logits.into_data().to_vec().expect("f32");
+            for (trial, inputs) in tokens.iter().enumerate() {
+                let reference = full_causal_logits(&pack, trial, inputs);
+                for (a, b) in fast[trial * batch * 14..(trial + 1) * batch * 14].iter().zip(&reference) {
+                    assert!((a - b).abs() < 1e-4, "{gather:?}, trial {trial}: {a} vs {b}");
+                }
             }
+        }
+    }
+
+    #[test]
+    fn gpu_backends_gather_by_products_and_cpu_backends_by_select() {
+        let device = Default::default();
+        for name in ["cubecl<cuda>", "autodiff<fusion<cubecl<cuda>>>", "autodiff<cubecl<wgpu>>"] {
+            assert_eq!(Gather::default_for(name), Gather::Products, "{name}");
+        }
+        for name in [TestBackend::name(&device), crate::backend::TestAutodiffBackend::name(&device), "ndarray".into()] {
+            assert_eq!(Gather::default_for(&name), Gather::Select, "{name}");
+        }
+        assert_eq!(
+            (Gather::parse("select"), Gather::parse("products"), Gather::parse("Select")),
+            (Some(Gather::Select), Some(Gather::Products), None)
+        );
+        let inputs = PackInputs::<TestBackend>::with_gather(&pack_tokens(), 14, &device, Gather::Select);
+        assert!(inputs.one_hot.is_none(), "no one-hot rows to select by");
+        let inputs = PackInputs::<TestBackend>::with_gather(&pack_tokens(), 14, &device, Gather::Products);
+        let one_hot = inputs.one_hot.expect("one-hot rows");
+        // Trial 1's input 4 is [4, (5·4 + 2 + 1) mod 13 = 10, 13].
+        for (position, token) in [4usize, 10, 13].into_iter().enumerate() {
+            let row: Vec<f32> = one_hot[position].clone().narrow(0, 1, 1).narrow(1, 4, 1).into_data().to_vec().expect("f32");
+            let ones: Vec<usize> = (0..14).filter(|&column| row[column] == 1.0).collect();
+            assert_eq!(ones, vec![token], "position {position}");
+            assert_eq!(row.iter().sum::<f32>(), 1.0);
         }
     }
 
