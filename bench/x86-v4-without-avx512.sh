@@ -17,9 +17,10 @@ export RAYON_NUM_THREADS=1
 
 cargo build --release -q -p groksweep-bench --bin avx512-control
 cp target/release/avx512-control target/avx512-control
-cargo build --release -q -p groksweep-bench --bin nanda-step
+# x86-v4 is a default feature (session 13): the plain build leaves it out.
+cargo build --release -q -p groksweep-bench --bin nanda-step --no-default-features --features mimalloc
 cp target/release/nanda-step target/nanda-step-plain
-cargo build --release -q -p groksweep-bench --bin nanda-step --features x86-v4
+cargo build --release -q -p groksweep-bench --bin nanda-step
 cp target/release/nanda-step target/nanda-step-x86-v4
 
 echo "== control: an unconditional AVX-512 instruction under valgrind must die"
