@@ -43,7 +43,7 @@ class Model(torch.nn.Module):
         k = (x @ self.W_K).view(n, 3, n_heads, d_head).transpose(1, 2)
         v = (x @ self.W_V).view(n, 3, n_heads, d_head).transpose(1, 2)
         scores = q @ k.transpose(-1, -2) / math.sqrt(d_head)
-        mask = torch.triu(torch.ones(3, 3, dtype=torch.bool), 1)
+        mask = torch.triu(torch.ones(3, 3, dtype=torch.bool, device=x.device), 1)
         pattern = scores.masked_fill(mask, float("-inf")).softmax(-1)
         z = (pattern @ v).transpose(1, 2).reshape(n, 3, d_model)
         x = x + z @ self.W_O
@@ -63,13 +63,20 @@ def adamw(model):
     return torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.98), eps=1e-8, weight_decay=1.0)
 
 
-def time_steps(step, steps):
-    """ms per step over `steps` timed steps after 10 warm-up steps."""
+def time_steps(step, steps, device="cpu"):
+    """ms per step over `steps` timed steps after 10 warm-up steps (on a GPU,
+    up to the end of the last step's kernels)."""
+    def wait():
+        if device != "cpu":
+            torch.cuda.synchronize()
+
     for _ in range(10):
         step()
+    wait()
     start = time.perf_counter()
     for _ in range(steps):
         step()
+    wait()
     return (time.perf_counter() - start) * 1e3 / steps
 
 

@@ -24,7 +24,8 @@ Before timing, the script checks that its logits equal the authors' full
 causal forward on the same weights and that its loss equals the f64
 log-softmax cross-entropy.
 
-Usage: python bench/nanda_step_same_work.py [steps] [p]
+Usage: python bench/nanda_step_same_work.py [steps] [p] [device]
+(device `cpu` by default; `cuda` times the step on a GPU, bench/gpu/run.sh)
 """
 import math
 import sys
@@ -68,14 +69,16 @@ def cross_entropy_rows(logits, one_hot):
 def main():
     steps = int(sys.argv[1]) if len(sys.argv) > 1 else 200
     p = int(sys.argv[2]) if len(sys.argv) > 2 else 113
+    device = sys.argv[3] if len(sys.argv) > 3 else "cpu"
     torch.manual_seed(0)
-    model = SameWork(p)
+    model = SameWork(p).to(device)
     d_vocab = model.d_vocab
     tokens, labels = training_pairs(p)  # [n, 3], [n]
-    every_position = (torch.arange(3) * d_vocab + tokens).reshape(-1)
+    tokens, labels = tokens.to(device), labels.to(device)
+    every_position = (torch.arange(3, device=device) * d_vocab + tokens).reshape(-1)
     last_position = 2 * d_vocab + tokens[:, 2]
     one_hot = torch.nn.functional.one_hot(labels, d_vocab).float()
-    weights = torch.full((len(tokens), 1), 1.0 / len(tokens))
+    weights = torch.full((len(tokens), 1), 1.0 / len(tokens), device=device)
 
     with torch.no_grad():
         ours = model.same_work_forward(every_position, last_position)
@@ -94,9 +97,9 @@ def main():
         loss.backward()
         optimizer.step()
 
-    ms = time_steps(step, steps)
+    ms = time_steps(step, steps, device)
     print(
-        f"torch={torch.__version__} threads={torch.get_num_threads()} cpu={torch.backends.cpu.get_cpu_capability()} "
+        f"torch={torch.__version__} device={device} threads={torch.get_num_threads()} cpu={torch.backends.cpu.get_cpu_capability()} "
         f"same_work=true train_pairs={len(tokens)} steps={steps} ms_per_step={ms:.1f}"
     )
 

@@ -3,11 +3,13 @@
 //! or 1 alternately) trained either as one pack of K (`pack`, one stacked
 //! program) or as K packs of one on K threads (`slots`, what `--slots K
 //! --pack 1` does), for `steps` full-batch steps after 3 warm-up steps.
-//! Prints trials·epochs per second, ms per step and memory.
+//! Prints trials·epochs per second, ms per step (waiting for the device at
+//! the end), the time one member's evaluation takes (pack mode) and memory.
 //! `cargo run --release -p groksweep-bench --bin pack-throughput -- <p> <K> <pack|slots> [steps]`
 
 use std::time::Instant;
 
+use burn::tensor::backend::Backend;
 use sweep_worker::backend::{BACKEND_NAME, TrainingBackend};
 use sweep_worker::transformer::TransformerPack;
 use sweep_worker::{FamilyContext, PackFamily};
@@ -39,9 +41,22 @@ fn train(pack: &mut Pack, steps: usize, trials: usize) -> f64 {
     for _ in 0..steps {
         pack.step(&rates);
     }
-    // Reading a measure back waits for the last step to finish.
-    let _ = pack.evaluate(0).train_loss;
+    // Wait for the device to finish the queued steps (the CPU backends have
+    // already: they run each operation as it is called).
+    TrainingBackend::sync(&Default::default()).expect("the device finished the steps");
     started.elapsed().as_secs_f64()
+}
+
+/// Milliseconds one member's evaluation takes (every measure; the runner
+/// evaluates the due members of a pack side by side, one per core), the
+/// mean over up to 4 members evaluated one after another.
+fn evaluation_ms(pack: &Pack, trials: usize) -> f64 {
+    let members = trials.min(4);
+    let started = Instant::now();
+    for index in 0..members {
+        let _ = pack.evaluate(index).train_loss;
+    }
+    started.elapsed().as_secs_f64() * 1e3 / members as f64
 }
 
 fn main() -> anyhow::Result<()> {
@@ -52,10 +67,13 @@ fn main() -> anyhow::Result<()> {
     let mode = args[3].as_str();
     let steps: usize = args.get(4).map(|s| s.parse()).transpose()?.unwrap_or(10);
     let baseline = groksweep_bench::status_mib("VmRSS:").unwrap_or(f64::NAN);
+    let mut evaluation = f64::NAN;
     let seconds = match mode {
         "pack" => {
             let mut pack = build(p, 0..trials as u64)?;
-            train(&mut pack, steps, trials)
+            let seconds = train(&mut pack, steps, trials);
+            evaluation = evaluation_ms(&pack, trials);
+            seconds
         }
         "slots" => {
             let packs: Vec<Pack> = (0..trials as u64).map(|seed| build(p, seed..seed + 1)).collect::<anyhow::Result<_>>()?;
@@ -74,7 +92,7 @@ fn main() -> anyhow::Result<()> {
     let peak = groksweep_bench::status_mib("VmHWM:").unwrap_or(f64::NAN);
     let trial_epochs = (trials * steps) as f64 / seconds;
     println!(
-        "backend={BACKEND_NAME} {} p={p} train_pairs={} K={trials} mode={mode} steps={steps} ms_per_step={:.1} trial_epochs_per_s={trial_epochs:.2} peak_rss_mib={peak:.0} rss_per_trial_mib={:.1}",
+        "backend={BACKEND_NAME} {} p={p} train_pairs={} K={trials} mode={mode} steps={steps} ms_per_step={:.1} trial_epochs_per_s={trial_epochs:.2} eval_ms_per_member={evaluation:.0} peak_rss_mib={peak:.0} rss_per_trial_mib={:.1}",
         groksweep_bench::build_info(),
         sweep_core::split::train_size(p, 0.3),
         seconds * 1e3 / steps as f64,
