@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use sweep_core::{expand, parse_spec};
+use sweep_core::{Grid, parse_spec};
 use tokio::sync::{Notify, watch};
 use tracing::{debug, info, warn};
 
@@ -41,7 +41,7 @@ struct Inner {
 }
 
 /// Trials stored per transaction when a sweep is submitted.
-const SUBMIT_CHUNK: usize = 20_000;
+const SUBMIT_CHUNK: u64 = 20_000;
 
 /// Done trials compacted on one blocking thread, then forgotten together.
 const COMPACTION_CHUNK: usize = 256;
@@ -106,55 +106,53 @@ impl Coordinator {
     /// Validate a YAML spec and store its trials.
     pub async fn submit(&self, source_name: String, yaml: String) -> Result<SubmitOutcome> {
         let spec = parse_spec(&source_name, &yaml).map_err(CoordinatorError::InvalidSpec)?;
-        let size = sweep_core::count(&spec);
+        let grid = Grid::new(&spec);
         let limit = self.inner.config.max_trials_per_sweep;
-        if size > u128::from(limit) {
-            return Err(CoordinatorError::TooManyTrials { sweep: spec.name, trials: size, limit });
-        }
-        // Building a large grid takes seconds: off the async threads.
-        let (spec, trials) = tokio::task::spawn_blocking(move || {
-            let trials = expand(&spec);
-            (spec, trials)
-        })
-        .await
-        .map_err(|error| CoordinatorError::Internal(format!("grid task failed: {error}")))?;
-        let outcome = self.store_trials(Arc::new(spec), Arc::new(yaml), Arc::new(trials), SUBMIT_CHUNK).await?;
+        let size = u64::try_from(grid.len()).ok().filter(|&size| size <= limit);
+        let Some(size) = size else {
+            return Err(CoordinatorError::TooManyTrials { sweep: spec.name, trials: grid.len(), limit });
+        };
+        let outcome = self.store_trials(Arc::new(spec), Arc::new(yaml), Arc::new(grid), size, SUBMIT_CHUNK).await?;
         info!(sweep = %outcome.sweep, total = outcome.total, added = outcome.added, "sweep submitted");
         self.inner.flush_requested.notify_one();
         Ok(outcome)
     }
 
-    /// Store the trials `chunk` at a time, each chunk one transaction, so
+    /// Make and store the `size` trials of `grid` `chunk` at a time, each
+    /// chunk made off the async threads and stored in one transaction, so
     /// that heartbeats and leases are served between chunks while a large
     /// sweep is stored (its first trials can be leased before the last are
-    /// in). A shutdown between chunks stops the submission: the trials stored
-    /// so far stay, and submitting the sweep again adds the rest.
+    /// made) and a shutdown is honoured within one chunk: it stops the
+    /// submission, the trials stored so far stay, and submitting the sweep
+    /// again adds the rest.
     async fn store_trials(
         &self,
         spec: Arc<sweep_core::SweepSpec>,
         yaml: Arc<String>,
-        trials: Arc<Vec<sweep_core::TrialSpec>>,
-        chunk: usize,
+        grid: Arc<Grid>,
+        size: u64,
+        chunk: u64,
     ) -> Result<SubmitOutcome> {
         let mut added = 0;
         let mut start = 0;
         loop {
-            if start > 0 && *self.inner.closing.borrow() {
-                warn!(sweep = %spec.name, stored = start, trials = trials.len(), "shutting down while storing a sweep; submit it again to add the rest");
+            if *self.inner.closing.borrow() {
+                warn!(sweep = %spec.name, stored = start, trials = size, "shutting down while storing a sweep; submit it again to add the rest");
                 return Err(CoordinatorError::ShuttingDown);
             }
-            let end = (start + chunk).min(trials.len());
-            let last = end == trials.len();
-            let (spec, yaml, part) = (Arc::clone(&spec), Arc::clone(&yaml), Arc::clone(&trials));
+            let end = (start + chunk).min(size);
+            let last = end == size;
+            let part_of = Arc::clone(&grid);
+            let part = tokio::task::spawn_blocking(move || part_of.trials(start..end))
+                .await
+                .map_err(|error| CoordinatorError::Internal(format!("grid task failed: {error}")))?;
+            let (spec, yaml) = (Arc::clone(&spec), Arc::clone(&yaml));
             let outcome = self
-                .with_store(move |store| {
-                    let part = &part[start..end];
-                    if last { store.submit(&spec, &yaml, part) } else { store.submit_part(&spec, &yaml, part) }
-                })
+                .with_store(move |store| if last { store.submit(&spec, &yaml, &part) } else { store.submit_part(&spec, &yaml, &part) })
                 .await?;
             added += outcome.added;
             start = end;
-            if start >= trials.len() {
+            if start >= size {
                 return Ok(SubmitOutcome { added, ..outcome });
             }
         }
@@ -605,9 +603,10 @@ mod tests {
     use super::*;
     use crate::clock::SystemClock;
 
-    fn grid(seeds: usize) -> (Arc<sweep_core::SweepSpec>, Arc<String>, Arc<Vec<sweep_core::TrialSpec>>) {
-        let (spec, yaml, trials) = crate::store::tests::seed_grid("chunked", seeds);
-        (Arc::new(spec), Arc::new(yaml), Arc::new(trials))
+    fn grid(seeds: usize) -> (Arc<sweep_core::SweepSpec>, Arc<String>, Arc<Grid>) {
+        let (spec, yaml, _) = crate::store::tests::seed_grid("chunked", seeds);
+        let grid = Grid::new(&spec);
+        (Arc::new(spec), Arc::new(yaml), Arc::new(grid))
     }
 
     #[tokio::test]
@@ -615,9 +614,9 @@ mod tests {
         let data = tempfile::tempdir().expect("tempdir");
         let coordinator = Coordinator::open(CoordinatorConfig::new(data.path()), Arc::new(SystemClock)).expect("opens");
         let (spec, yaml, trials) = grid(10);
-        let outcome = coordinator.store_trials(Arc::clone(&spec), Arc::clone(&yaml), Arc::clone(&trials), 3).await.expect("stored");
+        let outcome = coordinator.store_trials(Arc::clone(&spec), Arc::clone(&yaml), Arc::clone(&trials), 10, 3).await.expect("stored");
         assert_eq!((outcome.total, outcome.added, outcome.done), (10, 10, 0));
-        let again = coordinator.store_trials(spec, yaml, trials, 3).await.expect("stored again");
+        let again = coordinator.store_trials(spec, yaml, trials, 10, 3).await.expect("stored again");
         assert_eq!((again.total, again.added), (10, 0));
         let (_, views) = coordinator.sweep_status("chunked".into()).await.expect("status");
         let mut seeds: Vec<u64> = views.iter().map(|view| view.params.seed).collect();
@@ -625,16 +624,26 @@ mod tests {
         assert_eq!(seeds, (0..10).collect::<Vec<u64>>());
     }
 
+    /// A stopping coordinator makes and stores no further chunk of a
+    /// submission (a real SIGTERM in the middle of one is in the e2e faults);
+    /// the chunks stored before stay, and submitting again adds the rest.
     #[tokio::test]
-    async fn a_shutdown_between_chunks_stops_the_submission_and_keeps_what_was_stored() {
+    async fn a_shutdown_stops_a_submission_before_its_next_chunk_and_resubmitting_adds_the_rest() {
         let data = tempfile::tempdir().expect("tempdir");
         let coordinator = Coordinator::open(CoordinatorConfig::new(data.path()), Arc::new(SystemClock)).expect("opens");
         let (spec, yaml, trials) = grid(10);
+        // The first 3 of the 10, as a submission stopped after its first chunk leaves them.
+        let first = crate::store::tests::seed_grid("chunked", 10).2[..3].to_vec();
+        let (stored_spec, stored_yaml) = (Arc::clone(&spec), Arc::clone(&yaml));
+        coordinator.with_store(move |store| store.submit_part(&stored_spec, &stored_yaml, &first)).await.expect("first chunk");
         coordinator.begin_shutdown();
-        let error = coordinator.store_trials(spec, yaml, trials, 3).await.expect_err("stopped");
+        let error = coordinator.store_trials(Arc::clone(&spec), Arc::clone(&yaml), Arc::clone(&trials), 10, 3).await.expect_err("stopped");
         assert!(matches!(error, CoordinatorError::ShuttingDown), "{error}");
-        let summary = coordinator.list_sweeps().await.expect("sweeps");
-        assert_eq!(summary[0].total, 3, "the first chunk stays; submitting again adds the rest");
+        assert_eq!(coordinator.list_sweeps().await.expect("sweeps")[0].total, 3, "nothing stored after the shutdown began");
+        drop(coordinator);
+        let reopened = Coordinator::open(CoordinatorConfig::new(data.path()), Arc::new(SystemClock)).expect("reopens");
+        let outcome = reopened.store_trials(spec, yaml, trials, 10, 3).await.expect("stored");
+        assert_eq!((outcome.total, outcome.added), (10, 7));
     }
 
     /// A stopping coordinator with a spent shutdown budget writes nothing
@@ -647,7 +656,7 @@ mod tests {
         config.shutdown_flush_budget = Some(std::time::Duration::ZERO);
         let coordinator = Coordinator::open(config, Arc::new(SystemClock)).expect("opens");
         let (spec, yaml, trials) = grid(1);
-        coordinator.store_trials(spec, yaml, trials, 1).await.expect("stored");
+        coordinator.store_trials(spec, yaml, trials, 1, 1).await.expect("stored");
         let worker = coordinator.register_worker("w".into(), "flex".into(), 1, None).await.expect("registered");
         let lease = coordinator.lease(worker, 1, 1).await.expect("leased").remove(0).remove(0).lease;
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_millis() as i64;

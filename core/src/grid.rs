@@ -1,6 +1,10 @@
-//! Grid expansion: a validated spec becomes its trials, in a stable order.
+//! Grid expansion: a validated spec becomes its trials, in a stable order,
+//! all at once ([`expand`]) or a range of grid positions at a time
+//! ([`Grid::trials`]), so that a large sweep is never held whole.
 
-use crate::optimizer::LossKind;
+use std::ops::Range;
+
+use crate::optimizer::{LossKind, OptimizerKind};
 use crate::spec::SweepSpec;
 use crate::trial::{Family, TrialId, TrialParams, TrialSpec};
 
@@ -9,71 +13,158 @@ use crate::trial::{Family, TrialId, TrialParams, TrialSpec};
 /// diffusion family only and `loss` to the transformer only; without a
 /// `data_seed` axis each trial splits its data with its model seed.
 pub fn expand(spec: &SweepSpec) -> Vec<TrialSpec> {
-    let axes = &spec.axes;
-    let mut trials = Vec::new();
-    // An lr equal to `training.lr` is the default and stays out of the id.
-    let rates: Vec<Option<f64>> = axes.lr.iter().map(|&lr| (lr != spec.training.lr).then_some(lr)).collect();
-    for &family in &spec.families {
-        let (diversities, losses): (Vec<Option<u32>>, Vec<Option<LossKind>>) = match family {
-            Family::Diffusion => (axes.image_diversity.iter().copied().map(Some).collect(), vec![None]),
-            Family::Transformer => (vec![None], axes.loss.iter().map(|&loss| (loss != LossKind::Softmax).then_some(loss)).collect()),
-        };
-        // Every axis is set below; the seeds last, per point.
-        let mut points = vec![TrialParams::new(family, 0, 0.0, 0.0, 0, 0, None)];
-        // Outermost axis first; the grid order of sweeps written before the
-        // later axes (lr, init_scale, optimizer, loss) is unchanged.
-        points = product(points, &axes.modulus, |p, &v| p.modulus = v);
-        points = product(points, &axes.data_fraction, |p, &v| p.data_fraction = v);
-        points = product(points, &axes.weight_decay, |p, &v| p.weight_decay = v);
-        points = product(points, &rates, |p, &v| p.lr = v);
-        points = product(points, &axes.init_scale, |p, &v| p.init_scale = v);
-        points = product(points, &axes.optimizer, |p, &v| p.optimizer = v);
-        points = product(points, &losses, |p, &v| p.loss = v);
-        points = product(points, &diversities, |p, &v| p.image_diversity = v);
-        for point in points {
-            for &seed in &axes.seed {
-                let data_seeds = axes.data_seed.clone().unwrap_or_else(|| vec![seed]);
-                for data_seed in data_seeds {
-                    let params = TrialParams { seed, data_seed, ..point.clone() };
-                    let id = TrialId::compute(&spec.name, &params);
-                    trials.push(TrialSpec { id, sweep: spec.name.clone(), params });
-                }
-            }
-        }
-    }
-    trials
+    let grid = Grid::new(spec);
+    let total = u64::try_from(grid.len()).expect("a grid whose trials fit in memory has fewer than 2^64");
+    grid.trials(0..total)
 }
 
 /// How many trials [`expand`] makes of `spec`, computed from the axes'
 /// lengths without building any (so a grid too large to hold is refused
 /// before anything is allocated).
 pub fn count(spec: &SweepSpec) -> u128 {
-    let axes = &spec.axes;
-    let shared = [axes.modulus.len(), axes.data_fraction.len(), axes.weight_decay.len(), axes.lr.len(), axes.init_scale.len()]
-        .into_iter()
-        .chain([axes.optimizer.len(), axes.seed.len(), axes.data_seed.as_ref().map_or(1, Vec::len)])
-        .map(|length| length as u128)
-        .product::<u128>();
-    spec.families
-        .iter()
-        .map(|family| match family {
-            Family::Diffusion => shared * axes.image_diversity.len() as u128,
-            Family::Transformer => shared * axes.loss.len() as u128,
-        })
-        .sum()
+    Grid::new(spec).len()
 }
 
-/// Every point of `points` once per value of an inner axis, in order.
-fn product<T>(points: Vec<TrialParams>, values: &[T], set: impl Fn(&mut TrialParams, &T)) -> Vec<TrialParams> {
-    let mut out = Vec::with_capacity(points.len() * values.len());
-    for point in points {
-        for value in values {
-            let mut next = point.clone();
-            set(&mut next, value);
-            out.push(next);
+/// The values of one family's axes, outermost first, as they enter its
+/// trials: an lr equal to `training.lr` and the softmax loss are the
+/// defaults and stay out of the trial id (`None`).
+#[derive(Debug, Clone)]
+struct FamilyAxes {
+    family: Family,
+    moduli: Vec<u32>,
+    fractions: Vec<f64>,
+    decays: Vec<f64>,
+    rates: Vec<Option<f64>>,
+    scales: Vec<f64>,
+    optimizers: Vec<OptimizerKind>,
+    losses: Vec<Option<LossKind>>,
+    diversities: Vec<Option<u32>>,
+    seeds: Vec<u64>,
+    /// `None`: each trial splits its data with its model seed.
+    data_seeds: Option<Vec<u64>>,
+}
+
+impl FamilyAxes {
+    /// The axes' lengths, outermost first; the data seeds innermost.
+    fn lengths(&self) -> [usize; 10] {
+        [
+            self.moduli.len(),
+            self.fractions.len(),
+            self.decays.len(),
+            self.rates.len(),
+            self.scales.len(),
+            self.optimizers.len(),
+            self.losses.len(),
+            self.diversities.len(),
+            self.seeds.len(),
+            self.data_seeds.as_ref().map_or(1, Vec::len),
+        ]
+    }
+
+    fn count(&self) -> u128 {
+        self.lengths().into_iter().map(|length| length as u128).product()
+    }
+
+    /// The trial at `position` (below [`FamilyAxes::count`]), its axis
+    /// indices read off `position` in mixed radix, the innermost axis fastest.
+    fn params(&self, mut position: u128) -> TrialParams {
+        let lengths = self.lengths();
+        let mut at = [0usize; 10];
+        for (axis, &length) in lengths.iter().enumerate().rev() {
+            at[axis] = (position % length as u128) as usize;
+            position /= length as u128;
+        }
+        let seed = self.seeds[at[8]];
+        TrialParams {
+            lr: self.rates[at[3]],
+            init_scale: self.scales[at[4]],
+            optimizer: self.optimizers[at[5]],
+            loss: self.losses[at[6]],
+            image_diversity: self.diversities[at[7]],
+            ..TrialParams::new(
+                self.family,
+                self.moduli[at[0]],
+                self.fractions[at[1]],
+                self.decays[at[2]],
+                seed,
+                self.data_seeds.as_ref().map_or(seed, |data_seeds| data_seeds[at[9]]),
+                None,
+            )
         }
     }
-    out
+}
+
+/// A sweep's grid: its trials by position, in the order of [`expand`]
+/// (family by family as the spec lists them; within one, modulus outermost,
+/// then data fraction, weight decay, lr, initial scale, optimiser, loss,
+/// image diversity, seed and data seed), each made only when asked for.
+#[derive(Debug, Clone)]
+pub struct Grid {
+    sweep: String,
+    families: Vec<FamilyAxes>,
+}
+
+impl Grid {
+    /// The grid of `spec`.
+    pub fn new(spec: &SweepSpec) -> Self {
+        let axes = &spec.axes;
+        let rates: Vec<Option<f64>> = axes.lr.iter().map(|&lr| (lr != spec.training.lr).then_some(lr)).collect();
+        let families = spec
+            .families
+            .iter()
+            .map(|&family| {
+                let (diversities, losses) = match family {
+                    Family::Diffusion => (axes.image_diversity.iter().copied().map(Some).collect(), vec![None]),
+                    Family::Transformer => {
+                        (vec![None], axes.loss.iter().map(|&loss| (loss != LossKind::Softmax).then_some(loss)).collect())
+                    }
+                };
+                FamilyAxes {
+                    family,
+                    moduli: axes.modulus.clone(),
+                    fractions: axes.data_fraction.clone(),
+                    decays: axes.weight_decay.clone(),
+                    rates: rates.clone(),
+                    scales: axes.init_scale.clone(),
+                    optimizers: axes.optimizer.clone(),
+                    losses,
+                    diversities,
+                    seeds: axes.seed.clone(),
+                    data_seeds: axes.data_seed.clone(),
+                }
+            })
+            .collect();
+        Grid { sweep: spec.name.clone(), families }
+    }
+
+    /// How many trials the grid has.
+    pub fn len(&self) -> u128 {
+        self.families.iter().map(FamilyAxes::count).sum()
+    }
+
+    /// Whether the grid has no trials (never, for a validated spec).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The trials at grid positions `positions` (clipped to the grid), in order.
+    pub fn trials(&self, positions: Range<u64>) -> Vec<TrialSpec> {
+        let end = u128::from(positions.end).min(self.len());
+        let mut trials = Vec::with_capacity(end.saturating_sub(u128::from(positions.start)) as usize);
+        let mut position = u128::from(positions.start);
+        let mut family_start = 0u128;
+        for axes in &self.families {
+            let family_end = family_start + axes.count();
+            while position < end && position < family_end {
+                let params = axes.params(position - family_start);
+                let id = TrialId::compute(&self.sweep, &params);
+                trials.push(TrialSpec { id, sweep: self.sweep.clone(), params });
+                position += 1;
+            }
+            family_start = family_end;
+        }
+        trials
+    }
 }
 
 #[cfg(test)]
@@ -84,6 +175,65 @@ mod tests {
 
     use super::*;
     use crate::spec::parse_spec;
+
+    /// The expansion as it was written before [`Grid`]: every point of the
+    /// non-seed axes built as a product, then the seeds. [`expand`] must
+    /// give the same trials in the same order.
+    fn expand_by_products(spec: &SweepSpec) -> Vec<TrialSpec> {
+        let axes = &spec.axes;
+        let mut trials = Vec::new();
+        let rates: Vec<Option<f64>> = axes.lr.iter().map(|&lr| (lr != spec.training.lr).then_some(lr)).collect();
+        for &family in &spec.families {
+            let (diversities, losses): (Vec<Option<u32>>, Vec<Option<LossKind>>) = match family {
+                Family::Diffusion => (axes.image_diversity.iter().copied().map(Some).collect(), vec![None]),
+                Family::Transformer => (vec![None], axes.loss.iter().map(|&loss| (loss != LossKind::Softmax).then_some(loss)).collect()),
+            };
+            let mut points = vec![TrialParams::new(family, 0, 0.0, 0.0, 0, 0, None)];
+            points = product(points, &axes.modulus, |p, &v| p.modulus = v);
+            points = product(points, &axes.data_fraction, |p, &v| p.data_fraction = v);
+            points = product(points, &axes.weight_decay, |p, &v| p.weight_decay = v);
+            points = product(points, &rates, |p, &v| p.lr = v);
+            points = product(points, &axes.init_scale, |p, &v| p.init_scale = v);
+            points = product(points, &axes.optimizer, |p, &v| p.optimizer = v);
+            points = product(points, &losses, |p, &v| p.loss = v);
+            points = product(points, &diversities, |p, &v| p.image_diversity = v);
+            for point in points {
+                for &seed in &axes.seed {
+                    let data_seeds = axes.data_seed.clone().unwrap_or_else(|| vec![seed]);
+                    for data_seed in data_seeds {
+                        let params = TrialParams { seed, data_seed, ..point.clone() };
+                        let id = TrialId::compute(&spec.name, &params);
+                        trials.push(TrialSpec { id, sweep: spec.name.clone(), params });
+                    }
+                }
+            }
+        }
+        trials
+    }
+
+    /// Every point of `points` once per value of an inner axis, in order.
+    fn product<T>(points: Vec<TrialParams>, values: &[T], set: impl Fn(&mut TrialParams, &T)) -> Vec<TrialParams> {
+        let mut out = Vec::with_capacity(points.len() * values.len());
+        for point in points {
+            for value in values {
+                let mut next = point.clone();
+                set(&mut next, value);
+                out.push(next);
+            }
+        }
+        out
+    }
+
+    /// A spec with every axis that has more than one value, both families.
+    fn every_axis(moduli: &[u32], seeds: &[u32], data_seeds: Option<&[u32]>) -> String {
+        let list = |values: &[u32]| format!("[{}]", values.iter().map(u32::to_string).collect::<Vec<_>>().join(", "));
+        let data_seeds = data_seeds.map(|data_seeds| format!("  data_seed: {}\n", list(data_seeds))).unwrap_or_default();
+        format!(
+            "version: 1\nname: every\nfamilies: [transformer, diffusion]\naxes:\n  modulus: {}\n  data_fraction: [0.5, 0.9]\n  weight_decay: [0.1, 1]\n  seed: {}\n{data_seeds}  image_diversity: [1, 4]\n  lr: [0.001, 0.003]\n  init_scale: [0.5, 1]\n  optimizer: [adamw, orthograd]\n  loss: [softmax, stablemax]\ntraining:\n  lr: 0.003\n",
+            list(moduli),
+            list(seeds)
+        )
+    }
 
     fn spec_text(moduli: &[u32], fractions: &[u32], decays: &[u32], seeds: &[u32], data_seeds: Option<&[u32]>) -> String {
         let list = |values: &[u32], scale: f64| {
@@ -109,6 +259,29 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn the_grid_by_position_is_the_grid_by_products_in_chunks_of_any_size(
+            moduli in proptest::collection::vec((1u32..40).prop_map(|k| 2 * k + 1), 1..3),
+            seeds in proptest::collection::vec(0u32..1000, 1..3),
+            data_seeds in proptest::option::of(proptest::collection::vec(0u32..1000, 1..3)),
+            chunk in 1u64..200,
+        ) {
+            let (moduli, seeds) = (unique(moduli), unique(seeds));
+            let data_seeds = data_seeds.map(unique);
+            let spec = parse_spec("every.yaml", &every_axis(&moduli, &seeds, data_seeds.as_deref())).expect("generated spec is valid");
+            let reference = expand_by_products(&spec);
+            prop_assert_eq!(&expand(&spec), &reference);
+            let grid = Grid::new(&spec);
+            prop_assert_eq!(grid.len(), reference.len() as u128);
+            let mut chunked = Vec::new();
+            let mut start = 0;
+            while start < reference.len() as u64 {
+                chunked.extend(grid.trials(start..start + chunk));
+                start += chunk;
+            }
+            prop_assert_eq!(&chunked, &reference);
+        }
+
         #[test]
         fn count_is_product_and_ids_unique_and_stable(
             moduli in proptest::collection::vec((1u32..40).prop_map(|k| 2 * k + 1), 1..4),
@@ -145,6 +318,19 @@ mod tests {
             }
             prop_assert_eq!(after.len(), before.len() + 1);
         }
+    }
+
+    #[test]
+    fn a_range_past_the_end_is_clipped_and_an_empty_one_is_empty() {
+        let spec = parse_spec("every.yaml", &every_axis(&[7], &[0, 1], None)).expect("valid");
+        let grid = Grid::new(&spec);
+        // transformer: 2 · 2 · 2 · 2 · 2 · 2 losses · 2 seeds; diffusion: 2 diversities instead of the losses.
+        assert_eq!(grid.len(), 2 * 128);
+        assert_eq!(grid.trials(250..1000).len(), 6);
+        assert_eq!(grid.trials(250..1000), expand(&spec)[250..].to_vec());
+        assert!(grid.trials(300..400).is_empty());
+        assert!(grid.trials(5..5).is_empty());
+        assert!(!grid.is_empty());
     }
 
     #[test]

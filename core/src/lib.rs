@@ -7,7 +7,7 @@
 //! - `location`: field path → line/column index used in spec errors.
 //! - [`error`]: [`SpecError`], every problem with file, line, column and path.
 //! - [`trial`]: [`Family`], [`TrialParams`], the stable [`TrialId`].
-//! - [`grid`]: [`expand`] a spec into its trials.
+//! - [`grid`]: [`expand`] a spec into its trials, or make them a range of grid positions at a time ([`Grid`]).
 //! - [`split`]: the train/test split of the p² pairs.
 //! - [`progress`]: typed measures ([`Measure`]: scalar, spectrum or curve) of one step.
 //! - [`checks`]: every measure a family writes and the coordinator's checks of a worker's reports.
@@ -32,7 +32,7 @@ pub mod trial;
 pub use diffusion::{DiffusionSettings, OperandInput};
 pub use error::{SpecError, SpecProblem};
 pub use family::{FamilySettings, PackKey, TransformerSettings};
-pub use grid::{count, expand};
+pub use grid::{Grid, count, expand};
 pub use lease::{FinalMetrics, LeaseRef, Millis, Revocation, TrialLease};
 pub use location::Location;
 pub use optimizer::{GrokfastEmaSettings, GrokfastMaSettings, LossKind, OptimizerKind};

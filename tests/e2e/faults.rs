@@ -202,3 +202,52 @@ async fn sigterm_gives_the_trial_back_then_the_coordinator_flushes_and_exits_zer
     let kept_aside = crate::results::parquet_files(&data.path().join("superseded/endless").join(&trial.trial_id).join("progress"));
     assert!(!kept_aside.is_empty(), "the given-back attempt's progress was not written");
 }
+
+/// SIGTERM while a sweep of 300,000 trials is being made and stored: the
+/// coordinator makes and stores no further chunk, tells the submitting
+/// client it is shutting down and exits 0; what it stored before stays in
+/// whole chunks (of 20,000, one transaction each), and a restart on the same
+/// data directory serves the sweep. The bound on the exit here is loose (a
+/// debug build on a loaded machine); issue 14's 2 s is measured by
+/// `submit-under-load` on a release build (bench/RESULTS.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_in_the_middle_of_a_large_submission_stops_it_within_a_chunk_and_exits_zero() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let (mut coordinator, address) = Process::coordinator(data.path(), "127.0.0.1:0", &[]);
+    let list = |values: Vec<String>| format!("[{}]", values.join(", "));
+    let yaml = format!(
+        "version: 1\nname: large\nfamilies: transformer\naxes:\n  modulus: {}\n  data_fraction: 0.3\n  weight_decay: [0.1, 0.3, 1]\n  seed: {}\n",
+        list((0..100).map(|k| (3 + 2 * k).to_string()).collect()),
+        list((0..1000).map(|seed| seed.to_string()).collect()),
+    );
+    let mut submitting = client(&address, None);
+    let submission = tokio::spawn(async move {
+        submitting.submit_sweep(sweep_proto::pb::SubmitSweepRequest { spec_yaml: yaml, source_name: "large.yaml".into() }).await
+    });
+    // SIGTERM once the first chunk is stored, so that it lands among the chunks.
+    let mut watching = client(&address, None);
+    let stored = |sweeps: &sweep_proto::pb::ListSweepsResponse| sweeps.sweeps.iter().find(|s| s.name == "large").map_or(0, |s| s.total);
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let sweeps = watching.list_sweeps(sweep_proto::pb::ListSweepsRequest {}).await.expect("list").into_inner();
+        if stored(&sweeps) > 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no chunk stored within 120 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let sent = std::time::Instant::now();
+    coordinator.terminate();
+    let (exit, stderr) = coordinator.wait_exit(Duration::from_secs(60));
+    let took = sent.elapsed();
+    eprintln!("the coordinator exited {took:?} after SIGTERM");
+    assert!(exit.success(), "coordinator after SIGTERM: {exit:?}\n{stderr}");
+    assert!(took < Duration::from_secs(15), "the coordinator took {took:?} to stop\n{stderr}");
+    let refused = submission.await.expect("submission task").expect_err("the submission was stopped");
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+
+    let (_restarted, address) = Process::coordinator(data.path(), "127.0.0.1:0", &[]);
+    let sweeps = client(&address, None).list_sweeps(sweep_proto::pb::ListSweepsRequest {}).await.expect("list").into_inner();
+    let total = stored(&sweeps);
+    assert!(total > 0 && total < 300_000 && total % 20_000 == 0, "{total} trials stored: whole chunks, not all");
+}
