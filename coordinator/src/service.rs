@@ -2,7 +2,7 @@
 //! results writer, plus the background loops (lease expiry, Parquet rolling).
 //! Nothing here knows about gRPC.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -38,6 +38,8 @@ struct Inner {
     /// [`Coordinator::begin_shutdown`] with a shutdown flush budget).
     stop_writing_at: Arc<OnceLock<Instant>>,
     closing: watch::Sender<bool>,
+    /// The store's clock at the previous lease-expiry check (0: none yet).
+    last_expiry_check_ms: Arc<AtomicI64>,
 }
 
 /// Trials stored per transaction when a sweep is submitted.
@@ -54,6 +56,27 @@ const STATE_GAUGES_EVERY: std::time::Duration = std::time::Duration::from_secs(5
 
 fn ttl_ms(config: &CoordinatorConfig) -> Millis {
     config.lease_ttl.as_millis() as Millis
+}
+
+/// How often the background loop checks for lapsed leases.
+fn expiry_check_every(config: &CoordinatorConfig) -> std::time::Duration {
+    (config.lease_ttl / 4).max(std::time::Duration::from_millis(100))
+}
+
+/// A gap between two expiry checks longer than this means the coordinator
+/// was stalled (a check is due every [`expiry_check_every`]): half a TTL,
+/// and at least two check periods.
+fn stall_after_ms(config: &CoordinatorConfig) -> Millis {
+    (ttl_ms(config) / 2).max(2 * expiry_check_every(config).as_millis() as Millis)
+}
+
+/// What one lease-expiry check did.
+enum Expiry {
+    /// These leases lapsed.
+    Lapsed(Vec<(LeaseRef, TrialStatus)>),
+    /// The check came `gap_ms` after the previous one, a stall: `leases`
+    /// active leases were given a full TTL again.
+    Stalled { gap_ms: Millis, leases: usize },
 }
 
 impl Coordinator {
@@ -78,6 +101,7 @@ impl Coordinator {
             leasing: AtomicBool::new(true),
             stop_writing_at: Arc::default(),
             closing,
+            last_expiry_check_ms: Arc::default(),
         };
         Ok(Coordinator { inner: Arc::new(inner) })
     }
@@ -268,9 +292,34 @@ impl Coordinator {
         Ok(status)
     }
 
-    /// Lapse overdue leases.
+    /// Lapse overdue leases, unless the coordinator itself has not run for
+    /// a while: after a stall of the whole process (a suspended VM or
+    /// laptop, a swap storm, SIGSTOP) the heartbeats its workers sent
+    /// meanwhile are still queued, and in the embedded run the workers were
+    /// stalled with it, so their leases get a full TTL again (a worker that
+    /// really died is found one TTL later) instead of lapsing work that is
+    /// alive. A stall is a gap between two checks, on the store's clock,
+    /// longer than [`stall_after_ms`].
     pub async fn expire_leases(&self) -> Result<()> {
-        let outcomes = self.with_store(|store| store.expire_leases()).await?;
+        let (ttl, stall_after) = (ttl_ms(&self.inner.config), stall_after_ms(&self.inner.config));
+        let last_check = Arc::clone(&self.inner.last_expiry_check_ms);
+        let expiry = self
+            .with_store(move |store| {
+                let now = store.now_ms();
+                let previous = last_check.swap(now, Ordering::SeqCst);
+                if previous > 0 && now - previous > stall_after {
+                    return Ok(Expiry::Stalled { gap_ms: now - previous, leases: store.grant_grace(ttl)? });
+                }
+                Ok(Expiry::Lapsed(store.expire_leases()?))
+            })
+            .await?;
+        let outcomes = match expiry {
+            Expiry::Stalled { gap_ms, leases } => {
+                warn!(gap_ms, leases, "the coordinator did not run for a while; its active leases get a full TTL instead of lapsing");
+                return Ok(());
+            }
+            Expiry::Lapsed(outcomes) => outcomes,
+        };
         telemetry::leases_lapsed(outcomes.len());
         for (lease, status) in &outcomes {
             warn!(trial = %lease.trial_id, attempt = lease.attempt, status = status.as_str(), "lease expired");
@@ -387,7 +436,7 @@ impl Coordinator {
 
     /// Background work until shutdown: lease expiry and Parquet rolling.
     pub async fn run_background(self) {
-        let check_every = (self.inner.config.lease_ttl / 4).max(std::time::Duration::from_millis(100));
+        let check_every = expiry_check_every(&self.inner.config);
         let mut expiry = tokio::time::interval(check_every);
         let mut roll = tokio::time::interval(self.inner.config.roll_interval);
         let mut gauges = tokio::time::interval(STATE_GAUGES_EVERY);
@@ -644,6 +693,44 @@ mod tests {
         let reopened = Coordinator::open(CoordinatorConfig::new(data.path()), Arc::new(SystemClock)).expect("reopens");
         let outcome = reopened.store_trials(spec, yaml, trials, 10, 3).await.expect("stored");
         assert_eq!((outcome.total, outcome.added), (10, 7));
+    }
+
+    /// A coordinator stalled longer than a TTL (here its clock jumps 60 s
+    /// between two checks, as after a SIGSTOP or a suspended VM) does not
+    /// lapse the leases whose heartbeats it could not hear: they get a full
+    /// TTL again. A worker that stays silent while the coordinator runs
+    /// (checks every 7.5 s) still loses its lease one TTL later.
+    #[tokio::test]
+    async fn a_stalled_coordinator_gives_its_leases_a_full_ttl_instead_of_lapsing_them() {
+        use crate::clock::ManualClock;
+        let data = tempfile::tempdir().expect("tempdir");
+        let clock = ManualClock::new(1_800_000_000_000);
+        let coordinator = Coordinator::open(CoordinatorConfig::new(data.path()), Arc::new(clock.clone())).expect("opens");
+        assert_eq!(stall_after_ms(coordinator.config()), 15_000, "half the default TTL of 30 s");
+        let (spec, yaml, trials) = grid(1);
+        coordinator.store_trials(spec, yaml, trials, 1, 1).await.expect("stored");
+        let worker = coordinator.register_worker("w".into(), "flex".into(), 1, None).await.expect("registered");
+        let lease = coordinator.lease(worker.clone(), 1, 1).await.expect("leased").remove(0).remove(0).lease;
+        let status = |coordinator: Coordinator| async move {
+            let (_, views) = coordinator.sweep_status("chunked".into()).await.expect("status");
+            (views[0].status, views[0].attempt)
+        };
+        coordinator.expire_leases().await.expect("first check");
+        clock.advance(60_000);
+        coordinator.expire_leases().await.expect("check after the stall");
+        assert_eq!(status(coordinator.clone()).await, (TrialStatus::Running, 1), "lapsed by a stall");
+        assert!(coordinator.heartbeat(worker.clone(), vec![lease.clone()]).await.expect("heartbeat").is_empty());
+        // The worker now goes silent while the coordinator checks on time.
+        for _ in 0..4 {
+            clock.advance(7_500);
+            coordinator.expire_leases().await.expect("check");
+            assert_eq!(status(coordinator.clone()).await.0, TrialStatus::Running, "lapsed before its TTL");
+        }
+        clock.advance(7_500);
+        coordinator.expire_leases().await.expect("check");
+        assert_eq!(status(coordinator.clone()).await, (TrialStatus::Queued, 1), "a silent worker's lease lapses after a TTL");
+        let revoked = coordinator.heartbeat(worker, vec![lease]).await.expect("heartbeat");
+        assert_eq!(revoked.len(), 1, "the late heartbeat is told its lease is gone");
     }
 
     /// A stopping coordinator with a spent shutdown budget writes nothing

@@ -1,6 +1,7 @@
 //! Faults with real processes: kill -9 a worker (alone, or training a pack
 //! of three), kill -9 the coordinator,
-//! SIGTERM to a worker and to the coordinator, a worker without the token,
+//! SIGTERM to a worker and to the coordinator, coordinator and worker both
+//! stopped (SIGSTOP) for longer than a lease, a worker without the token,
 //! and a sweep cancelled under a running worker.
 
 use std::time::Duration;
@@ -201,6 +202,27 @@ async fn sigterm_gives_the_trial_back_then_the_coordinator_flushes_and_exits_zer
     assert!(progress_rows(&sweep_dir).is_empty(), "rows of the given-back attempt leaked into the results");
     let kept_aside = crate::results::parquet_files(&data.path().join("superseded/endless").join(&trial.trial_id).join("progress"));
     assert!(!kept_aside.is_empty(), "the given-back attempt's progress was not written");
+}
+
+/// The whole machine stalls (here: SIGSTOP to the coordinator and the
+/// worker, as a suspended VM or a swap storm stops both) for twice the lease
+/// TTL: when both run again the trial goes on in its first attempt, instead
+/// of lapsing because the coordinator checked its leases before it read the
+/// heartbeats that had waited meanwhile (which lost a reproduction run two
+/// attempts of two trials, bench/reproduction/README.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stall_of_coordinator_and_worker_longer_than_a_lease_does_not_lapse_it() {
+    let Training { data: _data, coordinator, mut client, worker, .. } = training("endless.yaml", "endless").await;
+    coordinator.signal(libc::SIGSTOP, "SIGSTOP");
+    worker.signal(libc::SIGSTOP, "SIGSTOP");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    coordinator.signal(libc::SIGCONT, "SIGCONT");
+    worker.signal(libc::SIGCONT, "SIGCONT");
+    // Two more TTLs of normal running: a lapse would show as attempt 2 or a failure.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let status = wait_for_sweep(&mut client, "endless", Duration::from_secs(10), |_| true).await;
+    let trial = &status.trials[0];
+    assert_eq!((trial.status.as_str(), trial.attempt, trial.failures), ("running", 1, 0), "{trial:#?}");
 }
 
 /// SIGTERM while a sweep of 300,000 trials is being made and stored: the

@@ -180,10 +180,15 @@ impl Process {
 
     /// SIGTERM, as `kill` or a cluster scheduler sends it.
     pub(crate) fn terminate(&self) {
+        self.signal(libc::SIGTERM, "SIGTERM");
+    }
+
+    /// Send `signal` (named `name` in the failure message).
+    pub(crate) fn signal(&self, signal: libc::c_int, name: &str) {
         let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
         // SAFETY: kill(2) takes plain integers; the child is ours and not yet reaped.
-        let result = unsafe { libc::kill(pid, libc::SIGTERM) };
-        assert_eq!(result, 0, "SIGTERM to the {} failed: {}", self.name, std::io::Error::last_os_error());
+        let result = unsafe { libc::kill(pid, signal) };
+        assert_eq!(result, 0, "{name} to the {} failed: {}", self.name, std::io::Error::last_os_error());
     }
 
     /// Wait for exit (bounded) and return status and stderr.
