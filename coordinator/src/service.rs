@@ -508,6 +508,7 @@ impl Coordinator {
     /// progress is written before its sweep's `trials` table.
     async fn flush_results(&self) -> Result<Vec<(String, Vec<TrialView>)>> {
         let layout = self.inner.layout.clone();
+        let stop_reading_at = Arc::clone(&self.inner.stop_writing_at);
         let (buffered, tables): FlushSnapshot = self
             .with_store(move |store| {
                 for attempt in store.superseded()? {
@@ -517,14 +518,22 @@ impl Coordinator {
                 }
                 let buffered = store.buffered_attempts()?;
                 // Only the parts of `trials` tables that changed: a large sweep's
-                // table is not read and rewritten whole on every roll.
+                // table is not read and rewritten whole on every roll. Last
+                // part first (see `write_snapshot`); a stopping coordinator
+                // out of time reads no more of them (a sweep being stored
+                // has a new part every 10,000 trials): they stay to be
+                // written at its next start.
                 let dirty = store.take_dirty_parts()?;
                 let mut tables = Vec::with_capacity(dirty.len());
-                for (position, part) in dirty.iter().enumerate() {
+                for (position, part) in dirty.iter().enumerate().rev() {
+                    if past(&stop_reading_at) {
+                        store.mark_dirty(&dirty[..=position])?;
+                        break;
+                    }
                     match store.trials_of_part(part) {
                         Ok(trials) => tables.push((part.clone(), trials)),
                         Err(error) => {
-                            store.mark_dirty(&dirty[position..])?;
+                            store.mark_dirty(&dirty)?;
                             return Err(error);
                         }
                     }
@@ -593,10 +602,11 @@ fn write_snapshot(
             }
         }
     }
-    // Last part first, so that the single `trials.parquet` of an older data
-    // directory (now part 0) is cut down only once the other parts are beside it.
+    // `tables` has the last part first, so that the single `trials.parquet`
+    // of an older data directory (now part 0) is cut down only once the
+    // other parts are beside it.
     let (mut written, mut unwritten): (Vec<(String, Vec<TrialView>)>, Vec<TrialsPart>) = (Vec::new(), Vec::new());
-    for (part, trials) in tables.into_iter().rev() {
+    for (part, trials) in tables {
         if past(stop_writing_at) {
             unwritten.push(part);
             continue;
@@ -733,9 +743,10 @@ mod tests {
         assert_eq!(revoked.len(), 1, "the late heartbeat is told its lease is gone");
     }
 
-    /// A stopping coordinator with a spent shutdown budget writes nothing
-    /// more: its buffered rows stay in its state and reach Parquet at its
-    /// next start; without a budget, the last flush writes everything.
+    /// A stopping coordinator with a spent shutdown budget reads and writes
+    /// nothing more: its buffered rows and changed `trials` parts stay in its
+    /// state and reach Parquet at its next start; without a budget, the last
+    /// flush writes everything.
     #[tokio::test]
     async fn a_spent_shutdown_budget_leaves_the_buffered_rows_for_the_next_start() {
         let data = tempfile::tempdir().expect("tempdir");
@@ -751,15 +762,18 @@ mod tests {
         assert_eq!(coordinator.report_progress(vec![(lease.clone(), vec![step])]).await.expect("reported"), 1);
         let progress_files =
             |layout: &ResultsLayout| layout.series_files(SeriesTable::Progress, "chunked", &lease.trial_id).expect("listing");
+        let trials_part = |layout: &ResultsLayout| layout.trials_part_path(&TrialsPart { sweep: "chunked".into(), part: 0 }).exists();
         coordinator.begin_shutdown();
         coordinator.flush().await.expect("flushes");
         assert!(progress_files(coordinator.layout()).is_empty(), "written after the budget was spent");
+        assert!(!trials_part(coordinator.layout()), "a `trials` part read and written after the budget was spent");
         drop(coordinator);
         // The next start (here without a budget) writes what was left.
         let reopened = Coordinator::open(CoordinatorConfig::new(data.path()), Arc::new(SystemClock)).expect("reopens");
         reopened.begin_shutdown();
         reopened.flush().await.expect("flushes");
         assert_eq!(progress_files(reopened.layout()).len(), 1, "the buffered row reached Parquet");
+        assert!(trials_part(reopened.layout()), "the `trials` part left dirty was written at the next start");
     }
 
     /// A crash after the `progress` file of a roll and before its `spectra`
