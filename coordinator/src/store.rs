@@ -250,13 +250,11 @@ impl Store {
         // sweep's tables and indexes stay mostly in memory while it is stored.
         conn.pragma_update(None, "cache_size", -65_536)?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        // Statement and savepoint journals in memory (a chunk of a large
-        // submission is a savepoint inside its batch's transaction), and a
-        // WAL checkpoint every 10,000 pages (40 MiB) rather than SQLite's
-        // 1,000: an index page changed many times between two checkpoints
-        // is copied back once. Storing 1,000,000 trials: 10.4-10.8 s -> 8.7 s
-        // (bench/RESULTS.md).
-        conn.pragma_update(None, "temp_store", "MEMORY")?;
+        // A WAL checkpoint every 10,000 pages (40 MiB) rather than SQLite's
+        // 1,000: an index page changed many times between two checkpoints is
+        // copied back once. Storing 1,000,000 trials: 10.3-10.6 s -> 8.9-9.1 s
+        // (bench/RESULTS.md). (`temp_store = MEMORY` was tried too and made
+        // the flushes' deletes 1.6x slower.)
         conn.pragma_update(None, "wal_autocheckpoint", 10_000)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.set_prepared_statement_cache_capacity(64);
