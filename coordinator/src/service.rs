@@ -480,6 +480,9 @@ fn check_safetensors_header(bytes: &[u8]) -> Result<()> {
     }
 }
 
+/// Buffered rows to write and `trials` parts to rewrite, taken by a flush.
+type FlushSnapshot = (Vec<crate::store::BufferedAttempt>, Vec<(TrialsPart, Vec<TrialView>)>);
+
 /// What a flush wrote: the rows now on disk, each sweep whose `trials` table
 /// was written (with the rows of the parts written), the parts that were not,
 /// and the first error.
@@ -494,60 +497,50 @@ impl Coordinator {
     /// Returns each sweep whose `trials` table was written, with the rows of
     /// the parts written.
     ///
-    /// Operations on the store's thread, with heartbeats and leases served
-    /// between them: the first moves superseded attempts out of the results
-    /// (renames, on that thread so that no checkpoint of a lapsing lease
-    /// lands behind the move) and takes the list of changed `trials` parts;
-    /// then one per part reads it (a part is 10,000 trials; a sweep being
-    /// stored adds one every 10,000); then one takes the buffered rows, after
-    /// the parts, so that a trial a part shows done was done before it and
-    /// its last rows are among them; after the files are written on a
-    /// blocking thread, the last forgets the rows now on disk. This flush is
-    /// the only writer of progress files, so nothing moves them in between;
-    /// a crash in between leaves rows both buffered and on disk, which the
-    /// next open reconciles. Each trial's progress is written before its
-    /// sweep's `trials` table.
+    /// Two operations on the store's thread: the first moves superseded
+    /// attempts out of the results (renames, on that thread so that no
+    /// checkpoint of a lapsing lease lands behind the move) and takes a
+    /// snapshot of the buffered rows and of the changed sweeps' trials; then,
+    /// after the files are written on a blocking thread, the second forgets
+    /// the rows now on disk. This flush is the only writer of progress files,
+    /// so nothing moves them in between; a crash in between leaves rows both
+    /// buffered and on disk, which the next open reconciles. Each trial's
+    /// progress is written before its sweep's `trials` table.
     async fn flush_results(&self) -> Result<Vec<(String, Vec<TrialView>)>> {
         let layout = self.inner.layout.clone();
-        let dirty = self
+        let stop_reading_at = Arc::clone(&self.inner.stop_writing_at);
+        let (buffered, tables): FlushSnapshot = self
             .with_store(move |store| {
                 for attempt in store.superseded()? {
                     let moved = layout.move_superseded(&attempt)?;
                     store.forget_superseded(&attempt)?;
                     debug!(trial = %attempt.trial_id, attempt = attempt.attempt, files = moved, "superseded attempt moved out of results");
                 }
-                // Only the parts of `trials` tables that changed: a large
-                // sweep's table is not read and rewritten whole on every roll.
-                store.take_dirty_parts()
+                let buffered = store.buffered_attempts()?;
+                // Only the parts of `trials` tables that changed: a large sweep's
+                // table is not read and rewritten whole on every roll. Last
+                // part first (see `write_snapshot`); a stopping coordinator
+                // out of time reads no more of them (a sweep being stored
+                // has a new part every 10,000 trials): they stay to be
+                // written at its next start.
+                let dirty = store.take_dirty_parts()?;
+                let mut tables = Vec::with_capacity(dirty.len());
+                for (position, part) in dirty.iter().enumerate().rev() {
+                    if past(&stop_reading_at) {
+                        store.mark_dirty(&dirty[..=position])?;
+                        break;
+                    }
+                    match store.trials_of_part(part) {
+                        Ok(trials) => tables.push((part.clone(), trials)),
+                        Err(error) => {
+                            store.mark_dirty(&dirty)?;
+                            return Err(error);
+                        }
+                    }
+                }
+                Ok((buffered, tables))
             })
             .await?;
-        // Last part first (see `write_snapshot`); a stopping coordinator out
-        // of time reads no more of them: they stay to be written at its next start.
-        let mut tables = Vec::with_capacity(dirty.len());
-        for (position, part) in dirty.iter().enumerate().rev() {
-            if past(&self.inner.stop_writing_at) {
-                let unread = dirty[..=position].to_vec();
-                self.with_store(move |store| store.mark_dirty(&unread)).await?;
-                break;
-            }
-            let to_read = part.clone();
-            match self.with_store(move |store| store.trials_of_part(&to_read)).await {
-                Ok(trials) => tables.push((part.clone(), trials)),
-                Err(error) => {
-                    let all = dirty.clone();
-                    self.with_store(move |store| store.mark_dirty(&all)).await?;
-                    return Err(error);
-                }
-            }
-        }
-        let buffered = match self.with_store(|store| store.buffered_attempts()).await {
-            Ok(buffered) => buffered,
-            Err(error) => {
-                let all = dirty.clone();
-                self.with_store(move |store| store.mark_dirty(&all)).await?;
-                return Err(error);
-            }
-        };
         let (layout, stop_writing_at) = (self.inner.layout.clone(), Arc::clone(&self.inner.stop_writing_at));
         let outcome = tokio::task::spawn_blocking(move || write_snapshot(&layout, &buffered, tables, &stop_writing_at))
             .await
