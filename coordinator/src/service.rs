@@ -132,17 +132,16 @@ impl Coordinator {
         let spec = parse_spec(&source_name, &yaml).map_err(CoordinatorError::InvalidSpec)?;
         let grid = Grid::new(&spec);
         let limit = self.inner.config.max_trials_per_sweep;
-        let size = u64::try_from(grid.len()).ok().filter(|&size| size <= limit);
-        let Some(size) = size else {
+        if grid.len() > u128::from(limit) {
             return Err(CoordinatorError::TooManyTrials { sweep: spec.name, trials: grid.len(), limit });
-        };
-        let outcome = self.store_trials(Arc::new(spec), Arc::new(yaml), Arc::new(grid), size, SUBMIT_CHUNK).await?;
+        }
+        let outcome = self.store_trials(Arc::new(spec), Arc::new(yaml), Arc::new(grid), SUBMIT_CHUNK).await?;
         info!(sweep = %outcome.sweep, total = outcome.total, added = outcome.added, "sweep submitted");
         self.inner.flush_requested.notify_one();
         Ok(outcome)
     }
 
-    /// Make and store the `size` trials of `grid` `chunk` at a time, each
+    /// Make and store the trials of `grid` `chunk` at a time, each
     /// chunk made off the async threads and stored in one transaction, so
     /// that heartbeats and leases are served between chunks while a large
     /// sweep is stored (its first trials can be leased before the last are
@@ -154,9 +153,9 @@ impl Coordinator {
         spec: Arc<sweep_core::SweepSpec>,
         yaml: Arc<String>,
         grid: Arc<Grid>,
-        size: u64,
         chunk: u64,
     ) -> Result<SubmitOutcome> {
+        let size = u64::try_from(grid.len()).expect("`submit` refuses a grid over its limit, a u64");
         let mut added = 0;
         let mut start = 0;
         loop {
@@ -673,9 +672,9 @@ mod tests {
         let data = tempfile::tempdir().expect("tempdir");
         let coordinator = Coordinator::open(CoordinatorConfig::new(data.path()), Arc::new(SystemClock)).expect("opens");
         let (spec, yaml, trials) = grid(10);
-        let outcome = coordinator.store_trials(Arc::clone(&spec), Arc::clone(&yaml), Arc::clone(&trials), 10, 3).await.expect("stored");
+        let outcome = coordinator.store_trials(Arc::clone(&spec), Arc::clone(&yaml), Arc::clone(&trials), 3).await.expect("stored");
         assert_eq!((outcome.total, outcome.added, outcome.done), (10, 10, 0));
-        let again = coordinator.store_trials(spec, yaml, trials, 10, 3).await.expect("stored again");
+        let again = coordinator.store_trials(spec, yaml, trials, 3).await.expect("stored again");
         assert_eq!((again.total, again.added), (10, 0));
         let (_, views) = coordinator.sweep_status("chunked".into()).await.expect("status");
         let mut seeds: Vec<u64> = views.iter().map(|view| view.params.seed).collect();
@@ -696,12 +695,12 @@ mod tests {
         let (stored_spec, stored_yaml) = (Arc::clone(&spec), Arc::clone(&yaml));
         coordinator.with_store(move |store| store.submit_part(&stored_spec, &stored_yaml, &first)).await.expect("first chunk");
         coordinator.begin_shutdown();
-        let error = coordinator.store_trials(Arc::clone(&spec), Arc::clone(&yaml), Arc::clone(&trials), 10, 3).await.expect_err("stopped");
+        let error = coordinator.store_trials(Arc::clone(&spec), Arc::clone(&yaml), Arc::clone(&trials), 3).await.expect_err("stopped");
         assert!(matches!(error, CoordinatorError::ShuttingDown), "{error}");
         assert_eq!(coordinator.list_sweeps().await.expect("sweeps")[0].total, 3, "nothing stored after the shutdown began");
         drop(coordinator);
         let reopened = Coordinator::open(CoordinatorConfig::new(data.path()), Arc::new(SystemClock)).expect("reopens");
-        let outcome = reopened.store_trials(spec, yaml, trials, 10, 3).await.expect("stored");
+        let outcome = reopened.store_trials(spec, yaml, trials, 3).await.expect("stored");
         assert_eq!((outcome.total, outcome.added), (10, 7));
     }
 
@@ -718,7 +717,7 @@ mod tests {
         let coordinator = Coordinator::open(CoordinatorConfig::new(data.path()), Arc::new(clock.clone())).expect("opens");
         assert_eq!(stall_after_ms(coordinator.config()), 15_000, "half the default TTL of 30 s");
         let (spec, yaml, trials) = grid(1);
-        coordinator.store_trials(spec, yaml, trials, 1, 1).await.expect("stored");
+        coordinator.store_trials(spec, yaml, trials, 1).await.expect("stored");
         let worker = coordinator.register_worker("w".into(), "flex".into(), 1, None).await.expect("registered");
         let lease = coordinator.lease(worker.clone(), 1, 1).await.expect("leased").remove(0).remove(0).lease;
         let status = |coordinator: Coordinator| async move {
@@ -754,7 +753,7 @@ mod tests {
         config.shutdown_flush_budget = Some(std::time::Duration::ZERO);
         let coordinator = Coordinator::open(config, Arc::new(SystemClock)).expect("opens");
         let (spec, yaml, trials) = grid(1);
-        coordinator.store_trials(spec, yaml, trials, 1, 1).await.expect("stored");
+        coordinator.store_trials(spec, yaml, trials, 1).await.expect("stored");
         let worker = coordinator.register_worker("w".into(), "flex".into(), 1, None).await.expect("registered");
         let lease = coordinator.lease(worker, 1, 1).await.expect("leased").remove(0).remove(0).lease;
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_millis() as i64;

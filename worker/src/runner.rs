@@ -9,12 +9,11 @@
 //! at once: its parameters and optimiser state leave the stack, and the
 //! others carry on unchanged.
 
-use std::num::NonZeroUsize;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use burn::tensor::backend::AutodiffBackend;
+use rayon::prelude::*;
 use sweep_core::{FinalMetrics, TrialLease};
 use tracing::{debug, info, warn};
 
@@ -73,44 +72,16 @@ fn outcome_of(error: FamilyError) -> TrialOutcome {
     }
 }
 
-/// The evaluations of the members `due`, in that order. With more than one
-/// due, they run on up to as many threads as the machine has cores: most of
-/// a member's evaluation is host arithmetic in f64 (its Fourier analysis,
-/// singular values and losses), which a GPU pack of 32 would otherwise do
-/// one member after another while the device waits. A panic in one is
-/// raised again here, as if it had happened on the pack's own thread.
+/// The evaluations of the members `due`, in that order, side by side on
+/// rayon's threads (one per core; the pool burn-flex's kernels already run
+/// on, so an evaluation's own tensor work shares it rather than adding
+/// threads): most of a member's evaluation is host arithmetic in f64 (its
+/// Fourier analysis, singular values and losses), which a GPU pack of 32
+/// would otherwise do one member after another while the device waits. A
+/// panic in one is raised again here, as if it had happened on the pack's
+/// own thread.
 fn evaluate_members<B: AutodiffBackend, F: PackFamily<B> + Sync>(family: &F, due: &[usize]) -> Vec<Evaluation> {
-    let threads = std::thread::available_parallelism().map_or(1, NonZeroUsize::get).min(due.len());
-    if threads <= 1 {
-        return due.iter().map(|&index| family.evaluate(index)).collect();
-    }
-    let next = AtomicUsize::new(0);
-    let mut evaluations: Vec<Option<Evaluation>> = due.iter().map(|_| None).collect();
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut done = Vec::new();
-                    loop {
-                        let position = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(&index) = due.get(position) else { return done };
-                        done.push((position, family.evaluate(index)));
-                    }
-                })
-            })
-            .collect();
-        for worker in workers {
-            match worker.join() {
-                Ok(done) => {
-                    for (position, evaluation) in done {
-                        evaluations[position] = Some(evaluation);
-                    }
-                }
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        }
-    });
-    evaluations.into_iter().map(|evaluation| evaluation.expect("every due member was evaluated by one of the threads")).collect()
+    due.par_iter().map(|&index| family.evaluate(index)).collect()
 }
 
 /// What one member does at `step` before the pack trains: record its
@@ -226,7 +197,7 @@ pub fn run_pack<B: AutodiffBackend, F: PackFamily<B> + Sync>(
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
-    use std::sync::atomic::AtomicBool;
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Duration;
 
     use sweep_core::{Family, FamilySettings, LeaseRef, Measure, StopRule, TrainingSettings, TransformerSettings, TrialId, TrialParams};
@@ -363,8 +334,8 @@ mod tests {
 
     #[test]
     fn due_members_are_evaluated_side_by_side() {
-        if std::thread::available_parallelism().map_or(1, NonZeroUsize::get) < 2 {
-            eprintln!("one core: evaluations run one after another, nothing to check");
+        if rayon::current_num_threads() < 2 {
+            eprintln!("one thread in rayon's pool: evaluations run one after another, nothing to check");
             return;
         }
         // Each evaluation waits up to 5 s for another to start beside it; one

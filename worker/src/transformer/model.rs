@@ -335,15 +335,17 @@ impl<B: Backend> Transformer<B> {
         let d_attn = self.w_q.dims()[2];
         let heads = self.n_heads;
         let d_head = d_attn / heads;
-        let rows_at = |position: usize| table.clone().narrow(1, position, 1).reshape([trials, d_vocab, d_model]);
+        // Each position's table rows, [K, d_vocab, d_model].
+        let rows: [Tensor<B, 3>; SEQ_LEN] =
+            std::array::from_fn(|position| table.clone().narrow(1, position, 1).reshape([trials, d_vocab, d_model]));
         let pick = |position: usize, rows: Tensor<B, 3>| one_hot[position].clone().matmul(rows); // [K, batch, columns]
         let by_head = |picked: Tensor<B, 3>| picked.reshape([trials, batch, heads, d_head]);
-        let last_rows = rows_at(SEQ_LEN - 1);
+        let last_rows = rows[SEQ_LEN - 1].clone();
         let queries = by_head(pick(SEQ_LEN - 1, last_rows.clone().matmul(self.w_q.val()))); // [K, batch, heads, d_head]
         let scale = (d_head as f64).sqrt();
         let projected: [(Tensor<B, 4>, Tensor<B, 4>); SEQ_LEN] = std::array::from_fn(|position| {
-            let rows = rows_at(position);
-            (by_head(pick(position, rows.clone().matmul(self.w_k.val()))), by_head(pick(position, rows.matmul(self.w_v.val()))))
+            let here = rows[position].clone();
+            (by_head(pick(position, here.clone().matmul(self.w_k.val()))), by_head(pick(position, here.matmul(self.w_v.val()))))
         });
         let scores = projected.each_ref().map(|(keys, _)| (keys.clone() * queries.clone()).sum_dim(3).div_scalar(scale)); // [K, batch, heads, 1] each
         let weights = softmax_over_positions(scores);
