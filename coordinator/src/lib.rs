@@ -3,7 +3,8 @@
 //! - [`config`]: the [`CoordinatorConfig`].
 //! - [`domain`]: leases, progress rows, trial views — the types the service speaks.
 //! - [`clock`]: injectable time ([`SystemClock`], [`ManualClock`]).
-//! - [`store`]: SQLite state (sweeps, trials, attempts/leases, workers, progress buffer).
+//! - [`store`]: SQLite state (sweeps, trials, attempts/leases, workers, progress buffer);
+//!   `progress_batch`: how buffered progress is held there, one encoded batch per report and shape.
 //! - `store_thread`: the thread that owns the store and commits the calls that arrive together in one transaction.
 //! - [`results`]: the Parquet results directory; [`compaction`]: one file per table for each done trial.
 //! - [`service`]: [`Coordinator`], plain async domain methods and background loops.
@@ -21,6 +22,7 @@ pub mod domain;
 pub mod error;
 mod grpc;
 mod migrate;
+mod progress_batch;
 pub mod results;
 pub mod scaler;
 pub mod service;

@@ -4,6 +4,8 @@
 //! - progress buffered before measures were typed: rows whose names encoded
 //!   their shape (`spectrum:W_E:14`, `decision_accuracy_test@0.50`) become
 //!   typed rows (kind and key columns), and the per-measure watermarks follow;
+//! - progress buffered one row per value (typed) becomes batches
+//!   (`progress_batch`), each measure's latest step with it;
 //! - sweeps stored before family settings had sections of their own are read
 //!   again from their stored YAML, which this build still parses;
 //! - a data directory from before compaction queues its done trials, so
@@ -15,7 +17,7 @@
 //! This is the only place that reads a shape out of a measure name.
 
 use rusqlite::{Connection, OptionalExtension, params};
-use sweep_core::{MeasureKind, SweepSpec, parse_spec};
+use sweep_core::{CurvePoint, Measure, MeasureKind, MeasureValue, StepMeasures, SweepSpec, parse_spec};
 use tracing::info;
 
 use crate::error::{CoordinatorError, Result};
@@ -42,17 +44,51 @@ fn has_column(conn: &Connection, table: &str, column: &str) -> Result<bool> {
     Ok(names.iter().any(|name| name == column))
 }
 
-/// Rewrite an untyped progress buffer (if this data directory has one) in typed form.
-pub(crate) fn typed_progress(conn: &mut Connection, create_buffer: &str) -> Result<()> {
-    let exists: Option<String> = conn
-        .query_row("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'progress_buffer'", [], |row| row.get(0))
-        .optional()?;
-    if exists.is_none() || has_column(conn, "progress_buffer", "kind")? {
+/// The typed progress buffer of the builds before progress batches: one row
+/// per value, `kind` the measure's shape, `key` the frequency of a spectrum
+/// entry or the t of a curve point (0 for a scalar).
+const TYPED_PROGRESS_BUFFER: &str = "
+CREATE TABLE progress_buffer (
+    row_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    trial_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    step INTEGER NOT NULL,
+    measure TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    key REAL NOT NULL,
+    value REAL NOT NULL,
+    wall_time_ms INTEGER NOT NULL,
+    UNIQUE (trial_id, attempt, step, measure, kind, key)
+);
+";
+
+fn table_exists(conn: &Connection, name: &str) -> Result<bool> {
+    let found: Option<String> =
+        conn.query_row("SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?1", [name], |row| row.get(0)).optional()?;
+    Ok(found.is_some())
+}
+
+/// Number the rows of `to` (an AUTOINCREMENT table, its ids in
+/// `id_column`) after the last id `from` ever gave, as well as after its own:
+/// rolled files are named by these ids, so an id is never given twice.
+fn continue_sequence(tx: &Connection, from: &str, to: &str, id_column: &str) -> Result<()> {
+    let given: Option<i64> = tx.query_row("SELECT seq FROM sqlite_sequence WHERE name = ?1", [from], |row| row.get(0)).optional()?;
+    let Some(given) = given else { return Ok(()) };
+    let own: i64 = tx.query_row(&format!("SELECT IFNULL(MAX({id_column}), 0) FROM {to}"), [], |row| row.get(0))?;
+    tx.execute("DELETE FROM sqlite_sequence WHERE name = ?1", [to])?;
+    tx.execute("INSERT INTO sqlite_sequence(name, seq) VALUES (?1, ?2)", params![to, given.max(own)])?;
+    Ok(())
+}
+
+/// Rewrite an untyped progress buffer (if this data directory has one) in
+/// typed form, for [`progress_in_batches`] to take on.
+pub(crate) fn typed_progress(conn: &mut Connection) -> Result<()> {
+    if !table_exists(conn, "progress_buffer")? || has_column(conn, "progress_buffer", "kind")? {
         return Ok(());
     }
     let tx = conn.transaction()?;
     tx.execute("ALTER TABLE progress_buffer RENAME TO progress_buffer_untyped", [])?;
-    tx.execute_batch(create_buffer)?;
+    tx.execute_batch(TYPED_PROGRESS_BUFFER)?;
     let mut moved = 0usize;
     {
         let mut read = tx
@@ -69,6 +105,7 @@ pub(crate) fn typed_progress(conn: &mut Connection, create_buffer: &str) -> Resu
             moved += insert.execute(params![row_id, trial_id, attempt, step, name, kind.as_str(), key, value, wall_time_ms])?;
         }
     }
+    continue_sequence(&tx, "progress_buffer_untyped", "progress_buffer", "row_id")?;
     tx.execute("DROP TABLE progress_buffer_untyped", [])?;
     let watermarks: Vec<(String, u32, String, i64)> = {
         let mut statement = tx.prepare("SELECT trial_id, attempt, measure, through_step FROM progress_flushed_by_measure")?;
@@ -86,6 +123,110 @@ pub(crate) fn typed_progress(conn: &mut Connection, create_buffer: &str) -> Resu
     tx.commit()?;
     info!(rows = moved, "progress buffered by an older build rewritten with typed measures");
     Ok(())
+}
+
+/// Move a typed progress buffer of one row per value (if this data directory
+/// has one) into batches, and drop it.
+///
+/// Each run of rows of one attempt, shape, step and time, in row order,
+/// becomes one batch whose id is the run's last row id: every run lies
+/// within one report, and a flush took whole reports, so a rolled file an
+/// older build wrote (named by row ids) covers whole batches, which is what
+/// the recovery after a crash between writing a file and forgetting its rows
+/// compares. New batches are numbered after the old rows.
+pub(crate) fn progress_in_batches(conn: &mut Connection) -> Result<()> {
+    if !table_exists(conn, "progress_buffer")? {
+        return Ok(());
+    }
+    let tx = conn.transaction()?;
+    let mut batches = 0usize;
+    {
+        let mut read = tx.prepare(
+            "SELECT row_id, trial_id, attempt, kind, step, wall_time_ms, measure, key, value FROM progress_buffer
+             ORDER BY trial_id, attempt, kind, row_id",
+        )?;
+        let mut insert =
+            tx.prepare("INSERT INTO progress_batches(batch_id, trial_id, attempt, kind, steps, through) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
+        let mut run: Option<LegacyRun> = None;
+        let mut rows = read.query([])?;
+        while let Some(row) = rows.next()? {
+            let kind: String = row.get(3)?;
+            let kind = MeasureKind::parse(&kind).ok_or_else(|| CoordinatorError::Internal(format!("unknown measure kind {kind}")))?;
+            let at = LegacyKey { trial_id: row.get(1)?, attempt: row.get(2)?, kind, step: row.get(4)?, wall_time_ms: row.get(5)? };
+            if run.as_ref().is_some_and(|run| run.key != at) {
+                run.take().expect("checked").store(&mut insert)?;
+                batches += 1;
+            }
+            let run = run.get_or_insert_with(|| LegacyRun { key: at, last_row_id: 0, measures: Vec::new() });
+            run.push(row.get(0)?, row.get(6)?, row.get(7)?, row.get(8)?);
+        }
+        if let Some(run) = run {
+            run.store(&mut insert)?;
+            batches += 1;
+        }
+    }
+    tx.execute(
+        "INSERT INTO progress_latest(trial_id, attempt, measure, step) SELECT trial_id, attempt, measure, MAX(step) FROM progress_buffer
+         GROUP BY trial_id, attempt, measure
+         ON CONFLICT(trial_id, attempt, measure) DO UPDATE SET step = MAX(step, excluded.step)",
+        [],
+    )?;
+    // Batch ids go on from the old row ids, which rolled files are named by.
+    continue_sequence(&tx, "progress_buffer", "progress_batches", "batch_id")?;
+    tx.execute("DROP TABLE progress_buffer", [])?;
+    tx.commit()?;
+    info!(batches, "progress buffered one row per value by an older build moved into batches");
+    Ok(())
+}
+
+/// What makes rows of an older buffer one batch.
+#[derive(Debug, PartialEq)]
+struct LegacyKey {
+    trial_id: String,
+    attempt: u32,
+    kind: MeasureKind,
+    step: i64,
+    wall_time_ms: i64,
+}
+
+/// Consecutive rows of an older buffer that become one batch.
+struct LegacyRun {
+    key: LegacyKey,
+    last_row_id: i64,
+    /// Each measure's values in row order: (key, value).
+    measures: Vec<(String, Vec<(f64, f64)>)>,
+}
+
+impl LegacyRun {
+    fn push(&mut self, row_id: i64, measure: String, key: f64, value: f64) {
+        self.last_row_id = self.last_row_id.max(row_id);
+        match self.measures.last_mut() {
+            Some((name, values)) if *name == measure => values.push((key, value)),
+            _ => self.measures.push((measure, vec![(key, value)])),
+        }
+    }
+
+    fn store(self, insert: &mut rusqlite::Statement<'_>) -> Result<()> {
+        let LegacyRun { key, last_row_id, measures } = self;
+        let measures = measures
+            .into_iter()
+            .map(|(name, mut values)| {
+                values.sort_by(|a, b| a.0.total_cmp(&b.0));
+                let value = match key.kind {
+                    MeasureKind::Scalar => MeasureValue::Scalar(values[0].1),
+                    MeasureKind::Spectrum => MeasureValue::Spectrum(values.into_iter().map(|(_, value)| value).collect()),
+                    MeasureKind::Curve => MeasureValue::Curve(values.into_iter().map(|(t, value)| CurvePoint { t, value }).collect()),
+                };
+                Measure { name, value }
+            })
+            .collect();
+        let batch = crate::progress_batch::Batch {
+            kind: key.kind,
+            steps: vec![StepMeasures { step: key.step, wall_time_ms: key.wall_time_ms, measures }],
+        };
+        insert.execute(params![last_row_id, key.trial_id, key.attempt, key.kind.as_str(), batch.encode()?, batch.encode_through()?])?;
+        Ok(())
+    }
 }
 
 /// Re-read every sweep whose stored JSON an older build wrote.
@@ -110,12 +251,7 @@ pub(crate) fn sweep_specs(conn: &mut Connection) -> Result<()> {
 /// True when the store predates the compaction queue: it has trials but no
 /// `compaction_pending` table yet (checked before the schema creates it).
 pub(crate) fn needs_compaction_queue(conn: &Connection) -> Result<bool> {
-    let table = |name: &str| -> Result<bool> {
-        let found: Option<String> =
-            conn.query_row("SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?1", [name], |row| row.get(0)).optional()?;
-        Ok(found.is_some())
-    };
-    Ok(table("trials")? && !table("compaction_pending")?)
+    Ok(table_exists(conn, "trials")? && !table_exists(conn, "compaction_pending")?)
 }
 
 /// Queue every done trial's final attempt for compaction.
@@ -135,9 +271,7 @@ pub(crate) fn queue_done_trials_for_compaction(conn: &mut Connection) -> Result<
 /// `trials.parquet` an older build wrote for a sweep larger than one part
 /// is cut down to the first part as the others are written beside it.
 pub(crate) fn trials_in_parts(conn: &mut Connection) -> Result<()> {
-    let old: Option<String> =
-        conn.query_row("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'dirty_sweeps'", [], |row| row.get(0)).optional()?;
-    if old.is_none() {
+    if !table_exists(conn, "dirty_sweeps")? {
         return Ok(());
     }
     let tx = conn.transaction()?;

@@ -4,6 +4,7 @@
 //! own or a part of the batch that the store's thread commits together
 //! ([`Store::begin_batch`]); every method takes time from the clock.
 
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -94,21 +95,28 @@ CREATE TABLE IF NOT EXISTS compaction_pending (
 );
 ";
 
-/// Progress rows not yet in Parquet, typed: `kind` is the measure's shape
-/// (`scalar`, `spectrum`, `curve`), `key` the frequency of a spectrum entry
-/// or the t of a curve point (0 for a scalar).
-const PROGRESS_BUFFER: &str = "
-CREATE TABLE IF NOT EXISTS progress_buffer (
-    row_id INTEGER PRIMARY KEY AUTOINCREMENT,
+/// Progress not yet in Parquet, one row per report and measure shape (see
+/// `progress_batch`): `steps` holds the report's steps with that shape's
+/// measures, `through` each of those measures' last step. `batch_id` orders
+/// batches and names the rolled files (`a1-r<first>-<last>`). Beside it,
+/// `progress_latest` holds each measure's latest step accepted in an attempt,
+/// which is all a report's order check needs.
+const PROGRESS_BATCHES: &str = "
+CREATE TABLE IF NOT EXISTS progress_batches (
+    batch_id INTEGER PRIMARY KEY AUTOINCREMENT,
     trial_id TEXT NOT NULL,
     attempt INTEGER NOT NULL,
-    step INTEGER NOT NULL,
-    measure TEXT NOT NULL,
     kind TEXT NOT NULL,
-    key REAL NOT NULL,
-    value REAL NOT NULL,
-    wall_time_ms INTEGER NOT NULL,
-    UNIQUE (trial_id, attempt, step, measure, kind, key)
+    steps BLOB NOT NULL,
+    through BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS progress_batches_by_attempt ON progress_batches(trial_id, attempt, batch_id);
+CREATE TABLE IF NOT EXISTS progress_latest (
+    trial_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    measure TEXT NOT NULL,
+    step INTEGER NOT NULL,
+    PRIMARY KEY (trial_id, attempt, measure)
 );
 ";
 
@@ -126,9 +134,10 @@ pub struct BufferedAttempt {
     pub attempt: u32,
     /// Rows in (step, measure, key) order.
     pub rows: Vec<BufferedRow>,
-    /// Largest buffer row id included.
+    /// Largest progress batch id included (the rolled file's name holds
+    /// the range; the field keeps its name from when each row had an id).
     pub last_row_id: i64,
-    /// Smallest buffer row id included.
+    /// Smallest progress batch id included.
     pub first_row_id: i64,
 }
 
@@ -150,7 +159,7 @@ pub struct WrittenRows {
     pub trial_id: TrialId,
     /// Attempt.
     pub attempt: u32,
-    /// Every buffered row of this shape up to this row id is written.
+    /// Every buffered batch of this shape up to this batch id is written.
     pub last_row_id: i64,
     /// The shape, that is the table: scalars, spectra or curves.
     pub kind: MeasureKind,
@@ -263,8 +272,9 @@ impl Store {
         if queue_done_trials {
             crate::migrate::queue_done_trials_for_compaction(&mut conn)?;
         }
-        crate::migrate::typed_progress(&mut conn, PROGRESS_BUFFER)?;
-        conn.execute_batch(PROGRESS_BUFFER)?;
+        conn.execute_batch(PROGRESS_BATCHES)?;
+        crate::migrate::typed_progress(&mut conn)?;
+        crate::migrate::progress_in_batches(&mut conn)?;
         crate::migrate::sweep_specs(&mut conn)?;
         crate::migrate::trials_in_parts(&mut conn)?;
         Ok(Store { conn, clock, specs: SpecCache::default() })
@@ -729,83 +739,90 @@ impl Store {
         for step in steps {
             Self::refuse(context.progress_problem(step))?;
         }
-        let flushed_through: std::collections::HashMap<String, i64> = {
-            let mut statement =
-                tx.prepare("SELECT measure, through_step FROM progress_flushed_by_measure WHERE trial_id = ?1 AND attempt = ?2")?;
-            statement
-                .query_map(params![lease.trial_id.as_str(), lease.attempt], |row| Ok((row.get(0)?, row.get(1)?)))?
-                .collect::<rusqlite::Result<_>>()?
-        };
-        // Each measure moves forward within an attempt: a row may be sent
-        // again (a retried batch), but a new row is never before the latest
-        // one already held for its measure.
-        let mut latest_by_measure: std::collections::HashMap<String, i64> = {
-            let mut statement =
-                tx.prepare_cached("SELECT measure, MAX(step) FROM progress_buffer WHERE trial_id = ?1 AND attempt = ?2 GROUP BY measure")?;
-            statement
-                .query_map(params![lease.trial_id.as_str(), lease.attempt], |row| Ok((row.get(0)?, row.get(1)?)))?
-                .collect::<rusqlite::Result<_>>()?
-        };
+        let key = params![lease.trial_id.as_str(), lease.attempt];
+        let flushed_through: HashMap<String, i64> = tx
+            .prepare_cached("SELECT measure, through_step FROM progress_flushed_by_measure WHERE trial_id = ?1 AND attempt = ?2")?
+            .query_map(key, |row| Ok((row.get(0)?, row.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        let accepted: HashMap<String, i64> = tx
+            .prepare_cached("SELECT measure, step FROM progress_latest WHERE trial_id = ?1 AND attempt = ?2")?
+            .query_map(key, |row| Ok((row.get(0)?, row.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        // Each measure moves forward within an attempt: a measure at a step
+        // it already has is a resend (a retried batch) and is left out; a
+        // new one is never before the latest one already held.
+        let mut latest_by_measure = accepted.clone();
         for (measure, &through) in &flushed_through {
             let latest = latest_by_measure.entry(measure.clone()).or_insert(through);
             *latest = (*latest).max(through);
         }
-        {
-            let mut held = tx.prepare_cached(
-                "SELECT EXISTS(SELECT 1 FROM progress_buffer WHERE trial_id = ?1 AND attempt = ?2 AND measure = ?3 AND step = ?4)",
-            )?;
-            for step in steps {
-                for measure in &step.measures {
-                    let latest = latest_by_measure.get(&measure.name).copied();
-                    if let Some(latest) = latest.filter(|&latest| step.step < latest) {
+        let mut held: Option<HashSet<(String, i64)>> = None;
+        let mut fresh = Vec::with_capacity(steps.len());
+        for step in steps {
+            let mut measures = Vec::with_capacity(step.measures.len());
+            for measure in &step.measures {
+                match latest_by_measure.get(&measure.name).copied() {
+                    Some(latest) if step.step < latest => {
                         let flushed = flushed_through.get(&measure.name).is_some_and(|&through| step.step <= through);
-                        let buffered: bool =
-                            held.query_row(params![lease.trial_id.as_str(), lease.attempt, measure.name, step.step], |row| row.get(0))?;
-                        if !(flushed || buffered) {
-                            return Err(CoordinatorError::InvalidRequest(format!(
-                                "invalid `step`: `{}` at step {} comes after step {latest} of the same attempt",
-                                measure.name, step.step
-                            )));
+                        if !flushed {
+                            if held.is_none() {
+                                held = Some(Self::buffered_steps(&tx, lease)?);
+                            }
+                            if !held.as_ref().is_some_and(|held| held.contains(&(measure.name.clone(), step.step))) {
+                                return Err(CoordinatorError::InvalidRequest(format!(
+                                    "invalid `step`: `{}` at step {} comes after step {latest} of the same attempt",
+                                    measure.name, step.step
+                                )));
+                            }
                         }
                     }
-                    latest_by_measure.insert(measure.name.clone(), latest.map_or(step.step, |latest| latest.max(step.step)));
+                    Some(latest) if step.step == latest => {}
+                    _ => {
+                        latest_by_measure.insert(measure.name.clone(), step.step);
+                        measures.push(measure.clone());
+                    }
                 }
+            }
+            if !measures.is_empty() {
+                fresh.push((step.step, step.wall_time_ms, measures));
             }
         }
         let mut inserted = 0;
-        let mut latest: Option<(i64, Option<f64>, Option<f64>)> = None;
         {
-            let mut insert = tx.prepare(
-                "INSERT OR IGNORE INTO progress_buffer(trial_id, attempt, step, measure, kind, key, value, wall_time_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            let mut insert =
+                tx.prepare_cached("INSERT INTO progress_batches(trial_id, attempt, kind, steps, through) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+            for batch in crate::progress_batch::by_kind(fresh) {
+                insert.execute(params![
+                    lease.trial_id.as_str(),
+                    lease.attempt,
+                    batch.kind.as_str(),
+                    batch.encode()?,
+                    batch.encode_through()?
+                ])?;
+                inserted += batch.rows();
+            }
+            let mut advance = tx.prepare_cached(
+                "INSERT INTO progress_latest(trial_id, attempt, measure, step) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(trial_id, attempt, measure) DO UPDATE SET step = MAX(step, excluded.step)",
             )?;
-            for step in steps {
-                for row in BufferedRow::explode(step) {
-                    if flushed_through.get(&row.measure).is_some_and(|&through| row.step <= through) {
-                        continue;
-                    }
-                    inserted += insert.execute(params![
-                        lease.trial_id.as_str(),
-                        lease.attempt,
-                        row.step,
-                        row.measure,
-                        row.kind.as_str(),
-                        row.key,
-                        row.value,
-                        row.wall_time_ms
-                    ])?;
+            for (measure, &step) in &latest_by_measure {
+                if accepted.get(measure) != Some(&step) {
+                    advance.execute(params![lease.trial_id.as_str(), lease.attempt, measure, step])?;
                 }
-                let entry = latest.get_or_insert((step.step, None, None));
-                if step.step > entry.0 {
-                    *entry = (step.step, None, None);
-                }
-                if step.step == entry.0 {
-                    for measure in &step.measures {
-                        match (measure.name.as_str(), measure.as_scalar()) {
-                            (sweep_core::measures::TRAIN_ACCURACY, Some(value)) => entry.1 = Some(value),
-                            (sweep_core::measures::TEST_ACCURACY, Some(value)) => entry.2 = Some(value),
-                            _ => {}
-                        }
+            }
+        }
+        let mut latest: Option<(i64, Option<f64>, Option<f64>)> = None;
+        for step in steps {
+            let entry = latest.get_or_insert((step.step, None, None));
+            if step.step > entry.0 {
+                *entry = (step.step, None, None);
+            }
+            if step.step == entry.0 {
+                for measure in &step.measures {
+                    match (measure.name.as_str(), measure.as_scalar()) {
+                        (sweep_core::measures::TRAIN_ACCURACY, Some(value)) => entry.1 = Some(value),
+                        (sweep_core::measures::TEST_ACCURACY, Some(value)) => entry.2 = Some(value),
+                        _ => {}
                     }
                 }
             }
@@ -937,40 +954,44 @@ impl Store {
         Ok(self.conn.execute("UPDATE attempts SET deadline_ms = MAX(deadline_ms, ?1) WHERE state = 'active'", [deadline])?)
     }
 
+    /// Each (measure, step) buffered for an attempt: what a resent row
+    /// before the latest one is checked against.
+    fn buffered_steps(tx: &Connection, lease: &LeaseRef) -> Result<HashSet<(String, i64)>> {
+        let mut statement = tx.prepare_cached("SELECT steps FROM progress_batches WHERE trial_id = ?1 AND attempt = ?2")?;
+        let mut batches = statement.query(params![lease.trial_id.as_str(), lease.attempt])?;
+        let mut held = HashSet::new();
+        while let Some(batch) = batches.next()? {
+            for step in crate::progress_batch::decode(crate::progress_batch::blob(batch, 0)?)? {
+                held.extend(step.measures.into_iter().map(|measure| (measure.name, step.step)));
+            }
+        }
+        Ok(held)
+    }
+
     /// Attempts with buffered progress that should be written to Parquet
     /// (active or completed attempts only).
     pub fn buffered_attempts(&self) -> Result<Vec<BufferedAttempt>> {
         let mut statement = self.conn.prepare(
-            "SELECT DISTINCT b.trial_id, b.attempt, t.sweep FROM progress_buffer b
+            "SELECT DISTINCT b.trial_id, b.attempt, t.sweep FROM progress_batches b
              JOIN attempts a ON a.trial_id = b.trial_id AND a.attempt = b.attempt
              JOIN trials t ON t.trial_id = b.trial_id WHERE a.state IN ('active', 'completed')",
         )?;
         let keys: Vec<(String, u32, String)> =
             statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?.collect::<rusqlite::Result<_>>()?;
-        let mut rows_statement = self.conn.prepare(
-            "SELECT row_id, step, measure, kind, key, value, wall_time_ms FROM progress_buffer
-             WHERE trial_id = ?1 AND attempt = ?2 ORDER BY step, measure, key",
-        )?;
+        let mut batches_statement =
+            self.conn.prepare("SELECT batch_id, steps FROM progress_batches WHERE trial_id = ?1 AND attempt = ?2 ORDER BY batch_id")?;
         let mut attempts = Vec::with_capacity(keys.len());
         for (trial_id, attempt, sweep) in keys {
             let mut rows = Vec::new();
             let (mut first_row_id, mut last_row_id) = (i64::MAX, i64::MIN);
-            let mut cursor = rows_statement.query(params![trial_id, attempt])?;
-            while let Some(row) = cursor.next()? {
-                let row_id: i64 = row.get(0)?;
-                first_row_id = first_row_id.min(row_id);
-                last_row_id = last_row_id.max(row_id);
-                let kind: String = row.get(3)?;
-                let kind = MeasureKind::parse(&kind).ok_or_else(|| CoordinatorError::Internal(format!("unknown measure kind {kind}")))?;
-                rows.push(BufferedRow {
-                    step: row.get(1)?,
-                    measure: row.get(2)?,
-                    kind,
-                    key: row.get(4)?,
-                    value: row.get(5)?,
-                    wall_time_ms: row.get(6)?,
-                });
+            let mut batches = batches_statement.query(params![trial_id, attempt])?;
+            while let Some(batch) = batches.next()? {
+                let batch_id: i64 = batch.get(0)?;
+                first_row_id = first_row_id.min(batch_id);
+                last_row_id = last_row_id.max(batch_id);
+                crate::progress_batch::explode_into(&crate::progress_batch::decode(crate::progress_batch::blob(batch, 1)?)?, &mut rows);
             }
+            crate::progress_batch::sort_rows(&mut rows);
             attempts.push(BufferedAttempt { sweep, trial_id: TrialId::from_raw(trial_id), attempt, rows, first_row_id, last_row_id });
         }
         Ok(attempts)
@@ -983,17 +1004,28 @@ impl Store {
     pub fn mark_flushed(&mut self, written: &[WrittenRows]) -> Result<()> {
         let tx = self.conn.savepoint()?;
         {
+            let mut read = tx.prepare_cached(
+                "SELECT through FROM progress_batches WHERE trial_id = ?1 AND attempt = ?2 AND batch_id <= ?3 AND kind = ?4",
+            )?;
             let mut through = tx.prepare_cached(
-                "INSERT INTO progress_flushed_by_measure(trial_id, attempt, measure, through_step)
-                 SELECT trial_id, attempt, measure, MAX(step) FROM progress_buffer
-                 WHERE trial_id = ?1 AND attempt = ?2 AND row_id <= ?3 AND kind = ?4 GROUP BY measure
+                "INSERT INTO progress_flushed_by_measure(trial_id, attempt, measure, through_step) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT(trial_id, attempt, measure) DO UPDATE SET through_step = MAX(through_step, excluded.through_step)",
             )?;
             let mut forget =
-                tx.prepare_cached("DELETE FROM progress_buffer WHERE trial_id = ?1 AND attempt = ?2 AND row_id <= ?3 AND kind = ?4")?;
+                tx.prepare_cached("DELETE FROM progress_batches WHERE trial_id = ?1 AND attempt = ?2 AND batch_id <= ?3 AND kind = ?4")?;
             for rows in written {
                 let key = params![rows.trial_id.as_str(), rows.attempt, rows.last_row_id, rows.kind.as_str()];
-                through.execute(key)?;
+                let mut last_steps: HashMap<String, i64> = HashMap::new();
+                let mut batches = read.query(key)?;
+                while let Some(batch) = batches.next()? {
+                    for (measure, step) in crate::progress_batch::decode_through(crate::progress_batch::blob(batch, 0)?)? {
+                        let last = last_steps.entry(measure).or_insert(step);
+                        *last = (*last).max(step);
+                    }
+                }
+                for (measure, step) in last_steps {
+                    through.execute(params![rows.trial_id.as_str(), rows.attempt, measure, step])?;
+                }
                 forget.execute(key)?;
             }
         }
@@ -1044,7 +1076,8 @@ impl Store {
     pub fn forget_superseded(&mut self, attempt: &SweepAttempt) -> Result<()> {
         let tx = self.conn.savepoint()?;
         let key = params![attempt.trial_id.as_str(), attempt.attempt];
-        execute_cached(&tx, "DELETE FROM progress_buffer WHERE trial_id = ?1 AND attempt = ?2", key)?;
+        execute_cached(&tx, "DELETE FROM progress_batches WHERE trial_id = ?1 AND attempt = ?2", key)?;
+        execute_cached(&tx, "DELETE FROM progress_latest WHERE trial_id = ?1 AND attempt = ?2", key)?;
         execute_cached(&tx, "DELETE FROM checkpoints WHERE trial_id = ?1 AND attempt = ?2", key)?;
         execute_cached(&tx, "DELETE FROM superseded WHERE trial_id = ?1 AND attempt = ?2", key)?;
         tx.commit()?;
@@ -1057,7 +1090,7 @@ impl Store {
         let mut statement = self.conn.prepare(
             "SELECT t.sweep, c.trial_id, c.attempt FROM compaction_pending c
              JOIN trials t ON t.trial_id = c.trial_id AND t.status = 'done' AND t.attempt = c.attempt
-             WHERE NOT EXISTS (SELECT 1 FROM progress_buffer b WHERE b.trial_id = c.trial_id AND b.attempt = c.attempt)
+             WHERE NOT EXISTS (SELECT 1 FROM progress_batches b WHERE b.trial_id = c.trial_id AND b.attempt = c.attempt)
              ORDER BY c.rowid",
         )?;
         let rows = statement.query_map([], |row| {

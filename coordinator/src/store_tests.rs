@@ -162,6 +162,31 @@ fn progress_is_idempotent_and_flushed_steps_are_not_buffered_again() {
 }
 
 #[test]
+fn an_earlier_step_is_taken_as_a_resend_only_if_it_is_held() {
+    let (mut store, _clock, worker) = store_with(3);
+    let grant = lease(&mut store, &worker, 1).expect("lease").remove(0);
+    let first = vec![row(10, "train_loss", 0.5), row(20, "train_loss", 0.4)];
+    assert_eq!(store.record_progress(&grant.lease, &first, TTL).expect("progress"), 2);
+    assert_eq!(store.record_progress(&grant.lease, &[row(30, "train_loss", 0.3)], TTL).expect("progress"), 1);
+    // Step 10 is behind the latest (30) and still buffered: a retried batch.
+    assert_eq!(store.record_progress(&grant.lease, &first, TTL).expect("resend"), 0);
+    // Step 15 was never sent: out of order, and nothing of its batch is kept.
+    let late = vec![row(40, "test_loss", 1.0), row(15, "train_loss", 0.45)];
+    let error = store.record_progress(&grant.lease, &late, TTL).expect_err("out of order");
+    assert!(error.to_string().contains("`train_loss` at step 15 comes after step 30"), "{error}");
+    let buffered = store.buffered_attempts().expect("buffered").remove(0);
+    let held: Vec<(i64, &str)> = buffered.rows.iter().map(|row| (row.step, row.measure.as_str())).collect();
+    assert_eq!(held, vec![(10, "train_loss"), (20, "train_loss"), (30, "train_loss")]);
+    // After a flush the same resend is recognised by the watermark.
+    flush_all(&mut store, &grant.lease.trial_id, 1, buffered.last_row_id);
+    assert_eq!(store.record_progress(&grant.lease, &first, TTL).expect("resend after flush"), 0);
+    // Once written, what a step held is no longer known: a step at or
+    // before the measure's last written one is dropped as a resend.
+    assert_eq!(store.record_progress(&grant.lease, &[row(25, "train_loss", 0.3)], TTL).expect("dropped"), 0);
+    assert_eq!(store.record_progress(&grant.lease, &late[..1], TTL).expect("a new measure"), 1);
+}
+
+#[test]
 fn a_new_measure_may_arrive_at_steps_already_flushed_for_others() {
     let (mut store, _clock, worker) = store_with(3);
     let grant = lease(&mut store, &worker, 1).expect("lease").remove(0);
@@ -321,30 +346,63 @@ fn a_data_directory_of_the_untyped_build_is_migrated_on_open() {
         let old_json = json.replace(",\"transformer\":{\"d_model\":32,\"n_heads\":2,\"d_mlp\":512}", "");
         assert!(serde_json::from_str::<SweepSpec>(&old_json).is_err());
         conn.execute("INSERT INTO sweeps VALUES ('old', ?1, ?2, 0)", params![old_json, yaml]).expect("sweep");
-        for (id, measure) in [(1, "train_loss"), (2, "spectrum:W_E:3"), (3, "decision_accuracy_test@0.50")] {
-            conn.execute("INSERT INTO progress_buffer VALUES (?1, 't', 1, 100, ?2, 0.25, 7)", params![id, measure]).expect("row");
+        for (id, step, measure) in [
+            (1, 100, "train_loss"),
+            (2, 100, "spectrum:W_E:1"),
+            (3, 100, "decision_accuracy_test@0.50"),
+            (4, 200, "train_loss"),
+            (5, 100, "spectrum:W_E:0"),
+        ] {
+            conn.execute("INSERT INTO progress_buffer VALUES (?1, 't', 1, ?2, ?3, ?1 / 8.0, 7)", params![id, step, measure]).expect("row");
         }
+        // Rows up to 500 were written and forgotten: rolled files are named up to r500.
+        conn.execute("UPDATE sqlite_sequence SET seq = 500 WHERE name = 'progress_buffer'", []).expect("sequence");
         conn.execute("INSERT INTO progress_flushed_by_measure VALUES ('t', 1, 'spectrum:W_E:3', 50)", []).expect("watermark");
         conn.execute("INSERT INTO progress_flushed_by_measure VALUES ('t', 1, 'spectrum:W_E:0', 60)", []).expect("watermark");
     }
     let store = Store::open(&path, Arc::new(ManualClock::new(0))).expect("migrates");
     assert_eq!(store.sweep_spec("old").expect("readable").transformer.d_model, 32);
-    let rows: Vec<(i64, String, String, f64)> = {
-        let mut statement = store.conn.prepare("SELECT row_id, measure, kind, key FROM progress_buffer ORDER BY row_id").expect("query");
+    // Typed, then one batch per run of one shape, step and time, named by its last row id.
+    let batches: Vec<(i64, String, Vec<StepMeasures>)> = {
+        let mut statement = store.conn.prepare("SELECT batch_id, kind, steps FROM progress_batches ORDER BY batch_id").expect("query");
         statement
-            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)))
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get::<_, Vec<u8>>(2)?)))
             .expect("rows")
             .map(|r| r.expect("row"))
+            .map(|(id, kind, steps)| (id, kind, crate::progress_batch::decode(&steps).expect("decodes")))
             .collect()
     };
+    let at = |step, measures| vec![StepMeasures { step, wall_time_ms: 7, measures }];
     assert_eq!(
-        rows,
+        batches,
         vec![
-            (1, "train_loss".to_string(), "scalar".to_string(), 0.0),
-            (2, "W_E".to_string(), "spectrum".to_string(), 3.0),
-            (3, "decision_accuracy_test".to_string(), "curve".to_string(), 0.5),
+            (1, "scalar".to_string(), at(100, vec![sweep_core::Measure::scalar("train_loss", 0.125)])),
+            (
+                3,
+                "curve".to_string(),
+                at(100, vec![sweep_core::Measure::curve("decision_accuracy_test", vec![sweep_core::CurvePoint { t: 0.5, value: 0.375 }])])
+            ),
+            (4, "scalar".to_string(), at(200, vec![sweep_core::Measure::scalar("train_loss", 0.5)])),
+            (5, "spectrum".to_string(), at(100, vec![sweep_core::Measure::spectrum("W_E", vec![0.625, 0.25])])),
         ]
     );
+    let latest: i64 = store
+        .conn
+        .query_row("SELECT step FROM progress_latest WHERE trial_id = 't' AND measure = 'train_loss'", [], |row| row.get(0))
+        .expect("latest");
+    assert_eq!(latest, 200);
+    let old_buffer: Option<String> = store
+        .conn
+        .query_row("SELECT name FROM sqlite_master WHERE name = 'progress_buffer'", [], |row| row.get(0))
+        .optional()
+        .expect("query");
+    assert_eq!(old_buffer, None, "the old buffer is dropped");
+    // New batches are numbered after the old rows.
+    store
+        .conn
+        .execute("INSERT INTO progress_batches(trial_id, attempt, kind, steps, through) VALUES ('t', 1, 'scalar', x'90', x'80')", [])
+        .expect("insert");
+    assert_eq!(store.conn.last_insert_rowid(), 501);
     let through: i64 = store
         .conn
         .query_row("SELECT through_step FROM progress_flushed_by_measure WHERE measure = 'W_E'", [], |row| row.get(0))
