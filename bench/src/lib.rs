@@ -13,7 +13,12 @@
 //! - `submit-under-load`: a million-trial sweep stored while workers heartbeat,
 //!   and a shutdown in the middle of another.
 //! - `synthetic-results`: a 4.8M-row results directory, rolled and compacted,
-//!   for `bench/reading/run.sh`.
+//!   for `bench/reading/run.sh`, and the in-process ingestion rate.
+//! - `ingest-load`: progress rows per second over gRPC from many simulated
+//!   workers, on to Parquet.
+//! - [`synthetic`]: the synthetic progress both write.
+
+pub mod synthetic;
 
 /// How the running benchmark was built and what the CPU offers, printed with
 /// every result: the allocator (`mimalloc` unless built with

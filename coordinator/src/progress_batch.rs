@@ -10,11 +10,14 @@
 //! stored batch unreadable needs a step in `migrate`.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
+use rusqlite::{Connection, OpenFlags, params};
 use sweep_core::{Measure, MeasureKind, MeasureValue, StepMeasures};
 
 use crate::domain::BufferedRow;
 use crate::error::{CoordinatorError, Result};
+use crate::store::{BufferedAttempt, PendingAttempt};
 
 /// The steps of one shape, ready to store, with each measure's last step.
 #[derive(Debug, Clone, PartialEq)]
@@ -107,6 +110,57 @@ pub(crate) fn explode_into(steps: &[StepMeasures], rows: &mut Vec<BufferedRow>) 
 /// Rows in the order a flush writes them: by step, measure, then key.
 pub(crate) fn sort_rows(rows: &mut [BufferedRow]) {
     rows.sort_by(|a, b| a.step.cmp(&b.step).then_with(|| a.measure.cmp(&b.measure)).then_with(|| a.key.total_cmp(&b.key)));
+}
+
+/// The rows of a pending attempt's batches that are still buffered (those
+/// with ids in its range; another flush may have written some meanwhile),
+/// in the order a flush writes them, with the range of ids read.
+pub(crate) fn read_attempt(conn: &Connection, pending: &PendingAttempt) -> Result<BufferedAttempt> {
+    let mut statement = conn.prepare_cached(
+        "SELECT batch_id, steps FROM progress_batches WHERE trial_id = ?1 AND attempt = ?2 AND batch_id BETWEEN ?3 AND ?4
+         ORDER BY batch_id",
+    )?;
+    let mut batches = statement.query(params![pending.trial_id.as_str(), pending.attempt, pending.first_row_id, pending.last_row_id])?;
+    let (mut rows, mut ids) = (Vec::new(), None);
+    while let Some(batch) = batches.next()? {
+        let id: i64 = batch.get(0)?;
+        let (first, _) = ids.get_or_insert((id, id));
+        ids = Some((*first, id));
+        explode_into(&decode(blob(batch, 1)?)?, &mut rows);
+    }
+    sort_rows(&mut rows);
+    let (first_row_id, last_row_id) = ids.unwrap_or((pending.first_row_id, pending.last_row_id));
+    Ok(BufferedAttempt {
+        sweep: pending.sweep.clone(),
+        trial_id: pending.trial_id.clone(),
+        attempt: pending.attempt,
+        rows,
+        first_row_id,
+        last_row_id,
+    })
+}
+
+/// A read-only connection to the store's database, on which a flush reads
+/// the batches it writes (WAL: it reads the committed state while the store
+/// writes). The store forgets a batch only once a flush has written it or
+/// its attempt is superseded (at the start of a later flush), so the batches
+/// of a snapshot are there unless a flush running beside it wrote them.
+pub(crate) struct BatchReader {
+    conn: Connection,
+}
+
+impl BatchReader {
+    /// Open the store's database at `path` for reading.
+    pub(crate) fn open(path: &Path) -> Result<Self> {
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(BatchReader { conn })
+    }
+
+    /// The rows of a pending attempt.
+    pub(crate) fn read(&self, pending: &PendingAttempt) -> Result<BufferedAttempt> {
+        read_attempt(&self.conn, pending)
+    }
 }
 
 #[cfg(test)]

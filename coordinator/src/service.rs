@@ -42,6 +42,9 @@ struct Inner {
     last_expiry_check_ms: Arc<AtomicI64>,
 }
 
+/// The store's database in the data directory.
+const STORE_FILE: &str = "coordinator.sqlite";
+
 /// Trials stored per transaction when a sweep is submitted.
 const SUBMIT_CHUNK: u64 = 20_000;
 
@@ -85,7 +88,7 @@ impl Coordinator {
     /// active lease a full period for its worker to reconnect.
     pub fn open(config: CoordinatorConfig, clock: Arc<dyn Clock>) -> Result<Self> {
         std::fs::create_dir_all(&config.data_dir).map_err(|error| CoordinatorError::io(&config.data_dir, error))?;
-        let mut store = Store::open(&config.data_dir.join("coordinator.sqlite"), clock)?;
+        let mut store = Store::open(&config.data_dir.join(STORE_FILE), clock)?;
         let layout = ResultsLayout::new(&config.data_dir);
         recover_written_progress(&mut store, &layout)?;
         let extended = store.grant_grace(ttl_ms(&config))?;
@@ -480,7 +483,7 @@ fn check_safetensors_header(bytes: &[u8]) -> Result<()> {
 }
 
 /// Buffered rows to write and `trials` parts to rewrite, taken by a flush.
-type FlushSnapshot = (Vec<crate::store::BufferedAttempt>, Vec<(TrialsPart, Vec<TrialView>)>);
+type FlushSnapshot = (Vec<crate::store::PendingAttempt>, Vec<(TrialsPart, Vec<TrialView>)>);
 
 /// What a flush wrote: the rows now on disk, each sweep whose `trials` table
 /// was written (with the rows of the parts written), the parts that were not,
@@ -499,9 +502,11 @@ impl Coordinator {
     /// Two operations on the store's thread: the first moves superseded
     /// attempts out of the results (renames, on that thread so that no
     /// checkpoint of a lapsing lease lands behind the move) and takes a
-    /// snapshot of the buffered rows and of the changed sweeps' trials; then,
-    /// after the files are written on a blocking thread, the second forgets
-    /// the rows now on disk. This flush is the only writer of progress files,
+    /// snapshot of the changed sweeps' trials and of which progress batches
+    /// are buffered (each attempt's range of batch ids; the batches
+    /// themselves are read on the writing thread, through a read-only
+    /// connection); then, after the files are written on a blocking thread,
+    /// the second forgets the batches now on disk. This flush is the only writer of progress files,
     /// so nothing moves them in between; a crash in between leaves rows both
     /// buffered and on disk, which the next open reconciles. Each trial's
     /// progress is written before its sweep's `trials` table.
@@ -515,7 +520,7 @@ impl Coordinator {
                     store.forget_superseded(&attempt)?;
                     debug!(trial = %attempt.trial_id, attempt = attempt.attempt, files = moved, "superseded attempt moved out of results");
                 }
-                let buffered = store.buffered_attempts()?;
+                let buffered = store.pending_attempts()?;
                 // Only the parts of `trials` tables that changed: a large sweep's
                 // table is not read and rewritten whole on every roll. Last
                 // part first (see `write_snapshot`); a stopping coordinator
@@ -541,7 +546,8 @@ impl Coordinator {
             })
             .await?;
         let (layout, stop_writing_at) = (self.inner.layout.clone(), Arc::clone(&self.inner.stop_writing_at));
-        let outcome = tokio::task::spawn_blocking(move || write_snapshot(&layout, &buffered, tables, &stop_writing_at))
+        let database = self.inner.config.data_dir.join(STORE_FILE);
+        let outcome = tokio::task::spawn_blocking(move || write_snapshot(&layout, &database, buffered, tables, &stop_writing_at))
             .await
             .map_err(|error| CoordinatorError::Internal(format!("flush task failed: {error}")))?;
         let FlushWritten { on_disk, written, unwritten, first_error } = outcome;
@@ -571,23 +577,40 @@ fn past(stop_writing_at: &OnceLock<Instant>) -> bool {
 /// rewritten (so that no trial is shown done before its progress is written).
 fn write_snapshot(
     layout: &ResultsLayout,
-    buffered: &[crate::store::BufferedAttempt],
+    database: &std::path::Path,
+    buffered: Vec<crate::store::PendingAttempt>,
     tables: Vec<(TrialsPart, Vec<TrialView>)>,
     stop_writing_at: &OnceLock<Instant>,
 ) -> FlushWritten {
     let mut first_error = None;
-    let mut on_disk = Vec::with_capacity(buffered.len());
-    for (position, attempt) in buffered.iter().enumerate() {
+    let (count, mut on_disk) = (buffered.len(), Vec::with_capacity(buffered.len()));
+    let reader = if buffered.is_empty() { None } else { Some(crate::progress_batch::BatchReader::open(database)) };
+    let reader = match reader.transpose() {
+        Ok(reader) => reader,
+        Err(error) => {
+            // Nothing is written: no trial may be shown done before its progress.
+            let unwritten = tables.into_iter().map(|(part, _)| part).collect();
+            return FlushWritten { on_disk, written: Vec::new(), unwritten, first_error: Some(error) };
+        }
+    };
+    for (position, pending) in buffered.into_iter().enumerate() {
         if past(stop_writing_at) {
             warn!(
-                attempts = buffered.len() - position,
+                attempts = count - position,
                 "stopping: the shutdown budget is spent; the rest of the buffered results are written at the next start"
             );
             let unwritten = tables.into_iter().map(|(part, _)| part).collect();
             return FlushWritten { on_disk, written: Vec::new(), unwritten, first_error };
         }
+        let attempt = match reader.as_ref().expect("opened when there are attempts").read(&pending) {
+            Ok(attempt) => attempt,
+            Err(error) => {
+                first_error.get_or_insert(error);
+                continue;
+            }
+        };
         for table in SeriesTable::ALL {
-            match layout.write_series(attempt, table) {
+            match layout.write_series(&attempt, table) {
                 Ok(None) => {}
                 Ok(Some(_)) => on_disk.push(WrittenRows {
                     trial_id: attempt.trial_id.clone(),

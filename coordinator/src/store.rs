@@ -141,6 +141,24 @@ pub struct BufferedAttempt {
     pub first_row_id: i64,
 }
 
+/// Buffered progress of one attempt, by the range of its batches' ids: what
+/// a flush takes on the store's thread, to read the batches themselves
+/// elsewhere ([`crate::progress_batch::BatchReader`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingAttempt {
+    /// Sweep.
+    pub sweep: String,
+    /// Trial.
+    pub trial_id: TrialId,
+    /// Attempt.
+    pub attempt: u32,
+    /// Smallest progress batch id.
+    pub first_row_id: i64,
+    /// Largest progress batch id: batches stored after the snapshot are
+    /// left for the next flush.
+    pub last_row_id: i64,
+}
+
 /// One file of a sweep's `trials` table: the trials at grid positions
 /// `part * TRIALS_PER_PART ..` up to the next part.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -969,32 +987,33 @@ impl Store {
     }
 
     /// Attempts with buffered progress that should be written to Parquet
-    /// (active or completed attempts only).
+    /// (active or completed attempts only), with their rows.
     pub fn buffered_attempts(&self) -> Result<Vec<BufferedAttempt>> {
-        let mut statement = self.conn.prepare(
-            "SELECT DISTINCT b.trial_id, b.attempt, t.sweep FROM progress_batches b
+        self.pending_attempts()?.iter().map(|pending| crate::progress_batch::read_attempt(&self.conn, pending)).collect()
+    }
+
+    /// Attempts with buffered progress that should be written to Parquet
+    /// (active or completed attempts only), each with the range of its
+    /// batches. A flush reads the batches on its writing thread, not on the
+    /// store's: a roll of a few million rows is a few hundred megabytes that
+    /// reports and heartbeats would otherwise wait behind.
+    pub fn pending_attempts(&self) -> Result<Vec<PendingAttempt>> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT b.trial_id, b.attempt, t.sweep, MIN(b.batch_id), MAX(b.batch_id) FROM progress_batches b
              JOIN attempts a ON a.trial_id = b.trial_id AND a.attempt = b.attempt
-             JOIN trials t ON t.trial_id = b.trial_id WHERE a.state IN ('active', 'completed')",
+             JOIN trials t ON t.trial_id = b.trial_id WHERE a.state IN ('active', 'completed')
+             GROUP BY b.trial_id, b.attempt",
         )?;
-        let keys: Vec<(String, u32, String)> =
-            statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?.collect::<rusqlite::Result<_>>()?;
-        let mut batches_statement =
-            self.conn.prepare("SELECT batch_id, steps FROM progress_batches WHERE trial_id = ?1 AND attempt = ?2 ORDER BY batch_id")?;
-        let mut attempts = Vec::with_capacity(keys.len());
-        for (trial_id, attempt, sweep) in keys {
-            let mut rows = Vec::new();
-            let (mut first_row_id, mut last_row_id) = (i64::MAX, i64::MIN);
-            let mut batches = batches_statement.query(params![trial_id, attempt])?;
-            while let Some(batch) = batches.next()? {
-                let batch_id: i64 = batch.get(0)?;
-                first_row_id = first_row_id.min(batch_id);
-                last_row_id = last_row_id.max(batch_id);
-                crate::progress_batch::explode_into(&crate::progress_batch::decode(crate::progress_batch::blob(batch, 1)?)?, &mut rows);
-            }
-            crate::progress_batch::sort_rows(&mut rows);
-            attempts.push(BufferedAttempt { sweep, trial_id: TrialId::from_raw(trial_id), attempt, rows, first_row_id, last_row_id });
-        }
-        Ok(attempts)
+        let pending = statement.query_map([], |row| {
+            Ok(PendingAttempt {
+                trial_id: TrialId::from_raw(row.get::<_, String>(0)?),
+                attempt: row.get(1)?,
+                sweep: row.get(2)?,
+                first_row_id: row.get(3)?,
+                last_row_id: row.get(4)?,
+            })
+        })?;
+        Ok(pending.collect::<rusqlite::Result<_>>()?)
     }
 
     /// Forget buffered rows now durable in Parquet, all in one transaction.
