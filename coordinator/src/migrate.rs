@@ -6,6 +6,8 @@
 //!   typed rows (kind and key columns), and the per-measure watermarks follow;
 //! - progress buffered one row per value (typed) becomes batches
 //!   (`progress_batch`), each measure's latest step with it;
+//! - the per-measure steps of attempts that ended, which older builds kept
+//!   for good, are forgotten;
 //! - sweeps stored before family settings had sections of their own are read
 //!   again from their stored YAML, which this build still parses;
 //! - a data directory from before compaction queues its done trials, so
@@ -227,6 +229,30 @@ impl LegacyRun {
         insert.execute(params![last_row_id, key.trial_id, key.attempt, key.kind.as_str(), batch.encode()?, batch.encode_through()?])?;
         Ok(())
     }
+}
+
+/// Forget the per-measure steps (latest accepted, last written) of every
+/// attempt that is no longer active: they only check a live lease's reports,
+/// and older builds kept them for good (tens of millions of rows after a
+/// million-trial sweep). Idempotent; on a current data directory there is
+/// nothing to forget.
+pub(crate) fn forget_ended_watermarks(conn: &mut Connection) -> Result<()> {
+    let tx = conn.transaction()?;
+    let mut forgotten = 0;
+    for table in ["progress_flushed_by_measure", "progress_latest"] {
+        forgotten += tx.execute(
+            &format!(
+                "DELETE FROM {table} WHERE NOT EXISTS (SELECT 1 FROM attempts a WHERE a.trial_id = {table}.trial_id
+                 AND a.attempt = {table}.attempt AND a.state = 'active')"
+            ),
+            [],
+        )?;
+    }
+    tx.commit()?;
+    if forgotten > 0 {
+        info!(rows = forgotten, "forgot the per-measure steps of attempts that have ended");
+    }
+    Ok(())
 }
 
 /// Re-read every sweep whose stored JSON an older build wrote.

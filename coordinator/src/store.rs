@@ -244,6 +244,16 @@ fn mark_trial_dirty(tx: &Connection, trial_id: &str) -> Result<()> {
     Ok(())
 }
 
+/// Forget an ended attempt's per-measure steps (latest accepted, last
+/// written): they only check reports of a live lease, and a sweep of a
+/// million trials would otherwise keep tens of millions of them.
+fn forget_watermarks(tx: &Connection, attempt: &SweepAttempt) -> Result<()> {
+    let key = params![attempt.trial_id.as_str(), attempt.attempt];
+    execute_cached(tx, "DELETE FROM progress_latest WHERE trial_id = ?1 AND attempt = ?2", key)?;
+    execute_cached(tx, "DELETE FROM progress_flushed_by_measure WHERE trial_id = ?1 AND attempt = ?2", key)?;
+    Ok(())
+}
+
 /// Every part of a sweep's `trials` table must be rewritten.
 pub(crate) fn mark_sweep_dirty(tx: &Connection, sweep: &str) -> Result<()> {
     execute_cached(
@@ -293,6 +303,7 @@ impl Store {
         conn.execute_batch(PROGRESS_BATCHES)?;
         crate::migrate::typed_progress(&mut conn)?;
         crate::migrate::progress_in_batches(&mut conn)?;
+        crate::migrate::forget_ended_watermarks(&mut conn)?;
         crate::migrate::sweep_specs(&mut conn)?;
         crate::migrate::trials_in_parts(&mut conn)?;
         Ok(Store { conn, clock, specs: SpecCache::default() })
@@ -1096,7 +1107,7 @@ impl Store {
         let tx = self.conn.savepoint()?;
         let key = params![attempt.trial_id.as_str(), attempt.attempt];
         execute_cached(&tx, "DELETE FROM progress_batches WHERE trial_id = ?1 AND attempt = ?2", key)?;
-        execute_cached(&tx, "DELETE FROM progress_latest WHERE trial_id = ?1 AND attempt = ?2", key)?;
+        forget_watermarks(&tx, attempt)?;
         execute_cached(&tx, "DELETE FROM checkpoints WHERE trial_id = ?1 AND attempt = ?2", key)?;
         execute_cached(&tx, "DELETE FROM superseded WHERE trial_id = ?1 AND attempt = ?2", key)?;
         tx.commit()?;
@@ -1127,6 +1138,7 @@ impl Store {
                 "DELETE FROM compaction_pending WHERE trial_id = ?1 AND attempt = ?2",
                 params![attempt.trial_id.as_str(), attempt.attempt],
             )?;
+            forget_watermarks(&tx, attempt)?;
         }
         tx.commit()?;
         Ok(())

@@ -359,6 +359,10 @@ fn a_data_directory_of_the_untyped_build_is_migrated_on_open() {
         conn.execute("UPDATE sqlite_sequence SET seq = 500 WHERE name = 'progress_buffer'", []).expect("sequence");
         conn.execute("INSERT INTO progress_flushed_by_measure VALUES ('t', 1, 'spectrum:W_E:3', 50)", []).expect("watermark");
         conn.execute("INSERT INTO progress_flushed_by_measure VALUES ('t', 1, 'spectrum:W_E:0', 60)", []).expect("watermark");
+        // Trial t's attempt is live; trial u's ended, and its watermark was kept for good.
+        conn.execute("INSERT INTO attempts VALUES ('t', 1, 'w', 1, 'active', 0, 0, NULL, NULL)", []).expect("attempt");
+        conn.execute("INSERT INTO attempts VALUES ('u', 1, 'w', 2, 'completed', 0, 0, 5, NULL)", []).expect("attempt");
+        conn.execute("INSERT INTO progress_flushed_by_measure VALUES ('u', 1, 'train_loss', 90)", []).expect("watermark");
     }
     let store = Store::open(&path, Arc::new(ManualClock::new(0))).expect("migrates");
     assert_eq!(store.sweep_spec("old").expect("readable").transformer.d_model, 32);
@@ -408,6 +412,9 @@ fn a_data_directory_of_the_untyped_build_is_migrated_on_open() {
         .query_row("SELECT through_step FROM progress_flushed_by_measure WHERE measure = 'W_E'", [], |row| row.get(0))
         .expect("watermark");
     assert_eq!(through, 60);
+    let ended: i64 =
+        store.conn.query_row("SELECT COUNT(*) FROM progress_flushed_by_measure WHERE trial_id = 'u'", [], |row| row.get(0)).expect("count");
+    assert_eq!(ended, 0, "an ended attempt's watermarks are forgotten");
 }
 
 #[test]
@@ -424,8 +431,20 @@ fn a_done_trial_is_ready_for_compaction_once_its_rows_are_flushed() {
     }
     let ready = store.compaction_ready().expect("ready");
     assert_eq!(ready, vec![SweepAttempt { sweep: "lease-test".into(), trial_id: done.trial_id.clone(), attempt: 1 }]);
+    let watermarks = |store: &Store, lease: &LeaseRef| -> i64 {
+        let key = params![lease.trial_id.as_str(), lease.attempt];
+        let count = |table: &str| -> i64 {
+            let sql = format!("SELECT COUNT(*) FROM {table} WHERE trial_id = ?1 AND attempt = ?2");
+            store.conn.query_row(&sql, key, |row| row.get(0)).expect("count")
+        };
+        count("progress_latest") + count("progress_flushed_by_measure")
+    };
+    assert_eq!((watermarks(&store, done), watermarks(&store, running)), (2, 2));
     store.forget_compactions(&ready[..1]).expect("forget");
     assert!(store.compaction_ready().expect("ready").is_empty());
+    // A compacted attempt's per-measure steps are gone; a live one keeps its own.
+    assert_eq!((watermarks(&store, done), watermarks(&store, running)), (0, 2));
+    assert_eq!(store.record_progress(running, &[row(10, "train_loss", 0.5)], TTL).expect("resend"), 0);
 }
 
 #[test]
