@@ -6,7 +6,6 @@
 //! - [`store`]: SQLite state (sweeps, trials, attempts/leases, workers, progress buffer);
 //!   `progress_batch`: how buffered progress is held there, one encoded batch per report and shape.
 //! - `store_thread`: the thread that owns the store and commits the calls that arrive together in one transaction.
-//! - `snapshot`: what a flush writes, read off the store's thread in one read transaction.
 //! - [`results`]: the Parquet results directory; [`compaction`]: one file per table for each done trial.
 //! - [`service`]: [`Coordinator`], plain async domain methods and background loops.
 //! - `grpc`: the thin tonic adapter; `auth`: the shared-token interceptor.
@@ -27,7 +26,6 @@ mod progress_batch;
 pub mod results;
 pub mod scaler;
 pub mod service;
-mod snapshot;
 pub mod store;
 mod store_thread;
 pub mod telemetry;

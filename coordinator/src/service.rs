@@ -482,6 +482,9 @@ fn check_safetensors_header(bytes: &[u8]) -> Result<()> {
     }
 }
 
+/// Buffered rows to write and `trials` parts to rewrite, taken by a flush.
+type FlushSnapshot = (Vec<crate::store::PendingAttempt>, Vec<(TrialsPart, Vec<TrialView>)>);
+
 /// What a flush wrote: the rows now on disk, each sweep whose `trials` table
 /// was written (with the rows of the parts written), the parts that were not,
 /// and the first error.
@@ -498,31 +501,53 @@ impl Coordinator {
     ///
     /// Two operations on the store's thread: the first moves superseded
     /// attempts out of the results (renames, on that thread so that no
-    /// checkpoint of a lapsing lease lands behind the move) and takes the
-    /// list of changed `trials` parts; then a blocking thread reads the
-    /// buffered progress and those parts in one read transaction of its own
-    /// (`snapshot`) and writes them, and the second operation forgets the
-    /// batches now on disk. This flush is the only writer of progress
-    /// files, so nothing moves them in between; a crash in between leaves
-    /// rows both buffered and on disk, which the next open reconciles. Each
-    /// trial's progress is written before its sweep's `trials` table.
+    /// checkpoint of a lapsing lease lands behind the move) and takes a
+    /// snapshot of the changed sweeps' trials and of which progress batches
+    /// are buffered (each attempt's range of batch ids; the batches
+    /// themselves are read on the writing thread, through a read-only
+    /// connection); then, after the files are written on a blocking thread,
+    /// the second forgets the batches now on disk. This flush is the only writer of progress files,
+    /// so nothing moves them in between; a crash in between leaves rows both
+    /// buffered and on disk, which the next open reconciles. Each trial's
+    /// progress is written before its sweep's `trials` table.
     async fn flush_results(&self) -> Result<Vec<(String, Vec<TrialView>)>> {
         let layout = self.inner.layout.clone();
-        let dirty: Vec<TrialsPart> = self
+        let stop_reading_at = Arc::clone(&self.inner.stop_writing_at);
+        let (buffered, tables): FlushSnapshot = self
             .with_store(move |store| {
                 for attempt in store.superseded()? {
                     let moved = layout.move_superseded(&attempt)?;
                     store.forget_superseded(&attempt)?;
                     debug!(trial = %attempt.trial_id, attempt = attempt.attempt, files = moved, "superseded attempt moved out of results");
                 }
+                let buffered = store.pending_attempts()?;
                 // Only the parts of `trials` tables that changed: a large sweep's
-                // table is not read and rewritten whole on every roll.
-                store.take_dirty_parts()
+                // table is not read and rewritten whole on every roll. Last
+                // part first (see `write_snapshot`); a stopping coordinator
+                // out of time reads no more of them (a sweep being stored
+                // has a new part every 10,000 trials): they stay to be
+                // written at its next start.
+                let dirty = store.take_dirty_parts()?;
+                let mut tables = Vec::with_capacity(dirty.len());
+                for (position, part) in dirty.iter().enumerate().rev() {
+                    if past(&stop_reading_at) {
+                        store.mark_dirty(&dirty[..=position])?;
+                        break;
+                    }
+                    match store.trials_of_part(part) {
+                        Ok(trials) => tables.push((part.clone(), trials)),
+                        Err(error) => {
+                            store.mark_dirty(&dirty)?;
+                            return Err(error);
+                        }
+                    }
+                }
+                Ok((buffered, tables))
             })
             .await?;
         let (layout, stop_writing_at) = (self.inner.layout.clone(), Arc::clone(&self.inner.stop_writing_at));
         let database = self.inner.config.data_dir.join(STORE_FILE);
-        let outcome = tokio::task::spawn_blocking(move || write_snapshot(&layout, &database, dirty, &stop_writing_at))
+        let outcome = tokio::task::spawn_blocking(move || write_snapshot(&layout, &database, buffered, tables, &stop_writing_at))
             .await
             .map_err(|error| CoordinatorError::Internal(format!("flush task failed: {error}")))?;
         let FlushWritten { on_disk, written, unwritten, first_error } = outcome;
@@ -546,39 +571,38 @@ fn past(stop_writing_at: &OnceLock<Instant>) -> bool {
     stop_writing_at.get().is_some_and(|at| Instant::now() >= *at)
 }
 
-/// Read and write a flush's snapshot (`snapshot`): every buffered attempt's
-/// tables, then the changed `trials` parts, last part first. Once
-/// `stop_writing_at` has passed, the attempts not yet written stay
-/// buffered, and the `trials` parts stay to be rewritten (so that no trial
-/// is shown done before its progress is written; a sweep being stored has a
-/// new part every 10,000 trials, and a stopping coordinator out of time
-/// leaves them to its next start).
+/// Write a flush's snapshot: every buffered attempt's tables, then the
+/// changed `trials` parts. Once `stop_writing_at` has passed, the attempts
+/// not yet written stay buffered, and the `trials` parts stay to be
+/// rewritten (so that no trial is shown done before its progress is written).
 fn write_snapshot(
     layout: &ResultsLayout,
     database: &std::path::Path,
-    mut dirty: Vec<TrialsPart>,
+    buffered: Vec<crate::store::PendingAttempt>,
+    tables: Vec<(TrialsPart, Vec<TrialView>)>,
     stop_writing_at: &OnceLock<Instant>,
 ) -> FlushWritten {
-    let nothing_written = |unwritten, error| FlushWritten { on_disk: Vec::new(), written: Vec::new(), unwritten, first_error: Some(error) };
-    let snapshot = match crate::snapshot::SnapshotReader::begin(database) {
-        Ok(snapshot) => snapshot,
-        Err(error) => return nothing_written(dirty, error),
-    };
-    let buffered = match snapshot.pending_attempts() {
-        Ok(buffered) => buffered,
-        Err(error) => return nothing_written(dirty, error),
-    };
     let mut first_error = None;
     let (count, mut on_disk) = (buffered.len(), Vec::with_capacity(buffered.len()));
+    let reader = if buffered.is_empty() { None } else { Some(crate::progress_batch::BatchReader::open(database)) };
+    let reader = match reader.transpose() {
+        Ok(reader) => reader,
+        Err(error) => {
+            // Nothing is written: no trial may be shown done before its progress.
+            let unwritten = tables.into_iter().map(|(part, _)| part).collect();
+            return FlushWritten { on_disk, written: Vec::new(), unwritten, first_error: Some(error) };
+        }
+    };
     for (position, pending) in buffered.into_iter().enumerate() {
         if past(stop_writing_at) {
             warn!(
                 attempts = count - position,
                 "stopping: the shutdown budget is spent; the rest of the buffered results are written at the next start"
             );
-            return FlushWritten { on_disk, written: Vec::new(), unwritten: dirty, first_error };
+            let unwritten = tables.into_iter().map(|(part, _)| part).collect();
+            return FlushWritten { on_disk, written: Vec::new(), unwritten, first_error };
         }
-        let attempt = match snapshot.read(&pending) {
+        let attempt = match reader.as_ref().expect("opened when there are attempts").read(&pending) {
             Ok(attempt) => attempt,
             Err(error) => {
                 first_error.get_or_insert(error);
@@ -600,24 +624,15 @@ fn write_snapshot(
             }
         }
     }
-    // The last part first, so that the single `trials.parquet` of an older
-    // data directory (now part 0) is cut down only once the other parts are
-    // beside it.
-    dirty.reverse();
+    // `tables` has the last part first, so that the single `trials.parquet`
+    // of an older data directory (now part 0) is cut down only once the
+    // other parts are beside it.
     let (mut written, mut unwritten): (Vec<(String, Vec<TrialView>)>, Vec<TrialsPart>) = (Vec::new(), Vec::new());
-    for part in dirty {
+    for (part, trials) in tables {
         if past(stop_writing_at) {
             unwritten.push(part);
             continue;
         }
-        let trials = match snapshot.trials_of_part(&part) {
-            Ok(trials) => trials,
-            Err(error) => {
-                unwritten.push(part);
-                first_error.get_or_insert(error);
-                continue;
-            }
-        };
         match layout.write_trials(&part, &trials) {
             Ok(_) => match written.last_mut() {
                 Some((sweep, views)) if *sweep == part.sweep => views.extend(trials),

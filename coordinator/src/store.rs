@@ -141,21 +141,22 @@ pub struct BufferedAttempt {
     pub first_row_id: i64,
 }
 
-/// Buffered progress of one attempt, by the range of its batches' ids (read
-/// by `progress_batch::read_attempt`).
+/// Buffered progress of one attempt, by the range of its batches' ids: what
+/// a flush takes on the store's thread, to read the batches themselves
+/// elsewhere ([`crate::progress_batch::BatchReader`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct PendingAttempt {
+pub struct PendingAttempt {
     /// Sweep.
-    pub(crate) sweep: String,
+    pub sweep: String,
     /// Trial.
-    pub(crate) trial_id: TrialId,
+    pub trial_id: TrialId,
     /// Attempt.
-    pub(crate) attempt: u32,
+    pub attempt: u32,
     /// Smallest progress batch id.
-    pub(crate) first_row_id: i64,
+    pub first_row_id: i64,
     /// Largest progress batch id: batches stored after the snapshot are
     /// left for the next flush.
-    pub(crate) last_row_id: i64,
+    pub last_row_id: i64,
 }
 
 /// One file of a sweep's `trials` table: the trials at grid positions
@@ -206,7 +207,7 @@ pub struct Store {
     specs: SpecCache,
 }
 
-pub(crate) type SpecCache = std::cell::RefCell<std::collections::HashMap<String, Arc<SweepSpec>>>;
+type SpecCache = std::cell::RefCell<std::collections::HashMap<String, Arc<SweepSpec>>>;
 
 /// The parsed spec of a stored sweep, from the cache or else from the table.
 fn cached_spec(conn: &Connection, specs: &SpecCache, name: &str) -> Result<Arc<SweepSpec>> {
@@ -265,70 +266,6 @@ pub(crate) fn mark_sweep_dirty(tx: &Connection, sweep: &str) -> Result<()> {
 
 fn json_error(error: serde_json::Error) -> CoordinatorError {
     CoordinatorError::Internal(format!("stored json is unreadable: {error}"))
-}
-
-/// Trials of a sweep whose grid position (`seq`) is in `seqs`, in grid order.
-pub(crate) fn trials_in(conn: &Connection, specs: &SpecCache, sweep: &str, seqs: std::ops::Range<i64>) -> Result<Vec<TrialView>> {
-    let spec = cached_spec(conn, specs, sweep)?;
-    let mut statement = conn.prepare_cached(
-        "SELECT t.trial_id, t.params_json, t.status, t.attempt, t.failures, t.worker_id, t.started_at_ms, t.finished_at_ms,
-                t.last_epoch, t.last_train_accuracy, t.last_test_accuracy, t.metrics_json, t.error,
-                (SELECT c.path FROM checkpoints c WHERE c.trial_id = t.trial_id AND c.attempt = t.attempt ORDER BY c.step DESC LIMIT 1)
-         FROM trials t WHERE t.sweep = ?1 AND t.seq >= ?2 AND t.seq < ?3 ORDER BY t.seq",
-    )?;
-    let mut rows = statement.query(params![sweep, seqs.start, seqs.end])?;
-    let mut views = Vec::new();
-    while let Some(row) = rows.next()? {
-        let params_json: String = row.get(1)?;
-        let status: String = row.get(2)?;
-        let metrics_json: Option<String> = row.get(11)?;
-        let metrics = match metrics_json {
-            Some(text) => Some(metrics_from_json(&text)?),
-            None => None,
-        };
-        let params = serde_json::from_str::<TrialParams>(&params_json).map_err(json_error)?;
-        views.push(TrialView {
-            trial_id: TrialId::from_raw(row.get::<_, String>(0)?),
-            sweep: sweep.to_string(),
-            learning_rate: params.learning_rate(spec.training.lr),
-            params,
-            status: TrialStatus::parse(&status).ok_or_else(|| CoordinatorError::Internal(format!("unknown status {status}")))?,
-            attempt: row.get(3)?,
-            failures: row.get(4)?,
-            worker: row.get(5)?,
-            started_at_ms: row.get(6)?,
-            finished_at_ms: row.get(7)?,
-            last_epoch: row.get(8)?,
-            last_train_accuracy: row.get(9)?,
-            last_test_accuracy: row.get(10)?,
-            metrics,
-            error: row.get(12)?,
-            final_checkpoint: row.get(13)?,
-            max_epochs: spec.stop.max_epochs,
-        });
-    }
-    Ok(views)
-}
-
-/// Attempts with buffered progress that should be written to Parquet
-/// (active or completed attempts only), each with the range of its batches.
-pub(crate) fn pending_attempts(conn: &Connection) -> Result<Vec<PendingAttempt>> {
-    let mut statement = conn.prepare_cached(
-        "SELECT b.trial_id, b.attempt, t.sweep, MIN(b.batch_id), MAX(b.batch_id) FROM progress_batches b
-         JOIN attempts a ON a.trial_id = b.trial_id AND a.attempt = b.attempt
-         JOIN trials t ON t.trial_id = b.trial_id WHERE a.state IN ('active', 'completed')
-         GROUP BY b.trial_id, b.attempt",
-    )?;
-    let pending = statement.query_map([], |row| {
-        Ok(PendingAttempt {
-            trial_id: TrialId::from_raw(row.get::<_, String>(0)?),
-            attempt: row.get(1)?,
-            sweep: row.get(2)?,
-            first_row_id: row.get(3)?,
-            last_row_id: row.get(4)?,
-        })
-    })?;
-    Ok(pending.collect::<rusqlite::Result<_>>()?)
 }
 
 impl Store {
@@ -528,7 +465,45 @@ impl Store {
 
     /// Trials of a sweep whose grid position (`seq`) is in `seqs`, in grid order.
     fn trials_in(&self, sweep: &str, seqs: std::ops::Range<i64>) -> Result<Vec<TrialView>> {
-        trials_in(&self.conn, &self.specs, sweep, seqs)
+        let spec = self.sweep_spec(sweep)?;
+        let mut statement = self.conn.prepare_cached(
+            "SELECT t.trial_id, t.params_json, t.status, t.attempt, t.failures, t.worker_id, t.started_at_ms, t.finished_at_ms,
+                    t.last_epoch, t.last_train_accuracy, t.last_test_accuracy, t.metrics_json, t.error,
+                    (SELECT c.path FROM checkpoints c WHERE c.trial_id = t.trial_id AND c.attempt = t.attempt ORDER BY c.step DESC LIMIT 1)
+             FROM trials t WHERE t.sweep = ?1 AND t.seq >= ?2 AND t.seq < ?3 ORDER BY t.seq",
+        )?;
+        let mut rows = statement.query(params![sweep, seqs.start, seqs.end])?;
+        let mut views = Vec::new();
+        while let Some(row) = rows.next()? {
+            let params_json: String = row.get(1)?;
+            let status: String = row.get(2)?;
+            let metrics_json: Option<String> = row.get(11)?;
+            let metrics = match metrics_json {
+                Some(text) => Some(metrics_from_json(&text)?),
+                None => None,
+            };
+            let params = serde_json::from_str::<TrialParams>(&params_json).map_err(json_error)?;
+            views.push(TrialView {
+                trial_id: TrialId::from_raw(row.get::<_, String>(0)?),
+                sweep: sweep.to_string(),
+                learning_rate: params.learning_rate(spec.training.lr),
+                params,
+                status: TrialStatus::parse(&status).ok_or_else(|| CoordinatorError::Internal(format!("unknown status {status}")))?,
+                attempt: row.get(3)?,
+                failures: row.get(4)?,
+                worker: row.get(5)?,
+                started_at_ms: row.get(6)?,
+                finished_at_ms: row.get(7)?,
+                last_epoch: row.get(8)?,
+                last_train_accuracy: row.get(9)?,
+                last_test_accuracy: row.get(10)?,
+                metrics,
+                error: row.get(12)?,
+                final_checkpoint: row.get(13)?,
+                max_epochs: spec.stop.max_epochs,
+            });
+        }
+        Ok(views)
     }
 
     /// Cancel a sweep: queued and running trials become cancelled; their leases
@@ -1023,10 +998,33 @@ impl Store {
     }
 
     /// Attempts with buffered progress that should be written to Parquet
-    /// (active or completed attempts only), with their rows. (A flush reads
-    /// them off the store's thread: `snapshot`.)
+    /// (active or completed attempts only), with their rows.
     pub fn buffered_attempts(&self) -> Result<Vec<BufferedAttempt>> {
-        pending_attempts(&self.conn)?.iter().map(|pending| crate::progress_batch::read_attempt(&self.conn, pending)).collect()
+        self.pending_attempts()?.iter().map(|pending| crate::progress_batch::read_attempt(&self.conn, pending)).collect()
+    }
+
+    /// Attempts with buffered progress that should be written to Parquet
+    /// (active or completed attempts only), each with the range of its
+    /// batches. A flush reads the batches on its writing thread, not on the
+    /// store's: a roll of a few million rows is a few hundred megabytes that
+    /// reports and heartbeats would otherwise wait behind.
+    pub fn pending_attempts(&self) -> Result<Vec<PendingAttempt>> {
+        let mut statement = self.conn.prepare_cached(
+            "SELECT b.trial_id, b.attempt, t.sweep, MIN(b.batch_id), MAX(b.batch_id) FROM progress_batches b
+             JOIN attempts a ON a.trial_id = b.trial_id AND a.attempt = b.attempt
+             JOIN trials t ON t.trial_id = b.trial_id WHERE a.state IN ('active', 'completed')
+             GROUP BY b.trial_id, b.attempt",
+        )?;
+        let pending = statement.query_map([], |row| {
+            Ok(PendingAttempt {
+                trial_id: TrialId::from_raw(row.get::<_, String>(0)?),
+                attempt: row.get(1)?,
+                sweep: row.get(2)?,
+                first_row_id: row.get(3)?,
+                last_row_id: row.get(4)?,
+            })
+        })?;
+        Ok(pending.collect::<rusqlite::Result<_>>()?)
     }
 
     /// Forget buffered rows now durable in Parquet, all in one transaction.
