@@ -482,7 +482,8 @@ fn check_safetensors_header(bytes: &[u8]) -> Result<()> {
     }
 }
 
-/// Buffered rows to write and `trials` parts to rewrite, taken by a flush.
+/// Buffered progress to write (each attempt's range of batches) and `trials`
+/// parts to rewrite, taken by a flush.
 type FlushSnapshot = (Vec<crate::store::PendingAttempt>, Vec<(TrialsPart, Vec<TrialView>)>);
 
 /// What a flush wrote: the rows now on disk, each sweep whose `trials` table
@@ -506,10 +507,11 @@ impl Coordinator {
     /// are buffered (each attempt's range of batch ids; the batches
     /// themselves are read on the writing thread, through a read-only
     /// connection); then, after the files are written on a blocking thread,
-    /// the second forgets the batches now on disk. This flush is the only writer of progress files,
-    /// so nothing moves them in between; a crash in between leaves rows both
-    /// buffered and on disk, which the next open reconciles. Each trial's
-    /// progress is written before its sweep's `trials` table.
+    /// the second forgets the batches now on disk. This flush is the only
+    /// writer of progress files, so nothing moves them in between; a crash
+    /// in between leaves rows both buffered and on disk, which the next open
+    /// reconciles. Each trial's progress is written before its sweep's
+    /// `trials` table.
     async fn flush_results(&self) -> Result<Vec<(String, Vec<TrialView>)>> {
         let layout = self.inner.layout.clone();
         let stop_reading_at = Arc::clone(&self.inner.stop_writing_at);
