@@ -202,9 +202,9 @@ struct LegacyRun {
 impl LegacyRun {
     fn push(&mut self, row_id: i64, measure: String, key: f64, value: f64) {
         self.last_row_id = self.last_row_id.max(row_id);
-        match self.measures.last_mut() {
-            Some((name, values)) if *name == measure => values.push((key, value)),
-            _ => self.measures.push((measure, vec![(key, value)])),
+        match self.measures.iter_mut().find(|(name, _)| *name == measure) {
+            Some((_, values)) => values.push((key, value)),
+            None => self.measures.push((measure, vec![(key, value)])),
         }
     }
 
