@@ -24,9 +24,8 @@ pub struct BufferedRow {
 }
 
 impl BufferedRow {
-    /// The rows of one step's typed measures.
-    pub fn explode(step: &StepMeasures) -> Vec<BufferedRow> {
-        let mut rows = Vec::new();
+    /// The rows of one step's typed measures, appended to `rows`.
+    pub fn explode_into(step: &StepMeasures, rows: &mut Vec<BufferedRow>) {
         for measure in &step.measures {
             let mut push = |kind, key, value| {
                 rows.push(BufferedRow { step: step.step, measure: measure.name.clone(), kind, key, value, wall_time_ms: step.wall_time_ms })
@@ -45,7 +44,6 @@ impl BufferedRow {
                 }
             }
         }
-        rows
     }
 }
 

@@ -103,7 +103,7 @@ pub(crate) fn by_kind(steps: Vec<(i64, i64, Vec<Measure>)>) -> Vec<Batch> {
 /// The rows of decoded steps, appended to `rows`.
 pub(crate) fn explode_into(steps: &[StepMeasures], rows: &mut Vec<BufferedRow>) {
     for step in steps {
-        rows.extend(BufferedRow::explode(step));
+        BufferedRow::explode_into(step, rows);
     }
 }
 

@@ -586,13 +586,17 @@ fn write_snapshot(
 ) -> FlushWritten {
     let mut first_error = None;
     let (count, mut on_disk) = (buffered.len(), Vec::with_capacity(buffered.len()));
-    let reader = if buffered.is_empty() { None } else { Some(crate::progress_batch::BatchReader::open(database)) };
-    let reader = match reader.transpose() {
-        Ok(reader) => reader,
-        Err(error) => {
-            // Nothing is written: no trial may be shown done before its progress.
-            let unwritten = tables.into_iter().map(|(part, _)| part).collect();
-            return FlushWritten { on_disk, written: Vec::new(), unwritten, first_error: Some(error) };
+    // Opened only when there is progress to read.
+    let reader = if buffered.is_empty() {
+        None
+    } else {
+        match crate::progress_batch::BatchReader::open(database) {
+            Ok(reader) => Some(reader),
+            Err(error) => {
+                // Nothing is written: no trial may be shown done before its progress.
+                let unwritten = tables.into_iter().map(|(part, _)| part).collect();
+                return FlushWritten { on_disk, written: Vec::new(), unwritten, first_error: Some(error) };
+            }
         }
     };
     for (position, pending) in buffered.into_iter().enumerate() {
