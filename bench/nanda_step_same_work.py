@@ -12,9 +12,13 @@ shortcuts, and this script takes each of them too:
   other positions only through their keys and values, so the query, the
   attention output, the MLP and the unembedding are computed for the last
   position alone (keys and values for all three);
-- the attention's inputs are table rows and nothing else, so the queries,
-  keys and values of the 3 · d_vocab table rows are projected once and each
-  input gathers its rows (342 projected rows at p = 113 instead of 3 · n);
+- the attention's inputs are table rows and nothing else, so the keys and
+  values of the 3 · d_vocab table rows are projected once and each input
+  gathers its rows (342 projected rows at p = 113 instead of 3 · n);
+- every input's last token is `=`, so the last position's residual and query
+  are one table row for all inputs; its query meets every table row's key
+  once, and each input gathers its three attention scores per head from that
+  score table instead of gathering key rows;
 - the loss is the per-row cross-entropy written as
   softplus(LSE_{i≠c}(x_i) − x_c) in f32 (the form that keeps a tiny loss's
   digits; the authors take an f64 log-softmax), weighted by 1/n and summed;
@@ -39,18 +43,18 @@ class SameWork(Model):
     """The authors' model (its `forward` is their full causal forward) with
     groksweep's forward beside it."""
 
-    def same_work_forward(self, every_position, last_position):
-        """groksweep's forward: `every_position` [n · 3] and `last_position`
-        [n] index rows of the token + position table."""
-        n, d_vocab = last_position.shape[0], self.d_vocab
+    def same_work_forward(self, every_position):
+        """groksweep's forward: `every_position` [n · 3] indexes rows of the
+        token + position table; every input's last token is `=`."""
+        n, d_vocab = every_position.shape[0] // 3, self.d_vocab
         table = (self.W_E[None, :, :] + self.W_pos[:, None, :]).reshape(3 * d_vocab, d_model)
-        keys = (table @ self.W_K)[every_position].view(n, 3, n_heads, d_head).transpose(1, 2)  # [n, h, 3, dh]
-        values = (table @ self.W_V)[every_position].view(n, 3, n_heads, d_head).transpose(1, 2)
-        queries = (table @ self.W_Q)[last_position].view(n, 1, n_heads, d_head).transpose(1, 2)  # [n, h, 1, dh]
-        last = table[last_position]  # [n, d]
-        pattern = (queries @ keys.transpose(2, 3) / math.sqrt(d_head)).softmax(-1)  # [n, h, 1, 3]
-        mixed = (pattern @ values).reshape(n, d_model)
-        after_attention = last + mixed @ self.W_O
+        equals = table[3 * d_vocab - 1]  # position 2, token `=`: the last position's row for every input
+        query = (equals @ self.W_Q).view(n_heads, d_head)
+        score_table = ((table @ self.W_K).view(3 * d_vocab, n_heads, d_head) * query).sum(-1) / math.sqrt(d_head)  # [3 · d_vocab, h]
+        pattern = score_table[every_position].view(n, 3, n_heads).softmax(1)  # [n, 3, h]
+        values = (table @ self.W_V)[every_position].view(n, 3, n_heads, d_head)
+        mixed = torch.einsum("nph,nphd->nhd", pattern, values).reshape(n, d_model)
+        after_attention = equals + mixed @ self.W_O
         mlp_post = torch.relu(after_attention @ self.W_in + self.b_in)
         after_mlp = after_attention + mlp_post @ self.W_out + self.b_out
         return after_mlp @ self.W_U  # [n, d_vocab]
@@ -75,13 +79,13 @@ def main():
     d_vocab = model.d_vocab
     tokens, labels = training_pairs(p)  # [n, 3], [n]
     tokens, labels = tokens.to(device), labels.to(device)
+    assert (tokens[:, 2] == d_vocab - 1).all(), "every input ends with `=`"
     every_position = (torch.arange(3, device=device) * d_vocab + tokens).reshape(-1)
-    last_position = 2 * d_vocab + tokens[:, 2]
     one_hot = torch.nn.functional.one_hot(labels, d_vocab).float()
     weights = torch.full((len(tokens), 1), 1.0 / len(tokens), device=device)
 
     with torch.no_grad():
-        ours = model.same_work_forward(every_position, last_position)
+        ours = model.same_work_forward(every_position)
         authors = model(tokens)
         assert torch.allclose(ours, authors, atol=1e-5, rtol=1e-5), (ours - authors).abs().max()
         loss_ours = (cross_entropy_rows(ours, one_hot) * weights).sum().item()
@@ -91,7 +95,7 @@ def main():
     optimizer = adamw(model)
 
     def step():
-        logits = model.same_work_forward(every_position, last_position)
+        logits = model.same_work_forward(every_position)
         loss = (cross_entropy_rows(logits, one_hot) * weights).sum()
         optimizer.zero_grad()
         loss.backward()

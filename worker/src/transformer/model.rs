@@ -152,6 +152,11 @@ impl<B: Backend> PackInputs<B> {
     /// `tokens[k]` holds trial k's inputs, each `[a, b, =]`; every trial has
     /// `batch` of them. `d_vocab` is p + 1. They gather as the backend does
     /// best ([`Gather::for_backend`]).
+    ///
+    /// # Panics
+    /// If an input's last token is not `=` (token p = `d_vocab − 1`):
+    /// [`Transformer::forward`] takes the last position's query and residual
+    /// from that one row of the table.
     pub fn new(tokens: &[Vec<[i64; SEQ_LEN]>], d_vocab: usize, device: &B::Device) -> Self {
         Self::with_gather(tokens, d_vocab, device, Gather::for_backend::<B>(device))
     }
@@ -160,6 +165,8 @@ impl<B: Backend> PackInputs<B> {
     pub fn with_gather(tokens: &[Vec<[i64; SEQ_LEN]>], d_vocab: usize, device: &B::Device, gather: Gather) -> Self {
         let trials = tokens.len();
         let batch = tokens.first().map_or(0, Vec::len);
+        let equals = d_vocab as i64 - 1;
+        assert!(tokens.iter().flatten().all(|input| input[SEQ_LEN - 1] == equals), "every input ends with `=` (token {equals})");
         debug_assert!(tokens.iter().all(|inputs| inputs.len() == batch), "every trial of a pack has the same number of inputs");
         let positions = std::array::from_fn(|position| {
             let mut rows = Vec::with_capacity(trials * batch);
@@ -242,10 +249,11 @@ impl<B: Backend> Transformer<B> {
     ///
     /// The attention's inputs are token + position embeddings and nothing
     /// else (there is no layer before it), so there are only 3 · d_vocab
-    /// distinct rows to project: the queries, keys and values of every
-    /// (position, token) are computed once and each input gathers its rows.
-    /// At p = 113 with 3,830 training pairs that is 342 projected rows
-    /// instead of 11,490 (keys and values) and 3,830 (queries). How the
+    /// distinct rows to project: the keys and values of every (position,
+    /// token) are computed once and each input gathers its rows. At p = 113
+    /// with 3,830 training pairs that is 342 projected rows instead of 11,490.
+    /// The last position's token is always `=`, so its residual before the
+    /// attention and its query are one row per trial, not per input. How the
     /// inputs gather their rows is the backend's choice ([`Gather`]: `select`
     /// on the CPU, products with one-hot rows on a GPU). The gradient of a
     /// gather adds each input's row gradients into its table row: the sum
@@ -253,13 +261,14 @@ impl<B: Backend> Transformer<B> {
     ///
     /// The one query meets three keys per (input, head), so the attention
     /// is written out over the three positions as element-wise products and
-    /// row sums (with `select`: on [K · batch · heads, d_head] tensors, each
-    /// a gather of head-major table rows): no activation is permuted (burn-flex copies a
-    /// permuted gradient element by element before the next reshape) and no
-    /// batched product of 1 × 32 by 32 × 3 matrices is made (one gemm call
-    /// per (input, head), on one thread). Both were measured
-    /// (bench/RESULTS.md); the unit tests compare logits and gradients with
-    /// the textbook forward.
+    /// sums. With `select` the query meets every table row's key once and
+    /// each (input, head) gathers its three scores from that score table,
+    /// then three head-major value rows, [K · batch · heads, d_head] each: no
+    /// activation is permuted (burn-flex copies a permuted gradient element
+    /// by element before the next reshape) and no batched product of 1 × 32
+    /// by 32 × 3 matrices is made (one gemm call per (input, head), on one
+    /// thread). Both were measured (bench/RESULTS.md); the unit tests compare
+    /// logits and gradients with the textbook forward.
     ///
     /// # Shapes
     /// - `inputs`: K trials × batch inputs
@@ -272,64 +281,68 @@ impl<B: Backend> Transformer<B> {
         let tokens = self.embed.val().unsqueeze_dim::<4>(1).repeat_dim(1, SEQ_LEN);
         let positions = self.pos_embed.val().unsqueeze_dim::<4>(2).repeat_dim(2, d_vocab);
         let table = tokens + positions;
-        // `last`: the last position's residual, [K, batch, d_model]; `mixed`:
-        // the attention's output before W_O, [K, batch, heads · d_head].
-        let (last, mixed) = match &inputs.one_hot {
-            None => self.attention_by_select(table.reshape([trials, SEQ_LEN * d_vocab, d_model]), inputs),
+        // The last position's token is always `=` ([`PackInputs::new`]), so
+        // its residual before the attention, and so its query, is one row per
+        // trial: table row (2, =), [K, d_model].
+        let equals = table.clone().narrow(1, SEQ_LEN - 1, 1).narrow(2, d_vocab - 1, 1).reshape([trials, d_model]);
+        // The attention's output before W_O, [K, batch, heads · d_head].
+        let mixed = match &inputs.one_hot {
+            None => self.attention_by_select(table.reshape([trials, SEQ_LEN * d_vocab, d_model]), equals.clone(), inputs),
             Some(one_hot) => self.attention_by_products(table, one_hot),
         };
-        let after_attention = last + mixed.matmul(self.w_o.val());
+        let after_attention = add_per_trial(mixed.matmul(self.w_o.val()), equals);
         let mlp_post = relu(add_per_trial(after_attention.clone().matmul(self.w_in.val()), self.b_in.val())); // [K, batch, d_mlp]
         let after_mlp = add_per_trial(after_attention + mlp_post.clone().matmul(self.w_out.val()), self.b_out.val());
         let logits = after_mlp.matmul(self.unembed.val()); // [K, batch, d_vocab]
         ForwardOutput { logits, mlp_post }
     }
 
-    /// The attention of [`Transformer::forward`] by [`Gather::Select`]: the
-    /// projections of `table` ([K, 3 · d_vocab, d_model]) are made head-major
-    /// and each (input, head) gathers its rows. Returns (last, mixed).
-    fn attention_by_select(&self, table: Tensor<B, 3>, inputs: &PackInputs<B>) -> (Tensor<B, 3>, Tensor<B, 3>) {
+    /// The attention of [`Transformer::forward`] by [`Gather::Select`]. The
+    /// one query of a trial (its `equals` row, [K, d_model], projected) meets
+    /// every key of the table at once: the scores of every (table row, head)
+    /// form a small head-major table, [heads · K · 3 · d_vocab, 1], and each
+    /// (input, head) gathers its three scores from it, one number each,
+    /// instead of gathering three key rows of d_head and reducing them. The
+    /// values are projected head-major and each (input, head) gathers its
+    /// rows. Returns mixed, [K, batch, heads · d_head].
+    fn attention_by_select(&self, table: Tensor<B, 3>, equals: Tensor<B, 2>, inputs: &PackInputs<B>) -> Tensor<B, 3> {
         let (trials, batch) = (inputs.trials, inputs.batch);
         let [_, table_rows_per_trial, d_model] = table.dims();
         let d_attn = self.w_q.dims()[2];
         let (heads, rows) = (self.n_heads, trials * batch);
         let d_head = d_attn / heads;
         let table_rows = trials * table_rows_per_trial;
-        // A projection of the table, head-major: row h · (K · 3 · d_vocab) + r
-        // is head h of table row r, [heads · K · 3 · d_vocab, d_head].
-        let head_major = |weight: Tensor<B, 3>| {
-            let projected = table.clone().matmul(weight).reshape([table_rows, heads, d_head]);
-            projected.swap_dims(0, 1).reshape([heads * table_rows, d_head])
+        // Head-major: row h · (K · 3 · d_vocab) + r is head h of table row r.
+        let head_major = |projected: Tensor<B, 3>, width: usize| {
+            projected.reshape([table_rows, heads, width]).swap_dims(0, 1).reshape([heads * table_rows, width])
         };
         // The head-major rows of table rows `of`, [K · batch] → [K · batch · heads],
-        // in (input, head) order: gathered, they are [K · batch, heads · d_head].
+        // in (input, head) order: gathered, they are [K · batch, heads · width].
         let device = inputs.positions[0].device();
         let offsets =
             Tensor::<B, 1, Int>::arange(0..heads as i64, &device).mul_scalar(table_rows as i64).reshape([1, heads]).repeat_dim(0, rows);
         let head_rows =
             |of: &Tensor<B, 1, Int>| (of.clone().reshape([rows, 1]).repeat_dim(1, heads) + offsets.clone()).reshape([rows * heads]);
         let at = inputs.positions.each_ref().map(head_rows);
-        let [.., last_rows] = &at;
-        let queries = head_major(self.w_q.val()).select(0, last_rows.clone()); // [K · batch · heads, d_head]
-        let (keys, values) = (head_major(self.w_k.val()), head_major(self.w_v.val()));
+        // Each trial's query, repeated over its table rows: [K, 3 · d_vocab, d_attn].
+        let queries = equals.reshape([trials, 1, d_model]).matmul(self.w_q.val()).repeat_dim(1, table_rows_per_trial);
+        let keys = table.clone().matmul(self.w_k.val()); // [K, 3 · d_vocab, d_attn]
         let scale = (d_head as f64).sqrt();
-        let scores = at.each_ref().map(|rows_of| (keys.clone().select(0, rows_of.clone()) * queries.clone()).sum_dim(1).div_scalar(scale)); // [K · batch · heads, 1] each
+        let score_table = (keys * queries).reshape([table_rows, heads, d_head]).sum_dim(2).div_scalar(scale); // [K · 3 · d_vocab, heads, 1]
+        let score_table = head_major(score_table, 1); // [heads · K · 3 · d_vocab, 1]
+        let scores = at.each_ref().map(|rows_of| score_table.clone().select(0, rows_of.clone())); // [K · batch · heads, 1] each
         let weights = softmax_over_positions(scores);
+        let values = head_major(table.matmul(self.w_v.val()), d_head); // [heads · K · 3 · d_vocab, d_head]
         let mixed = at.iter().zip(weights).map(|(rows_of, weight)| values.clone().select(0, rows_of.clone()) * weight);
-        let mixed = mixed.reduce(|sum, term| sum + term).expect("three positions").reshape([trials, batch, d_attn]); // [K, batch, heads · d_head]
-        // The last position's residual is gathered from its own row (a
-        // contiguous tensor; a strided view would be walked element by
-        // element by burn-flex in the additions that follow, `crate::layout`).
-        let last = table.reshape([table_rows, d_model]).select(0, inputs.positions[SEQ_LEN - 1].clone()).reshape([trials, batch, d_model]);
-        (last, mixed)
+        mixed.reduce(|sum, term| sum + term).expect("three positions").reshape([trials, batch, d_attn]) // [K, batch, heads · d_head]
     }
 
     /// The attention of [`Transformer::forward`] by [`Gather::Products`]:
     /// each position's rows of the table ([K, 3, d_vocab, d_model]) and of
     /// its projections are picked by a batched product with that position's
     /// one-hot rows ([K, batch, d_vocab]); only the last position's rows are
-    /// projected to queries. Returns (last, mixed).
-    fn attention_by_products(&self, table: Tensor<B, 4>, one_hot: &[Tensor<B, 3>; SEQ_LEN]) -> (Tensor<B, 3>, Tensor<B, 3>) {
+    /// projected to queries. Returns mixed, [K, batch, heads · d_head].
+    fn attention_by_products(&self, table: Tensor<B, 4>, one_hot: &[Tensor<B, 3>; SEQ_LEN]) -> Tensor<B, 3> {
         let [trials, _, d_vocab, d_model] = table.dims();
         let [_, batch, _] = one_hot[0].dims();
         let d_attn = self.w_q.dims()[2];
@@ -341,7 +354,7 @@ impl<B: Backend> Transformer<B> {
         let pick = |position: usize, rows: Tensor<B, 3>| one_hot[position].clone().matmul(rows); // [K, batch, columns]
         let by_head = |picked: Tensor<B, 3>| picked.reshape([trials, batch, heads, d_head]);
         let last_rows = rows[SEQ_LEN - 1].clone();
-        let queries = by_head(pick(SEQ_LEN - 1, last_rows.clone().matmul(self.w_q.val()))); // [K, batch, heads, d_head]
+        let queries = by_head(pick(SEQ_LEN - 1, last_rows.matmul(self.w_q.val()))); // [K, batch, heads, d_head]
         let scale = (d_head as f64).sqrt();
         let projected: [(Tensor<B, 4>, Tensor<B, 4>); SEQ_LEN] = std::array::from_fn(|position| {
             let here = rows[position].clone();
@@ -350,8 +363,7 @@ impl<B: Backend> Transformer<B> {
         let scores = projected.each_ref().map(|(keys, _)| (keys.clone() * queries.clone()).sum_dim(3).div_scalar(scale)); // [K, batch, heads, 1] each
         let weights = softmax_over_positions(scores);
         let mixed = projected.into_iter().zip(weights).map(|((_, values), weight)| values * weight);
-        let mixed = mixed.reduce(|sum, term| sum + term).expect("three positions").reshape([trials, batch, d_attn]);
-        (pick(SEQ_LEN - 1, last_rows), mixed)
+        mixed.reduce(|sum, term| sum + term).expect("three positions").reshape([trials, batch, d_attn])
     }
 
     /// Sums of squares of trial `trial`'s parameters, in f64: one per weight
@@ -590,6 +602,14 @@ mod tests {
             assert_eq!(ones, vec![token], "position {position}");
             assert_eq!(row.iter().sum::<f32>(), 1.0);
         }
+    }
+
+    #[test]
+    #[should_panic(expected = "every input ends with `=` (token 13)")]
+    fn inputs_whose_last_token_is_not_equals_are_refused() {
+        let mut tokens = pack_tokens();
+        tokens[1][4][SEQ_LEN - 1] = 12;
+        let _ = PackInputs::<TestBackend>::with_gather(&tokens, 14, &Default::default(), Gather::Select);
     }
 
     #[test]
