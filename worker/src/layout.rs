@@ -10,8 +10,8 @@
 //! modulations and per-trial biases and tables with these helpers (a
 //! per-position table of a pack of one is a per-trial bias of its rows).
 
-use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
 
 /// One row per batch element, [batch, d], repeated over `positions`:
 /// [batch, positions, d]. Repeating is a few memcpys, after which a product
@@ -22,21 +22,35 @@ pub(crate) fn per_position<B: Backend>(rows: Tensor<B, 2>, positions: usize) -> 
 
 /// `x + bias` for `x`: [trials, rows, d] and one `bias` row per trial,
 /// [trials, d]. A pack of one adds it as [rows, d] + [1, d] (the shared row
-/// burn-flex vectorises); a larger pack repeats each trial's row over its
+/// burn-flex vectorises); a larger pack spreads each trial's row over its
 /// rows first, so the addition is between two contiguous tensors.
+///
+/// On the CPU the rows are spread by `select` (each row gathers its trial's
+/// bias): burn-flex 0.21's `repeat_dim` fills a byte vector and then copies
+/// it whole into an aligned buffer, and at p = 47 a pack of 8's repeats took
+/// a quarter of its forward pass against 3 % for the same `select`s
+/// (bench/RESULTS.md). burn's cubecl backends repeat instead: their 0.21
+/// `select` gradient walks every index once per column, serially
+/// ([`crate::transformer::model::Gather`]).
 pub(crate) fn add_per_trial<B: Backend>(x: Tensor<B, 3>, bias: Tensor<B, 2>) -> Tensor<B, 3> {
     let [trials, rows, d] = x.dims();
     if trials == 1 {
         return (x.reshape([rows, d]) + bias).reshape([1, rows, d]);
     }
-    x + bias.unsqueeze_dim::<3>(1).repeat_dim(1, rows)
+    let device = x.device();
+    if B::name(&device).contains("cubecl") {
+        return x + bias.unsqueeze_dim::<3>(1).repeat_dim(1, rows);
+    }
+    let trial_of_row: Vec<i64> = (0..trials as i64).flat_map(|trial| std::iter::repeat_n(trial, rows)).collect();
+    let trial_of_row = Tensor::<B, 1, Int>::from_data(TensorData::new(trial_of_row, [trials * rows]), &device);
+    x + bias.select(0, trial_of_row).reshape([trials, rows, d])
 }
 
 /// One scalar per trial, [trials], as a [trials, 1] column on `device`:
 /// multiplying a [trials, n] tensor by it is burn-flex's vectorised
 /// per-row-scalar broadcast.
 pub(crate) fn per_trial_column<B: Backend>(values: &[f32], device: &B::Device) -> Tensor<B, 2> {
-    Tensor::from_data(burn::tensor::TensorData::new(values.to_vec(), [values.len(), 1]), device)
+    Tensor::from_data(TensorData::new(values.to_vec(), [values.len(), 1]), device)
 }
 
 #[cfg(test)]
