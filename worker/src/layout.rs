@@ -14,36 +14,43 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 
 /// One row per batch element, [batch, d], repeated over `positions`:
-/// [batch, positions, d]. Repeating is a few memcpys, after which a product
-/// with a [batch, positions, d] tensor is one between two contiguous tensors.
+/// [batch, positions, d] ([`spread_rows`]), after which a product with a
+/// [batch, positions, d] tensor is one between two contiguous tensors.
 pub(crate) fn per_position<B: Backend>(rows: Tensor<B, 2>, positions: usize) -> Tensor<B, 3> {
-    rows.unsqueeze_dim::<3>(1).repeat_dim(1, positions)
+    let [batch, d] = rows.dims();
+    spread_rows(rows, positions).reshape([batch, positions, d])
 }
 
 /// `x + bias` for `x`: [trials, rows, d] and one `bias` row per trial,
 /// [trials, d]. A pack of one adds it as [rows, d] + [1, d] (the shared row
 /// burn-flex vectorises); a larger pack spreads each trial's row over its
-/// rows first, so the addition is between two contiguous tensors.
-///
-/// On the CPU the rows are spread by `select` (each row gathers its trial's
-/// bias): burn-flex 0.21's `repeat_dim` fills a byte vector and then copies
-/// it whole into an aligned buffer, and at p = 47 a pack of 8's repeats took
-/// a quarter of its forward pass against 3 % for the same `select`s
-/// (bench/RESULTS.md). burn's cubecl backends repeat instead: their 0.21
-/// `select` gradient walks every index once per column, serially
-/// ([`crate::transformer::model::Gather`]).
+/// rows first ([`spread_rows`]), so the addition is between two contiguous
+/// tensors.
 pub(crate) fn add_per_trial<B: Backend>(x: Tensor<B, 3>, bias: Tensor<B, 2>) -> Tensor<B, 3> {
     let [trials, rows, d] = x.dims();
     if trials == 1 {
         return (x.reshape([rows, d]) + bias).reshape([1, rows, d]);
     }
-    let device = x.device();
+    x + spread_rows(bias, rows).reshape([trials, rows, d])
+}
+
+/// Each row of `rows` ([n, d]) `times` times in a row: [n · times, d].
+///
+/// On the CPU by `select` (each output row gathers its source row):
+/// burn-flex 0.21's `repeat_dim` fills a byte vector and then copies it whole
+/// into an aligned buffer, and at p = 47 a pack of 8's repeats took a quarter
+/// of its forward pass against 3 % for the same `select`s (bench/RESULTS.md,
+/// "Session 16"). burn's cubecl backends repeat: their 0.21 `select`
+/// gradient walks every index once per column, serially
+/// ([`crate::transformer::model::Gather`]).
+fn spread_rows<B: Backend>(rows: Tensor<B, 2>, times: usize) -> Tensor<B, 2> {
+    let [n, d] = rows.dims();
+    let device = rows.device();
     if B::name(&device).contains("cubecl") {
-        return x + bias.unsqueeze_dim::<3>(1).repeat_dim(1, rows);
+        return rows.unsqueeze_dim::<3>(1).repeat_dim(1, times).reshape([n * times, d]);
     }
-    let trial_of_row: Vec<i64> = (0..trials as i64).flat_map(|trial| std::iter::repeat_n(trial, rows)).collect();
-    let trial_of_row = Tensor::<B, 1, Int>::from_data(TensorData::new(trial_of_row, [trials * rows]), &device);
-    x + bias.select(0, trial_of_row).reshape([trials, rows, d])
+    let source: Vec<i64> = (0..n as i64).flat_map(|row| std::iter::repeat_n(row, times)).collect();
+    rows.select(0, Tensor::<B, 1, Int>::from_data(TensorData::new(source, [n * times]), &device))
 }
 
 /// One scalar per trial, [trials], as a [trials, 1] column on `device`:
