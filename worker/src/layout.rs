@@ -39,7 +39,7 @@ pub(crate) fn add_per_trial<B: Backend>(x: Tensor<B, 3>, bias: Tensor<B, 2>) -> 
 /// On the CPU by `select` (each output row gathers its source row):
 /// burn-flex 0.21's `repeat_dim` fills a byte vector and then copies it whole
 /// into an aligned buffer, and at p = 47 a pack of 8's repeats took a quarter
-/// of its forward pass against 3 % for the same `select`s (bench/RESULTS.md,
+/// of its forward pass against 3.5 % for the same `select`s (bench/RESULTS.md,
 /// "Session 16"). burn's cubecl backends repeat: their 0.21 `select`
 /// gradient walks every index once per column, serially
 /// ([`crate::transformer::model::Gather`]).
