@@ -77,6 +77,30 @@ pub fn status_mib(key: &str) -> Option<f64> {
     Some(kib / 1024.0)
 }
 
+/// CPU seconds (user + system) used so far by this process's threads named
+/// `name` (Linux: /proc/self/task/*/comm and stat), or by the whole process
+/// for `None`. Clock ticks of 10 ms: take differences over many seconds.
+pub fn cpu_seconds(name: Option<&str>) -> Option<f64> {
+    // Fields 14 and 15 of a stat line, counted after the `(comm)` field, which may hold spaces.
+    fn ticks(stat: &str) -> Option<u64> {
+        let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+        Some(fields.next()?.parse::<u64>().ok()? + fields.next()?.parse::<u64>().ok()?)
+    }
+    // The kernel's USER_HZ, 100 on every Linux this runs on.
+    const TICKS_PER_SECOND: f64 = 100.0;
+    let Some(name) = name else {
+        return Some(ticks(&std::fs::read_to_string("/proc/self/stat").ok()?)? as f64 / TICKS_PER_SECOND);
+    };
+    let mut total = 0;
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim_end() == name {
+            total += ticks(&std::fs::read_to_string(task.path().join("stat")).ok()?)?;
+        }
+    }
+    Some(total as f64 / TICKS_PER_SECOND)
+}
+
 /// A coordinator served on a loopback port in this process, as the
 /// benchmarks that speak gRPC to it use it.
 #[derive(Debug)]

@@ -5,6 +5,18 @@ use sweep_core::{MeasureKind, MeasureValue, StepMeasures, TrialId, TrialParams};
 
 pub use sweep_core::{FinalMetrics, LeaseRef, Millis, Revocation, TrialLease};
 
+/// What a worker asks for when it leases: up to `free_slots` packs of up to
+/// `pack_size` trials each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseAsk {
+    /// The registered worker.
+    pub worker_id: String,
+    /// Packs it can start now (none are leased for 0).
+    pub free_slots: u32,
+    /// Most trials per pack (at least 1).
+    pub pack_size: u32,
+}
+
 /// One buffered value of a typed measure: a scalar, one frequency of a
 /// spectrum (`key` = k) or one point of a curve (`key` = t).
 #[derive(Debug, Clone, PartialEq)]

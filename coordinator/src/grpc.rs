@@ -10,7 +10,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::domain::{LeaseRef, SweepSummary, TrialView};
+use crate::domain::{LeaseAsk, LeaseRef, SweepSummary, TrialLease, TrialView};
 use crate::error::CoordinatorError;
 use crate::service::Coordinator;
 
@@ -62,6 +62,25 @@ const MAX_HEARTBEAT_LEASES: usize = 100_000;
 
 fn lease_from_wire(wire: Option<pb::LeaseRef>) -> Result<LeaseRef, Status> {
     convert::lease_ref(wire).map_err(invalid)
+}
+
+/// A lease request, its fields checked.
+fn lease_ask(request: pb::LeaseTrialsRequest) -> Result<LeaseAsk, Status> {
+    bounded("worker_id", &request.worker_id, MAX_WORKER_ID)?;
+    bounded("backend", &request.backend, MAX_NAME)?;
+    within("free_slots", request.free_slots, 0..=MAX_SLOTS)?;
+    within("pack_size", request.pack_size, 0..=MAX_PACK)?;
+    Ok(LeaseAsk { worker_id: request.worker_id, free_slots: request.free_slots, pack_size: request.pack_size.max(1) })
+}
+
+fn packs_to_wire(packs: &[Vec<TrialLease>]) -> Vec<pb::LeasedPack> {
+    packs
+        .iter()
+        .map(|pack| pb::LeasedPack {
+            pack_key: pack.first().map(|lease| lease.pack_key().to_string()).unwrap_or_default(),
+            leases: pack.iter().map(pb::Lease::from).collect(),
+        })
+        .collect()
 }
 
 fn summary_to_wire(summary: &SweepSummary) -> pb::SweepSummary {
@@ -196,19 +215,8 @@ impl CoordinatorRpc for GrpcAdapter {
     }
 
     async fn lease_trials(&self, request: Request<pb::LeaseTrialsRequest>) -> Result<Response<pb::LeaseTrialsResponse>, Status> {
-        let request = request.into_inner();
-        bounded("worker_id", &request.worker_id, MAX_WORKER_ID)?;
-        within("free_slots", request.free_slots, 0..=MAX_SLOTS)?;
-        within("pack_size", request.pack_size, 0..=MAX_PACK)?;
-        let packs = self.coordinator.lease(request.worker_id, request.free_slots, request.pack_size.max(1)).await?;
-        let packs = packs
-            .iter()
-            .map(|pack| pb::LeasedPack {
-                pack_key: pack.first().map(|lease| lease.pack_key().to_string()).unwrap_or_default(),
-                leases: pack.iter().map(pb::Lease::from).collect(),
-            })
-            .collect();
-        Ok(Response::new(pb::LeaseTrialsResponse { packs }))
+        let packs = self.coordinator.lease(lease_ask(request.into_inner())?).await?;
+        Ok(Response::new(pb::LeaseTrialsResponse { packs: packs_to_wire(&packs) }))
     }
 
     async fn heartbeat(&self, request: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatResponse>, Status> {
@@ -248,8 +256,9 @@ impl CoordinatorRpc for GrpcAdapter {
         let request = request.into_inner();
         let lease = lease_from_wire(request.lease)?;
         let metrics = FinalMetrics::try_from(required(request.metrics, "metrics").map_err(invalid)?).map_err(invalid)?;
-        self.coordinator.complete(lease, metrics).await?;
-        Ok(Response::new(pb::CompleteTrialResponse {}))
+        let next = request.lease_next.map(lease_ask).transpose()?;
+        let packs = self.coordinator.complete_and_lease(lease, metrics, next).await?;
+        Ok(Response::new(pb::CompleteTrialResponse { packs: packs_to_wire(&packs) }))
     }
 
     async fn upload_checkpoint(

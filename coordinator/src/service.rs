@@ -14,7 +14,9 @@ use crate::clock::Clock;
 use crate::config::CoordinatorConfig;
 use sweep_core::StepMeasures;
 
-use crate::domain::{FinalMetrics, LeaseRef, Millis, Revocation, SubmitOutcome, SweepSummary, TrialLease, TrialStatus, TrialView};
+use crate::domain::{
+    FinalMetrics, LeaseAsk, LeaseRef, Millis, Revocation, SubmitOutcome, SweepSummary, TrialLease, TrialStatus, TrialView,
+};
 use crate::error::{CoordinatorError, Result};
 use crate::results::{ResultsLayout, SeriesTable};
 use crate::store::{Store, TrialsPart, WrittenRows};
@@ -53,6 +55,12 @@ const COMPACTION_CHUNK: usize = 256;
 
 /// Time a stopping coordinator spends compacting done trials' files.
 const SHUTDOWN_COMPACTION_BUDGET: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Least time from the end of one flush to a flush asked for by a trial's
+/// end (a completion, a failure, a lapsed lease, a cancelled sweep): a
+/// trial's end shows in `trials.parquet` within about this long, and a
+/// stream of them costs at most one flush per gap.
+const REQUESTED_FLUSH_GAP: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// How often the state gauges of the metrics are refreshed (a scrape interval's worth).
 const STATE_GAUGES_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
@@ -209,20 +217,20 @@ impl Coordinator {
     }
 
     /// Lease up to `free_slots` packs of up to `pack_size` trials each (none while shutting down).
-    pub async fn lease(&self, worker_id: String, free_slots: u32, pack_size: u32) -> Result<Vec<Vec<TrialLease>>> {
-        if !self.inner.leasing.load(Ordering::SeqCst) || free_slots == 0 {
+    pub async fn lease(&self, ask: LeaseAsk) -> Result<Vec<Vec<TrialLease>>> {
+        if !self.may_lease(&ask) {
             return Ok(Vec::new());
         }
         let ttl = ttl_ms(&self.inner.config);
-        let worker = worker_id.clone();
-        let packs = self.with_store(move |store| store.lease(&worker_id, free_slots, pack_size, ttl)).await?;
-        telemetry::leases_granted(packs.iter().map(Vec::len).sum());
-        for pack in &packs {
-            for lease in pack {
-                info!(sweep = %lease.sweep, trial = %lease.lease.trial_id, attempt = lease.lease.attempt, worker = %worker, pack = pack.len(), "trial leased");
-            }
-        }
+        let worker = ask.worker_id.clone();
+        let packs = self.with_store(move |store| store.lease(&ask.worker_id, ask.free_slots, ask.pack_size, ttl)).await?;
+        leased(&worker, &packs);
         Ok(packs)
+    }
+
+    /// Whether `ask` can lease anything: the coordinator is not stopping and the worker has a free slot.
+    fn may_lease(&self, ask: &LeaseAsk) -> bool {
+        self.inner.leasing.load(Ordering::SeqCst) && ask.free_slots > 0
     }
 
     /// Renew leases; returns those to drop.
@@ -276,11 +284,38 @@ impl Coordinator {
 
     /// A trial finished.
     pub async fn complete(&self, lease: LeaseRef, metrics: FinalMetrics) -> Result<()> {
+        self.complete_and_lease(lease, metrics, None).await.map(drop)
+    }
+
+    /// A trial finished; with `next`, then lease to that worker as
+    /// [`Coordinator::lease`] does, in the same store operation (one commit,
+    /// one round trip for the worker). The completion stands whatever the
+    /// lease does: a lease that fails (an unknown worker) is logged and
+    /// answered with no packs, and the worker's next `lease` says why.
+    pub async fn complete_and_lease(&self, lease: LeaseRef, metrics: FinalMetrics, next: Option<LeaseAsk>) -> Result<Vec<Vec<TrialLease>>> {
         let trial = lease.trial_id.clone();
-        self.with_store(move |store| store.complete(&lease, &metrics)).await?;
+        let next = next.filter(|ask| self.may_lease(ask));
+        let ttl = ttl_ms(&self.inner.config);
+        let (packs, next) = self
+            .with_store(move |store| {
+                store.complete(&lease, &metrics)?;
+                let Some(ask) = next else { return Ok((Ok(Vec::new()), None)) };
+                Ok((store.lease(&ask.worker_id, ask.free_slots, ask.pack_size, ttl), Some(ask.worker_id)))
+            })
+            .await?;
         info!(trial = %trial, "trial done");
         self.inner.flush_requested.notify_one();
-        Ok(())
+        match (packs, next) {
+            (Ok(packs), Some(worker)) => {
+                leased(&worker, &packs);
+                Ok(packs)
+            }
+            (Ok(packs), None) => Ok(packs),
+            (Err(error), worker) => {
+                warn!(trial = %trial, worker = worker.as_deref().unwrap_or_default(), %error, "no lease with the completion; the worker will ask again");
+                Ok(Vec::new())
+            }
+        }
     }
 
     /// An attempt failed or was given back.
@@ -442,7 +477,14 @@ impl Coordinator {
         let mut expiry = tokio::time::interval(check_every);
         let mut roll = tokio::time::interval(self.inner.config.roll_interval);
         let mut gauges = tokio::time::interval(STATE_GAUGES_EVERY);
+        // A flush asked for by a trial's end waits until REQUESTED_FLUSH_GAP
+        // after the previous flush ended: under load trials end thousands of
+        // times a second, and a flush after each kept the store's thread
+        // busy reading for flushes.
+        let mut last_flush = tokio::time::Instant::now();
+        let mut requested: Option<tokio::time::Instant> = None;
         loop {
+            let due = requested.unwrap_or(last_flush);
             tokio::select! {
                 _ = self.closed() => break,
                 _ = gauges.tick(), if self.inner.config.state_gauges => {
@@ -455,8 +497,17 @@ impl Coordinator {
                         warn!(%error, "lease expiry failed");
                     }
                 }
-                _ = roll.tick() => self.flush_logged().await,
-                _ = self.inner.flush_requested.notified() => self.flush_logged().await,
+                _ = roll.tick() => {
+                    self.flush_logged().await;
+                    (last_flush, requested) = (tokio::time::Instant::now(), None);
+                }
+                _ = self.inner.flush_requested.notified(), if requested.is_none() => {
+                    requested = Some(last_flush + REQUESTED_FLUSH_GAP);
+                }
+                _ = tokio::time::sleep_until(due), if requested.is_some() => {
+                    self.flush_logged().await;
+                    (last_flush, requested) = (tokio::time::Instant::now(), None);
+                }
             }
         }
         debug!("background loops stopped");
@@ -465,6 +516,16 @@ impl Coordinator {
     async fn flush_logged(&self) {
         if let Err(error) = self.flush().await {
             warn!(%error, "writing results failed; will retry");
+        }
+    }
+}
+
+/// Count and log the packs leased to `worker`.
+fn leased(worker: &str, packs: &[Vec<TrialLease>]) {
+    telemetry::leases_granted(packs.iter().map(Vec::len).sum());
+    for pack in packs {
+        for lease in pack {
+            info!(sweep = %lease.sweep, trial = %lease.lease.trial_id, attempt = lease.lease.attempt, worker = %worker, pack = pack.len(), "trial leased");
         }
     }
 }
@@ -711,6 +772,40 @@ mod tests {
         assert_eq!(seeds, (0..10).collect::<Vec<u64>>());
     }
 
+    /// A completion that asks for the next lease gets it in the same call;
+    /// one whose lease cannot be made (an unknown worker, a stopping
+    /// coordinator) still completes, with no packs.
+    #[tokio::test]
+    async fn a_completion_brings_the_next_lease_and_stands_without_one() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let coordinator = Coordinator::open(CoordinatorConfig::new(data.path()), Arc::new(SystemClock)).expect("opens");
+        let (spec, yaml, trials) = grid(4);
+        coordinator.store_trials(spec, yaml, trials, 4).await.expect("stored");
+        let worker = coordinator.register_worker("w".into(), "flex".into(), 1, None).await.expect("registered");
+        let ask = |worker_id: &str| LeaseAsk { worker_id: worker_id.to_string(), free_slots: 1, pack_size: 1 };
+        let only = |mut packs: Vec<Vec<TrialLease>>| {
+            assert_eq!(packs.iter().map(Vec::len).collect::<Vec<_>>(), vec![1], "one pack of one");
+            packs.remove(0).remove(0).lease
+        };
+        let done = FinalMetrics { epochs: 1, ..FinalMetrics::default() };
+        let first = only(coordinator.lease(ask(&worker)).await.expect("leased"));
+        let second = only(coordinator.complete_and_lease(first.clone(), done.clone(), Some(ask(&worker))).await.expect("completed"));
+        assert_ne!(second.trial_id, first.trial_id);
+        // Asking in a worker's name the coordinator does not know: done all the same.
+        let none = coordinator.complete_and_lease(second.clone(), done.clone(), Some(ask("w9-nobody"))).await.expect("completed");
+        assert!(none.is_empty(), "{none:?}");
+        let third = only(coordinator.lease(ask(&worker)).await.expect("leased"));
+        coordinator.begin_shutdown();
+        let none = coordinator.complete_and_lease(third.clone(), done, Some(ask(&worker))).await.expect("completed");
+        assert!(none.is_empty(), "a stopping coordinator leases nothing: {none:?}");
+        let (summary, views) = coordinator.sweep_status("chunked".into()).await.expect("status");
+        assert_eq!((summary.done, summary.running, summary.queued), (3, 0, 1));
+        for lease in [first, second, third] {
+            let view = views.iter().find(|view| view.trial_id == lease.trial_id).expect("the trial");
+            assert_eq!(view.status, TrialStatus::Done, "{}", lease.trial_id);
+        }
+    }
+
     /// A stopping coordinator makes and stores no further chunk of a
     /// submission (a real SIGTERM in the middle of one is in the e2e faults);
     /// the chunks stored before stay, and submitting again adds the rest.
@@ -748,7 +843,13 @@ mod tests {
         let (spec, yaml, trials) = grid(1);
         coordinator.store_trials(spec, yaml, trials, 1).await.expect("stored");
         let worker = coordinator.register_worker("w".into(), "flex".into(), 1, None).await.expect("registered");
-        let lease = coordinator.lease(worker.clone(), 1, 1).await.expect("leased").remove(0).remove(0).lease;
+        let lease = coordinator
+            .lease(LeaseAsk { worker_id: worker.clone(), free_slots: 1, pack_size: 1 })
+            .await
+            .expect("leased")
+            .remove(0)
+            .remove(0)
+            .lease;
         let status = |coordinator: Coordinator| async move {
             let (_, views) = coordinator.sweep_status("chunked".into()).await.expect("status");
             (views[0].status, views[0].attempt)
@@ -784,7 +885,8 @@ mod tests {
         let (spec, yaml, trials) = grid(1);
         coordinator.store_trials(spec, yaml, trials, 1).await.expect("stored");
         let worker = coordinator.register_worker("w".into(), "flex".into(), 1, None).await.expect("registered");
-        let lease = coordinator.lease(worker, 1, 1).await.expect("leased").remove(0).remove(0).lease;
+        let lease =
+            coordinator.lease(LeaseAsk { worker_id: worker, free_slots: 1, pack_size: 1 }).await.expect("leased").remove(0).remove(0).lease;
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_millis() as i64;
         let step = StepMeasures { step: 0, wall_time_ms: now, measures: vec![sweep_core::Measure::scalar("train_loss", 4.5)] };
         assert_eq!(coordinator.report_progress(vec![(lease.clone(), vec![step])]).await.expect("reported"), 1);

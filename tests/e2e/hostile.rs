@@ -123,7 +123,8 @@ async fn bad_calls_are_refused_naming_the_field_and_change_nothing() {
         refused(what, report(&mut client, &lease, steps).await, field);
         count += 1;
     }
-    let complete = |metrics: pb::FinalMetrics| pb::CompleteTrialRequest { lease: Some(lease.clone()), metrics: Some(metrics) };
+    let complete =
+        |metrics: pb::FinalMetrics| pb::CompleteTrialRequest { lease: Some(lease.clone()), metrics: Some(metrics), lease_next: None };
     let metrics_cases: Vec<(&str, pb::FinalMetrics, &str)> = vec![
         ("epochs −1", pb::FinalMetrics { epochs: -1, ..metrics() }, "metrics.epochs"),
         ("epochs past max_epochs", pb::FinalMetrics { epochs: 61, ..metrics() }, "metrics.epochs"),
@@ -138,6 +139,14 @@ async fn bad_calls_are_refused_naming_the_field_and_change_nothing() {
         refused(what, client.complete_trial(complete(bad)).await, field);
         count += 1;
     }
+    // Good metrics with a bad request for the next lease: the completion is refused too.
+    let greedy = pb::LeaseTrialsRequest { worker_id: worker_id.clone(), free_slots: 1, backend: "flex".into(), pack_size: 1_000_000 };
+    refused(
+        "a completion asking for a pack of a million next",
+        client.complete_trial(pb::CompleteTrialRequest { lease_next: Some(greedy), ..complete(metrics()) }).await,
+        "pack_size",
+    );
+    count += 1;
     refused("a kilobyte worker name", client.register_worker(register("w".repeat(1024), 1)).await, "name");
     refused("no slots", client.register_worker(register("ok".into(), 0)).await, "slots");
     refused(

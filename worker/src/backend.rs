@@ -48,3 +48,28 @@ pub(crate) type TestAutodiffBackend = Autodiff<TestBackend>;
 pub fn default_pack_size() -> u32 {
     if cfg!(feature = "cuda") { 32 } else { 1 }
 }
+
+/// Whether a burn backend of this name (`B::name(&device)`) runs cubecl
+/// kernels (CUDA, wgpu; with or without fusion and autodiff, whose names
+/// wrap the inner one's: `autodiff<fusion<cubecl<cuda>>>`). Some operations
+/// are fast on one kind and slow on the other: a gather by `select` (its
+/// gradient is serial per column on cubecl) against one-hot products or
+/// `repeat_dim` (burn-flex copies the repeated bytes twice).
+pub(crate) fn is_cubecl(backend_name: &str) -> bool {
+    backend_name.contains("cubecl")
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::backend::Backend;
+
+    use super::*;
+
+    #[test]
+    fn the_cpu_backends_are_not_cubecl_and_the_gpu_ones_are() {
+        assert!(!is_cubecl(&TestBackend::name(&Default::default())));
+        assert!(!is_cubecl(&TestAutodiffBackend::name(&Default::default())));
+        assert!(is_cubecl("autodiff<fusion<cubecl<cuda>>>"));
+        assert!(is_cubecl("fusion<cubecl<wgpu<wgsl>>>"));
+    }
+}

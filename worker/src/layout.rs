@@ -46,7 +46,7 @@ pub(crate) fn add_per_trial<B: Backend>(x: Tensor<B, 3>, bias: Tensor<B, 2>) -> 
 fn spread_rows<B: Backend>(rows: Tensor<B, 2>, times: usize) -> Tensor<B, 2> {
     let [n, d] = rows.dims();
     let device = rows.device();
-    if B::name(&device).contains("cubecl") {
+    if crate::backend::is_cubecl(&B::name(&device)) {
         return rows.unsqueeze_dim::<3>(1).repeat_dim(1, times).reshape([n * times, d]);
     }
     let source: Vec<i64> = (0..n as i64).flat_map(|row| std::iter::repeat_n(row, times)).collect();

@@ -316,7 +316,11 @@ impl Worker {
             })
             .map(|(id, _)| id.clone())
             .collect();
+        // The last completion asks for the next lease in the same call.
+        let last = finished.last().cloned();
+        let mut leased_with_completion = None;
         for trial_id in finished {
+            let lease_next = if last.as_ref() == Some(&trial_id) { self.lease_request() } else { None };
             let trial = &self.running[&trial_id];
             let lease = Some((&trial.lease).into());
             let fail =
@@ -328,14 +332,21 @@ impl Worker {
                     self.client.fail_trial(fail(format!("the coordinator refused its progress: {why}"))).await.map(|_| ())
                 }
                 (Some(TrialOutcome::Done(metrics)), false) => {
-                    let request = pb::CompleteTrialRequest { lease: lease.clone(), metrics: Some(metrics.into()) };
+                    let asked_for_lease = lease_next.is_some();
+                    let request = pb::CompleteTrialRequest { lease: lease.clone(), metrics: Some(metrics.into()), lease_next };
                     match self.client.complete_trial(request).await {
                         Err(status) if is_refused(&status) => {
                             warn!(trial = %trial_id, reason = %status.message(), "the coordinator refused the final metrics");
                             let reason = format!("the coordinator refused its final metrics: {}", status.message());
                             self.client.fail_trial(fail(reason)).await.map(|_| ())
                         }
-                        other => other.map(|_| ()),
+                        Ok(response) => {
+                            if asked_for_lease {
+                                leased_with_completion = Some(response.into_inner().packs);
+                            }
+                            Ok(())
+                        }
+                        Err(status) => Err(status),
                     }
                 }
                 (Some(TrialOutcome::Failed(error)), false) => {
@@ -355,6 +366,9 @@ impl Worker {
             if let Some(trial) = self.running.remove(&trial_id) {
                 info!(sweep = %trial.sweep, trial = %trial_id, attempt = trial.lease.attempt, "trial reported");
             }
+        }
+        if let Some(packs) = leased_with_completion {
+            self.leased(packs);
         }
         Ok(())
     }
@@ -381,18 +395,21 @@ impl Worker {
         Ok(())
     }
 
-    async fn lease(&mut self) -> Result<(), tonic::Status> {
+    /// What this worker asks for when it leases, or `None` when it has no
+    /// free slot or is stopping.
+    fn lease_request(&self) -> Option<pb::LeaseTrialsRequest> {
         let free_slots = self.config.slots.saturating_sub(self.packs.len() as u32);
-        self.next_lease = Instant::now() + Duration::from_secs(1);
-        if free_slots == 0 {
-            return Ok(());
-        }
-        let request = pb::LeaseTrialsRequest {
+        (free_slots > 0 && !self.stopping).then(|| pb::LeaseTrialsRequest {
             worker_id: self.worker_id.clone().unwrap_or_default(),
             free_slots,
             backend: crate::backend::BACKEND_NAME.to_string(),
             pack_size: self.config.pack_size,
-        };
+        })
+    }
+
+    async fn lease(&mut self) -> Result<(), tonic::Status> {
+        self.next_lease = Instant::now() + Duration::from_secs(1);
+        let Some(request) = self.lease_request() else { return Ok(()) };
         let packs = match self.client.lease_trials(request).await {
             Ok(response) => response.into_inner().packs,
             Err(status) => {
@@ -400,6 +417,14 @@ impl Worker {
                 return Err(status);
             }
         };
+        self.leased(packs);
+        Ok(())
+    }
+
+    /// Start what a lease brought (from `LeaseTrials` or with a completion);
+    /// the next lease is asked for a second later, or as soon as a pack ends.
+    fn leased(&mut self, packs: Vec<pb::LeasedPack>) {
+        self.next_lease = Instant::now() + Duration::from_secs(1);
         if packs.is_empty() && self.running.is_empty() {
             self.idle_since.get_or_insert_with(Instant::now);
         } else {
@@ -408,7 +433,6 @@ impl Worker {
         for pack in packs {
             self.start(pack);
         }
-        Ok(())
     }
 
     /// Start a leased pack on its own thread. A lease that does not convert

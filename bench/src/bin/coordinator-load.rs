@@ -46,7 +46,9 @@ async fn main() -> anyhow::Result<()> {
                 }
                 for lease in packs.into_iter().flat_map(|pack| pack.leases) {
                     let metrics = pb::FinalMetrics { epochs: 1, ..Default::default() };
-                    client.complete_trial(pb::CompleteTrialRequest { lease: lease.lease, metrics: Some(metrics) }).await?;
+                    client
+                        .complete_trial(pb::CompleteTrialRequest { lease: lease.lease, metrics: Some(metrics), lease_next: None })
+                        .await?;
                     completed += 1;
                 }
             }

@@ -1,18 +1,23 @@
 //! Many simulated workers against one coordinator on loopback (issue 14):
 //!
-//! `cargo run --release -p groksweep-bench --bin lease-load -- [workers] [seconds] [trials] [report]`
+//! `cargo run --release -p groksweep-bench --bin lease-load -- [workers] [seconds] [trials] [report] [next]`
 //!
 //! `workers` simulated workers (default 1,000), each on its own connection,
 //! register, then for `seconds` (default 60) lease one no-op trial at a time,
 //! report one step of two measures for it when `report` is `1` (the default;
-//! `0` leaves the report out), and complete it; beside that loop each worker
+//! `0` leaves the report out), and complete it. With `next` = `1` each
+//! completion asks for the next lease in the same call (`lease_next`, as the
+//! worker does), and `LeaseTrials` is called only when that brought none;
+//! with `0` (the default) every lease is its own call. Beside that loop each worker
 //! heartbeats its lease at the interval the coordinator asks for (1 s here).
 //! The sweep has about `trials` trials (default 1,000,000, stored before the clock
-//! starts). Printed: lease + complete round trips per second, the lease
-//! call's latency (p50, p99, max), the worst gap a worker saw between two
-//! heartbeat answers, calls refused, and how many store operations shared a
-//! SQLite transaction. The workers run in this process, beside the
-//! coordinator, so they share its cores.
+//! starts). Printed: lease + complete round trips per second, the latency
+//! of the call that brought each lease (p50, p99, max), the worst gap a worker saw between two
+//! heartbeat answers, calls refused, how many store operations shared a
+//! SQLite transaction, and the CPU time per round trip of the store's thread
+//! and of the whole process (less noisy than the rate on a shared machine).
+//! The workers run in this process, beside the coordinator, so they share
+//! its cores.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -51,6 +56,7 @@ async fn main() -> anyhow::Result<()> {
     let seconds: u64 = arg(2, 60);
     let trials: usize = arg(3, 1_000_000);
     let report = arg::<u8>(4, 1) == 1;
+    let lease_next = arg::<u8>(5, 0) == 1;
     let data = tempfile::tempdir()?;
     let mut config = CoordinatorConfig::new(data.path());
     config.heartbeat_interval = Duration::from_secs(1);
@@ -136,13 +142,22 @@ async fn main() -> anyhow::Result<()> {
                 })
             };
             let mut latencies_us: Vec<u32> = Vec::new();
+            let ask = pb::LeaseTrialsRequest { worker_id: worker_id.clone(), free_slots: 1, backend: "none".into(), pack_size: 1 };
+            let first_lease = |packs: Vec<pb::LeasedPack>| packs.into_iter().flat_map(|pack| pack.leases).find_map(|lease| lease.lease);
+            // A lease that came with the previous completion.
+            let mut next: Option<pb::LeaseRef> = None;
             while !stop.load(Ordering::Relaxed) {
-                let asked = Instant::now();
-                let request = pb::LeaseTrialsRequest { worker_id: worker_id.clone(), free_slots: 1, backend: "none".into(), pack_size: 1 };
-                let packs = client.lease_trials(request).await?.into_inner().packs;
-                latencies_us.push(asked.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
-                let Some(lease) = packs.into_iter().flat_map(|pack| pack.leases).find_map(|lease| lease.lease) else {
-                    break;
+                let lease = match next.take() {
+                    Some(lease) => lease,
+                    None => {
+                        let asked = Instant::now();
+                        let packs = client.lease_trials(ask.clone()).await?.into_inner().packs;
+                        latencies_us.push(asked.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+                        match first_lease(packs) {
+                            Some(lease) => lease,
+                            None => break,
+                        }
+                    }
                 };
                 if let Ok(mut held) = held.lock() {
                     *held = vec![lease.clone()];
@@ -154,10 +169,21 @@ async fn main() -> anyhow::Result<()> {
                     }
                 }
                 let metrics = pb::FinalMetrics { epochs: 1, ..Default::default() };
-                match client.complete_trial(pb::CompleteTrialRequest { lease: Some(lease), metrics: Some(metrics) }).await {
-                    Ok(_) => tally.completed.fetch_add(1, Ordering::Relaxed),
-                    Err(_) => tally.refused.fetch_add(1, Ordering::Relaxed),
-                };
+                let request =
+                    pb::CompleteTrialRequest { lease: Some(lease), metrics: Some(metrics), lease_next: lease_next.then(|| ask.clone()) };
+                let asked = Instant::now();
+                match client.complete_trial(request).await {
+                    Ok(answer) => {
+                        tally.completed.fetch_add(1, Ordering::Relaxed);
+                        next = first_lease(answer.into_inner().packs);
+                        if next.is_some() {
+                            latencies_us.push(asked.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+                        }
+                    }
+                    Err(_) => {
+                        tally.refused.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
                 if let Ok(mut held) = held.lock() {
                     held.clear();
                 }
@@ -169,6 +195,7 @@ async fn main() -> anyhow::Result<()> {
     measuring.store(true, Ordering::Relaxed);
     let began = Instant::now();
     let commits_before = coordinator.store_commits();
+    let cpu_before = (groksweep_bench::cpu_seconds(Some("groksweep-store")), groksweep_bench::cpu_seconds(None));
     // The rate of each 10 s window on stderr: whether it holds for the whole run.
     let mut window_start = (Instant::now(), 0);
     while began.elapsed() < Duration::from_secs(seconds) {
@@ -182,6 +209,12 @@ async fn main() -> anyhow::Result<()> {
     let completed = tally.completed.load(Ordering::Relaxed);
     let elapsed = began.elapsed().as_secs_f64();
     let commits_after = coordinator.store_commits();
+    let cpu_after = (groksweep_bench::cpu_seconds(Some("groksweep-store")), groksweep_bench::cpu_seconds(None));
+    // CPU µs per round trip: of the store's thread, and of the whole process (workers included).
+    let per_round_trip = |before: Option<f64>, after: Option<f64>| {
+        before.zip(after).map_or(f64::NAN, |(before, after)| (after - before) * 1e6 / completed.max(1) as f64)
+    };
+    let (store_us, process_us) = (per_round_trip(cpu_before.0, cpu_after.0), per_round_trip(cpu_before.1, cpu_after.1));
     let mut latencies = Vec::new();
     for task in tasks {
         latencies.extend(task.await??);
@@ -194,7 +227,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let (commits, operations) = (commits_after.0 - commits_before.0, commits_after.1 - commits_before.1);
     println!(
-        "workers={workers} report={report} seconds={elapsed:.1} completed={completed} round_trips_per_second={:.0} lease_ms_p50={:.1} lease_ms_p99={:.1} lease_ms_max={:.1} worst_heartbeat_gap_ms={:.0} refused={} revoked={} store_operations_per_commit={:.1}",
+        "workers={workers} report={report} lease_next={lease_next} seconds={elapsed:.1} completed={completed} round_trips_per_second={:.0} lease_ms_p50={:.1} lease_ms_p99={:.1} lease_ms_max={:.1} worst_heartbeat_gap_ms={:.0} refused={} revoked={} store_operations_per_commit={:.1} store_thread_cpu_us_per_round_trip={store_us:.0} process_cpu_us_per_round_trip={process_us:.0}",
         completed as f64 / elapsed,
         percentile(0.5),
         percentile(0.99),

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use groksweep_bench::synthetic::{evaluation, test_accuracy};
+use sweep_coordinator::domain::LeaseAsk;
 use sweep_coordinator::{Clock, Coordinator, CoordinatorConfig, SystemClock};
 use sweep_core::{FinalMetrics, StepMeasures};
 
@@ -65,7 +66,7 @@ async fn main() -> anyhow::Result<()> {
     let worker = coordinator.register_worker("synthetic".into(), "none".into(), 1, None).await?;
     let mut leases = Vec::with_capacity(trials);
     while leases.len() < trials {
-        let packs = coordinator.lease(worker.clone(), 1, 4096).await?;
+        let packs = coordinator.lease(LeaseAsk { worker_id: worker.clone(), free_slots: 1, pack_size: 4096 }).await?;
         anyhow::ensure!(!packs.is_empty(), "only {} of {trials} trials could be leased", leases.len());
         leases.extend(packs.into_iter().flatten());
     }

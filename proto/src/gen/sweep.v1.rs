@@ -451,10 +451,22 @@ pub struct CompleteTrialRequest {
     pub lease: ::core::option::Option<LeaseRef>,
     #[prost(message, optional, tag = "2")]
     pub metrics: ::core::option::Option<FinalMetrics>,
+    /// When set, the coordinator then leases to this worker as LeaseTrials
+    /// would, in the same call and the same transaction: a worker whose trial
+    /// ended gets its next trials without another round trip. The completion
+    /// stands whatever the lease does; a lease that cannot be made (an unknown
+    /// worker, a stopping coordinator, nothing queued) leaves `packs` empty and
+    /// the worker asks with LeaseTrials, which says why.
+    #[prost(message, optional, tag = "3")]
+    pub lease_next: ::core::option::Option<LeaseTrialsRequest>,
 }
 #[allow(clippy::all)]
-#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
-pub struct CompleteTrialResponse {}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct CompleteTrialResponse {
+    /// The packs leased for `lease_next`.
+    #[prost(message, repeated, tag = "1")]
+    pub packs: ::prost::alloc::vec::Vec<LeasedPack>,
+}
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct FailTrialRequest {

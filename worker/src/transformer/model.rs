@@ -118,11 +118,10 @@ impl Gather {
         chosen.unwrap_or_else(|| Gather::default_for(&B::name(device)))
     }
 
-    /// [`Gather::Products`] on burn's cubecl backends (CUDA, wgpu; with or
-    /// without fusion and autodiff, whose names wrap the inner one's:
-    /// `autodiff<fusion<cubecl<cuda>>>`), else [`Gather::Select`].
+    /// [`Gather::Products`] on burn's cubecl backends (CUDA, wgpu; see
+    /// `backend::is_cubecl`), else [`Gather::Select`].
     pub fn default_for(backend_name: &str) -> Self {
-        if backend_name.contains("cubecl") { Gather::Products } else { Gather::Select }
+        if crate::backend::is_cubecl(backend_name) { Gather::Products } else { Gather::Select }
     }
 
     fn parse(value: &str) -> Option<Self> {
