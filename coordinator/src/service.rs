@@ -296,23 +296,25 @@ impl Coordinator {
         let trial = lease.trial_id.clone();
         let next = next.filter(|ask| self.may_lease(ask));
         let ttl = ttl_ms(&self.inner.config);
-        let (packs, next) = self
+        let leasing = self
             .with_store(move |store| {
                 store.complete(&lease, &metrics)?;
-                let Some(ask) = next else { return Ok((Ok(Vec::new()), None)) };
-                Ok((store.lease(&ask.worker_id, ask.free_slots, ask.pack_size, ttl), Some(ask.worker_id)))
+                Ok(next.map(|ask| {
+                    let packs = store.lease(&ask.worker_id, ask.free_slots, ask.pack_size, ttl);
+                    (ask.worker_id, packs)
+                }))
             })
             .await?;
         info!(trial = %trial, "trial done");
         self.inner.flush_requested.notify_one();
-        match (packs, next) {
-            (Ok(packs), Some(worker)) => {
+        let Some((worker, packs)) = leasing else { return Ok(Vec::new()) };
+        match packs {
+            Ok(packs) => {
                 leased(&worker, &packs);
                 Ok(packs)
             }
-            (Ok(packs), None) => Ok(packs),
-            (Err(error), worker) => {
-                warn!(trial = %trial, worker = worker.as_deref().unwrap_or_default(), %error, "no lease with the completion; the worker will ask again");
+            Err(error) => {
+                warn!(trial = %trial, worker = %worker, %error, "no lease with the completion; the worker will ask again");
                 Ok(Vec::new())
             }
         }

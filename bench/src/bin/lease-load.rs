@@ -8,12 +8,12 @@
 //! `0` leaves the report out), and complete it. With `next` = `1` each
 //! completion asks for the next lease in the same call (`lease_next`, as the
 //! worker does), and `LeaseTrials` is called only when that brought none;
-//! with `0` (the default) every lease is its own call. Beside that loop each worker
-//! heartbeats its lease at the interval the coordinator asks for (1 s here).
-//! The sweep has about `trials` trials (default 1,000,000, stored before the clock
-//! starts). Printed: lease + complete round trips per second, the latency
-//! of the call that brought each lease (p50, p99, max), the worst gap a worker saw between two
-//! heartbeat answers, calls refused, how many store operations shared a
+//! with `0` (the default) every lease is its own call. Beside that loop each
+//! worker heartbeats its lease at the interval the coordinator asks for (1 s
+//! here). The sweep has about `trials` trials (default 1,000,000, stored
+//! before the clock starts). Printed: lease + complete round trips per
+//! second, the latency of the call that brought each lease (p50, p99, max),
+//! the worst gap a worker saw between two heartbeat answers, calls refused, how many store operations shared a
 //! SQLite transaction, and the CPU time per round trip of the store's thread
 //! and of the whole process (less noisy than the rate on a shared machine).
 //! The workers run in this process, beside the coordinator, so they share
@@ -142,6 +142,7 @@ async fn main() -> anyhow::Result<()> {
                 })
             };
             let mut latencies_us: Vec<u32> = Vec::new();
+            let micros_since = |asked: Instant| asked.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
             let ask = pb::LeaseTrialsRequest { worker_id: worker_id.clone(), free_slots: 1, backend: "none".into(), pack_size: 1 };
             let first_lease = |packs: Vec<pb::LeasedPack>| packs.into_iter().flat_map(|pack| pack.leases).find_map(|lease| lease.lease);
             // A lease that came with the previous completion.
@@ -152,7 +153,7 @@ async fn main() -> anyhow::Result<()> {
                     None => {
                         let asked = Instant::now();
                         let packs = client.lease_trials(ask.clone()).await?.into_inner().packs;
-                        latencies_us.push(asked.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+                        latencies_us.push(micros_since(asked));
                         match first_lease(packs) {
                             Some(lease) => lease,
                             None => break,
@@ -177,7 +178,7 @@ async fn main() -> anyhow::Result<()> {
                         tally.completed.fetch_add(1, Ordering::Relaxed);
                         next = first_lease(answer.into_inner().packs);
                         if next.is_some() {
-                            latencies_us.push(asked.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+                            latencies_us.push(micros_since(asked));
                         }
                     }
                     Err(_) => {
