@@ -11,7 +11,9 @@
 //! <data-dir>/superseded/<sweep>/<trial>/...                  all of the above for failed/lapsed attempts
 //! ```
 //! Files are written under a hidden `.name.tmp` and renamed when closed, so
-//! readers only ever see complete files. `r<first>-<last>` is the range of
+//! readers only ever see complete files; a flush's progress files are made
+//! durable together (one filesystem sync, not one per file) before they are
+//! renamed. `r<first>-<last>` is the range of
 //! coordinator buffer rows a file holds; after a crash it tells which buffered
 //! rows are already on disk. One flush of buffered rows writes each row to
 //! the table of its measure's shape — scalars to `progress`, spectra to
@@ -69,13 +71,19 @@ fn writer_properties() -> WriterProperties {
     WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default())).build()
 }
 
-/// Write a file atomically: `fill` writes a hidden temp file, which is
-/// fsynced, closed and renamed to `path`.
-pub(crate) fn write_file_atomically(path: &Path, fill: impl FnOnce(fs::File) -> Result<fs::File>) -> Result<()> {
+/// The hidden name a file is written under before it is renamed to `path`,
+/// in `path`'s directory, which is created if need be.
+fn hidden_temporary(path: &Path) -> Result<PathBuf> {
     let directory = path.parent().expect("result files always live in a directory");
     fs::create_dir_all(directory).map_err(|error| CoordinatorError::io(directory, error))?;
     let file_name = path.file_name().expect("result paths end in a file name").to_string_lossy();
-    let temporary = directory.join(format!(".{file_name}.tmp"));
+    Ok(directory.join(format!(".{file_name}.tmp")))
+}
+
+/// Write a file atomically: `fill` writes a hidden temp file, which is
+/// fsynced, closed and renamed to `path`.
+pub(crate) fn write_file_atomically(path: &Path, fill: impl FnOnce(fs::File) -> Result<fs::File>) -> Result<()> {
+    let temporary = hidden_temporary(path)?;
     let file = fs::File::create(&temporary).map_err(|error| CoordinatorError::io(&temporary, error))?;
     let file = fill(file)?;
     file.sync_all().map_err(|error| CoordinatorError::io(&temporary, error))?;
@@ -91,6 +99,100 @@ fn write_atomically(path: &Path, batch: &RecordBatch) -> Result<()> {
         writer.write(batch)?;
         Ok(writer.into_inner()?)
     })
+}
+
+/// A Parquet file written under its hidden temporary name: neither durable
+/// nor visible until [`publish`] renames it.
+#[derive(Debug)]
+pub(crate) struct StagedFile {
+    temporary: PathBuf,
+    path: PathBuf,
+}
+
+impl StagedFile {
+    /// Write `batch` to the hidden temporary name beside `path`, without an fsync.
+    fn write(path: PathBuf, batch: &RecordBatch) -> Result<Self> {
+        let temporary = hidden_temporary(&path)?;
+        let file = fs::File::create(&temporary).map_err(|error| CoordinatorError::io(&temporary, error))?;
+        let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(writer_properties()))?;
+        writer.write(batch)?;
+        writer.close()?;
+        Ok(StagedFile { temporary, path })
+    }
+
+    /// Where the file appears once published.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// What [`publish`] did with each staged file.
+#[derive(Debug)]
+pub(crate) struct Published {
+    /// Each file's rename, in order: an `Ok` file is visible under its name.
+    pub(crate) renamed: Vec<Result<()>>,
+    /// The sync after the renames failed: the renamed files are visible but
+    /// perhaps not durable.
+    pub(crate) names_not_synced: Option<CoordinatorError>,
+}
+
+/// Make staged files durable and visible, all at once: one filesystem sync
+/// for their contents, the renames, and one more sync for the renames. One
+/// fsync per file costs about a millisecond on a VM's disk, so seconds for
+/// a roll of thousands of short trials' files (bench/RESULTS.md, session
+/// 18). An error of the first sync publishes nothing.
+pub(crate) fn publish(root: &Path, staged: &[StagedFile]) -> Result<Published> {
+    if staged.is_empty() {
+        return Ok(Published { renamed: Vec::new(), names_not_synced: None });
+    }
+    sync_contents(root, staged)?;
+    let renamed = staged
+        .iter()
+        .map(|file| fs::rename(&file.temporary, &file.path).map_err(|error| CoordinatorError::io(&file.path, error)))
+        .collect();
+    Ok(Published { renamed, names_not_synced: sync_names(root, staged).err() })
+}
+
+/// Linux: one `syncfs` of the filesystem that holds `root`.
+#[cfg(target_os = "linux")]
+fn sync_filesystem(root: &Path) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let handle = fs::File::open(root).map_err(|error| CoordinatorError::io(root, error))?;
+    // SAFETY: the descriptor is open for the duration of the call.
+    if unsafe { libc::syncfs(handle.as_raw_fd()) } != 0 {
+        return Err(CoordinatorError::io(root, std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+#[cfg(target_os = "linux")]
+fn sync_contents(root: &Path, _staged: &[StagedFile]) -> Result<()> {
+    sync_filesystem(root)
+}
+
+#[cfg(target_os = "linux")]
+fn sync_names(root: &Path, _staged: &[StagedFile]) -> Result<()> {
+    sync_filesystem(root)
+}
+
+/// Elsewhere: each file, then each directory, one fsync at a time.
+#[cfg(not(target_os = "linux"))]
+fn sync_contents(_root: &Path, staged: &[StagedFile]) -> Result<()> {
+    for file in staged {
+        fs::File::open(&file.temporary)
+            .and_then(|handle| handle.sync_all())
+            .map_err(|error| CoordinatorError::io(&file.temporary, error))?;
+    }
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn sync_names(_root: &Path, staged: &[StagedFile]) -> Result<()> {
+    let directories: std::collections::BTreeSet<&Path> = staged.iter().filter_map(|file| file.path.parent()).collect();
+    for directory in directories {
+        fs::File::open(directory).and_then(|handle| handle.sync_all()).map_err(|error| CoordinatorError::io(directory, error))?;
+    }
+    Ok(())
 }
 
 /// Trials per file of a sweep's `trials` table, by grid position.
@@ -203,6 +305,18 @@ impl ResultsLayout {
     /// The tables are written one by one, so a crash or an error can leave
     /// one written and the next not: their rows are forgotten per table.
     pub(crate) fn write_series(&self, buffered: &BufferedAttempt, table: SeriesTable) -> Result<Option<PathBuf>> {
+        let Some(staged) = self.stage_series(buffered, table)? else {
+            return Ok(None);
+        };
+        let path = staged.path().to_path_buf();
+        let mut published = publish(&self.results_root(), &[staged])?;
+        published.renamed.pop().expect("one outcome per staged file")?;
+        published.names_not_synced.map_or(Ok(Some(path)), Err)
+    }
+
+    /// Write an attempt's buffered rows of one table under a hidden name, to
+    /// be published with the rest of a flush's files (`None` if it has none).
+    pub(crate) fn stage_series(&self, buffered: &BufferedAttempt, table: SeriesTable) -> Result<Option<StagedFile>> {
         let rows: Vec<&BufferedRow> = buffered.rows.iter().filter(|row| SeriesTable::of(row.kind) == table).collect();
         if rows.is_empty() {
             return Ok(None);
@@ -210,8 +324,7 @@ impl ResultsLayout {
         let name = ProgressFileName { attempt: buffered.attempt, first_row_id: buffered.first_row_id, last_row_id: buffered.last_row_id };
         let batch = series_batch(table, buffered, &rows)?;
         let path = self.series_dir(table, &buffered.sweep, &buffered.trial_id).join(name.render());
-        write_atomically(&path, &batch)?;
-        Ok(Some(path))
+        StagedFile::write(path, &batch).map(Some)
     }
 
     /// Store a checkpoint; returns its path relative to the sweep's directory.
@@ -361,6 +474,53 @@ mod tests {
         assert_eq!(ProgressFileName::parse(&name.render()), Some(name));
         assert_eq!(ProgressFileName::parse(".a2-r1-2.parquet.tmp"), None);
         assert_eq!(ProgressFileName::parse("trials.parquet"), None);
+    }
+
+    fn listing(directory: &Path) -> Vec<String> {
+        let mut names: Vec<String> =
+            fs::read_dir(directory).expect("dir").map(|entry| entry.expect("entry").file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn staged_files_are_hidden_until_published_together_and_then_hold_their_rows() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let layout = ResultsLayout::new(data.path());
+        let attempt = |trial: &str, steps: i64| {
+            let rows = (0..steps)
+                .map(|step| BufferedRow {
+                    step,
+                    measure: "train_loss".into(),
+                    kind: MeasureKind::Scalar,
+                    key: 0.0,
+                    value: step as f64,
+                    wall_time_ms: 1_780_000_000_000,
+                })
+                .collect();
+            BufferedAttempt { sweep: "s".into(), trial_id: TrialId::from_raw(trial), attempt: 1, rows, first_row_id: 1, last_row_id: steps }
+        };
+        let staged: Vec<StagedFile> = [("t0", 3), ("t1", 5)]
+            .into_iter()
+            .map(|(trial, steps)| layout.stage_series(&attempt(trial, steps), SeriesTable::Progress).expect("staged").expect("rows"))
+            .collect();
+        assert!(layout.stage_series(&attempt("t2", 2), SeriesTable::Spectra).expect("nothing to stage").is_none());
+        let directory = |trial: &str| layout.series_dir(SeriesTable::Progress, "s", &TrialId::from_raw(trial));
+        assert_eq!(listing(&directory("t0")), vec![".a1-r000000000001-000000000003.parquet.tmp"]);
+        assert!(layout.series_files(SeriesTable::Progress, "s", &TrialId::from_raw("t1")).expect("listed").is_empty());
+
+        let published = publish(&layout.results_root(), &staged).expect("published");
+        assert!(published.renamed.iter().all(Result::is_ok) && published.names_not_synced.is_none());
+        for (trial, steps) in [("t0", 3), ("t1", 5)] {
+            let name = format!("a1-r000000000001-{steps:012}.parquet");
+            assert_eq!(listing(&directory(trial)), vec![name.clone()]);
+            let file = fs::File::open(directory(trial).join(name)).expect("open");
+            let reader =
+                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).expect("parquet").build().expect("reader");
+            let rows: usize = reader.map(|batch| batch.expect("batch").num_rows()).sum();
+            assert_eq!(rows, steps as usize, "{trial}");
+        }
+        assert!(publish(&layout.results_root(), &[]).expect("nothing to publish").renamed.is_empty());
     }
 
     #[test]

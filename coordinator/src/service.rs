@@ -18,7 +18,7 @@ use crate::domain::{
     FinalMetrics, LeaseAsk, LeaseRef, Millis, Revocation, SubmitOutcome, SweepSummary, TrialLease, TrialStatus, TrialView,
 };
 use crate::error::{CoordinatorError, Result};
-use crate::results::{ResultsLayout, SeriesTable};
+use crate::results::{ResultsLayout, SeriesTable, StagedFile};
 use crate::store::{Store, TrialsPart, WrittenRows};
 use crate::store_thread::StoreThread;
 use crate::telemetry;
@@ -649,6 +649,7 @@ fn write_snapshot(
 ) -> FlushWritten {
     let mut first_error = None;
     let (count, mut on_disk) = (buffered.len(), Vec::with_capacity(buffered.len()));
+    let mut staged = Vec::with_capacity(buffered.len());
     // Opened only when there is progress to read.
     let reader = if buffered.is_empty() {
         None
@@ -662,14 +663,15 @@ fn write_snapshot(
             }
         }
     };
+    let mut out_of_time = false;
     for (position, pending) in buffered.into_iter().enumerate() {
         if past(stop_writing_at) {
             warn!(
                 attempts = count - position,
                 "stopping: the shutdown budget is spent; the rest of the buffered results are written at the next start"
             );
-            let unwritten = tables.into_iter().map(|(part, _)| part).collect();
-            return FlushWritten { on_disk, written: Vec::new(), unwritten, first_error };
+            out_of_time = true;
+            break;
         }
         let attempt = match reader.as_ref().expect("opened when there are attempts").read(&pending) {
             Ok(attempt) => attempt,
@@ -679,19 +681,53 @@ fn write_snapshot(
             }
         };
         for table in SeriesTable::ALL {
-            match layout.write_series(&attempt, table) {
+            match layout.stage_series(&attempt, table) {
                 Ok(None) => {}
-                Ok(Some(_)) => on_disk.push(WrittenRows {
-                    trial_id: attempt.trial_id.clone(),
-                    attempt: attempt.attempt,
-                    last_row_id: attempt.last_row_id,
-                    kind: table.kind(),
-                }),
+                Ok(Some(file)) => staged.push((
+                    file,
+                    WrittenRows {
+                        trial_id: attempt.trial_id.clone(),
+                        attempt: attempt.attempt,
+                        last_row_id: attempt.last_row_id,
+                        kind: table.kind(),
+                    },
+                )),
                 Err(error) => {
                     first_error.get_or_insert(error);
                 }
             }
         }
+    }
+    // The staged files are made durable and visible together (one sync for
+    // all of them, not one per file); only those renamed count as written.
+    let (files, rows): (Vec<StagedFile>, Vec<WrittenRows>) = staged.into_iter().unzip();
+    match crate::results::publish(&layout.results_root(), &files) {
+        Ok(published) => {
+            // A visible file counts as written even if the sync after the
+            // renames failed: a second file of the same rows would show
+            // every reader those rows twice.
+            for (outcome, rows) in published.renamed.into_iter().zip(rows) {
+                match outcome {
+                    Ok(()) => on_disk.push(rows),
+                    Err(error) => {
+                        first_error.get_or_insert(error);
+                    }
+                }
+            }
+            if let Some(error) = published.names_not_synced {
+                first_error.get_or_insert(error);
+            }
+        }
+        Err(error) => {
+            // Nothing was published: the rows stay buffered, and no trial may
+            // be shown done before its progress is written.
+            let unwritten = tables.into_iter().map(|(part, _)| part).collect();
+            return FlushWritten { on_disk, written: Vec::new(), unwritten, first_error: Some(error) };
+        }
+    }
+    if out_of_time {
+        let unwritten = tables.into_iter().map(|(part, _)| part).collect();
+        return FlushWritten { on_disk, written: Vec::new(), unwritten, first_error };
     }
     // `tables` has the last part first, so that the single `trials.parquet`
     // of an older data directory (now part 0) is cut down only once the
