@@ -20,8 +20,8 @@ mkdir -p "$dir"
 # One cargo invocation, so that the test's dev-dependencies and the binaries
 # share one feature set and burn is compiled once.
 cargo build --profile quick --message-format=json-render-diagnostics \
-    -p sweep-worker -p groksweep -p groksweep-bench \
-    --features sweep-worker/cuda,groksweep/cuda,groksweep-bench/cuda \
+    -p sweep-worker-gpu-tests -p groksweep -p groksweep-bench \
+    --features sweep-worker-gpu-tests/cuda,groksweep/cuda,groksweep-bench/cuda \
     --bin groksweep --bin pack-throughput --bin nanda-step --test gpu \
     | python3 -c '
 import json, sys

@@ -5,7 +5,7 @@
 # from bench/gpu/build.sh, built elsewhere. In order, each with its own time
 # limit, the whole within DEADLINE seconds (default 560):
 #   1. the CUDA equivalence test: a tiny pack of each family trained on the
-#      GPU against the same pack on flex (worker/tests/gpu.rs);
+#      GPU against the same pack on flex (worker/gpu-tests/tests/gpu.rs);
 #   2. the single-trial Nanda step (p = 113) on the GPU, and PyTorch's
 #      same-work step on the same GPU when python3 has torch;
 #   3. the reproduction sweep bench/reproduction/fractions.yaml, its 20

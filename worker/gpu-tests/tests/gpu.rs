@@ -5,9 +5,9 @@
 //! the worker's CUDA backend (`bench/gpu/run.sh`). They need a device, so they
 //! are ignored by the README's test command and run by name:
 //! `cargo test --workspace --test gpu -- --ignored` (`.ci/run` installs
-//! lavapipe first). burn's wgpu backend is a dev-dependency of this crate, so
-//! the test build compiles the burn stack once with it and this file adds no
-//! second build of the worker.
+//! lavapipe first). burn's wgpu backend is a dev-dependency of this package,
+//! so a test build of the workspace compiles the burn stack once with it and
+//! this file adds no second build of the worker.
 
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::AutodiffBackend;
