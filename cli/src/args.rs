@@ -113,6 +113,10 @@ pub struct RunArgs {
     /// Packs each worker trains at once, each on its own thread.
     #[arg(long, default_value_t = 1)]
     pub slots: u32,
+    /// CPU threads of each pack's training step, its batch cut into as many
+    /// parts (default: this machine's cores shared by workers × slots).
+    #[arg(long)]
+    pub step_threads: Option<u32>,
     /// Most trials in one pack, trained together as one stacked program
     /// (default: chosen for the backend, see the README).
     #[arg(long)]
@@ -185,6 +189,10 @@ pub struct WorkerArgs {
     /// Packs trained at once, each on its own thread.
     #[arg(long, default_value_t = 1)]
     pub slots: u32,
+    /// CPU threads of each pack's training step, its batch cut into as many
+    /// parts (default: this machine's cores shared by the slots).
+    #[arg(long)]
+    pub step_threads: Option<u32>,
     /// Most trials in one pack, trained together as one stacked program
     /// (default: chosen for the backend, see the README).
     #[arg(long)]

@@ -43,6 +43,7 @@ impl InProcessWorker {
         let config = sweep_worker::WorkerConfig {
             coordinator: address.to_string(),
             slots: 1,
+            step_threads: 1,
             pack_size,
             token: None,
             tls_ca_pem: None,

@@ -21,6 +21,29 @@ use crate::sink::{MeasureSink, SinkError};
 pub struct FamilyContext {
     /// Where expensive per-setting artefacts (the diffusion family's judge) are cached.
     pub cache_dir: PathBuf,
+    /// CPU threads one pack's training step may use besides rayon's pool
+    /// for matrix products: the transformer family cuts its batch into up to
+    /// this many parts, one thread each (`parts`). At least 1.
+    pub step_threads: usize,
+}
+
+impl FamilyContext {
+    /// A context caching under `cache_dir`, each step on one thread.
+    pub fn new(cache_dir: PathBuf) -> Self {
+        FamilyContext { cache_dir, step_threads: 1 }
+    }
+
+    /// The same, each step on up to `threads` threads (at least 1).
+    pub fn with_step_threads(self, threads: usize) -> Self {
+        FamilyContext { step_threads: threads.max(1), ..self }
+    }
+}
+
+/// Threads per pack step when `packs_at_once` packs train side by side on
+/// this machine: its cores shared between them, at least 1 each.
+pub fn default_step_threads(packs_at_once: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    (cores / packs_at_once.max(1)).max(1)
 }
 
 /// Why one trial cannot go on. The other members of its pack are not affected.
@@ -125,8 +148,9 @@ pub trait PackFamily<B: AutodiffBackend>: Sized {
     /// Prepare one trial; an error fails that trial only.
     fn prepare(lease: &TrialLease, context: &FamilyContext, device: &B::Device) -> Result<Self::Member, FamilyError>;
 
-    /// The pack of the prepared trials, in order, each initialised from its own seed.
-    fn stack(members: Vec<Self::Member>, device: &B::Device) -> Self;
+    /// The pack of the prepared trials, in order, each initialised from its
+    /// own seed; its steps may use `context.step_threads` threads.
+    fn stack(members: Vec<Self::Member>, context: &FamilyContext, device: &B::Device) -> Self;
 
     /// One training step of every member, member k at `learning_rates[k]`.
     fn step(&mut self, learning_rates: &[f64]);

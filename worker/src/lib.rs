@@ -12,7 +12,7 @@
 //! - [`optim`]: per-trial AdamW over stacked parameters, behind a [`grad_filter`] (Grokfast, ⊥Grad); `stack`: stacking, slicing and dropping trials of a pack; `scale`: the `init_scale` axis.
 //! - [`sink`]: [`MeasureSink`], where the runner sends one trial's measures, checkpoints and outcome.
 //! - `stopping`: grokked-at and the early-stop rule.
-//! - `pack_thread`: one pack on a dedicated OS thread, results over a bounded channel.
+//! - `pack_thread`: one pack on a dedicated OS thread, results over a bounded channel; `parts`: a pack's step cut into parts, one CPU thread each.
 //! - `runtime`: the async worker loop ([`run`]); [`telemetry`]: its Prometheus metrics and [`Liveness`].
 
 pub mod backend;
@@ -24,6 +24,7 @@ mod layout;
 pub mod llc;
 pub mod optim;
 mod pack_thread;
+mod parts;
 mod random;
 pub mod registry;
 pub mod runner;
@@ -56,6 +57,11 @@ pub struct WorkerConfig {
     pub coordinator: String,
     /// Packs trained at once, each on its own thread.
     pub slots: u32,
+    /// CPU threads each pack's training step uses (its batch cut into as
+    /// many parts; see [`FamilyContext::step_threads`]); at least 1.
+    /// [`family::default_step_threads`] shares the machine's cores between
+    /// the packs that train at once.
+    pub step_threads: u32,
     /// Most trials in one pack (trained as one stacked program).
     pub pack_size: u32,
     /// Shared token, if the coordinator requires one.

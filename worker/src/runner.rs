@@ -159,7 +159,7 @@ pub fn run_pack<B: AutodiffBackend, F: PackFamily<B> + Sync>(
         return;
     }
     info!(family = F::NAME, trials = members.len(), "pack starts");
-    let mut family = F::stack(prepared, device);
+    let mut family = F::stack(prepared, context, device);
     let mut step = 0u64;
     loop {
         let due: Vec<usize> =
@@ -237,7 +237,7 @@ mod tests {
             Ok(lease.params.seed as usize)
         }
 
-        fn stack(members: Vec<usize>, _: &Device) -> Self {
+        fn stack(members: Vec<usize>, _: &FamilyContext, _: &Device) -> Self {
             let mut fake = FAKE_SETTINGS.with(|settings| {
                 let (wait_for_company, panic_on) = settings.get();
                 Fake::new(wait_for_company, panic_on)
@@ -310,7 +310,7 @@ mod tests {
     fn run(leases: Vec<TrialLease>, wait_for_company: bool, panic_on: Option<usize>) -> Vec<CollectingSink> {
         FAKE_SETTINGS.with(|settings| settings.set((wait_for_company, panic_on)));
         let scratch = tempfile::tempdir().expect("scratch");
-        let context = FamilyContext { cache_dir: std::env::temp_dir() };
+        let context = FamilyContext::new(std::env::temp_dir());
         let mut sinks: Vec<CollectingSink> = leases.iter().map(|_| CollectingSink::default()).collect();
         let borrowed: Vec<&mut dyn MeasureSink> = sinks.iter_mut().map(|sink| sink as &mut dyn MeasureSink).collect();
         run_pack::<TestAutodiffBackend, Fake>(leases, borrowed, &context, scratch.path(), &Default::default());

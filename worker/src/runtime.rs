@@ -219,6 +219,7 @@ impl Worker {
         info!(
             worker = %response.worker_id,
             slots = self.config.slots,
+            step_threads = self.config.step_threads,
             pack_size = self.config.pack_size,
             backend = crate::backend::BACKEND_NAME,
             "registered with the coordinator"
@@ -471,7 +472,7 @@ impl Worker {
             let flag = self.track(lease.lease.clone(), lease.sweep.clone(), Some(id), None);
             cancel.insert(lease.lease.trial_id.clone(), flag);
         }
-        let context = FamilyContext { cache_dir: self.config.cache_dir.clone() };
+        let context = FamilyContext::new(self.config.cache_dir.clone()).with_step_threads(self.config.step_threads as usize);
         let trial_ids: Vec<TrialId> = leases.iter().map(|lease| lease.lease.trial_id.clone()).collect();
         match pack_thread::spawn(id, leases, &cancel, self.events.clone(), context, self.config.scratch_dir.clone()) {
             Ok(()) => {

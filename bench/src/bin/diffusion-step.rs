@@ -34,10 +34,10 @@ fn main() -> anyhow::Result<()> {
         ..DiffusionSettings::default()
     };
     let device = Default::default();
-    let context = FamilyContext { cache_dir: std::env::temp_dir().join("groksweep-bench-cache") };
+    let context = FamilyContext::new(std::env::temp_dir().join("groksweep-bench-cache"));
     let lease = groksweep_bench::diffusion_lease(p, fraction, 0, per_class as u32, settings.clone());
     let member = DiffusionPack::<TrainingBackend>::prepare(&lease, &context, &device)?;
-    let mut pack = DiffusionPack::stack(vec![member], &device);
+    let mut pack = DiffusionPack::stack(vec![member], &context, &device);
     pack.step(&[1e-3]);
     let started = Instant::now();
     for _ in 0..steps {

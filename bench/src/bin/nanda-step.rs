@@ -3,8 +3,10 @@
 //! worker's backend, and what the progress measures cost next to it: one
 //! evaluation with every measure, one checkpoint saved, and one final-K
 //! re-computation over a checkpoint.
-//! `cargo run --release -p groksweep-bench --bin nanda-step [steps] [p]`
-//! (p defaults to the paper's 113; a small p makes a quick functional run).
+//! `cargo run --release -p groksweep-bench --bin nanda-step [steps] [p] [step-threads]`
+//! (p defaults to the paper's 113; a small p makes a quick functional run;
+//! step-threads, the threads of one step, defaults to the machine's cores as
+//! a worker with one slot uses them).
 
 use std::time::Instant;
 
@@ -35,12 +37,14 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> anyhow::Result<()> {
     let steps: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(200);
     let p: u32 = std::env::args().nth(2).and_then(|s| s.parse().ok()).unwrap_or(113);
+    let step_threads: usize =
+        std::env::args().nth(3).and_then(|s| s.parse().ok()).unwrap_or_else(|| sweep_worker::family::default_step_threads(1));
     let device = Default::default();
-    let context = FamilyContext { cache_dir: std::env::temp_dir() };
+    let context = FamilyContext::new(std::env::temp_dir()).with_step_threads(step_threads);
     let lease = groksweep_bench::transformer_lease(p, 0.3, 1.0, 0);
     let train_pairs = sweep_core::split::train_size(p, 0.3);
     let member = TransformerPack::<TrainingBackend>::prepare(&lease, &context, &device)?;
-    let mut pack = TransformerPack::stack(vec![member], &device);
+    let mut pack = TransformerPack::stack(vec![member], &context, &device);
     for _ in 0..10 {
         pack.step(&[1e-3]);
     }
@@ -70,7 +74,7 @@ fn main() -> anyhow::Result<()> {
     let share = measures_ms / (100.0 * per_step + measures_ms);
     let scalar = |name: &str| evaluation.measures.iter().find(|m| m.name == name).and_then(|m| m.as_scalar()).unwrap_or(f64::NAN);
     println!(
-        "backend={BACKEND_NAME} {} p={p} train_pairs={train_pairs} steps={steps} ms_per_step={per_step:.1} eval_ms={eval_ms:.1} checkpoint_save_ms={save_ms:.1} \
+        "backend={BACKEND_NAME} {} p={p} train_pairs={train_pairs} step_threads={step_threads} steps={steps} ms_per_step={per_step:.1} eval_ms={eval_ms:.1} checkpoint_save_ms={save_ms:.1} \
          final_k_ms={final_k_ms:.1} checkpoint_bytes={} measures_share_at_every_100={:.1}% (train loss {:.3}, test loss {:.3}, Σθ² {:.0})",
         groksweep_bench::build_info(),
         bytes.len(),

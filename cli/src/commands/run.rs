@@ -19,6 +19,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
     let interrupted = shutdown_signal();
     anyhow::ensure!(args.workers >= 1 && args.slots >= 1, "--workers and --slots must be at least 1");
     anyhow::ensure!(args.pack != Some(0), "--pack must be at least 1");
+    anyhow::ensure!(args.step_threads != Some(0), "--step-threads must be at least 1");
     // Validate before anything starts: a bad spec starts nothing.
     let spec = sweep_core::load_spec(&args.spec)?;
     let size = sweep_core::count(&spec);
@@ -49,6 +50,9 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         let config = WorkerConfig {
             coordinator: address.clone(),
             slots: args.slots,
+            step_threads: args
+                .step_threads
+                .unwrap_or_else(|| sweep_worker::family::default_step_threads(args.workers.saturating_mul(args.slots) as usize) as u32),
             pack_size: args.pack.unwrap_or_else(sweep_worker::backend::default_pack_size),
             token: None,
             tls_ca_pem: None,

@@ -19,6 +19,7 @@ pub(crate) fn host_name() -> String {
 pub(crate) async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     let signal = shutdown_signal();
     anyhow::ensure!(args.slots >= 1, "--slots must be at least 1");
+    anyhow::ensure!(args.step_threads != Some(0), "--step-threads must be at least 1");
     anyhow::ensure!(args.pack != Some(0), "--pack must be at least 1");
     let exit_when_idle = args
         .exit_when_idle
@@ -30,6 +31,7 @@ pub(crate) async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     let config = WorkerConfig {
         coordinator: args.client.coordinator.clone(),
         slots: args.slots,
+        step_threads: args.step_threads.unwrap_or_else(|| sweep_worker::family::default_step_threads(args.slots as usize) as u32),
         pack_size: args.pack.unwrap_or_else(sweep_worker::backend::default_pack_size),
         tls_ca_pem: crate::commands::client::read_ca(&args.client)?,
         token: args.client.token,

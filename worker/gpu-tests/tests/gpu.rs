@@ -50,7 +50,7 @@ fn lease(name: &str, family: FamilySettings, modulus: u32, fraction: f64, weight
 
 fn train<B: AutodiffBackend, F: PackFamily<B> + Sync>(leases: &[TrialLease], device: &B::Device) -> Vec<CollectingSink> {
     let scratch = tempfile::tempdir().expect("scratch");
-    let context = FamilyContext { cache_dir: std::env::temp_dir() };
+    let context = FamilyContext::new(std::env::temp_dir());
     let mut sinks: Vec<CollectingSink> = leases.iter().map(|_| CollectingSink::default()).collect();
     let borrowed: Vec<&mut dyn MeasureSink> = sinks.iter_mut().map(|sink| sink as &mut dyn MeasureSink).collect();
     run_pack::<B, F>(leases.to_vec(), borrowed, &context, scratch.path(), device);

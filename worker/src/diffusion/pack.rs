@@ -200,7 +200,7 @@ impl<B: AutodiffBackend> PackFamily<B> for DiffusionPack<B> {
         })
     }
 
-    fn stack(members: Vec<Self::Member>, device: &B::Device) -> Self {
+    fn stack(members: Vec<Self::Member>, _context: &FamilyContext, device: &B::Device) -> Self {
         let input = if members[0].model.operand_embed.is_some() { OperandInput::Token } else { OperandInput::Image };
         let filter = members[0].filter.clone();
         let optimizer = PackAdamW::new(members.iter().map(|member| member.data.params.weight_decay).collect(), filter);

@@ -39,7 +39,7 @@ fn lease(name: &str, modulus: u32, fraction: f64, weight_decay: f64, seed: u64, 
 
 fn train(leases: Vec<TrialLease>) -> Vec<CollectingSink> {
     let scratch = tempfile::tempdir().expect("scratch");
-    let context = FamilyContext { cache_dir: std::env::temp_dir() };
+    let context = FamilyContext::new(std::env::temp_dir());
     let mut sinks: Vec<CollectingSink> = leases.iter().map(|_| CollectingSink::default()).collect();
     let borrowed: Vec<&mut dyn MeasureSink> = sinks.iter_mut().map(|sink| sink as &mut dyn MeasureSink).collect();
     run_pack::<TestAutodiffBackend, DiffusionPack<TestAutodiffBackend>>(leases, borrowed, &context, scratch.path(), &Default::default());

@@ -21,13 +21,20 @@ pub struct PackBatch<B: Backend> {
 impl<B: Backend> PackBatch<B> {
     /// The batch of trials whose training pairs are `pairs[k]`, at modulus `modulus`.
     pub fn new(pairs: &[&[(u32, u32)]], modulus: u32, device: &B::Device) -> Self {
+        let counts: Vec<usize> = pairs.iter().map(|trial| trial.len()).collect();
+        Self::weighted(pairs, &counts, modulus, device)
+    }
+
+    /// The batch of `pairs[k]`, a part of trial k's `counts[k]` training pairs:
+    /// each row weighs 1/counts[k], so the parts' losses sum to the whole's.
+    pub fn weighted(pairs: &[&[(u32, u32)]], counts: &[usize], modulus: u32, device: &B::Device) -> Self {
         let rows = pairs.iter().map(|trial| trial.len()).max().unwrap_or(0);
         let d_vocab = modulus as usize + 1;
         let mut tokens = Vec::with_capacity(pairs.len());
         let mut one_hot = vec![0f32; pairs.len() * rows * d_vocab];
         let mut weights = vec![0f32; pairs.len() * rows];
         for (trial, trial_pairs) in pairs.iter().enumerate() {
-            let weight = 1.0 / trial_pairs.len() as f32;
+            let weight = 1.0 / counts[trial] as f32;
             let mut inputs: Vec<[i64; SEQ_LEN]> = Vec::with_capacity(rows);
             for row in 0..rows {
                 // Padding repeats the first pair; its weight of 0 keeps it out of the loss.

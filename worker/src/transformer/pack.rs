@@ -5,10 +5,10 @@
 //! slice of the stack. After its last step a member's final-K losses are
 //! computed over its checkpoints, read back from the worker's disk. The
 //! loss is softmax or StableMax cross-entropy, one per pack (it is in the
-//! pack key), and so is the optimiser's gradient filter.
+//! pack key), and so is the optimiser's gradient filter. On a CPU backend a
+//! step's batch is cut into parts, one thread each (`crate::parts`).
 
 use burn::module::AutodiffModule;
-use burn::optim::GradientsParams;
 use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
 use burn::tensor::backend::{AutodiffBackend, Backend};
@@ -22,6 +22,7 @@ use super::model::{Transformer, TransformerConfig};
 use crate::family::{Evaluation, FamilyContext, FamilyError, LocalCheckpoints, PackFamily};
 use crate::grad_filter::GradientFilter;
 use crate::optim::PackAdamW;
+use crate::parts;
 use crate::scale::scale_weights;
 use crate::sink::MeasureSink;
 use crate::stack;
@@ -42,7 +43,9 @@ pub struct TransformerPack<B: AutodiffBackend> {
     model: Transformer<B>,
     optimizer: PackAdamW<B>,
     members: Vec<MemberData<B>>,
-    batch: PackBatch<B>,
+    /// The training batch in parts, one per thread of a step (`crate::parts`).
+    parts: Vec<PackBatch<B>>,
+    step_threads: usize,
     modulus: u32,
     loss: LossKind,
     device: B::Device,
@@ -55,20 +58,30 @@ struct MemberData<B: AutodiffBackend> {
     evaluator: Evaluator<B::InnerBackend>,
 }
 
-fn batch_of<B: AutodiffBackend>(members: &[MemberData<B>], modulus: u32, device: &B::Device) -> PackBatch<B> {
-    let pairs: Vec<&[(u32, u32)]> = members.iter().map(|member| member.train_pairs.as_slice()).collect();
-    PackBatch::new(&pairs, modulus, device)
+/// The pack's training pairs as the batches of a step's parts
+/// ([`parts::parts_for`] of them): each trial's pairs cut into contiguous
+/// runs, every row weighted by 1/n_k of its trial's whole split.
+fn batches_of<B: AutodiffBackend>(members: &[MemberData<B>], modulus: u32, step_threads: usize, device: &B::Device) -> Vec<PackBatch<B>> {
+    let rows = members.iter().map(|member| member.train_pairs.len()).max().unwrap_or(0) * members.len();
+    batches_in(members, modulus, parts::parts_for::<B>(rows, step_threads, device), device)
+}
+
+/// [`batches_of`] with `parts` parts.
+fn batches_in<B: AutodiffBackend>(members: &[MemberData<B>], modulus: u32, parts: usize, device: &B::Device) -> Vec<PackBatch<B>> {
+    let counts: Vec<usize> = members.iter().map(|member| member.train_pairs.len()).collect();
+    (0..parts)
+        .map(|part| {
+            let pairs: Vec<&[(u32, u32)]> =
+                members.iter().map(|member| &member.train_pairs[parts::part_range(member.train_pairs.len(), part, parts)]).collect();
+            PackBatch::weighted(&pairs, &counts, modulus, device)
+        })
+        .collect()
 }
 
 impl<B: AutodiffBackend> TransformerPack<B> {
     /// Member `index` as a pack of one, without autodiff.
     fn member_model(&self, index: usize) -> Transformer<B::InnerBackend> {
         stack::one_trial(self.model.valid(), index)
-    }
-
-    /// The summed loss of the pack: Σ_k (1/n_k) Σ_{i ≤ n_k} ℓ_ki.
-    fn loss(&self) -> Tensor<B, 1> {
-        pack_loss(&self.model, &self.batch, self.loss)
     }
 }
 
@@ -111,7 +124,7 @@ impl<B: AutodiffBackend> PackFamily<B> for TransformerPack<B> {
         })
     }
 
-    fn stack(members: Vec<Self::Member>, device: &B::Device) -> Self {
+    fn stack(members: Vec<Self::Member>, context: &FamilyContext, device: &B::Device) -> Self {
         let (modulus, loss) = (members[0].params.modulus, members[0].params.loss_kind());
         let optimizer = PackAdamW::new(members.iter().map(|member| member.params.weight_decay).collect(), members[0].filter.clone());
         let mut models = Vec::with_capacity(members.len());
@@ -120,13 +133,23 @@ impl<B: AutodiffBackend> PackFamily<B> for TransformerPack<B> {
             models.push(member.model);
             data.push(MemberData { params: member.params, train_pairs: member.train_pairs, evaluator: member.evaluator });
         }
-        let batch = batch_of(&data, modulus, device);
-        TransformerPack { model: stack::stack(models), optimizer, members: data, batch, modulus, loss, device: device.clone() }
+        let step_threads = context.step_threads;
+        let parts = batches_of(&data, modulus, step_threads, device);
+        TransformerPack {
+            model: stack::stack(models),
+            optimizer,
+            members: data,
+            parts,
+            step_threads,
+            modulus,
+            loss,
+            device: device.clone(),
+        }
     }
 
     fn step(&mut self, learning_rates: &[f64]) {
-        let loss = self.loss();
-        let gradients = GradientsParams::from_grads(loss.backward(), &self.model);
+        let kind = self.loss;
+        let gradients = parts::gradients_in_parts(&self.model, &self.parts, |model, part| pack_loss(model, part, kind));
         let model = self.model.clone();
         self.model = self.optimizer.step(learning_rates, model, gradients, &self.device);
     }
@@ -182,7 +205,7 @@ impl<B: AutodiffBackend> PackFamily<B> for TransformerPack<B> {
         self.model = stack::keep_trials(self.model.clone(), keep, &self.device);
         self.optimizer.keep_trials(keep, &self.device);
         stack::keep_items(&mut self.members, keep);
-        self.batch = batch_of(&self.members, self.modulus, &self.device);
+        self.parts = batches_of(&self.members, self.modulus, self.step_threads, &self.device);
     }
 }
 

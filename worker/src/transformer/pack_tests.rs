@@ -22,7 +22,7 @@ fn lease(name: &str, weight_decay: f64, data_fraction: f64, seed: u64, max_epoch
 }
 
 fn context() -> FamilyContext {
-    FamilyContext { cache_dir: std::env::temp_dir() }
+    FamilyContext::new(std::env::temp_dir())
 }
 
 /// Train `leases` as one pack; one collecting sink per trial.
@@ -321,4 +321,75 @@ fn everything_a_trial_reports_passes_the_coordinators_checks() {
             assert!(sink.steps_of(TEST_ACCURACY).is_empty(), "no test pairs, no test-side rows");
         }
     }
+}
+
+/// Every parameter's gradient in `gradients`, in the model's order.
+fn gradient_values(model: &Transformer<TestAutodiffBackend>, gradients: &burn::optim::GradientsParams) -> Vec<Vec<f32>> {
+    struct Values<'a> {
+        gradients: &'a burn::optim::GradientsParams,
+        values: Vec<Vec<f32>>,
+    }
+    impl burn::module::ModuleVisitor<TestAutodiffBackend> for Values<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<burn::tensor::Tensor<TestAutodiffBackend, D>>) {
+            let gradient = self.gradients.get::<TestBackend, D>(param.id).expect("every parameter has a gradient");
+            self.values.push(crate::host(gradient));
+        }
+    }
+    let mut visitor = Values { gradients, values: Vec::new() };
+    burn::module::Module::visit(model, &mut visitor);
+    visitor.values
+}
+
+#[test]
+fn a_step_cut_into_parts_has_the_whole_batchs_loss_and_gradients() {
+    let device = Default::default();
+    // Two trials with splits of different sizes, so every part pads one of them.
+    let leases = [lease("a", 1.0, 0.6, 1, 10), lease("b", 0.3, 0.35, 2, 10)];
+    let members = leases.iter().map(|lease| TransformerPack::<TestAutodiffBackend>::prepare(lease, &context(), &device).expect("prepares"));
+    let pack = TransformerPack::stack(members.collect(), &context(), &device);
+    assert_eq!(pack.parts.len(), 1, "one step thread, one part");
+    for kind in [LossKind::Softmax, LossKind::Stablemax] {
+        let loss_of = |parts: usize| {
+            let batches = batches_in(&pack.members, pack.modulus, parts, &device);
+            let total: f32 = batches.iter().map(|batch| pack_loss(&pack.model, batch, kind).into_scalar()).sum();
+            let gradients = parts::gradients_in_parts(&pack.model, &batches, |model, batch| pack_loss(model, batch, kind));
+            (total, gradient_values(&pack.model, &gradients))
+        };
+        let (whole_loss, whole) = loss_of(1);
+        for parts in [2, 3] {
+            let (loss, cut) = loss_of(parts);
+            assert!((loss - whole_loss).abs() <= 1e-5 * whole_loss.abs(), "{kind:?} in {parts}: loss {loss} vs {whole_loss}");
+            for (parameter, (got, want)) in cut.iter().zip(&whole).enumerate() {
+                let scale = want.iter().fold(0f32, |max, value| max.max(value.abs()));
+                for (got, want) in got.iter().zip(want) {
+                    assert!((got - want).abs() <= 1e-5 * scale, "{kind:?} in {parts}: parameter {parameter}: {got} vs {want}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_pack_is_cut_into_one_part_per_step_thread_where_it_has_the_rows() {
+    let device = Default::default();
+    // p = 47 at fraction 0.6: 1,325 training pairs, room for two parts of 256 rows or more.
+    let mut large = lease("large", 1.0, 0.6, 1, 10);
+    large.params.modulus = 47;
+    let prepare = |lease: &TrialLease| TransformerPack::<TestAutodiffBackend>::prepare(lease, &context(), &device).expect("prepares");
+    let two = context().with_step_threads(2);
+    let pack = TransformerPack::stack(vec![prepare(&large)], &two, &device);
+    assert_eq!(pack.parts.len(), 2);
+    let rows: Vec<usize> = pack.parts.iter().map(PackBatch::rows).collect();
+    assert_eq!(rows.iter().sum::<usize>(), sweep_core::split::train_size(47, 0.6), "the parts hold every pair once: {rows:?}");
+    let single = TransformerPack::stack(vec![prepare(&large)], &context(), &device);
+    assert_eq!(single.parts.len(), 1, "one step thread");
+    let mut smaller = lease("smaller", 1.0, 0.3, 2, 10);
+    smaller.params.modulus = 47;
+    let mut pack = TransformerPack::stack(vec![prepare(&large), prepare(&smaller)], &two, &device);
+    pack.keep(&[1]);
+    let rows: Vec<usize> = pack.parts.iter().map(PackBatch::rows).collect();
+    assert_eq!(rows.iter().sum::<usize>(), sweep_core::split::train_size(47, 0.3), "the parts are made again when a member leaves");
+    // The small trials of the other tests (p = 11, 72 pairs) are not cut.
+    let small = TransformerPack::stack(vec![prepare(&lease("small", 1.0, 0.6, 2, 10))], &two, &device);
+    assert_eq!(small.parts.len(), 1);
 }
