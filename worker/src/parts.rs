@@ -4,6 +4,9 @@
 //! of the parts' gradients is the whole batch's (in another order of
 //! summation).
 //!
+//! Each family says how many rows a part needs at least (a transformer row is
+//! one input; a diffusion row a whole image, many times the work).
+//!
 //! Why: burn-flex runs every element-wise operation, gather and allocation on
 //! the calling thread and only its matrix products on rayon's pool, so one
 //! thread's step left the other cores idle for about half of each step (at
@@ -21,23 +24,20 @@ use burn::optim::GradientsParams;
 use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 
-/// Fewest rows (summed over a pack's trials) a part is given: below this the
-/// thread costs more than its share of the work saves.
-pub(crate) const MIN_ROWS_PER_PART: usize = 256;
-
 /// Most parts one step is cut into, whatever the threads: only 1 and 2 (and
 /// 3 and 4 on 2 cores, no faster than 2) were measured.
 pub(crate) const MAX_PARTS: usize = 8;
 
 /// How many parts a step over `rows` rows (summed over the pack's trials) is
 /// cut into with `threads` threads for it, on backend `B`: 1 on the cubecl
-/// backends, else at most one per thread, per [`MIN_ROWS_PER_PART`] rows and
-/// [`MAX_PARTS`].
-pub(crate) fn parts_for<B: Backend>(rows: usize, threads: usize, device: &B::Device) -> usize {
+/// backends, else at most one per thread, one per `min_rows` rows (the
+/// family's: below it a thread costs more than its share of the work saves)
+/// and [`MAX_PARTS`].
+pub(crate) fn parts_for<B: Backend>(rows: usize, min_rows: usize, threads: usize, device: &B::Device) -> usize {
     if crate::backend::is_cubecl(&B::name(device)) {
         return 1;
     }
-    threads.min(rows / MIN_ROWS_PER_PART).clamp(1, MAX_PARTS)
+    threads.min(rows / min_rows.max(1)).clamp(1, MAX_PARTS)
 }
 
 /// Row range `[start, end)` of part `part` of `parts` over `rows` rows: the
@@ -129,12 +129,13 @@ mod tests {
     #[test]
     fn the_part_count_follows_threads_rows_and_the_cap() {
         let device = Default::default();
-        let parts = |rows, threads| parts_for::<crate::backend::TestBackend>(rows, threads, &device);
+        let parts = |rows, threads| parts_for::<crate::backend::TestBackend>(rows, 256, threads, &device);
         assert_eq!(parts(3830, 1), 1);
         assert_eq!(parts(3830, 2), 2);
         assert_eq!(parts(662, 4), 2, "one part per 256 rows");
         assert_eq!(parts(100, 4), 1, "fewer rows than one part's minimum");
         assert_eq!(parts(1 << 20, 64), MAX_PARTS);
         assert_eq!(parts(3830, 0), 1);
+        assert_eq!(parts_for::<crate::backend::TestBackend>(100, 0, 4, &device), 4, "no minimum");
     }
 }

@@ -126,6 +126,22 @@ impl HostDraw {
         self.pairs.is_empty()
     }
 
+    /// A copy of rows `range` of this draw.
+    pub fn rows(&self, range: std::ops::Range<usize>, pixels: usize) -> Self {
+        let images = |values: &Vec<f32>| {
+            if values.is_empty() { Vec::new() } else { values[range.start * pixels..range.end * pixels].to_vec() }
+        };
+        HostDraw {
+            pairs: self.pairs[range.clone()].to_vec(),
+            a_images: images(&self.a_images),
+            b_images: images(&self.b_images),
+            x0: images(&self.x0),
+            noise: images(&self.noise),
+            times: self.times[range.clone()].to_vec(),
+            targets: self.targets[range].to_vec(),
+        }
+    }
+
     /// The same draw with its first row repeated until it has `rows` rows
     /// (padding of a pack; the repeated rows carry no loss weight).
     pub fn padded(mut self, rows: usize, pixels: usize) -> Self {

@@ -4,9 +4,10 @@
 //! noise freshly drawn from its own generator (exactly its single run's
 //! draws), padded to the pack's largest split with rows of no loss weight;
 //! each member's flow-matching MSE is normalised by its own pairs and pixels.
+//! On a CPU backend a step's rows are cut into parts after they are drawn,
+//! one thread each (`crate::parts`).
 
 use burn::module::AutodiffModule;
-use burn::optim::GradientsParams;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Int, Tensor, TensorData};
 use sweep_core::split::SplitMix64;
@@ -23,6 +24,7 @@ use super::model::{Dit, DitConfig, PackOperands, TIME_FEATURES, time_features};
 use crate::family::{Evaluation, FamilyContext, FamilyError, LocalCheckpoints, PackFamily};
 use crate::grad_filter::GradientFilter;
 use crate::optim::PackAdamW;
+use crate::parts;
 use crate::scale::scale_weights;
 use crate::sink::MeasureSink;
 use crate::stack;
@@ -97,8 +99,12 @@ pub struct DiffusionPack<B: AutodiffBackend> {
     optimizer: PackAdamW<B>,
     members: Vec<MemberData<B>>,
     input: OperandInput,
+    step_threads: usize,
     device: B::Device,
 }
+
+/// Fewest rows (images, summed over the pack's trials) one part of a step is given.
+const MIN_ROWS_PER_PART: usize = 64;
 
 /// One step's inputs of a pack: every member's draws, padded to the largest.
 struct PackDraw<B: AutodiffBackend> {
@@ -114,27 +120,59 @@ struct PackDraw<B: AutodiffBackend> {
 }
 
 impl<B: AutodiffBackend> DiffusionPack<B> {
-    /// This step's draws of every member, padded to the largest, as the model's inputs.
-    fn draw(&mut self) -> PackDraw<B> {
-        let rows = self.members.iter().map(|member| member.train_pairs.len()).max().unwrap_or(0);
-        let trials = self.members.len();
+    /// This step's draws of every member (each from its own generator, in
+    /// the order of its single run), cut into the step's parts: in each,
+    /// every member's rows of that part, padded to the part's largest.
+    fn draw(&mut self) -> Vec<PackDraw<B>> {
+        let rows = self.members.iter().map(|member| member.train_pairs.len()).max().unwrap_or(0) * self.members.len();
+        let parts = parts::parts_for::<B>(rows, MIN_ROWS_PER_PART, self.step_threads, &self.device);
+        self.draw_in(parts)
+    }
+
+    /// [`DiffusionPack::draw`] cut into `parts` parts.
+    fn draw_in(&mut self, parts: usize) -> Vec<PackDraw<B>> {
+        let input = self.input;
+        let draws: Vec<HostDraw> =
+            self.members.iter_mut().map(|member| HostDraw::draw(&member.bank, &member.train_pairs, input, None, &mut member.rng)).collect();
+        let pixels = self.members[0].bank.pixels();
+        (0..parts)
+            .map(|part| {
+                let pieces: Vec<(HostDraw, usize)> = draws
+                    .iter()
+                    .map(|draw| {
+                        let range = parts::part_range(draw.len(), part, parts);
+                        // A part that holds none of a member's rows pads it with its first.
+                        let real = range.len();
+                        (draw.rows(if real == 0 { 0..1 } else { range }, pixels), real)
+                    })
+                    .collect();
+                self.pack_draw(pieces, &draws)
+            })
+            .collect()
+    }
+
+    /// The model's inputs from one part's `pieces` of every member's draw
+    /// (with how many of each piece's rows are real), weighted by the
+    /// members' whole `draws`.
+    fn pack_draw(&self, pieces: Vec<(HostDraw, usize)>, draws: &[HostDraw]) -> PackDraw<B> {
+        let rows = pieces.iter().map(|(piece, _)| piece.len()).max().unwrap_or(0);
+        let trials = pieces.len();
         let pixels = self.members[0].bank.pixels();
         let classes = self.members[0].bank.classes();
         let (mut a_images, mut b_images, mut x0, mut noise) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let (mut times, mut a_rows, mut b_rows) = (Vec::new(), Vec::new(), Vec::new());
         let mut weights = vec![0f32; trials * rows];
-        for (trial, member) in self.members.iter_mut().enumerate() {
-            let draw = HostDraw::draw(&member.bank, &member.train_pairs, self.input, None, &mut member.rng);
-            let weight = 1.0 / (draw.len() * pixels) as f32;
-            weights[trial * rows..trial * rows + draw.len()].fill(weight);
-            let draw = draw.padded(rows, pixels);
-            a_images.extend(draw.a_images);
-            b_images.extend(draw.b_images);
-            x0.extend(draw.x0);
-            noise.extend(draw.noise);
-            times.extend(draw.times);
-            a_rows.extend(draw.pairs.iter().map(|pair| (trial * classes + pair.0) as i64));
-            b_rows.extend(draw.pairs.iter().map(|pair| (trial * classes + pair.1) as i64));
+        for (trial, ((piece, real), whole)) in pieces.into_iter().zip(draws).enumerate() {
+            let weight = 1.0 / (whole.len() * pixels) as f32;
+            weights[trial * rows..trial * rows + real].fill(weight);
+            let piece = piece.padded(rows, pixels);
+            a_images.extend(piece.a_images);
+            b_images.extend(piece.b_images);
+            x0.extend(piece.x0);
+            noise.extend(piece.noise);
+            times.extend(piece.times);
+            a_rows.extend(piece.pairs.iter().map(|pair| (trial * classes + pair.0) as i64));
+            b_rows.extend(piece.pairs.iter().map(|pair| (trial * classes + pair.1) as i64));
         }
         let device = &self.device;
         let flat = |values: Vec<f32>| Tensor::<B, 2>::from_data(TensorData::new(values, [trials * rows, pixels]), device);
@@ -155,6 +193,16 @@ impl<B: AutodiffBackend> DiffusionPack<B> {
         let weights = Tensor::from_data(TensorData::new(weights, [trials * rows, 1]), device);
         PackDraw { x_t, time: features, operands, x0: x0.reshape([trials, rows, pixels]), weights }
     }
+}
+
+/// The flow-matching loss of one part of a step: Σ over its rows of the
+/// row's weight times its squared error.
+fn draw_loss<B: AutodiffBackend>(model: &Dit<B>, draw: &PackDraw<B>) -> Tensor<B, 1> {
+    let PackDraw { x_t, time, operands, x0, weights } = draw;
+    let x0_hat = model.forward_pack(x_t.clone(), time.clone(), operands.clone()).x0; // [K, rows, pixels]
+    let [trials, rows, pixels] = x0_hat.dims();
+    let squared = (x0_hat - x0.clone()).powi_scalar(2).reshape([trials * rows, pixels]).sum_dim(1); // [K · rows, 1]
+    (squared * weights.clone()).sum()
 }
 
 impl<B: AutodiffBackend> PackFamily<B> for DiffusionPack<B> {
@@ -200,21 +248,17 @@ impl<B: AutodiffBackend> PackFamily<B> for DiffusionPack<B> {
         })
     }
 
-    fn stack(members: Vec<Self::Member>, _context: &FamilyContext, device: &B::Device) -> Self {
+    fn stack(members: Vec<Self::Member>, context: &FamilyContext, device: &B::Device) -> Self {
         let input = if members[0].model.operand_embed.is_some() { OperandInput::Token } else { OperandInput::Image };
         let filter = members[0].filter.clone();
         let optimizer = PackAdamW::new(members.iter().map(|member| member.data.params.weight_decay).collect(), filter);
         let (models, members): (Vec<Dit<B>>, Vec<MemberData<B>>) = members.into_iter().map(|member| (member.model, member.data)).unzip();
-        DiffusionPack { model: stack::stack(models), optimizer, members, input, device: device.clone() }
+        DiffusionPack { model: stack::stack(models), optimizer, members, input, step_threads: context.step_threads, device: device.clone() }
     }
 
     fn step(&mut self, learning_rates: &[f64]) {
-        let PackDraw { x_t, time, operands, x0, weights } = self.draw();
-        let x0_hat = self.model.forward_pack(x_t, time, operands).x0; // [K, rows, pixels]
-        let [trials, rows, pixels] = x0_hat.dims();
-        let squared = (x0_hat - x0).powi_scalar(2).reshape([trials * rows, pixels]).sum_dim(1); // [K · rows, 1]
-        let loss = (squared * weights).sum();
-        let gradients = GradientsParams::from_grads(loss.backward(), &self.model);
+        let draws = self.draw();
+        let gradients = parts::gradients_in_parts(&self.model, &draws, draw_loss);
         let model = self.model.clone();
         self.model = self.optimizer.step(learning_rates, model, gradients, &self.device);
     }

@@ -101,3 +101,62 @@ fn everything_a_trial_reports_passes_the_coordinators_checks() {
     assert!(whole.steps_of(TEST_ACCURACY).is_empty() && whole.steps_of(TEST_LOSS).is_empty());
     assert!(whole.metrics().expect("done").test_accuracy.is_nan());
 }
+
+/// Every parameter's gradient in `gradients`, in the model's order (empty
+/// for a parameter the loss does not reach).
+fn gradient_values(model: &Dit<TestAutodiffBackend>, gradients: &GradientsParams) -> Vec<Vec<f32>> {
+    struct Values<'a> {
+        gradients: &'a GradientsParams,
+        values: Vec<Vec<f32>>,
+    }
+    impl burn::module::ModuleVisitor<TestAutodiffBackend> for Values<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<TestAutodiffBackend, D>>) {
+            let gradient = self.gradients.get::<crate::backend::TestBackend, D>(param.id);
+            self.values.push(gradient.map(crate::host).unwrap_or_default());
+        }
+    }
+    let mut visitor = Values { gradients, values: Vec::new() };
+    burn::module::Module::visit(model, &mut visitor);
+    visitor.values
+}
+
+use burn::optim::GradientsParams;
+
+#[test]
+fn a_step_cut_into_parts_has_the_whole_draws_loss_and_gradients() {
+    let device = Default::default();
+    let context = FamilyContext::new(std::env::temp_dir());
+    // Splits of 15, 10 and 2 pairs: with 3 parts the third member has none
+    // of its rows in one part.
+    let leases = [
+        lease("a", 5, 0.6, 1.0, 1, 5, OperandInput::Image),
+        lease("b", 5, 0.4, 0.1, 2, 5, OperandInput::Image),
+        lease("c", 5, 0.08, 1.0, 3, 5, OperandInput::Image),
+    ];
+    let pack = || {
+        let members = leases.iter().map(|lease| DiffusionPack::<TestAutodiffBackend>::prepare(lease, &context, &device).expect("prepares"));
+        DiffusionPack::stack(members.collect(), &context, &device)
+    };
+    let loss_of = |parts: usize| {
+        // Each pack draws from fresh generators, so every cut sees the same draws.
+        let mut pack = pack();
+        let draws = pack.draw_in(parts);
+        assert_eq!(draws.len(), parts);
+        let total: f32 = draws.iter().map(|draw| draw_loss(&pack.model, draw).into_scalar()).sum();
+        let gradients = parts::gradients_in_parts(&pack.model, &draws, draw_loss);
+        (total, gradient_values(&pack.model, &gradients))
+    };
+    let (whole_loss, whole) = loss_of(1);
+    assert!(whole.iter().filter(|values| !values.is_empty()).count() >= 10, "the loss reaches the model's weights");
+    for parts in [2, 3] {
+        let (loss, cut) = loss_of(parts);
+        assert!((loss - whole_loss).abs() <= 1e-5 * whole_loss.abs(), "in {parts}: loss {loss} vs {whole_loss}");
+        for (parameter, (got, want)) in cut.iter().zip(&whole).enumerate() {
+            assert_eq!(got.len(), want.len(), "in {parts}: parameter {parameter} has a gradient in both or neither");
+            let scale = want.iter().fold(0f32, |max, value| max.max(value.abs()));
+            for (got, want) in got.iter().zip(want) {
+                assert!((got - want).abs() <= 1e-5 * scale, "in {parts}: parameter {parameter}: {got} vs {want}");
+            }
+        }
+    }
+}

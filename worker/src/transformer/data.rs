@@ -36,9 +36,11 @@ impl<B: Backend> PackBatch<B> {
         for (trial, trial_pairs) in pairs.iter().enumerate() {
             let weight = 1.0 / counts[trial] as f32;
             let mut inputs: Vec<[i64; SEQ_LEN]> = Vec::with_capacity(rows);
+            // Padding repeats the first pair (any pair, in a part that holds
+            // none of this trial's); its weight of 0 keeps it out of the loss.
+            let padding = trial_pairs.first().copied().unwrap_or((0, 0));
             for row in 0..rows {
-                // Padding repeats the first pair; its weight of 0 keeps it out of the loss.
-                let (a, b) = trial_pairs.get(row).copied().unwrap_or(trial_pairs[0]);
+                let (a, b) = trial_pairs.get(row).copied().unwrap_or(padding);
                 inputs.push([a as i64, b as i64, modulus as i64]);
                 let label = ((a + b) % modulus) as usize;
                 one_hot[(trial * rows + row) * d_vocab + label] = 1.0;

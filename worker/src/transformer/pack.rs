@@ -63,8 +63,11 @@ struct MemberData<B: AutodiffBackend> {
 /// runs, every row weighted by 1/n_k of its trial's whole split.
 fn batches_of<B: AutodiffBackend>(members: &[MemberData<B>], modulus: u32, step_threads: usize, device: &B::Device) -> Vec<PackBatch<B>> {
     let rows = members.iter().map(|member| member.train_pairs.len()).max().unwrap_or(0) * members.len();
-    batches_in(members, modulus, parts::parts_for::<B>(rows, step_threads, device), device)
+    batches_in(members, modulus, parts::parts_for::<B>(rows, MIN_ROWS_PER_PART, step_threads, device), device)
 }
+
+/// Fewest inputs (summed over the pack's trials) one part of a step is given.
+const MIN_ROWS_PER_PART: usize = 256;
 
 /// [`batches_of`] with `parts` parts.
 fn batches_in<B: AutodiffBackend>(members: &[MemberData<B>], modulus: u32, parts: usize, device: &B::Device) -> Vec<PackBatch<B>> {

@@ -343,8 +343,9 @@ fn gradient_values(model: &Transformer<TestAutodiffBackend>, gradients: &burn::o
 #[test]
 fn a_step_cut_into_parts_has_the_whole_batchs_loss_and_gradients() {
     let device = Default::default();
-    // Two trials with splits of different sizes, so every part pads one of them.
-    let leases = [lease("a", 1.0, 0.6, 1, 10), lease("b", 0.3, 0.35, 2, 10)];
+    // Trials with splits of different sizes, so every part pads some of
+    // them; the third has 2 pairs, so one of 3 parts holds none of its.
+    let leases = [lease("a", 1.0, 0.6, 1, 10), lease("b", 0.3, 0.35, 2, 10), lease("c", 1.0, 0.02, 3, 10)];
     let members = leases.iter().map(|lease| TransformerPack::<TestAutodiffBackend>::prepare(lease, &context(), &device).expect("prepares"));
     let pack = TransformerPack::stack(members.collect(), &context(), &device);
     assert_eq!(pack.parts.len(), 1, "one step thread, one part");
