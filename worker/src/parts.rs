@@ -1,8 +1,8 @@
 //! A pack's full-batch step on several CPU threads: the batch's rows are cut
-//! into parts, each part's loss and gradient are computed on a thread of its
-//! own, and the gradients are summed. The loss is a sum over rows, so the sum
-//! of the parts' gradients is the whole batch's (in another order of
-//! summation).
+//! into parts, each part's loss and gradient are computed on a thread of the
+//! pack's own rayon pool ([`PartThreads`]), and the gradients are summed. The
+//! loss is a sum over rows, so the sum of the parts' gradients is the whole
+//! batch's (in another order of summation).
 //!
 //! Each family says how many rows a part needs at least (a transformer row is
 //! one input; a diffusion row a whole image, many times the work).
@@ -12,20 +12,21 @@
 //! thread's step left the other cores idle for about half of each step (at
 //! p = 113 on 2 cores, 19 of 35 ms; bench/RESULTS.md, "Session 19"). With one
 //! part per core those operations run side by side, and the parts' matrix
-//! products share rayon's pool. burn's cubecl backends (CUDA, wgpu) run one
+//! products share the pool. burn's cubecl backends (CUDA, wgpu) run one
 //! stream of kernels, so a pack there is never cut ([`parts_for`]).
 //!
-//! Each thread's parameters are fresh leaves of the autodiff graph with the
-//! parameters' ids ([`Fresh`]): burn-autodiff keeps graphs that share a node
-//! under one lock for the whole backward pass, which would serialise them.
+//! Each part's parameters but the first's are fresh leaves of the autodiff
+//! graph with the parameters' ids ([`Fresh`]): burn-autodiff keeps graphs
+//! that share a node under one lock for the whole backward pass, which would
+//! serialise them.
 
 use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 
-/// Most parts one step is cut into, whatever the threads: only 1 and 2 (and
-/// 3 and 4 on 2 cores, no faster than 2) were measured.
+/// Most parts one step is cut into, whatever the threads: only 1 and 2
+/// parts (on 2 cores) were measured.
 pub(crate) const MAX_PARTS: usize = 8;
 
 /// How many parts a step over `rows` rows (summed over the pack's trials) is
@@ -46,38 +47,97 @@ pub(crate) fn part_range(rows: usize, part: usize, parts: usize) -> std::ops::Ra
     rows * part / parts..rows * (part + 1) / parts
 }
 
-/// The gradients of Σ_parts `loss(model, part)` with respect to `model`'s
-/// parameters: part 0 on this thread, each other part on a scoped thread of
-/// its own with the parameters as fresh leaves, summed parameter by
-/// parameter in part order.
-pub(crate) fn gradients_in_parts<B, M, P, F>(model: &M, parts: &[P], loss: F) -> GradientsParams
-where
-    B: AutodiffBackend,
-    M: AutodiffModule<B> + Send,
-    P: Sync,
-    F: Fn(&M, &P) -> Tensor<B, 1> + Sync,
-{
-    let [first, others @ ..] = parts else { panic!("a step has at least one part") };
-    let gradients_of = |model: &M, part: &P| GradientsParams::from_grads(loss(model, part).backward(), model);
-    if others.is_empty() {
-        return gradients_of(model, first);
+/// The threads of a pack's step: a rayon pool of its own with one thread per
+/// step thread. Part k runs on thread k and nowhere else
+/// ([`rayon::ThreadPool::broadcast`]); every thread helps with the matrix
+/// products of every part (burn-flex's gemm calls use the pool of the thread
+/// that makes them). A step of one part runs on the pool too.
+///
+/// Why a pool: threads outside it hand each product to rayon's global pool
+/// and sleep until it is done, about 30 hand-offs a part per step; on pool
+/// threads the same step took a fifth less (p = 113 on 2 cores: 19.2–21.3
+/// ms against 25.4–28.6 with OS threads of their own, bench/RESULTS.md,
+/// "Session 19"). Why its own pool, and a broadcast rather than spawned
+/// jobs: a rayon thread that
+/// waits inside a product runs other queued jobs on its own stack, and if
+/// one were another part (of this pack or of another pack in a shared pool),
+/// burn-autodiff's cleanup after that part's backward pass would wait for
+/// the graph lock that the interrupted part's backward pass holds on the
+/// same thread. A broadcast job runs only on its own thread, and nothing
+/// else is ever queued on this pool.
+pub(crate) struct PartThreads {
+    threads: usize,
+    pool: Option<rayon::ThreadPool>,
+}
+
+impl std::fmt::Debug for PartThreads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartThreads").field("threads", &self.threads).field("started", &self.pool.is_some()).finish()
     }
-    std::thread::scope(|scope| {
-        let threads: Vec<_> = others
-            .iter()
-            .map(|part| {
-                let own = model.clone().map(&mut Fresh);
-                let gradients_of = &gradients_of;
-                scope.spawn(move || gradients_of(&own, part))
-            })
-            .collect();
-        let mut gradients = gradients_of(model, first);
-        for thread in threads {
-            let mut other = thread.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+}
+
+impl PartThreads {
+    /// The threads of a step that may use `threads` of them (the pool is
+    /// made on first use; none for one thread).
+    pub(crate) fn new(threads: usize) -> Self {
+        PartThreads { threads, pool: None }
+    }
+
+    /// The gradients of Σ_parts `loss(model, part)` with respect to
+    /// `model`'s parameters (at most as many parts as threads): each part on
+    /// a thread of the pool, parts 1.. with the parameters as fresh leaves,
+    /// summed parameter by parameter in part order. With one thread, or where
+    /// the pool cannot be made, on this thread one part after another.
+    pub(crate) fn gradients<B, M, P, F>(&mut self, model: &M, parts: &[P], loss: F) -> GradientsParams
+    where
+        B: AutodiffBackend,
+        M: AutodiffModule<B> + Sync,
+        P: Sync,
+        F: Fn(&M, &P) -> Tensor<B, 1> + Sync,
+    {
+        assert!(!parts.is_empty(), "a step has at least one part");
+        let gradients_of = |model: &M, part: &P| GradientsParams::from_grads(loss(model, part).backward(), model);
+        let part_gradients = |index: usize| match index {
+            0 => gradients_of(model, &parts[0]),
+            _ => gradients_of(&model.clone().map(&mut Fresh), &parts[index]),
+        };
+        let results: Vec<GradientsParams> = match self.pool() {
+            // One part on a thread of the pool, which the others help with its products.
+            Some(pool) if parts.len() == 1 => vec![pool.install(|| part_gradients(0))],
+            Some(pool) => {
+                assert!(parts.len() <= pool.current_num_threads(), "at most one part per thread");
+                pool.broadcast(|context| (context.index() < parts.len()).then(|| part_gradients(context.index())))
+                    .into_iter()
+                    .flatten()
+                    .collect()
+            }
+            None => (0..parts.len()).map(part_gradients).collect(),
+        };
+        let mut results = results.into_iter();
+        let mut gradients = results.next().expect("part 0");
+        for mut other in results {
             model.visit(&mut AddGradients { into: &mut gradients, other: &mut other });
         }
         gradients
-    })
+    }
+
+    /// The pool, or `None` for one thread or where the system cannot start
+    /// the threads (warned once).
+    fn pool(&mut self) -> Option<&rayon::ThreadPool> {
+        if self.threads < 2 {
+            return None;
+        }
+        if self.pool.is_none() {
+            match rayon::ThreadPoolBuilder::new().num_threads(self.threads).thread_name(|index| format!("step-{index}")).build() {
+                Ok(pool) => self.pool = Some(pool),
+                Err(error) => {
+                    tracing::warn!(%error, threads = self.threads, "no threads for a step's parts: they run one after another");
+                    self.threads = 1;
+                }
+            }
+        }
+        self.pool.as_ref()
+    }
 }
 
 /// Every parameter as a new leaf of the autodiff graph, with the same id.

@@ -100,6 +100,7 @@ pub struct DiffusionPack<B: AutodiffBackend> {
     members: Vec<MemberData<B>>,
     input: OperandInput,
     step_threads: usize,
+    part_threads: parts::PartThreads,
     device: B::Device,
 }
 
@@ -253,12 +254,20 @@ impl<B: AutodiffBackend> PackFamily<B> for DiffusionPack<B> {
         let filter = members[0].filter.clone();
         let optimizer = PackAdamW::new(members.iter().map(|member| member.data.params.weight_decay).collect(), filter);
         let (models, members): (Vec<Dit<B>>, Vec<MemberData<B>>) = members.into_iter().map(|member| (member.model, member.data)).unzip();
-        DiffusionPack { model: stack::stack(models), optimizer, members, input, step_threads: context.step_threads, device: device.clone() }
+        DiffusionPack {
+            model: stack::stack(models),
+            optimizer,
+            members,
+            input,
+            step_threads: context.step_threads,
+            part_threads: parts::PartThreads::new(context.step_threads),
+            device: device.clone(),
+        }
     }
 
     fn step(&mut self, learning_rates: &[f64]) {
         let draws = self.draw();
-        let gradients = parts::gradients_in_parts(&self.model, &draws, draw_loss);
+        let gradients = self.part_threads.gradients(&self.model, &draws, draw_loss);
         let model = self.model.clone();
         self.model = self.optimizer.step(learning_rates, model, gradients, &self.device);
     }

@@ -143,7 +143,7 @@ fn a_step_cut_into_parts_has_the_whole_draws_loss_and_gradients() {
         let draws = pack.draw_in(parts);
         assert_eq!(draws.len(), parts);
         let total: f32 = draws.iter().map(|draw| draw_loss(&pack.model, draw).into_scalar()).sum();
-        let gradients = parts::gradients_in_parts(&pack.model, &draws, draw_loss);
+        let gradients = parts::PartThreads::new(parts).gradients(&pack.model, &draws, draw_loss);
         (total, gradient_values(&pack.model, &gradients))
     };
     let (whole_loss, whole) = loss_of(1);

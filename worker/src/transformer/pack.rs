@@ -46,6 +46,7 @@ pub struct TransformerPack<B: AutodiffBackend> {
     /// The training batch in parts, one per thread of a step (`crate::parts`).
     parts: Vec<PackBatch<B>>,
     step_threads: usize,
+    part_threads: parts::PartThreads,
     modulus: u32,
     loss: LossKind,
     device: B::Device,
@@ -144,6 +145,7 @@ impl<B: AutodiffBackend> PackFamily<B> for TransformerPack<B> {
             members: data,
             parts,
             step_threads,
+            part_threads: parts::PartThreads::new(step_threads),
             modulus,
             loss,
             device: device.clone(),
@@ -152,7 +154,7 @@ impl<B: AutodiffBackend> PackFamily<B> for TransformerPack<B> {
 
     fn step(&mut self, learning_rates: &[f64]) {
         let kind = self.loss;
-        let gradients = parts::gradients_in_parts(&self.model, &self.parts, |model, part| pack_loss(model, part, kind));
+        let gradients = self.part_threads.gradients(&self.model, &self.parts, |model, part| pack_loss(model, part, kind));
         let model = self.model.clone();
         self.model = self.optimizer.step(learning_rates, model, gradients, &self.device);
     }

@@ -27,16 +27,15 @@ fn context() -> FamilyContext {
 
 /// Train `leases` as one pack; one collecting sink per trial.
 fn train(leases: Vec<TrialLease>) -> Vec<CollectingSink> {
+    train_with(leases, &context())
+}
+
+/// [`train`] with the given context (its step threads).
+fn train_with(leases: Vec<TrialLease>, context: &FamilyContext) -> Vec<CollectingSink> {
     let scratch = tempfile::tempdir().expect("scratch");
     let mut sinks: Vec<CollectingSink> = leases.iter().map(|_| CollectingSink::default()).collect();
     let borrowed: Vec<&mut dyn MeasureSink> = sinks.iter_mut().map(|sink| sink as &mut dyn MeasureSink).collect();
-    run_pack::<TestAutodiffBackend, TransformerPack<TestAutodiffBackend>>(
-        leases,
-        borrowed,
-        &context(),
-        scratch.path(),
-        &Default::default(),
-    );
+    run_pack::<TestAutodiffBackend, TransformerPack<TestAutodiffBackend>>(leases, borrowed, context, scratch.path(), &Default::default());
     sinks
 }
 
@@ -353,7 +352,7 @@ fn a_step_cut_into_parts_has_the_whole_batchs_loss_and_gradients() {
         let loss_of = |parts: usize| {
             let batches = batches_in(&pack.members, pack.modulus, parts, &device);
             let total: f32 = batches.iter().map(|batch| pack_loss(&pack.model, batch, kind).into_scalar()).sum();
-            let gradients = parts::gradients_in_parts(&pack.model, &batches, |model, batch| pack_loss(model, batch, kind));
+            let gradients = parts::PartThreads::new(parts).gradients(&pack.model, &batches, |model, batch| pack_loss(model, batch, kind));
             (total, gradient_values(&pack.model, &gradients))
         };
         let (whole_loss, whole) = loss_of(1);
@@ -393,4 +392,32 @@ fn a_pack_is_cut_into_one_part_per_step_thread_where_it_has_the_rows() {
     // The small trials of the other tests (p = 11, 72 pairs) are not cut.
     let small = TransformerPack::stack(vec![prepare(&lease("small", 1.0, 0.6, 2, 10))], &two, &device);
     assert_eq!(small.parts.len(), 1);
+}
+
+#[test]
+fn a_pack_on_step_threads_trains_each_trial_as_on_one_thread() {
+    // p = 47 at fraction 0.6 (1,325 pairs) is cut into 2 parts on 2 step
+    // threads; the p = 11 trial (72 pairs) is not cut, but its step runs on
+    // the pack's pool. Only the order of the gradient's sums differs, and
+    // AdamW turns rounding-sized differences of near-zero gradients into
+    // lr-sized steps, so the runs are compared over 20 steps at 1e-3.
+    let short = |mut lease: TrialLease| {
+        lease.training.eval_every = 5;
+        lease.stop.max_epochs = 20;
+        lease
+    };
+    let mut large = short(lease("large", 1.0, 0.6, 1, 20));
+    large.params.modulus = 47;
+    for trials in [vec![large.clone(), large], vec![short(lease("small", 1.0, 0.6, 2, 20))]] {
+        let one = train_with(trials.clone(), &context());
+        let two = train_with(trials.clone(), &context().with_step_threads(2));
+        let again = train_with(trials, &context().with_step_threads(2));
+        for (index, ((two, again), one)) in two.iter().zip(&again).zip(&one).enumerate() {
+            assert_eq!(two.values(), again.values(), "trial {index}: the same run twice on 2 step threads");
+            assert_eq!(two.values().len(), one.values().len());
+            for ((step, name, got), (_, _, want)) in two.values().iter().zip(&one.values()) {
+                assert!(close(*got, *want, 1e-3), "trial {index}: {name} at step {step}: 2 threads {got} vs 1 thread {want}");
+            }
+        }
+    }
 }
