@@ -83,6 +83,13 @@ impl PartThreads {
         PartThreads { threads, pool: None }
     }
 
+    /// [`PartThreads::new`] for a step on backend `B`: one thread, the
+    /// pack's own, on the cubecl backends, whose kernels go to a stream of
+    /// the thread that launches them.
+    pub(crate) fn for_backend<B: Backend>(threads: usize, device: &B::Device) -> Self {
+        Self::new(if crate::backend::is_cubecl(&B::name(device)) { 1 } else { threads })
+    }
+
     /// The gradients of Σ_parts `loss(model, part)` with respect to
     /// `model`'s parameters (at most as many parts as threads): each part on
     /// a thread of the pool, parts 1.. with the parameters as fresh leaves,

@@ -260,7 +260,7 @@ impl<B: AutodiffBackend> PackFamily<B> for DiffusionPack<B> {
             members,
             input,
             step_threads: context.step_threads,
-            part_threads: parts::PartThreads::new(context.step_threads),
+            part_threads: parts::PartThreads::for_backend::<B>(context.step_threads, device),
             device: device.clone(),
         }
     }

@@ -145,7 +145,7 @@ impl<B: AutodiffBackend> PackFamily<B> for TransformerPack<B> {
             members: data,
             parts,
             step_threads,
-            part_threads: parts::PartThreads::new(step_threads),
+            part_threads: parts::PartThreads::for_backend::<B>(step_threads, device),
             modulus,
             loss,
             device: device.clone(),
