@@ -55,16 +55,15 @@ pub(crate) fn part_range(rows: usize, part: usize, parts: usize) -> std::ops::Ra
 ///
 /// Why a pool: threads outside it hand each product to rayon's global pool
 /// and sleep until it is done, about 30 hand-offs a part per step; on pool
-/// threads the same step took a fifth less (p = 113 on 2 cores: 19.2–21.3
-/// ms against 25.4–28.6 with OS threads of their own, bench/RESULTS.md,
+/// threads the same step took a fifth less (p = 113 on 2 cores: about 21
+/// ms against about 27 with OS threads of their own, bench/RESULTS.md,
 /// "Session 19"). Why its own pool, and a broadcast rather than spawned
-/// jobs: a rayon thread that
-/// waits inside a product runs other queued jobs on its own stack, and if
-/// one were another part (of this pack or of another pack in a shared pool),
-/// burn-autodiff's cleanup after that part's backward pass would wait for
-/// the graph lock that the interrupted part's backward pass holds on the
-/// same thread. A broadcast job runs only on its own thread, and nothing
-/// else is ever queued on this pool.
+/// jobs: a rayon thread that waits inside a product runs other queued jobs
+/// on its own stack, and if one were another part (of this pack or of
+/// another pack in a shared pool), burn-autodiff's cleanup after that
+/// part's backward pass would wait for the graph lock that the interrupted
+/// part's backward pass holds on the same thread. A broadcast job runs only
+/// on its own thread, and nothing else is ever queued on this pool.
 pub(crate) struct PartThreads {
     threads: usize,
     pool: Option<rayon::ThreadPool>,
