@@ -212,16 +212,19 @@ pub fn basis_tensor<B: Backend>(basis: &FourierBasis, device: &B::Device) -> Ten
 
 /// Squared 2D-DFT coefficients of the centred activations over the p² inputs
 /// (rows in (a, b) order), as `[ka, kb, neuron]` for [`neuron_frequencies`].
-/// Two matrix products with the basis on the backend.
+/// Two matrix products with the basis on the backend: one over a, then one
+/// over b for each ka (a batched product with the basis broadcast), so
+/// nothing is permuted. Permuting [ka, b, n] to [b, ka, n] and back, as this
+/// did until 2026-12-05, made burn-flex copy 2 · p² · neurons values one by
+/// one: at p = 113 half of an evaluation's time (bench/RESULTS.md,
+/// "Session 19").
 pub fn activation_power<B: Backend>(basis: &Tensor<B, 2>, activations: Tensor<B, 2>) -> Vec<f32> {
     let p = basis.dims()[0];
     let [inputs, neurons] = activations.dims();
     assert_eq!(inputs, p * p, "activations must have one row per (a, b) pair");
     let centred = activations.clone() - activations.mean_dim(0);
-    let along_a = basis.clone().matmul(centred.reshape([p, p * neurons])); // [ka, (b, n)]
-    let by_b = along_a.reshape([p, p, neurons]).swap_dims(0, 1).reshape([p, p * neurons]); // [b, (ka, n)]
-    let along_b = basis.clone().matmul(by_b); // [kb, (ka, n)]
-    let ordered = along_b.reshape([p, p, neurons]).swap_dims(0, 1); // [ka, kb, n]
+    let along_a = basis.clone().matmul(centred.reshape([p, p * neurons])).reshape([p, p, neurons]); // [ka, b, n]
+    let ordered = basis.clone().unsqueeze_dim::<3>(0).matmul(along_a); // [ka, kb, n]
     host(ordered.clone() * ordered)
 }
 
@@ -383,6 +386,26 @@ pub(crate) mod tests {
             }
         }
         power
+    }
+
+    #[test]
+    fn activation_power_on_the_backend_equals_the_host_transform() {
+        use crate::backend::TestBackend;
+        let basis = FourierBasis::new(P);
+        let mut rng = sweep_core::split::SplitMix64::new(7);
+        let neurons = 5;
+        let grids: Vec<Vec<f64>> = (0..neurons).map(|_| (0..P * P).map(|_| rng.next_f64() * 2.0 - 1.0).collect()).collect();
+        // Rows in (a, b) order, one column per neuron.
+        let values: Vec<f32> = (0..P * P).flat_map(|input| grids.iter().map(move |grid| grid[input] as f32)).collect();
+        let device = Default::default();
+        let activations = Tensor::<TestBackend, 2>::from_data(TensorData::new(values, [P * P, neurons]), &device);
+        let got = activation_power(&basis_tensor::<TestBackend>(&basis, &device), activations);
+        let want = power_of(&basis, &grids);
+        let scale = want.iter().fold(0f32, |max, value| max.max(*value));
+        assert_eq!(got.len(), want.len());
+        for (index, (got, want)) in got.iter().zip(&want).enumerate() {
+            assert!((got - want).abs() <= 1e-5 * scale, "[ka, kb, n] entry {index}: {got} vs {want}");
+        }
     }
 
     #[test]

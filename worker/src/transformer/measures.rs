@@ -125,6 +125,28 @@ struct NumberMatrices {
     d_mlp: usize,
 }
 
+/// What the evaluation measures of W_E and W_L, from their [`NumberMatrices`].
+#[derive(Debug)]
+struct MatrixMeasures {
+    /// Fourier component norms of W_E's number rows.
+    w_e: Vec<f64>,
+    /// Fourier component norms of W_L.
+    w_l: Vec<f64>,
+    effective_rank_w_e: f64,
+    effective_rank_w_l: f64,
+}
+
+impl MatrixMeasures {
+    fn of(basis: &FourierBasis, matrices: &NumberMatrices, p: usize) -> Self {
+        MatrixMeasures {
+            w_e: basis.component_norms(&matrices.w_e, matrices.d_model),
+            w_l: basis.component_norms(&matrices.w_l, matrices.d_mlp),
+            effective_rank_w_e: effective_rank(&singular_values(&matrices.w_e, p, matrices.d_model)),
+            effective_rank_w_l: effective_rank(&singular_values(&matrices.w_l, p, matrices.d_mlp)),
+        }
+    }
+}
+
 /// Logits and activations of the model over all p² inputs, on the host.
 #[derive(Debug)]
 struct AllInputs {
@@ -162,6 +184,19 @@ impl<B: Backend> Evaluator<B> {
     /// Every measure of `model` (a pack of one) at this step.
     pub fn evaluate(&self, model: &Transformer<B>) -> Evaluation {
         let p = self.modulus();
+        let matrices = self.number_matrices(model);
+        // The measures of W_E and W_L are host work: on a thread of their
+        // own, beside the forward pass over all p² inputs on this one.
+        std::thread::scope(|scope| {
+            let of_matrices = scope.spawn(|| MatrixMeasures::of(&self.basis, &matrices, p));
+            self.evaluate_outputs(model, || of_matrices.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+        })
+    }
+
+    /// [`Evaluator::evaluate`] from the model's outputs over all p² inputs
+    /// and `matrix()`, the measures of W_E and W_L, asked for last.
+    fn evaluate_outputs(&self, model: &Transformer<B>, matrix: impl FnOnce() -> MatrixMeasures) -> Evaluation {
+        let p = self.modulus();
         let output = model.forward(&self.inputs);
         let [_, inputs, d_mlp] = output.mlp_post.dims();
         let power = activation_power(&self.basis_tensor, output.mlp_post.reshape([inputs, d_mlp]));
@@ -172,9 +207,6 @@ impl<B: Backend> Evaluator<B> {
         for neuron in neurons.iter().filter(|neuron| neuron.fve > KEY_FVE_THRESHOLD) {
             key_neuron_counts[neuron.frequency] += 1;
         }
-        let matrices = self.number_matrices(model);
-        let (w_e, w_l) =
-            (self.basis.component_norms(&matrices.w_e, matrices.d_model), self.basis.component_norms(&matrices.w_l, matrices.d_mlp));
         let mut collapse = CollapseCounter::default();
         for &(a, b) in &self.train {
             let start = (a * p + b) * all.stride;
@@ -182,21 +214,22 @@ impl<B: Backend> Evaluator<B> {
         }
         let (softmax_collapse, zero_loss_fraction) = collapse.fractions();
         let squared = model.squared_norms(0);
+        let matrix = matrix();
         Evaluation {
             train: self.loss_over(&all, &self.train),
             test: self.loss_over(&all, &self.test),
             sum_squared_weights: squared.total(),
             restricted_excluded: self.restricted_excluded(&all, &keys),
-            gini_w_e: gini(&w_e),
-            gini_w_l: gini(&w_l),
+            gini_w_e: gini(&matrix.w_e),
+            gini_w_l: gini(&matrix.w_l),
             key_frequencies: keys,
             key_neuron_fraction,
-            spectrum_w_e: FourierBasis::frequency_norms(&w_e),
-            spectrum_w_l: FourierBasis::frequency_norms(&w_l),
+            spectrum_w_e: FourierBasis::frequency_norms(&matrix.w_e),
+            spectrum_w_l: FourierBasis::frequency_norms(&matrix.w_l),
             key_neuron_counts,
             weight_norms: squared.matrix_norms(),
-            effective_rank_w_e: effective_rank(&singular_values(&matrices.w_e, p, matrices.d_model)),
-            effective_rank_w_l: effective_rank(&singular_values(&matrices.w_l, p, matrices.d_mlp)),
+            effective_rank_w_e: matrix.effective_rank_w_e,
+            effective_rank_w_l: matrix.effective_rank_w_l,
             softmax_collapse,
             zero_loss_fraction,
         }
