@@ -19,6 +19,7 @@
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
+use rayon::prelude::*;
 use sweep_core::measures::{
     self as names, CRITICAL_TIMESTEP_TEST, CRITICAL_TIMESTEP_TRAIN, GINI_OPERAND, KEY_FREQUENCY_COUNT, KEY_FVE_THRESHOLD,
     KEY_NEURON_FRACTION, MODE_SHIFT_FRACTION, PairSet, SPECTRAL_ENTROPY, SUM_SQUARED_WEIGHTS, SpectrumMatrix, TEST_ACCURACY, TEST_LOSS,
@@ -353,8 +354,29 @@ impl<B: Backend> Evaluator<B> {
     /// Every measure of `model` at this step.
     pub fn evaluate(&self, model: &Dit<B>) -> Evaluation {
         let (train_targets, test_targets) = (self.targets(&self.train), self.targets(&self.test));
-        let train_generation = self.generate(model, &self.train, None, 0x0074_7261_696e);
-        let test_generation = self.generate(model, &self.test, None, 0x7465_7374);
+        let old_pairs: Vec<(usize, usize)> = self.switches.iter().map(|switch| switch.0).collect();
+        let new_pairs: Vec<(usize, usize)> = self.switches.iter().map(|switch| switch.1).collect();
+        // The sampler runs (train, test, one per switch time) are independent,
+        // each with its own fixed noise: side by side on rayon's threads.
+        let steps = self.settings.sample_steps as usize;
+        let ((train_generation, test_generation), switch_generations) = rayon::join(
+            || {
+                rayon::join(
+                    || self.generate(model, &self.train, None, 0x0074_7261_696e),
+                    || self.generate(model, &self.test, None, 0x7465_7374),
+                )
+            },
+            || {
+                self.settings
+                    .switch_times
+                    .par_iter()
+                    .map(|&time| {
+                        let from = (((1.0 - time) * steps as f64).round() as usize).clamp(1, steps.saturating_sub(1).max(1));
+                        (time, self.generate(model, &old_pairs, Some((from, &new_pairs)), 0x7377_6974_6368))
+                    })
+                    .collect::<Vec<_>>()
+            },
+        );
         let repeat = |targets: &[usize]| {
             targets.iter().flat_map(|&c| std::iter::repeat_n(c, self.settings.samples_per_pair as usize)).collect::<Vec<_>>()
         };
@@ -374,16 +396,11 @@ impl<B: Backend> Evaluator<B> {
             })
             .unwrap_or(0);
 
-        let mut switches = Vec::with_capacity(self.settings.switch_times.len());
-        let old_pairs: Vec<(usize, usize)> = self.switches.iter().map(|switch| switch.0).collect();
-        let new_pairs: Vec<(usize, usize)> = self.switches.iter().map(|switch| switch.1).collect();
         let (old_targets, new_targets) = (repeat(&self.targets(&old_pairs)), repeat(&self.targets(&new_pairs)));
-        for &time in &self.settings.switch_times {
-            let steps = self.settings.sample_steps as usize;
-            let from = (((1.0 - time) * steps as f64).round() as usize).clamp(1, steps.saturating_sub(1).max(1));
-            let generation = self.generate(model, &old_pairs, Some((from, &new_pairs)), 0x7377_6974_6368);
-            switches.push((time, accuracy(&generation.finals, &new_targets), accuracy(&generation.finals, &old_targets)));
-        }
+        let switches: Vec<(f64, f64, f64)> = switch_generations
+            .iter()
+            .map(|(time, generation)| (*time, accuracy(&generation.finals, &new_targets), accuracy(&generation.finals, &old_targets)))
+            .collect();
 
         let (key_frequencies, key_neuron_fraction, key_neuron_counts, spectral_entropy, gini_operand, operand_spectrum) =
             match (&self.basis, &self.basis_tensor) {
