@@ -21,9 +21,10 @@ use crate::sink::{MeasureSink, SinkError};
 pub struct FamilyContext {
     /// Where expensive per-setting artefacts (the diffusion family's judge) are cached.
     pub cache_dir: PathBuf,
-    /// CPU threads one pack's training step may use besides rayon's pool
-    /// for matrix products: the transformer family cuts its batch into up to
-    /// this many parts, one thread each (`parts`). At least 1.
+    /// CPU threads one pack's training step may use: each family cuts its
+    /// batch into up to this many parts, run on a rayon pool of the pack's
+    /// own (`parts`). At least 1; a step on burn's cubecl backends (CUDA,
+    /// wgpu) stays on the pack's thread whatever this says.
     pub step_threads: usize,
 }
 
