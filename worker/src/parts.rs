@@ -174,6 +174,29 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for AddGradients<'_> {
     }
 }
 
+/// Every parameter's gradient in `gradients`, in `model`'s order (empty for
+/// a parameter the loss does not reach): what the families' tests of cut
+/// steps compare.
+#[cfg(test)]
+pub(crate) fn gradient_values<M: burn::module::Module<crate::backend::TestAutodiffBackend>>(
+    model: &M,
+    gradients: &GradientsParams,
+) -> Vec<Vec<f32>> {
+    use crate::backend::{TestAutodiffBackend, TestBackend};
+    struct Values<'a> {
+        gradients: &'a GradientsParams,
+        values: Vec<Vec<f32>>,
+    }
+    impl ModuleVisitor<TestAutodiffBackend> for Values<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<TestAutodiffBackend, D>>) {
+            self.values.push(self.gradients.get::<TestBackend, D>(param.id).map(crate::host).unwrap_or_default());
+        }
+    }
+    let mut visitor = Values { gradients, values: Vec::new() };
+    model.visit(&mut visitor);
+    visitor.values
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -135,6 +135,11 @@ impl<B: AutodiffBackend> DiffusionPack<B> {
         let input = self.input;
         let draws: Vec<HostDraw> =
             self.members.iter_mut().map(|member| HostDraw::draw(&member.bank, &member.train_pairs, input, None, &mut member.rng)).collect();
+        let counts: Vec<usize> = draws.iter().map(HostDraw::len).collect();
+        if parts == 1 {
+            // Not cut: the draws are the part, without a copy.
+            return vec![self.pack_draw(draws.into_iter().zip(counts.iter().copied()).collect(), &counts)];
+        }
         let pixels = self.members[0].bank.pixels();
         (0..parts)
             .map(|part| {
@@ -147,15 +152,15 @@ impl<B: AutodiffBackend> DiffusionPack<B> {
                         (draw.rows(if real == 0 { 0..1 } else { range }, pixels), real)
                     })
                     .collect();
-                self.pack_draw(pieces, &draws)
+                self.pack_draw(pieces, &counts)
             })
             .collect()
     }
 
     /// The model's inputs from one part's `pieces` of every member's draw
-    /// (with how many of each piece's rows are real), weighted by the
-    /// members' whole `draws`.
-    fn pack_draw(&self, pieces: Vec<(HostDraw, usize)>, draws: &[HostDraw]) -> PackDraw<B> {
+    /// (with how many of each piece's rows are real), each row weighted by
+    /// its member's whole draw of `counts[k]` pairs.
+    fn pack_draw(&self, pieces: Vec<(HostDraw, usize)>, counts: &[usize]) -> PackDraw<B> {
         let rows = pieces.iter().map(|(piece, _)| piece.len()).max().unwrap_or(0);
         let trials = pieces.len();
         let pixels = self.members[0].bank.pixels();
@@ -163,8 +168,8 @@ impl<B: AutodiffBackend> DiffusionPack<B> {
         let (mut a_images, mut b_images, mut x0, mut noise) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let (mut times, mut a_rows, mut b_rows) = (Vec::new(), Vec::new(), Vec::new());
         let mut weights = vec![0f32; trials * rows];
-        for (trial, ((piece, real), whole)) in pieces.into_iter().zip(draws).enumerate() {
-            let weight = 1.0 / (whole.len() * pixels) as f32;
+        for (trial, ((piece, real), count)) in pieces.into_iter().zip(counts).enumerate() {
+            let weight = 1.0 / (count * pixels) as f32;
             weights[trial * rows..trial * rows + real].fill(weight);
             let piece = piece.padded(rows, pixels);
             a_images.extend(piece.a_images);

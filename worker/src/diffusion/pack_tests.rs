@@ -102,26 +102,6 @@ fn everything_a_trial_reports_passes_the_coordinators_checks() {
     assert!(whole.metrics().expect("done").test_accuracy.is_nan());
 }
 
-/// Every parameter's gradient in `gradients`, in the model's order (empty
-/// for a parameter the loss does not reach).
-fn gradient_values(model: &Dit<TestAutodiffBackend>, gradients: &GradientsParams) -> Vec<Vec<f32>> {
-    struct Values<'a> {
-        gradients: &'a GradientsParams,
-        values: Vec<Vec<f32>>,
-    }
-    impl burn::module::ModuleVisitor<TestAutodiffBackend> for Values<'_> {
-        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<TestAutodiffBackend, D>>) {
-            let gradient = self.gradients.get::<crate::backend::TestBackend, D>(param.id);
-            self.values.push(gradient.map(crate::host).unwrap_or_default());
-        }
-    }
-    let mut visitor = Values { gradients, values: Vec::new() };
-    burn::module::Module::visit(model, &mut visitor);
-    visitor.values
-}
-
-use burn::optim::GradientsParams;
-
 #[test]
 fn a_step_cut_into_parts_has_the_whole_draws_loss_and_gradients() {
     let device = Default::default();
@@ -144,7 +124,7 @@ fn a_step_cut_into_parts_has_the_whole_draws_loss_and_gradients() {
         assert_eq!(draws.len(), parts);
         let total: f32 = draws.iter().map(|draw| draw_loss(&pack.model, draw).into_scalar()).sum();
         let gradients = parts::PartThreads::new(parts).gradients(&pack.model, &draws, draw_loss);
-        (total, gradient_values(&pack.model, &gradients))
+        (total, parts::gradient_values(&pack.model, &gradients))
     };
     let (whole_loss, whole) = loss_of(1);
     assert!(whole.iter().filter(|values| !values.is_empty()).count() >= 10, "the loss reaches the model's weights");

@@ -322,23 +322,6 @@ fn everything_a_trial_reports_passes_the_coordinators_checks() {
     }
 }
 
-/// Every parameter's gradient in `gradients`, in the model's order.
-fn gradient_values(model: &Transformer<TestAutodiffBackend>, gradients: &burn::optim::GradientsParams) -> Vec<Vec<f32>> {
-    struct Values<'a> {
-        gradients: &'a burn::optim::GradientsParams,
-        values: Vec<Vec<f32>>,
-    }
-    impl burn::module::ModuleVisitor<TestAutodiffBackend> for Values<'_> {
-        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<burn::tensor::Tensor<TestAutodiffBackend, D>>) {
-            let gradient = self.gradients.get::<TestBackend, D>(param.id).expect("every parameter has a gradient");
-            self.values.push(crate::host(gradient));
-        }
-    }
-    let mut visitor = Values { gradients, values: Vec::new() };
-    burn::module::Module::visit(model, &mut visitor);
-    visitor.values
-}
-
 #[test]
 fn a_step_cut_into_parts_has_the_whole_batchs_loss_and_gradients() {
     let device = Default::default();
@@ -353,9 +336,10 @@ fn a_step_cut_into_parts_has_the_whole_batchs_loss_and_gradients() {
             let batches = batches_in(&pack.members, pack.modulus, parts, &device);
             let total: f32 = batches.iter().map(|batch| pack_loss(&pack.model, batch, kind).into_scalar()).sum();
             let gradients = parts::PartThreads::new(parts).gradients(&pack.model, &batches, |model, batch| pack_loss(model, batch, kind));
-            (total, gradient_values(&pack.model, &gradients))
+            (total, parts::gradient_values(&pack.model, &gradients))
         };
         let (whole_loss, whole) = loss_of(1);
+        assert!(whole.iter().all(|values| !values.is_empty()), "every parameter has a gradient");
         for parts in [2, 3] {
             let (loss, cut) = loss_of(parts);
             assert!((loss - whole_loss).abs() <= 1e-5 * whole_loss.abs(), "{kind:?} in {parts}: loss {loss} vs {whole_loss}");
