@@ -12,8 +12,11 @@
 //! A reader sees the rolled files or the compacted one, never both and never
 //! neither: the new directory is built under `<data-dir>/compacting/` (outside
 //! `results/`) and swapped with the trial's directory in one
-//! `renameat2(RENAME_EXCHANGE)`; the old files, now under `compacting/`, are
-//! then deleted. Each step can be repeated after a crash: a leftover
+//! `renameat2(RENAME_EXCHANGE)`; the old directory, now under `compacting/`,
+//! is moved to `compacting/retired/` and deleted by a flush at least
+//! [`RETIRED_GRACE`] later ([`purge_retired`]): a reader that opened it just
+//! before the swap still lists all of it (deleting it at once let such a
+//! listing see 5 of 20 rolled files). Each step can be repeated after a crash: a leftover
 //! `compacting/` directory is removed first, and a directory that already
 //! holds one file of the attempt is left as it is. Other files in the
 //! directory (the `llc` files of `groksweep analyze --llc`) are kept.
@@ -37,6 +40,9 @@ use crate::store::SweepAttempt;
 /// Rows per row group of a compacted file: small enough that a filter on one
 /// measure skips most groups by their statistics.
 pub const ROW_GROUP_ROWS: usize = 8192;
+
+/// How long a swapped-out directory is kept before it is deleted.
+pub const RETIRED_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// What compacting one attempt did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -107,8 +113,43 @@ fn compact_table(layout: &ResultsLayout, table: SeriesTable, attempt: &SweepAtte
             fs::rename(staging.join(&late), live.join(&late)).map_err(|error| CoordinatorError::io(&live, error))?;
         }
     }
-    remove_dir_if_present(&staging)?;
+    retire(layout, &staging)?;
     Ok(Compacted { files_replaced: rolled.len(), rows: sorted.num_rows() })
+}
+
+/// Move the swapped-out `directory` to `compacting/retired/<unix ms>-<name>`.
+fn retire(layout: &ResultsLayout, directory: &Path) -> Result<()> {
+    let retired = layout.retired_dir();
+    fs::create_dir_all(&retired).map_err(|error| CoordinatorError::io(&retired, error))?;
+    let name = directory.file_name().ok_or_else(|| CoordinatorError::Internal(format!("{} has no name", directory.display())))?;
+    let to = retired.join(format!("{}-{}", unix_ms(std::time::SystemTime::now()), name.to_string_lossy()));
+    fs::rename(directory, &to).map_err(|error| CoordinatorError::io(directory, error))
+}
+
+fn unix_ms(time: std::time::SystemTime) -> u128 {
+    time.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis()
+}
+
+/// Delete the retired directories older than `grace` at `now` (any whose
+/// name does not start with its time too); returns how many.
+pub fn purge_retired(layout: &ResultsLayout, grace: std::time::Duration, now: std::time::SystemTime) -> Result<usize> {
+    let retired = layout.retired_dir();
+    let entries = match fs::read_dir(&retired) {
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        entries => entries.map_err(|error| CoordinatorError::io(&retired, error))?,
+    };
+    let cutoff = unix_ms(now).saturating_sub(grace.as_millis());
+    let mut purged = 0;
+    for entry in entries {
+        let entry = entry.map_err(|error| CoordinatorError::io(&retired, error))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let retired_at = name.split_once('-').and_then(|(ms, _)| ms.parse::<u128>().ok());
+        if retired_at.is_none_or(|ms| ms <= cutoff) {
+            remove_dir_if_present(&entry.path())?;
+            purged += 1;
+        }
+    }
+    Ok(purged)
 }
 
 /// Names in `directory` other than `rolled` and hidden temporary files.
@@ -385,6 +426,28 @@ mod tests {
         let compacted = vec![ProgressFileName { attempt: 1, first_row_id: 1, last_row_id: next - 1 }.render()];
         assert!(seen.iter().all(|names| *names == rolled || *names == compacted), "a listing saw a mixture or nothing");
         assert!(seen.first() == Some(&rolled) && seen.last() == Some(&compacted), "{} listings", seen.len());
+    }
+
+    #[test]
+    fn swapped_out_directories_are_kept_for_their_grace_then_deleted() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let layout = ResultsLayout::new(root.path());
+        let mut next = 1;
+        for start in (0..30).step_by(10) {
+            next = roll(&layout, start..start + 10, next);
+        }
+        let rolled = listing(&layout.series_dir(SeriesTable::Progress, "s", &attempt().trial_id));
+        compact(&layout, &attempt()).expect("compacts");
+        // Progress and spectra had rolled files to replace; curves had none.
+        let retired = listing(&layout.retired_dir());
+        assert_eq!(retired.len(), 2, "{retired:?}");
+        let old_progress = retired.iter().find(|name| name.contains("-progress-")).expect("the old progress directory");
+        assert_eq!(listing(&layout.retired_dir().join(old_progress)), rolled, "kept whole");
+        let now = std::time::SystemTime::now();
+        assert_eq!(purge_retired(&layout, RETIRED_GRACE, now).expect("purges"), 0, "within the grace");
+        assert_eq!(purge_retired(&layout, RETIRED_GRACE, now + RETIRED_GRACE).expect("purges"), 2, "after it");
+        assert!(listing(&layout.retired_dir()).is_empty());
+        assert_eq!(purge_retired(&layout, RETIRED_GRACE, now).expect("nothing left"), 0);
     }
 
     #[test]

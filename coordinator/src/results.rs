@@ -270,6 +270,13 @@ impl ResultsLayout {
         self.data_dir.join("compacting").join(format!("{sweep}-{}-{}", table.directory_name(), trial_id.as_str()))
     }
 
+    /// Where compaction leaves the directories it swapped out until they are
+    /// deleted (`compaction::purge_retired`). Its name cannot be a staging
+    /// directory's, which always holds `-<table>-`.
+    pub(crate) fn retired_dir(&self) -> PathBuf {
+        self.data_dir.join("compacting").join("retired")
+    }
+
     fn superseded_dir(&self, sweep: &str, trial_id: &TrialId) -> PathBuf {
         self.data_dir.join("superseded").join(sweep).join(trial_id.as_str())
     }

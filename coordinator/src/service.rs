@@ -395,6 +395,17 @@ impl Coordinator {
     /// chunk of trials at a time, each chunk then forgotten by one store
     /// operation: a sweep of short trials finishes thousands a second.
     async fn compact_done_trials(&self) -> Result<()> {
+        // Directories swapped out by earlier compactions, once no reader can
+        // still be listing them.
+        let layout = self.inner.layout.clone();
+        let purged = tokio::task::spawn_blocking(move || {
+            crate::compaction::purge_retired(&layout, crate::compaction::RETIRED_GRACE, std::time::SystemTime::now())
+        })
+        .await
+        .map_err(|error| CoordinatorError::Internal(format!("purge task failed: {error}")))??;
+        if purged > 0 {
+            debug!(directories = purged, "deleted directories that compaction swapped out");
+        }
         let ready = self.with_store(|store| store.compaction_ready()).await?;
         let began = std::time::Instant::now();
         for chunk in ready.chunks(COMPACTION_CHUNK) {
