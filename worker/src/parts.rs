@@ -127,6 +127,15 @@ impl PartThreads {
         gradients
     }
 
+    /// `work` on the pool (so rayon work inside it, such as the optimiser's
+    /// chunks, runs on the step's threads), or here with one thread.
+    pub(crate) fn install<R: Send>(&mut self, work: impl FnOnce() -> R + Send) -> R {
+        match self.pool() {
+            Some(pool) => pool.install(work),
+            None => work(),
+        }
+    }
+
     /// The pool, or `None` for one thread or where the system cannot start
     /// the threads (warned once).
     fn pool(&mut self) -> Option<&rayon::ThreadPool> {

@@ -96,12 +96,46 @@ pub(crate) fn one_trial<B: Backend, M: Module<B>>(model: M, trial: usize) -> M {
     model.map(&mut Slice { trial })
 }
 
+/// Replaces every parameter by an empty tensor (dimensions 0) with its id.
+struct Emptied;
+
+impl<B: Backend> ModuleMapper<B> for Emptied {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let (id, tensor, mapper) = param.consume();
+        let device = tensor.device();
+        Param::from_mapped_value(id, Tensor::empty([0; D], &device), mapper)
+    }
+}
+
+/// `module`, leaving in its place the same module with every parameter
+/// empty, which the caller replaces before it is used again. The returned
+/// module's parameter values are then held by it alone, so an optimiser step
+/// can update them in place on the CPU backends (`crate::optim`) instead of
+/// copying them out of a value that another module still holds.
+pub(crate) fn take<B: Backend, M: Module<B>>(module: &mut M) -> M {
+    let emptied = module.clone().map(&mut Emptied);
+    std::mem::replace(module, emptied)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::backend::TestAutodiffBackend;
     use crate::transformer::TransformerConfig;
     use crate::transformer::model::Transformer;
+
+    #[test]
+    fn a_taken_module_keeps_its_values_and_leaves_empty_parameters() {
+        let device = Default::default();
+        let mut model: Transformer<TestAutodiffBackend> =
+            TransformerConfig::new(7).with_d_model(8).with_n_heads(2).with_d_mlp(12).init(&device);
+        let before = model.embed.val().into_data();
+        let taken = take(&mut model);
+        assert_eq!(taken.embed.val().into_data(), before);
+        assert_eq!(model.embed.dims(), [0, 0, 0]);
+        assert_eq!(model.w_in.dims(), [0, 0, 0]);
+        assert_eq!(model.embed.id, taken.embed.id);
+    }
 
     #[test]
     fn stacked_trials_keep_their_values_and_leave_without_a_trace() {
