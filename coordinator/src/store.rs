@@ -169,6 +169,22 @@ pub struct TrialsPart {
     pub part: i64,
 }
 
+/// The attempts with buffered progress ([`Store::pending_attempts`]).
+const PENDING_ATTEMPTS: &str = "SELECT b.trial_id, b.attempt, t.sweep, MIN(b.batch_id), MAX(b.batch_id)
+     FROM progress_batches b CROSS JOIN attempts a CROSS JOIN trials t
+     WHERE a.trial_id = b.trial_id AND a.attempt = b.attempt AND t.trial_id = b.trial_id AND a.state IN ('active', 'completed')
+     GROUP BY b.trial_id, b.attempt";
+
+/// Up to ?1 attempts ready for compaction ([`Store::compaction_ready`]). As
+/// in [`PENDING_ATTEMPTS`], CROSS JOIN keeps the queue the outer loop, read in
+/// order until the limit: driven by the trials' status index, SQLite read
+/// every done trial of every sweep and sorted them, about 100 ms a call
+/// after 200,000 trials (bench/RESULTS.md, "Session 20").
+const COMPACTION_READY: &str = "SELECT t.sweep, c.trial_id, c.attempt FROM compaction_pending c
+     CROSS JOIN trials t ON t.trial_id = c.trial_id AND t.status = 'done' AND t.attempt = c.attempt
+     WHERE NOT EXISTS (SELECT 1 FROM progress_batches b WHERE b.trial_id = c.trial_id AND b.attempt = c.attempt)
+     ORDER BY c.rowid LIMIT ?1";
+
 /// Buffered rows of one attempt and one shape, through a row id, that a
 /// Parquet file now holds ([`Store::mark_flushed`]).
 #[derive(Debug, Clone, PartialEq)]
@@ -1009,12 +1025,12 @@ impl Store {
     /// store's: a roll of a few million rows is a few hundred megabytes that
     /// reports and heartbeats would otherwise wait behind.
     pub fn pending_attempts(&self) -> Result<Vec<PendingAttempt>> {
-        let mut statement = self.conn.prepare_cached(
-            "SELECT b.trial_id, b.attempt, t.sweep, MIN(b.batch_id), MAX(b.batch_id) FROM progress_batches b
-             JOIN attempts a ON a.trial_id = b.trial_id AND a.attempt = b.attempt
-             JOIN trials t ON t.trial_id = b.trial_id WHERE a.state IN ('active', 'completed')
-             GROUP BY b.trial_id, b.attempt",
-        )?;
+        // CROSS JOIN keeps SQLite from driving the join from `attempts` by
+        // its state index: that read every completed attempt of every sweep
+        // at each flush, 300 ms a flush after 200,000 trials, all on the
+        // store's thread (bench/RESULTS.md, "Session 20"). The buffered
+        // batches are few; each finds its attempt and trial by key.
+        let mut statement = self.conn.prepare_cached(PENDING_ATTEMPTS)?;
         let pending = statement.query_map([], |row| {
             Ok(PendingAttempt {
                 trial_id: TrialId::from_raw(row.get::<_, String>(0)?),
@@ -1114,16 +1130,13 @@ impl Store {
         Ok(())
     }
 
-    /// Finished attempts whose rolled files can be compacted now: the trial is
-    /// done with this attempt and none of its rows is still buffered.
-    pub fn compaction_ready(&self) -> Result<Vec<SweepAttempt>> {
-        let mut statement = self.conn.prepare(
-            "SELECT t.sweep, c.trial_id, c.attempt FROM compaction_pending c
-             JOIN trials t ON t.trial_id = c.trial_id AND t.status = 'done' AND t.attempt = c.attempt
-             WHERE NOT EXISTS (SELECT 1 FROM progress_batches b WHERE b.trial_id = c.trial_id AND b.attempt = c.attempt)
-             ORDER BY c.rowid",
-        )?;
-        let rows = statement.query_map([], |row| {
+    /// Up to `limit` finished attempts whose rolled files can be compacted
+    /// now, oldest first: the trial is done with this attempt and none of its
+    /// rows is still buffered. (A limit, so that one call holds the store's
+    /// thread for a bounded time however many trials ended.)
+    pub fn compaction_ready(&self, limit: usize) -> Result<Vec<SweepAttempt>> {
+        let mut statement = self.conn.prepare_cached(COMPACTION_READY)?;
+        let rows = statement.query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |row| {
             Ok(SweepAttempt { sweep: row.get(0)?, trial_id: TrialId::from_raw(row.get::<_, String>(1)?), attempt: row.get(2)? })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)

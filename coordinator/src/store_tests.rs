@@ -425,11 +425,11 @@ fn a_done_trial_is_ready_for_compaction_once_its_rows_are_flushed() {
     store.record_progress(done, &[row(10, "train_loss", 0.5)], TTL).expect("progress");
     store.record_progress(running, &[row(10, "train_loss", 0.5)], TTL).expect("progress");
     store.complete(done, &FinalMetrics { epochs: 10, ..FinalMetrics::default() }).expect("complete");
-    assert!(store.compaction_ready().expect("ready").is_empty(), "its last rows are still buffered");
+    assert!(store.compaction_ready(usize::MAX).expect("ready").is_empty(), "its last rows are still buffered");
     for buffered in store.buffered_attempts().expect("buffered") {
         flush_all(&mut store, &buffered.trial_id, buffered.attempt, buffered.last_row_id);
     }
-    let ready = store.compaction_ready().expect("ready");
+    let ready = store.compaction_ready(usize::MAX).expect("ready");
     assert_eq!(ready, vec![SweepAttempt { sweep: "lease-test".into(), trial_id: done.trial_id.clone(), attempt: 1 }]);
     let watermarks = |store: &Store, lease: &LeaseRef| -> i64 {
         let key = params![lease.trial_id.as_str(), lease.attempt];
@@ -441,10 +441,52 @@ fn a_done_trial_is_ready_for_compaction_once_its_rows_are_flushed() {
     };
     assert_eq!((watermarks(&store, done), watermarks(&store, running)), (2, 2));
     store.forget_compactions(&ready[..1]).expect("forget");
-    assert!(store.compaction_ready().expect("ready").is_empty());
+    assert!(store.compaction_ready(usize::MAX).expect("ready").is_empty());
     // A compacted attempt's per-measure steps are gone; a live one keeps its own.
     assert_eq!((watermarks(&store, done), watermarks(&store, running)), (0, 2));
     assert_eq!(store.record_progress(running, &[row(10, "train_loss", 0.5)], TTL).expect("resend"), 0);
+}
+
+#[test]
+fn compaction_is_offered_oldest_first_and_at_most_the_limit_at_a_time() {
+    let (mut store, _clock, worker) = store_with(3);
+    let grants = lease(&mut store, &worker, 2).expect("lease");
+    assert_eq!(grants.len(), 2);
+    // The second ends first: the queue is in the order trials ended.
+    for grant in grants.iter().rev() {
+        store.complete(&grant.lease, &FinalMetrics { epochs: 10, ..FinalMetrics::default() }).expect("complete");
+    }
+    let trials = |ready: &[SweepAttempt]| ready.iter().map(|attempt| attempt.trial_id.clone()).collect::<Vec<_>>();
+    let first = store.compaction_ready(1).expect("ready");
+    assert_eq!(trials(&first), vec![grants[1].lease.trial_id.clone()]);
+    store.forget_compactions(&first).expect("forget");
+    assert_eq!(trials(&store.compaction_ready(1).expect("ready")), vec![grants[0].lease.trial_id.clone()]);
+    assert_eq!(store.compaction_ready(5).expect("ready").len(), 1);
+}
+
+/// SQLite's plan for `sql` (bound to `parameters`), one line per step.
+fn query_plan(store: &Store, sql: &str, parameters: impl rusqlite::Params) -> Vec<String> {
+    let mut statement = store.conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).expect("explain");
+    statement.query_map(parameters, |row| row.get::<_, String>(3)).expect("plan").collect::<rusqlite::Result<_>>().expect("rows")
+}
+
+#[test]
+fn the_flushes_queries_read_their_queues_not_every_trial() {
+    // Each plan starts from its small table (the buffered batches, the
+    // compaction queue) and finds each row's attempt and trial by key.
+    // Driven by the attempts' state index or the trials' status index, they
+    // read every completed attempt or done trial at every flush.
+    let (store, _clock, _worker) = store_with(3);
+    let pending = query_plan(&store, PENDING_ATTEMPTS, []);
+    assert!(pending[0].starts_with("SCAN b"), "{pending:?}");
+    let ready = query_plan(&store, COMPACTION_READY, [10]);
+    assert!(ready[0].starts_with("SCAN c"), "{ready:?}");
+    for step in pending.iter().skip(1).chain(ready.iter().skip(1)) {
+        assert!(
+            !step.contains("attempts_active") && !step.contains("trials_by_status") && !step.contains("TEMP B-TREE"),
+            "{pending:?} {ready:?}"
+        );
+    }
 }
 
 #[test]
@@ -463,13 +505,13 @@ fn an_older_data_directory_queues_its_done_trials_for_compaction_once() {
         grant.lease.trial_id
     };
     let mut store = Store::open(&path, Arc::new(ManualClock::new(NOW))).expect("reopens");
-    let ready = store.compaction_ready().expect("ready");
+    let ready = store.compaction_ready(usize::MAX).expect("ready");
     assert_eq!(ready.len(), 1);
     assert_eq!(ready[0].trial_id, trial);
     store.forget_compactions(&ready[..1]).expect("forget");
     drop(store);
     let store = Store::open(&path, Arc::new(ManualClock::new(NOW))).expect("reopens again");
-    assert!(store.compaction_ready().expect("ready").is_empty(), "queued once, not on every open");
+    assert!(store.compaction_ready(usize::MAX).expect("ready").is_empty(), "queued once, not on every open");
 }
 
 /// A sweep `name` of `seeds` trials (seeds 0, 1, …) at p = 7: its spec, YAML and trials.

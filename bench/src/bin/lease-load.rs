@@ -1,6 +1,6 @@
 //! Many simulated workers against one coordinator on loopback (issue 14):
 //!
-//! `cargo run --release -p groksweep-bench --bin lease-load -- [workers] [seconds] [trials] [report] [next]`
+//! `cargo run --release -p groksweep-bench --bin lease-load -- [workers] [seconds] [trials] [report] [next] [think_ms]`
 //!
 //! `workers` simulated workers (default 1,000), each on its own connection,
 //! register, then for `seconds` (default 60) lease one no-op trial at a time,
@@ -8,7 +8,11 @@
 //! `0` leaves the report out), and complete it. With `next` = `1` each
 //! completion asks for the next lease in the same call (`lease_next`, as the
 //! worker does), and `LeaseTrials` is called only when that brought none;
-//! with `0` (the default) every lease is its own call. Beside that loop each
+//! with `0` (the default) every lease is its own call. With `think_ms` > 0
+//! a worker waits that long after each completion before it works on its
+//! next trial, as a worker that trains would (default 0: no-op trials back
+//! to back, so with W workers the latency is about W ÷ the rate, Little's
+//! law). Beside that loop each
 //! worker heartbeats its lease at the interval the coordinator asks for (1 s
 //! here). The sweep has about `trials` trials (default 1,000,000, stored
 //! before the clock starts). Printed: lease + complete round trips per
@@ -57,6 +61,7 @@ async fn main() -> anyhow::Result<()> {
     let trials: usize = arg(3, 1_000_000);
     let report = arg::<u8>(4, 1) == 1;
     let lease_next = arg::<u8>(5, 0) == 1;
+    let think = Duration::from_millis(arg(6, 0));
     let data = tempfile::tempdir()?;
     let mut config = CoordinatorConfig::new(data.path());
     config.heartbeat_interval = Duration::from_secs(1);
@@ -188,6 +193,9 @@ async fn main() -> anyhow::Result<()> {
                 if let Ok(mut held) = held.lock() {
                     held.clear();
                 }
+                if !think.is_zero() {
+                    tokio::time::sleep(think).await;
+                }
             }
             heartbeat.await??;
             anyhow::Ok(latencies_us)
@@ -228,7 +236,8 @@ async fn main() -> anyhow::Result<()> {
     };
     let (commits, operations) = (commits_after.0 - commits_before.0, commits_after.1 - commits_before.1);
     println!(
-        "workers={workers} report={report} lease_next={lease_next} seconds={elapsed:.1} completed={completed} round_trips_per_second={:.0} lease_ms_p50={:.1} lease_ms_p99={:.1} lease_ms_max={:.1} worst_heartbeat_gap_ms={:.0} refused={} revoked={} store_operations_per_commit={:.1} store_thread_cpu_us_per_round_trip={store_us:.0} process_cpu_us_per_round_trip={process_us:.0}",
+        "workers={workers} report={report} lease_next={lease_next} think_ms={} seconds={elapsed:.1} completed={completed} round_trips_per_second={:.0} lease_ms_p50={:.1} lease_ms_p99={:.1} lease_ms_max={:.1} worst_heartbeat_gap_ms={:.0} refused={} revoked={} store_operations_per_commit={:.1} store_thread_cpu_us_per_round_trip={store_us:.0} process_cpu_us_per_round_trip={process_us:.0}",
+        think.as_millis(),
         completed as f64 / elapsed,
         percentile(0.5),
         percentile(0.99),
