@@ -67,8 +67,19 @@ impl ProgressFileName {
     }
 }
 
-fn writer_properties() -> WriterProperties {
-    WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default())).build()
+/// Files of fewer rows than this are written uncompressed.
+const SMALL_FILE_ROWS: usize = 1024;
+
+/// How a file of `rows` rows is written: zstd, or no compression for a small
+/// file. parquet creates a zstd compressor and decompressor for each column
+/// of each file, and a roll of short trials writes one small file per trial
+/// (two rows each in the load benchmark): making those contexts took about
+/// a fifth of the coordinator's CPU there (bench/RESULTS.md, "Coordinator
+/// under load", session 20), and a few rows do not compress anyway.
+/// Compacted files are zstd whatever their size (`crate::compaction`).
+fn writer_properties(rows: usize) -> WriterProperties {
+    let compression = if rows < SMALL_FILE_ROWS { Compression::UNCOMPRESSED } else { Compression::ZSTD(ZstdLevel::default()) };
+    WriterProperties::builder().set_compression(compression).build()
 }
 
 /// The hidden name a file is written under before it is renamed to `path`,
@@ -95,7 +106,7 @@ pub(crate) fn write_file_atomically(path: &Path, fill: impl FnOnce(fs::File) -> 
 /// Write `batch` to `path` as Parquet, atomically.
 fn write_atomically(path: &Path, batch: &RecordBatch) -> Result<()> {
     write_file_atomically(path, |file| {
-        let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(writer_properties()))?;
+        let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(writer_properties(batch.num_rows())))?;
         writer.write(batch)?;
         Ok(writer.into_inner()?)
     })
@@ -114,7 +125,7 @@ impl StagedFile {
     fn write(path: PathBuf, batch: &RecordBatch) -> Result<Self> {
         let temporary = hidden_temporary(&path)?;
         let file = fs::File::create(&temporary).map_err(|error| CoordinatorError::io(&temporary, error))?;
-        let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(writer_properties()))?;
+        let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(writer_properties(batch.num_rows())))?;
         writer.write(batch)?;
         writer.close()?;
         Ok(StagedFile { temporary, path })
@@ -528,6 +539,58 @@ mod tests {
             assert_eq!(rows, steps as usize, "{trial}");
         }
         assert!(publish(&layout.results_root(), &[]).expect("nothing to publish").renamed.is_empty());
+    }
+
+    #[test]
+    fn a_small_rolled_file_is_uncompressed_and_a_large_one_zstd_both_readable() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let layout = ResultsLayout::new(data.path());
+        for (steps, expected) in [(2usize, Compression::UNCOMPRESSED), (SMALL_FILE_ROWS, Compression::ZSTD(ZstdLevel::default()))] {
+            let rows = (0..steps)
+                .map(|step| BufferedRow {
+                    step: step as i64,
+                    measure: "train_loss".into(),
+                    kind: MeasureKind::Scalar,
+                    key: 0.0,
+                    value: 1.0 / (1.0 + step as f64),
+                    wall_time_ms: 1_780_000_000_000,
+                })
+                .collect();
+            let trial = TrialId::from_raw(format!("t{steps}"));
+            let buffered = BufferedAttempt {
+                sweep: "s".into(),
+                trial_id: trial.clone(),
+                attempt: 1,
+                rows,
+                first_row_id: 1,
+                last_row_id: steps as i64,
+            };
+            let staged = layout.stage_series(&buffered, SeriesTable::Progress).expect("staged").expect("rows");
+            publish(&layout.results_root(), std::slice::from_ref(&staged)).expect("published");
+            let builder =
+                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(fs::File::open(staged.path()).expect("open"))
+                    .expect("parquet");
+            let codecs: Vec<Compression> = builder
+                .metadata()
+                .row_groups()
+                .iter()
+                .flat_map(|group| group.columns().iter().map(|column| column.compression()))
+                .collect();
+            assert!(!codecs.is_empty() && codecs.iter().all(|codec| *codec == expected), "{steps} rows: {codecs:?}");
+            let values: Vec<f64> = builder
+                .build()
+                .expect("reader")
+                .flat_map(|batch| {
+                    let batch = batch.expect("batch");
+                    let column = arrow_array::cast::AsArray::as_primitive::<arrow_array::types::Float64Type>(
+                        batch.column_by_name("value").expect("value column"),
+                    )
+                    .clone();
+                    column.values().to_vec()
+                })
+                .collect();
+            assert_eq!(values, (0..steps).map(|step| 1.0 / (1.0 + step as f64)).collect::<Vec<_>>());
+        }
     }
 
     #[test]
