@@ -308,6 +308,15 @@ mod tests {
         SweepAttempt { sweep: "s".into(), trial_id: TrialId::from_raw("t0"), attempt: 1 }
     }
 
+    /// A results directory under a new temporary root holding `files`
+    /// rolls of 10 steps each of [`attempt`]; returns the next buffer row id.
+    fn rolled(files: i64) -> (tempfile::TempDir, ResultsLayout, i64) {
+        let root = tempfile::tempdir().expect("tempdir");
+        let layout = ResultsLayout::new(root.path());
+        let next = (0..files).fold(1, |next, file| roll(&layout, file * 10..file * 10 + 10, next));
+        (root, layout, next)
+    }
+
     /// Rolls of steps `steps` (train_loss = step, test_accuracy = step / 100,
     /// a two-frequency spectrum), with buffer rows numbered from `first_row_id`.
     fn roll(layout: &ResultsLayout, steps: std::ops::Range<i64>, first_row_id: i64) -> i64 {
@@ -392,12 +401,7 @@ mod tests {
 
     #[test]
     fn a_reader_listing_during_compaction_sees_the_rolls_or_the_compacted_file() {
-        let root = tempfile::tempdir().expect("tempdir");
-        let layout = ResultsLayout::new(root.path());
-        let mut next = 1;
-        for start in (0..200).step_by(10) {
-            next = roll(&layout, start..start + 10, next);
-        }
+        let (_root, layout, next) = rolled(20);
         let progress = layout.series_dir(SeriesTable::Progress, "s", &attempt().trial_id);
         let rolled = listing(&progress);
         assert_eq!(rolled.len(), 20);
@@ -430,12 +434,7 @@ mod tests {
 
     #[test]
     fn swapped_out_directories_are_kept_for_their_grace_then_deleted() {
-        let root = tempfile::tempdir().expect("tempdir");
-        let layout = ResultsLayout::new(root.path());
-        let mut next = 1;
-        for start in (0..30).step_by(10) {
-            next = roll(&layout, start..start + 10, next);
-        }
+        let (_root, layout, _) = rolled(3);
         let rolled = listing(&layout.series_dir(SeriesTable::Progress, "s", &attempt().trial_id));
         compact(&layout, &attempt()).expect("compacts");
         // Progress and spectra had rolled files to replace; curves had none.

@@ -83,6 +83,23 @@ impl<B: AutodiffBackend> PackAdamW<B> {
         self.step_by(update, learning_rates, module, gradients, device)
     }
 
+    /// [`PackAdamW::step`] of `module` where it stands, on the pool of
+    /// `threads` (the pack's step threads run the host update's chunks).
+    /// The module is taken out of its place for the step
+    /// ([`crate::stack::take`]), so that its values are held by it alone and
+    /// the host update changes them in place instead of copying them.
+    pub(crate) fn step_in_place<M: AutodiffModule<B>>(
+        &mut self,
+        threads: &mut crate::parts::PartThreads,
+        learning_rates: &[f64],
+        module: &mut M,
+        gradients: GradientsParams,
+        device: &B::Device,
+    ) {
+        let taken = crate::stack::take(module);
+        *module = threads.install(|| self.step(learning_rates, taken, gradients, device));
+    }
+
     /// [`PackAdamW::step`] by `update`.
     fn step_by<M: AutodiffModule<B>>(
         &mut self,

@@ -155,8 +155,7 @@ impl<B: AutodiffBackend> PackFamily<B> for TransformerPack<B> {
     fn step(&mut self, learning_rates: &[f64]) {
         let kind = self.loss;
         let gradients = self.part_threads.gradients(&self.model, &self.parts, |model, part| pack_loss(model, part, kind));
-        let (model, optimizer, device) = (stack::take(&mut self.model), &mut self.optimizer, &self.device);
-        self.model = self.part_threads.install(|| optimizer.step(learning_rates, model, gradients, device));
+        self.optimizer.step_in_place(&mut self.part_threads, learning_rates, &mut self.model, gradients, &self.device);
     }
 
     fn evaluate(&self, index: usize) -> Evaluation {
