@@ -6,7 +6,8 @@
 //! - [`store`]: SQLite state (sweeps, trials, attempts/leases, workers, progress buffer);
 //!   `progress_batch`: how buffered progress is held there, one encoded batch per report and shape.
 //! - `store_thread`: the thread that owns the store and commits the calls that arrive together in one transaction.
-//! - [`results`]: the Parquet results directory; [`compaction`]: one file per table for each done trial.
+//! - [`results`]: the Parquet results directory; [`compaction`]: one file per table for each done trial;
+//!   `flush_reader`: what a flush writes, read off the store's thread on a read-only connection.
 //! - [`service`]: [`Coordinator`], plain async domain methods and background loops.
 //! - `grpc`: the thin tonic adapter; `auth`: the shared-token interceptor.
 //! - [`scaler`]: KEDA's external-scaler interface over the queue, for autoscaling workers.
@@ -20,6 +21,7 @@ pub mod compaction;
 pub mod config;
 pub mod domain;
 pub mod error;
+mod flush_reader;
 mod grpc;
 mod migrate;
 mod progress_batch;

@@ -10,9 +10,8 @@
 //! stored batch unreadable needs a step in `migrate`.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
-use rusqlite::{Connection, OpenFlags, params};
+use rusqlite::{Connection, params};
 use sweep_core::{Measure, MeasureKind, MeasureValue, StepMeasures};
 
 use crate::domain::BufferedRow;
@@ -138,29 +137,6 @@ pub(crate) fn read_attempt(conn: &Connection, pending: &PendingAttempt) -> Resul
         first_row_id,
         last_row_id,
     })
-}
-
-/// A read-only connection to the store's database, on which a flush reads
-/// the batches it writes (WAL: it reads the committed state while the store
-/// writes). The store forgets a batch only once a flush has written it or
-/// its attempt is superseded (at the start of a later flush), so the batches
-/// of a snapshot are there unless a flush running beside it wrote them.
-pub(crate) struct BatchReader {
-    conn: Connection,
-}
-
-impl BatchReader {
-    /// Open the store's database at `path` for reading.
-    pub(crate) fn open(path: &Path) -> Result<Self> {
-        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        Ok(BatchReader { conn })
-    }
-
-    /// The rows of a pending attempt.
-    pub(crate) fn read(&self, pending: &PendingAttempt) -> Result<BufferedAttempt> {
-        read_attempt(&self.conn, pending)
-    }
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ use crate::domain::{
     FinalMetrics, LeaseAsk, LeaseRef, Millis, Revocation, SubmitOutcome, SweepSummary, TrialLease, TrialStatus, TrialView,
 };
 use crate::error::{CoordinatorError, Result};
+use crate::flush_reader::{FlushReader, Snapshot};
 use crate::results::{ResultsLayout, SeriesTable, StagedFile};
 use crate::store::{Store, TrialsPart, WrittenRows};
 use crate::store_thread::StoreThread;
@@ -170,6 +171,26 @@ impl Coordinator {
         chunk: u64,
     ) -> Result<SubmitOutcome> {
         let size = u64::try_from(grid.len()).expect("`submit` refuses a grid over its limit, a u64");
+        if size <= chunk {
+            return self.store_chunks(spec, yaml, grid, chunk, size).await;
+        }
+        self.with_store(|store| store.bulk_loading(true)).await?;
+        let stored = self.store_chunks(spec, yaml, grid, chunk, size).await;
+        let ended = self.with_store(|store| store.bulk_loading(false)).await;
+        let stored = stored?;
+        ended?;
+        Ok(stored)
+    }
+
+    /// The loop of [`Coordinator::store_trials`].
+    async fn store_chunks(
+        &self,
+        spec: Arc<sweep_core::SweepSpec>,
+        yaml: Arc<String>,
+        grid: Arc<Grid>,
+        chunk: u64,
+        size: u64,
+    ) -> Result<SubmitOutcome> {
         let mut added = 0;
         let mut start = 0;
         loop {
@@ -572,10 +593,6 @@ fn check_safetensors_header(bytes: &[u8]) -> Result<()> {
     }
 }
 
-/// Buffered progress to write (each attempt's range of batches) and `trials`
-/// parts to rewrite, taken by a flush.
-type FlushSnapshot = (Vec<crate::store::PendingAttempt>, Vec<(TrialsPart, Vec<TrialView>)>);
-
 /// What a flush wrote: the rows now on disk, each sweep whose `trials` table
 /// was written (with the rows of the parts written), the parts that were not,
 /// and the first error.
@@ -590,56 +607,37 @@ impl Coordinator {
     /// Returns each sweep whose `trials` table was written, with the rows of
     /// the parts written.
     ///
-    /// Two operations on the store's thread: the first moves superseded
-    /// attempts out of the results (renames, on that thread so that no
-    /// checkpoint of a lapsing lease lands behind the move) and takes a
-    /// snapshot of the changed sweeps' trials and of which progress batches
-    /// are buffered (each attempt's range of batch ids; the batches
-    /// themselves are read on the writing thread, through a read-only
-    /// connection); then, after the files are written on a blocking thread,
-    /// the second forgets the batches now on disk. This flush is the only
-    /// writer of progress files, so nothing moves them in between; a crash
-    /// in between leaves rows both buffered and on disk, which the next open
-    /// reconciles. Each trial's progress is written before its sweep's
-    /// `trials` table.
+    /// Two operations on the store's thread, both short: the first moves
+    /// superseded attempts out of the results (renames, on that thread so
+    /// that no checkpoint of a lapsing lease lands behind the move) and
+    /// takes the marks of the `trials` parts that changed; then a blocking
+    /// thread reads what to write through a read-only connection
+    /// ([`FlushReader`]: the buffered attempts and the changed parts, in
+    /// one transaction) and writes the files; the second operation forgets
+    /// the batches now on disk. This flush is the only writer of progress
+    /// files, so nothing moves them in between; a crash in between leaves
+    /// rows both buffered and on disk, which the next open reconciles. Each
+    /// trial's progress is written before its sweep's `trials` table.
     async fn flush_results(&self) -> Result<Vec<(String, Vec<TrialView>)>> {
         let layout = self.inner.layout.clone();
-        let stop_reading_at = Arc::clone(&self.inner.stop_writing_at);
-        let (buffered, tables): FlushSnapshot = self
+        let dirty: Vec<TrialsPart> = self
             .with_store(move |store| {
                 for attempt in store.superseded()? {
                     let moved = layout.move_superseded(&attempt)?;
                     store.forget_superseded(&attempt)?;
                     debug!(trial = %attempt.trial_id, attempt = attempt.attempt, files = moved, "superseded attempt moved out of results");
                 }
-                let buffered = store.pending_attempts()?;
                 // Only the parts of `trials` tables that changed: a large sweep's
                 // table is not read and rewritten whole on every roll. Last
-                // part first (see `write_snapshot`); a stopping coordinator
-                // out of time reads no more of them (a sweep being stored
-                // has a new part every 10,000 trials): they stay to be
-                // written at its next start.
-                let dirty = store.take_dirty_parts()?;
-                let mut tables = Vec::with_capacity(dirty.len());
-                for (position, part) in dirty.iter().enumerate().rev() {
-                    if past(&stop_reading_at) {
-                        store.mark_dirty(&dirty[..=position])?;
-                        break;
-                    }
-                    match store.trials_of_part(part) {
-                        Ok(trials) => tables.push((part.clone(), trials)),
-                        Err(error) => {
-                            store.mark_dirty(&dirty)?;
-                            return Err(error);
-                        }
-                    }
-                }
-                Ok((buffered, tables))
+                // part first (see `write_snapshot`).
+                let mut dirty = store.take_dirty_parts()?;
+                dirty.reverse();
+                Ok(dirty)
             })
             .await?;
         let (layout, stop_writing_at) = (self.inner.layout.clone(), Arc::clone(&self.inner.stop_writing_at));
         let database = self.inner.config.data_dir.join(STORE_FILE);
-        let outcome = tokio::task::spawn_blocking(move || write_snapshot(&layout, &database, buffered, tables, &stop_writing_at))
+        let outcome = tokio::task::spawn_blocking(move || write_snapshot(&layout, &database, dirty, &stop_writing_at))
             .await
             .map_err(|error| CoordinatorError::Internal(format!("flush task failed: {error}")))?;
         let FlushWritten { on_disk, written, unwritten, first_error } = outcome;
@@ -663,33 +661,32 @@ fn past(stop_writing_at: &OnceLock<Instant>) -> bool {
     stop_writing_at.get().is_some_and(|at| Instant::now() >= *at)
 }
 
-/// Write a flush's snapshot: every buffered attempt's tables, then the
-/// changed `trials` parts. Once `stop_writing_at` has passed, the attempts
-/// not yet written stay buffered, and the `trials` parts stay to be
-/// rewritten (so that no trial is shown done before its progress is written).
+/// Read a flush's snapshot ([`FlushReader::snapshot`]) of the buffered
+/// attempts and the `dirty` parts (last part first), and write it: every
+/// buffered attempt's tables, then the parts. Once `stop_writing_at` has
+/// passed, the attempts not yet written stay buffered, and the parts stay to
+/// be rewritten (so that no trial is shown done before its progress is
+/// written).
 fn write_snapshot(
     layout: &ResultsLayout,
     database: &std::path::Path,
-    buffered: Vec<crate::store::PendingAttempt>,
-    tables: Vec<(TrialsPart, Vec<TrialView>)>,
+    dirty: Vec<TrialsPart>,
     stop_writing_at: &OnceLock<Instant>,
 ) -> FlushWritten {
     let mut first_error = None;
+    let snapshot = FlushReader::open(database).and_then(|mut reader| {
+        // A stopping coordinator out of time reads no more parts (a sweep
+        // being stored has a new one every 10,000 trials).
+        let snapshot = reader.snapshot(dirty.clone(), || past(stop_writing_at))?;
+        Ok((reader, snapshot))
+    });
+    let (reader, Snapshot { pending: buffered, tables, unread }) = match snapshot {
+        Ok(read) => read,
+        // Nothing is written: no trial may be shown done before its progress.
+        Err(error) => return FlushWritten { on_disk: Vec::new(), written: Vec::new(), unwritten: dirty, first_error: Some(error) },
+    };
     let (count, mut on_disk) = (buffered.len(), Vec::with_capacity(buffered.len()));
     let mut staged = Vec::with_capacity(buffered.len());
-    // Opened only when there is progress to read.
-    let reader = if buffered.is_empty() {
-        None
-    } else {
-        match crate::progress_batch::BatchReader::open(database) {
-            Ok(reader) => Some(reader),
-            Err(error) => {
-                // Nothing is written: no trial may be shown done before its progress.
-                let unwritten = tables.into_iter().map(|(part, _)| part).collect();
-                return FlushWritten { on_disk, written: Vec::new(), unwritten, first_error: Some(error) };
-            }
-        }
-    };
     let mut out_of_time = false;
     for (position, pending) in buffered.into_iter().enumerate() {
         if past(stop_writing_at) {
@@ -700,7 +697,7 @@ fn write_snapshot(
             out_of_time = true;
             break;
         }
-        let attempt = match reader.as_ref().expect("opened when there are attempts").read(&pending) {
+        let attempt = match reader.read(&pending) {
             Ok(attempt) => attempt,
             Err(error) => {
                 first_error.get_or_insert(error);
@@ -748,18 +745,18 @@ fn write_snapshot(
         Err(error) => {
             // Nothing was published: the rows stay buffered, and no trial may
             // be shown done before its progress is written.
-            let unwritten = tables.into_iter().map(|(part, _)| part).collect();
+            let unwritten = tables.into_iter().map(|(part, _)| part).chain(unread).collect();
             return FlushWritten { on_disk, written: Vec::new(), unwritten, first_error: Some(error) };
         }
     }
     if out_of_time {
-        let unwritten = tables.into_iter().map(|(part, _)| part).collect();
+        let unwritten = tables.into_iter().map(|(part, _)| part).chain(unread).collect();
         return FlushWritten { on_disk, written: Vec::new(), unwritten, first_error };
     }
     // `tables` has the last part first, so that the single `trials.parquet`
     // of an older data directory (now part 0) is cut down only once the
     // other parts are beside it.
-    let (mut written, mut unwritten): (Vec<(String, Vec<TrialView>)>, Vec<TrialsPart>) = (Vec::new(), Vec::new());
+    let (mut written, mut unwritten): (Vec<(String, Vec<TrialView>)>, Vec<TrialsPart>) = (Vec::new(), unread);
     for (part, trials) in tables {
         if past(stop_writing_at) {
             unwritten.push(part);
@@ -835,6 +832,21 @@ mod tests {
         let mut seeds: Vec<u64> = views.iter().map(|view| view.params.seed).collect();
         seeds.sort();
         assert_eq!(seeds, (0..10).collect::<Vec<u64>>());
+        // Checkpoints are back at SQLite's default after the submissions,
+        // and stay spaced out while any of two overlapping ones goes on.
+        let pages = coordinator
+            .with_store(|store| {
+                let after_submissions = store.wal_checkpoint_pages();
+                store.bulk_loading(true)?;
+                store.bulk_loading(true)?;
+                store.bulk_loading(false)?;
+                let one_still_storing = store.wal_checkpoint_pages();
+                store.bulk_loading(false)?;
+                Ok((after_submissions, one_still_storing, store.wal_checkpoint_pages()))
+            })
+            .await
+            .expect("pages");
+        assert_eq!(pages, (1_000, 10_000, 1_000));
     }
 
     /// A completion that asks for the next lease gets it in the same call;
@@ -887,6 +899,8 @@ mod tests {
         let error = coordinator.store_trials(Arc::clone(&spec), Arc::clone(&yaml), Arc::clone(&trials), 3).await.expect_err("stopped");
         assert!(matches!(error, CoordinatorError::ShuttingDown), "{error}");
         assert_eq!(coordinator.list_sweeps().await.expect("sweeps")[0].total, 3, "nothing stored after the shutdown began");
+        let pages = coordinator.with_store(|store| Ok(store.wal_checkpoint_pages())).await.expect("pages");
+        assert_eq!(pages, 1_000, "a stopped submission ends its bulk load too");
         drop(coordinator);
         let reopened = Coordinator::open(CoordinatorConfig::new(data.path()), Arc::new(SystemClock)).expect("reopens");
         let outcome = reopened.store_trials(spec, yaml, trials, 3).await.expect("stored");

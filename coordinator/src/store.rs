@@ -142,8 +142,8 @@ pub struct BufferedAttempt {
 }
 
 /// Buffered progress of one attempt, by the range of its batches' ids: what
-/// a flush takes on the store's thread, to read the batches themselves
-/// elsewhere ([`crate::progress_batch::BatchReader`]).
+/// a flush reads first, before the batches themselves
+/// ([`crate::flush_reader::FlushReader`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingAttempt {
     /// Sweep.
@@ -167,6 +167,13 @@ pub struct TrialsPart {
     pub sweep: String,
     /// Part number, from 0.
     pub part: i64,
+}
+
+impl TrialsPart {
+    /// The grid positions (`seq`) of its trials.
+    pub(crate) fn seqs(&self) -> std::ops::Range<i64> {
+        self.part * TRIALS_PER_PART..(self.part + 1) * TRIALS_PER_PART
+    }
 }
 
 /// The attempts with buffered progress ([`Store::pending_attempts`]).
@@ -221,12 +228,28 @@ pub struct Store {
     /// report, complete) need a trial's settings, and a stored spec changes
     /// only when its sweep is submitted again ([`cached_spec`]).
     specs: SpecCache,
+    /// Submissions storing their trials in chunks now ([`Store::bulk_loading`]).
+    bulk_loads: u32,
 }
 
-type SpecCache = std::cell::RefCell<std::collections::HashMap<String, Arc<SweepSpec>>>;
+/// WAL pages after which a commit copies them back to the database (SQLite's
+/// default). The commit of the batch that crosses the mark does the copy,
+/// while every call waits for it: 4 MiB at a time rather than 40.
+const WAL_CHECKPOINT_PAGES: i64 = 1_000;
+
+/// The same while a large sweep is stored: its chunks change the same index
+/// pages again and again, and each is copied back once per 40 MiB instead of
+/// once per 4 MiB (1,000,000 trials stored in 8.9–9.1 s instead of
+/// 10.3–10.6 s, bench/RESULTS.md "Session 14"). Left at that all the time,
+/// each checkpoint held the store's thread for 30–40 ms, four or five times
+/// a second under load: at 7,000 round trips a second the p99 latency was
+/// 84–109 ms with it and 58–89 ms with 1,000 pages ("Session 21").
+const WAL_CHECKPOINT_PAGES_BULK: i64 = 10_000;
+
+pub(crate) type SpecCache = std::cell::RefCell<std::collections::HashMap<String, Arc<SweepSpec>>>;
 
 /// The parsed spec of a stored sweep, from the cache or else from the table.
-fn cached_spec(conn: &Connection, specs: &SpecCache, name: &str) -> Result<Arc<SweepSpec>> {
+pub(crate) fn cached_spec(conn: &Connection, specs: &SpecCache, name: &str) -> Result<Arc<SweepSpec>> {
     if let Some(spec) = specs.borrow().get(name) {
         return Ok(Arc::clone(spec));
     }
@@ -236,6 +259,71 @@ fn cached_spec(conn: &Connection, specs: &SpecCache, name: &str) -> Result<Arc<S
     let spec: Arc<SweepSpec> = Arc::new(serde_json::from_str(&stored).map_err(json_error)?);
     specs.borrow_mut().insert(name.to_string(), Arc::clone(&spec));
     Ok(spec)
+}
+
+/// The attempts with buffered progress to write ([`Store::pending_attempts`]),
+/// read on `conn` (the store's, or a flush's read-only one).
+pub(crate) fn read_pending_attempts(conn: &Connection) -> Result<Vec<PendingAttempt>> {
+    // CROSS JOIN keeps SQLite from driving the join from `attempts` by
+    // its state index: that read every completed attempt of every sweep
+    // at each flush, 300 ms a flush after 200,000 trials, all on the
+    // store's thread (bench/RESULTS.md, "Session 20"). The buffered
+    // batches are few; each finds its attempt and trial by key.
+    let mut statement = conn.prepare_cached(PENDING_ATTEMPTS)?;
+    let pending = statement.query_map([], |row| {
+        Ok(PendingAttempt {
+            trial_id: TrialId::from_raw(row.get::<_, String>(0)?),
+            attempt: row.get(1)?,
+            sweep: row.get(2)?,
+            first_row_id: row.get(3)?,
+            last_row_id: row.get(4)?,
+        })
+    })?;
+    Ok(pending.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Trials of `spec`'s sweep whose grid position (`seq`) is in `seqs`, in
+/// grid order, read on `conn` (the store's, or a flush's read-only one).
+pub(crate) fn read_trials(conn: &Connection, spec: &SweepSpec, seqs: std::ops::Range<i64>) -> Result<Vec<TrialView>> {
+    let sweep = spec.name.as_str();
+    let mut statement = conn.prepare_cached(
+        "SELECT t.trial_id, t.params_json, t.status, t.attempt, t.failures, t.worker_id, t.started_at_ms, t.finished_at_ms,
+                t.last_epoch, t.last_train_accuracy, t.last_test_accuracy, t.metrics_json, t.error,
+                (SELECT c.path FROM checkpoints c WHERE c.trial_id = t.trial_id AND c.attempt = t.attempt ORDER BY c.step DESC LIMIT 1)
+         FROM trials t WHERE t.sweep = ?1 AND t.seq >= ?2 AND t.seq < ?3 ORDER BY t.seq",
+    )?;
+    let mut rows = statement.query(params![sweep, seqs.start, seqs.end])?;
+    let mut views = Vec::new();
+    while let Some(row) = rows.next()? {
+        let params_json: String = row.get(1)?;
+        let status: String = row.get(2)?;
+        let metrics_json: Option<String> = row.get(11)?;
+        let metrics = match metrics_json {
+            Some(text) => Some(metrics_from_json(&text)?),
+            None => None,
+        };
+        let params = serde_json::from_str::<TrialParams>(&params_json).map_err(json_error)?;
+        views.push(TrialView {
+            trial_id: TrialId::from_raw(row.get::<_, String>(0)?),
+            sweep: sweep.to_string(),
+            learning_rate: params.learning_rate(spec.training.lr),
+            params,
+            status: TrialStatus::parse(&status).ok_or_else(|| CoordinatorError::Internal(format!("unknown status {status}")))?,
+            attempt: row.get(3)?,
+            failures: row.get(4)?,
+            worker: row.get(5)?,
+            started_at_ms: row.get(6)?,
+            finished_at_ms: row.get(7)?,
+            last_epoch: row.get(8)?,
+            last_train_accuracy: row.get(9)?,
+            last_test_accuracy: row.get(10)?,
+            metrics,
+            error: row.get(12)?,
+            final_checkpoint: row.get(13)?,
+            max_epochs: spec.stop.max_epochs,
+        });
+    }
+    Ok(views)
 }
 
 /// Run a statement from the connection's cache of prepared statements (the
@@ -303,12 +391,9 @@ impl Store {
         // sweep's tables and indexes stay mostly in memory while it is stored.
         conn.pragma_update(None, "cache_size", -65_536)?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        // A WAL checkpoint every 10,000 pages (40 MiB) rather than SQLite's
-        // 1,000: an index page changed many times between two checkpoints is
-        // copied back once. Storing 1,000,000 trials: 10.3-10.6 s -> 8.9-9.1 s
-        // (bench/RESULTS.md). (`temp_store = MEMORY` was tried too and made
-        // the flushes' deletes 1.6x slower.)
-        conn.pragma_update(None, "wal_autocheckpoint", 10_000)?;
+        // See WAL_CHECKPOINT_PAGES. (`temp_store = MEMORY` was tried too and
+        // made the flushes' deletes 1.6x slower.)
+        conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.set_prepared_statement_cache_capacity(64);
         let queue_done_trials = crate::migrate::needs_compaction_queue(&conn)?;
@@ -322,7 +407,7 @@ impl Store {
         crate::migrate::forget_ended_watermarks(&mut conn)?;
         crate::migrate::sweep_specs(&mut conn)?;
         crate::migrate::trials_in_parts(&mut conn)?;
-        Ok(Store { conn, clock, specs: SpecCache::default() })
+        Ok(Store { conn, clock, specs: SpecCache::default(), bulk_loads: 0 })
     }
 
     /// Begin a batch: every method called until [`Store::end_batch`] runs in
@@ -347,6 +432,22 @@ impl Store {
                 Err(error.into())
             }
         }
+    }
+
+    /// A submission starts (`true`) or ends (`false`) storing its trials in
+    /// chunks: while any does, WAL checkpoints wait for
+    /// [`WAL_CHECKPOINT_PAGES_BULK`] pages instead of [`WAL_CHECKPOINT_PAGES`].
+    pub fn bulk_loading(&mut self, starts: bool) -> Result<()> {
+        self.bulk_loads = if starts { self.bulk_loads + 1 } else { self.bulk_loads.saturating_sub(1) };
+        let pages = if self.bulk_loads > 0 { WAL_CHECKPOINT_PAGES_BULK } else { WAL_CHECKPOINT_PAGES };
+        self.conn.pragma_update(None, "wal_autocheckpoint", pages)?;
+        Ok(())
+    }
+
+    /// WAL pages after which a commit checkpoints (tests).
+    #[cfg(test)]
+    pub(crate) fn wal_checkpoint_pages(&self) -> i64 {
+        self.conn.pragma_query_value(None, "wal_autocheckpoint", |row| row.get(0)).expect("pragma")
     }
 
     /// Now, by the store's clock.
@@ -476,50 +577,12 @@ impl Store {
 
     /// The trials of one part of a sweep's `trials` table, in grid order.
     pub fn trials_of_part(&self, part: &TrialsPart) -> Result<Vec<TrialView>> {
-        self.trials_in(&part.sweep, part.part * TRIALS_PER_PART..(part.part + 1) * TRIALS_PER_PART)
+        self.trials_in(&part.sweep, part.seqs())
     }
 
     /// Trials of a sweep whose grid position (`seq`) is in `seqs`, in grid order.
     fn trials_in(&self, sweep: &str, seqs: std::ops::Range<i64>) -> Result<Vec<TrialView>> {
-        let spec = self.sweep_spec(sweep)?;
-        let mut statement = self.conn.prepare_cached(
-            "SELECT t.trial_id, t.params_json, t.status, t.attempt, t.failures, t.worker_id, t.started_at_ms, t.finished_at_ms,
-                    t.last_epoch, t.last_train_accuracy, t.last_test_accuracy, t.metrics_json, t.error,
-                    (SELECT c.path FROM checkpoints c WHERE c.trial_id = t.trial_id AND c.attempt = t.attempt ORDER BY c.step DESC LIMIT 1)
-             FROM trials t WHERE t.sweep = ?1 AND t.seq >= ?2 AND t.seq < ?3 ORDER BY t.seq",
-        )?;
-        let mut rows = statement.query(params![sweep, seqs.start, seqs.end])?;
-        let mut views = Vec::new();
-        while let Some(row) = rows.next()? {
-            let params_json: String = row.get(1)?;
-            let status: String = row.get(2)?;
-            let metrics_json: Option<String> = row.get(11)?;
-            let metrics = match metrics_json {
-                Some(text) => Some(metrics_from_json(&text)?),
-                None => None,
-            };
-            let params = serde_json::from_str::<TrialParams>(&params_json).map_err(json_error)?;
-            views.push(TrialView {
-                trial_id: TrialId::from_raw(row.get::<_, String>(0)?),
-                sweep: sweep.to_string(),
-                learning_rate: params.learning_rate(spec.training.lr),
-                params,
-                status: TrialStatus::parse(&status).ok_or_else(|| CoordinatorError::Internal(format!("unknown status {status}")))?,
-                attempt: row.get(3)?,
-                failures: row.get(4)?,
-                worker: row.get(5)?,
-                started_at_ms: row.get(6)?,
-                finished_at_ms: row.get(7)?,
-                last_epoch: row.get(8)?,
-                last_train_accuracy: row.get(9)?,
-                last_test_accuracy: row.get(10)?,
-                metrics,
-                error: row.get(12)?,
-                final_checkpoint: row.get(13)?,
-                max_epochs: spec.stop.max_epochs,
-            });
-        }
-        Ok(views)
+        read_trials(&self.conn, &*self.sweep_spec(sweep)?, seqs)
     }
 
     /// Cancel a sweep: queued and running trials become cancelled; their leases
@@ -1025,22 +1088,7 @@ impl Store {
     /// store's: a roll of a few million rows is a few hundred megabytes that
     /// reports and heartbeats would otherwise wait behind.
     pub fn pending_attempts(&self) -> Result<Vec<PendingAttempt>> {
-        // CROSS JOIN keeps SQLite from driving the join from `attempts` by
-        // its state index: that read every completed attempt of every sweep
-        // at each flush, 300 ms a flush after 200,000 trials, all on the
-        // store's thread (bench/RESULTS.md, "Session 20"). The buffered
-        // batches are few; each finds its attempt and trial by key.
-        let mut statement = self.conn.prepare_cached(PENDING_ATTEMPTS)?;
-        let pending = statement.query_map([], |row| {
-            Ok(PendingAttempt {
-                trial_id: TrialId::from_raw(row.get::<_, String>(0)?),
-                attempt: row.get(1)?,
-                sweep: row.get(2)?,
-                first_row_id: row.get(3)?,
-                last_row_id: row.get(4)?,
-            })
-        })?;
-        Ok(pending.collect::<rusqlite::Result<_>>()?)
+        read_pending_attempts(&self.conn)
     }
 
     /// Forget buffered rows now durable in Parquet, all in one transaction.

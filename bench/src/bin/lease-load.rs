@@ -1,6 +1,6 @@
 //! Many simulated workers against one coordinator on loopback (issue 14):
 //!
-//! `cargo run --release -p groksweep-bench --bin lease-load -- [workers] [seconds] [trials] [report] [next] [think_ms]`
+//! `cargo run --release -p groksweep-bench --bin lease-load -- [workers] [seconds] [trials] [report] [next] [think_ms] [spread]`
 //!
 //! `workers` simulated workers (default 1,000), each on its own connection,
 //! register, then for `seconds` (default 60) lease one no-op trial at a time,
@@ -14,8 +14,17 @@
 //! to back, so with W workers the latency is about W ÷ the rate, Little's
 //! law). Beside that loop each
 //! worker heartbeats its lease at the interval the coordinator asks for (1 s
-//! here). The sweep has about `trials` trials (default 1,000,000, stored
-//! before the clock starts). Printed: lease + complete round trips per
+//! here). With `spread` = `0` (the default) every worker starts its
+//! heartbeats and its trials at the same moment and thinks exactly
+//! `think_ms`, so the workers stay in step: each second brings 1,000
+//! heartbeats at once, and the trials come in waves. With `1` each worker's
+//! think time is drawn from an exponential distribution of mean `think_ms`
+//! (trials of unequal length, arrivals close to a Poisson stream) and its
+//! heartbeats start at its own random point of the interval, as workers
+//! that started at different times would; the draws are seeded by the
+//! worker's index, so a run repeats. The sweep has about `trials` trials
+//! (default 1,000,000), stored and written to its `trials` table once
+//! before the clock starts. Printed: lease + complete round trips per
 //! second, the latency of the call that brought each lease (p50, p99, max),
 //! the worst gap a worker saw between two heartbeat answers, calls refused, how many store operations shared a
 //! SQLite transaction, and the CPU time per round trip of the store's thread
@@ -27,6 +36,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use sweep_coordinator::{Coordinator, CoordinatorConfig, SystemClock};
 use sweep_proto::client::connect_lazy;
 use sweep_proto::pb;
@@ -62,6 +73,7 @@ async fn main() -> anyhow::Result<()> {
     let report = arg::<u8>(4, 1) == 1;
     let lease_next = arg::<u8>(5, 0) == 1;
     let think = Duration::from_millis(arg(6, 0));
+    let spread = arg::<u8>(7, 0) == 1;
     let data = tempfile::tempdir()?;
     let mut config = CoordinatorConfig::new(data.path());
     config.heartbeat_interval = Duration::from_secs(1);
@@ -87,7 +99,13 @@ async fn main() -> anyhow::Result<()> {
     let stored = Instant::now();
     let total =
         client.submit_sweep(pb::SubmitSweepRequest { spec_yaml: yaml, source_name: "load.yaml".into() }).await?.into_inner().trials_total;
-    eprintln!("stored {total} trials in {:.1} s; registering {workers} workers", stored.elapsed().as_secs_f64());
+    eprintln!("stored {total} trials in {:.1} s", stored.elapsed().as_secs_f64());
+    // The sweep's whole `trials` table (100 parts for a million trials) is
+    // written once before the clock starts: the timed part measures the
+    // steady state, each flush rewriting the parts that changed.
+    let first_flush = Instant::now();
+    coordinator.flush().await?;
+    eprintln!("first flush in {:.1} s; registering {workers} workers", first_flush.elapsed().as_secs_f64());
 
     let tally = Arc::new(Tally::default());
     let stop = Arc::new(AtomicBool::new(false));
@@ -117,16 +135,19 @@ async fn main() -> anyhow::Result<()> {
     }
     eprintln!("{workers} workers registered in {:.1} s", stored.elapsed().as_secs_f64());
     let mut tasks = Vec::with_capacity(workers);
-    for (mut client, registered) in registered {
+    for (index, (mut client, registered)) in registered.into_iter().enumerate() {
         let (tally, stop, measuring) = (Arc::clone(&tally), Arc::clone(&stop), Arc::clone(&measuring));
         tasks.push(tokio::spawn(async move {
             let worker_id = registered.worker_id;
             let interval = Duration::from_millis(u64::from(registered.heartbeat_interval_ms));
+            let mut draws = StdRng::seed_from_u64(index as u64);
+            let phase = if spread { interval.mul_f64(draws.random::<f64>()) } else { Duration::ZERO };
             let held: Arc<std::sync::Mutex<Vec<pb::LeaseRef>>> = Arc::default();
             let heartbeat = {
                 let (mut client, worker_id, held, stop, tally) =
                     (client.clone(), worker_id.clone(), Arc::clone(&held), Arc::clone(&stop), Arc::clone(&tally));
                 tokio::spawn(async move {
+                    tokio::time::sleep(phase).await;
                     let mut last = Instant::now();
                     while !stop.load(Ordering::Relaxed) {
                         tokio::time::sleep(interval).await;
@@ -194,7 +215,9 @@ async fn main() -> anyhow::Result<()> {
                     held.clear();
                 }
                 if !think.is_zero() {
-                    tokio::time::sleep(think).await;
+                    // Exponential: −mean·ln(u), u in (0, 1].
+                    let wait = if spread { think.mul_f64(-(1.0 - draws.random::<f64>()).ln()) } else { think };
+                    tokio::time::sleep(wait).await;
                 }
             }
             heartbeat.await??;
@@ -236,7 +259,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let (commits, operations) = (commits_after.0 - commits_before.0, commits_after.1 - commits_before.1);
     println!(
-        "workers={workers} report={report} lease_next={lease_next} think_ms={} seconds={elapsed:.1} completed={completed} round_trips_per_second={:.0} lease_ms_p50={:.1} lease_ms_p99={:.1} lease_ms_max={:.1} worst_heartbeat_gap_ms={:.0} refused={} revoked={} store_operations_per_commit={:.1} store_thread_cpu_us_per_round_trip={store_us:.0} process_cpu_us_per_round_trip={process_us:.0}",
+        "workers={workers} report={report} lease_next={lease_next} think_ms={} spread={spread} seconds={elapsed:.1} completed={completed} round_trips_per_second={:.0} lease_ms_p50={:.1} lease_ms_p99={:.1} lease_ms_max={:.1} worst_heartbeat_gap_ms={:.0} refused={} revoked={} store_operations_per_commit={:.1} store_thread_cpu_us_per_round_trip={store_us:.0} process_cpu_us_per_round_trip={process_us:.0}",
         think.as_millis(),
         completed as f64 / elapsed,
         percentile(0.5),
