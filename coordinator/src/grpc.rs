@@ -257,7 +257,11 @@ impl CoordinatorRpc for GrpcAdapter {
         let lease = lease_from_wire(request.lease)?;
         let metrics = FinalMetrics::try_from(required(request.metrics, "metrics").map_err(invalid)?).map_err(invalid)?;
         let next = request.lease_next.map(lease_ask).transpose()?;
-        let packs = self.coordinator.complete_and_lease(lease, metrics, next).await?;
+        let mut final_steps = Vec::with_capacity(request.final_steps.len());
+        for step in request.final_steps {
+            final_steps.push(StepMeasures::try_from(step).map_err(invalid)?);
+        }
+        let packs = self.coordinator.complete_and_lease(lease, final_steps, metrics, next).await?;
         Ok(Response::new(pb::CompleteTrialResponse { packs: packs_to_wire(&packs) }))
     }
 

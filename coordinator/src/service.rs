@@ -308,27 +308,39 @@ impl Coordinator {
 
     /// A trial finished.
     pub async fn complete(&self, lease: LeaseRef, metrics: FinalMetrics) -> Result<()> {
-        self.complete_and_lease(lease, metrics, None).await.map(drop)
+        self.complete_and_lease(lease, Vec::new(), metrics, None).await.map(drop)
     }
 
-    /// A trial finished; with `next`, then lease to that worker as
+    /// A trial finished, with its last progress rows (`final_steps`, stored
+    /// with the completion or neither, as [`Coordinator::report_progress`]
+    /// would); with `next`, then lease to that worker as
     /// [`Coordinator::lease`] does, in the same store operation (one commit,
     /// one round trip for the worker). The completion stands whatever the
     /// lease does: a lease that fails (an unknown worker) is logged and
     /// answered with no packs, and the worker's next `lease` says why.
-    pub async fn complete_and_lease(&self, lease: LeaseRef, metrics: FinalMetrics, next: Option<LeaseAsk>) -> Result<Vec<Vec<TrialLease>>> {
+    pub async fn complete_and_lease(
+        &self,
+        lease: LeaseRef,
+        final_steps: Vec<StepMeasures>,
+        metrics: FinalMetrics,
+        next: Option<LeaseAsk>,
+    ) -> Result<Vec<Vec<TrialLease>>> {
         let trial = lease.trial_id.clone();
         let next = next.filter(|ask| self.may_lease(ask));
         let ttl = ttl_ms(&self.inner.config);
-        let leasing = self
+        let (rows, leasing) = self
             .with_store(move |store| {
-                store.complete(&lease, &metrics)?;
-                Ok(next.map(|ask| {
-                    let packs = store.lease(&ask.worker_id, ask.free_slots, ask.pack_size, ttl);
-                    (ask.worker_id, packs)
-                }))
+                let rows = store.complete_with_rows(&lease, &final_steps, &metrics, ttl)?;
+                Ok((
+                    rows,
+                    next.map(|ask| {
+                        let packs = store.lease(&ask.worker_id, ask.free_slots, ask.pack_size, ttl);
+                        (ask.worker_id, packs)
+                    }),
+                ))
             })
             .await?;
+        telemetry::progress_rows(rows as u64);
         info!(trial = %trial, "trial done");
         self.inner.flush_requested.notify_one();
         let Some((worker, packs)) = leasing else { return Ok(Vec::new()) };
@@ -866,14 +878,16 @@ mod tests {
         };
         let done = FinalMetrics { epochs: 1, ..FinalMetrics::default() };
         let first = only(coordinator.lease(ask(&worker)).await.expect("leased"));
-        let second = only(coordinator.complete_and_lease(first.clone(), done.clone(), Some(ask(&worker))).await.expect("completed"));
+        let second =
+            only(coordinator.complete_and_lease(first.clone(), Vec::new(), done.clone(), Some(ask(&worker))).await.expect("completed"));
         assert_ne!(second.trial_id, first.trial_id);
         // Asking in a worker's name the coordinator does not know: done all the same.
-        let none = coordinator.complete_and_lease(second.clone(), done.clone(), Some(ask("w9-nobody"))).await.expect("completed");
+        let none =
+            coordinator.complete_and_lease(second.clone(), Vec::new(), done.clone(), Some(ask("w9-nobody"))).await.expect("completed");
         assert!(none.is_empty(), "{none:?}");
         let third = only(coordinator.lease(ask(&worker)).await.expect("leased"));
         coordinator.begin_shutdown();
-        let none = coordinator.complete_and_lease(third.clone(), done, Some(ask(&worker))).await.expect("completed");
+        let none = coordinator.complete_and_lease(third.clone(), Vec::new(), done, Some(ask(&worker))).await.expect("completed");
         assert!(none.is_empty(), "a stopping coordinator leases nothing: {none:?}");
         let (summary, views) = coordinator.sweep_status("chunked".into()).await.expect("status");
         assert_eq!((summary.done, summary.running, summary.queued), (3, 0, 1));

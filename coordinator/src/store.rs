@@ -842,8 +842,22 @@ impl Store {
     pub fn record_progress(&mut self, lease: &LeaseRef, steps: &[StepMeasures], ttl_ms: Millis) -> Result<usize> {
         let now = self.now_ms();
         let tx = self.conn.savepoint()?;
-        let sweep = Self::check_lease(&tx, lease)?;
-        let context = Self::trial_context(&tx, &self.specs, &sweep, lease, now)?;
+        let inserted = Self::record_progress_in(&tx, &self.specs, lease, steps, ttl_ms, now)?;
+        tx.commit()?;
+        Ok(inserted)
+    }
+
+    /// [`Store::record_progress`] inside the caller's savepoint.
+    fn record_progress_in(
+        tx: &Connection,
+        specs: &SpecCache,
+        lease: &LeaseRef,
+        steps: &[StepMeasures],
+        ttl_ms: Millis,
+        now: Millis,
+    ) -> Result<usize> {
+        let sweep = Self::check_lease(tx, lease)?;
+        let context = Self::trial_context(tx, specs, &sweep, lease, now)?;
         for step in steps {
             Self::refuse(context.progress_problem(step))?;
         }
@@ -874,7 +888,7 @@ impl Store {
                         let flushed = flushed_through.get(&measure.name).is_some_and(|&through| step.step <= through);
                         if !flushed {
                             if held.is_none() {
-                                held = Some(Self::buffered_steps(&tx, lease)?);
+                                held = Some(Self::buffered_steps(tx, lease)?);
                             }
                             if !held.as_ref().is_some_and(|held| held.contains(&(measure.name.clone(), step.step))) {
                                 return Err(CoordinatorError::InvalidRequest(format!(
@@ -937,7 +951,7 @@ impl Store {
         }
         if let Some((step, train, test)) = latest {
             execute_cached(
-                &tx,
+                tx,
                 "UPDATE trials SET last_epoch = ?2, last_train_accuracy = COALESCE(?3, last_train_accuracy),
                         last_test_accuracy = COALESCE(?4, last_test_accuracy)
                  WHERE trial_id = ?1 AND (last_epoch IS NULL OR last_epoch <= ?2)",
@@ -945,18 +959,31 @@ impl Store {
             )?;
         }
         execute_cached(
-            &tx,
+            tx,
             "UPDATE attempts SET deadline_ms = ?3 WHERE trial_id = ?1 AND attempt = ?2",
             params![lease.trial_id.as_str(), lease.attempt, now + ttl_ms],
         )?;
-        tx.commit()?;
         Ok(inserted)
     }
 
     /// Mark a trial done with its final metrics.
     pub fn complete(&mut self, lease: &LeaseRef, metrics: &FinalMetrics) -> Result<()> {
+        self.complete_with_rows(lease, &[], metrics, 0).map(drop)
+    }
+
+    /// Mark a trial done with its final metrics and its last progress rows
+    /// (`steps`, buffered as [`Store::record_progress`] would), both or
+    /// neither: a refused row refuses the completion. Returns the new rows.
+    pub fn complete_with_rows(
+        &mut self,
+        lease: &LeaseRef,
+        steps: &[StepMeasures],
+        metrics: &FinalMetrics,
+        ttl_ms: Millis,
+    ) -> Result<usize> {
         let now = self.now_ms();
         let tx = self.conn.savepoint()?;
+        let rows = if steps.is_empty() { 0 } else { Self::record_progress_in(&tx, &self.specs, lease, steps, ttl_ms, now)? };
         let sweep = Self::check_lease(&tx, lease)?;
         Self::refuse(Self::trial_context(&tx, &self.specs, &sweep, lease, now)?.metrics_problem(metrics))?;
         execute_cached(
@@ -976,7 +1003,7 @@ impl Store {
         )?;
         mark_trial_dirty(&tx, lease.trial_id.as_str())?;
         tx.commit()?;
-        Ok(())
+        Ok(rows)
     }
 
     /// End an attempt without success. `release` is a graceful give-back that

@@ -611,3 +611,32 @@ fn final_metrics_are_stored_to_the_last_bit() {
     };
     assert_eq!(bits(&stored), bits(&metrics));
 }
+
+/// A completion's last rows are buffered with it in one savepoint: a bad
+/// row refuses both (the trial still runs, nothing new is buffered), good
+/// ones are stored with the completion and then written like any report.
+#[test]
+fn a_completion_stores_its_last_rows_with_it_or_neither() {
+    let (mut store, _clock, worker) = store_with(3);
+    let grant = lease(&mut store, &worker, 1).expect("lease").remove(0);
+    assert_eq!(store.record_progress(&grant.lease, &[row(10, "train_loss", 0.5)], TTL).expect("progress"), 1);
+    let done = FinalMetrics { epochs: 30, ..FinalMetrics::default() };
+    let bad = [row(20, "train_loss", 0.4), row(30, "train_loss", -1.0)];
+    assert!(matches!(store.complete_with_rows(&grant.lease, &bad, &done, TTL), Err(CoordinatorError::InvalidRequest(_))));
+    let view = status_of(&store, &grant.lease.trial_id);
+    assert_eq!((view.status, view.last_epoch), (TrialStatus::Running, Some(10)));
+    assert_eq!(store.buffered_attempts().expect("buffered")[0].rows.len(), 1, "nothing of the refused call");
+    // Good rows with bad metrics: the rows are not kept either.
+    let good = [row(20, "train_loss", 0.4), row(30, "train_loss", 0.3)];
+    let impossible = FinalMetrics { train_accuracy: 7.0, ..done.clone() };
+    assert!(matches!(store.complete_with_rows(&grant.lease, &good, &impossible, TTL), Err(CoordinatorError::InvalidRequest(_))));
+    assert_eq!(store.buffered_attempts().expect("buffered")[0].rows.len(), 1, "the rows went with the refused metrics");
+    assert_eq!(status_of(&store, &grant.lease.trial_id).last_epoch, Some(10));
+    assert_eq!(store.complete_with_rows(&grant.lease, &good, &done, TTL).expect("complete"), 2);
+    let view = status_of(&store, &grant.lease.trial_id);
+    assert_eq!((view.status, view.last_epoch), (TrialStatus::Done, Some(30)));
+    let steps: Vec<i64> = store.buffered_attempts().expect("buffered")[0].rows.iter().map(|row| row.step).collect();
+    assert_eq!(steps, [10, 20, 30]);
+    // Nothing more once done: the lease is over.
+    assert!(matches!(store.record_progress(&grant.lease, &[row(40, "train_loss", 0.2)], TTL), Err(CoordinatorError::StaleLease { .. })));
+}

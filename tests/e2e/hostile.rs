@@ -123,8 +123,12 @@ async fn bad_calls_are_refused_naming_the_field_and_change_nothing() {
         refused(what, report(&mut client, &lease, steps).await, field);
         count += 1;
     }
-    let complete =
-        |metrics: pb::FinalMetrics| pb::CompleteTrialRequest { lease: Some(lease.clone()), metrics: Some(metrics), lease_next: None };
+    let complete = |metrics: pb::FinalMetrics| pb::CompleteTrialRequest {
+        lease: Some(lease.clone()),
+        metrics: Some(metrics),
+        lease_next: None,
+        final_steps: Vec::new(),
+    };
     let metrics_cases: Vec<(&str, pb::FinalMetrics, &str)> = vec![
         ("epochs −1", pb::FinalMetrics { epochs: -1, ..metrics() }, "metrics.epochs"),
         ("epochs past max_epochs", pb::FinalMetrics { epochs: 61, ..metrics() }, "metrics.epochs"),
@@ -145,6 +149,18 @@ async fn bad_calls_are_refused_naming_the_field_and_change_nothing() {
         "a completion asking for a pack of a million next",
         client.complete_trial(pb::CompleteTrialRequest { lease_next: Some(greedy), ..complete(metrics()) }).await,
         "pack_size",
+    );
+    count += 1;
+    // Good metrics with a bad last row: neither is taken.
+    refused(
+        "a completion whose last rows hold a negative loss",
+        client
+            .complete_trial(pb::CompleteTrialRequest {
+                final_steps: vec![good(40), step(50, vec![scalar("train_loss", -5.0)])],
+                ..complete(metrics())
+            })
+            .await,
+        "measure.value",
     );
     count += 1;
     refused("a kilobyte worker name", client.register_worker(register("w".repeat(1024), 1)).await, "name");
@@ -198,17 +214,21 @@ async fn bad_calls_are_refused_naming_the_field_and_change_nothing() {
     let trial = |status: &pb::SweepStatus| status.trials.iter().find(|t| t.trial_id == lease.trial_id).cloned().expect("the trial");
     assert_eq!((trial(&after).status, trial(&after).epoch, trial(&after).failures), ("running".to_string(), Some(20), 0));
     assert_eq!(after.trials.len(), before.trials.len());
-    // The careless worker ends its trial properly at last; a real one runs the rest of the sweep.
-    client.complete_trial(complete(metrics())).await.expect("valid final metrics are taken");
+    // The careless worker ends its trial properly at last, its last rows
+    // (step 40) with the completion; a real one runs the rest of the sweep.
+    client
+        .complete_trial(pb::CompleteTrialRequest { final_steps: vec![good(40)], ..complete(metrics()) })
+        .await
+        .expect("valid final metrics and rows are taken");
     let worker = InProcessWorker::start(&coordinator.address, data.path(), "careful", 4);
     let status = wait_for_sweep(&mut client, "tiny", Duration::from_secs(300), |s| s.finished).await;
     assert!(status.trials.iter().all(|t| t.status == "done" && t.failures == 0), "{status:#?}");
     worker.stop().await;
     coordinator.stop().await;
-    // The Parquet, flushed at shutdown, holds the careless trial's good rows only.
+    // The Parquet, flushed at shutdown, holds the careless trial's good rows only, the last ones included.
     let rows: Vec<_> = progress_rows(&data.path().join("results/tiny")).into_iter().filter(|row| row.trial_id == lease.trial_id).collect();
     let mut steps: Vec<i64> = rows.iter().map(|row| row.step).collect();
     steps.sort_unstable();
-    assert_eq!(steps, vec![0, 0, 20, 20], "{rows:?}");
+    assert_eq!(steps, vec![0, 0, 20, 20, 40, 40], "{rows:?}");
     assert!(rows.iter().all(|row| row.value.is_finite() && (row.measure == "train_loss" || row.measure == "test_accuracy")));
 }

@@ -48,6 +48,13 @@ struct RunningTrial {
     refused: Option<String>,
 }
 
+impl RunningTrial {
+    /// Training ended with final metrics.
+    fn is_done(&self) -> bool {
+        matches!(self.outcome, Some(TrialOutcome::Done(_)))
+    }
+}
+
 struct Worker {
     config: WorkerConfig,
     client: Client,
@@ -237,9 +244,16 @@ impl Worker {
         }
     }
 
+    /// Report the rows of running trials. A trial that is done keeps its
+    /// last rows for its completion ([`Worker::report_finished`]), which
+    /// carries them: one call at the end instead of two.
     async fn upload_progress(&mut self) -> Result<(), tonic::Status> {
-        let with_rows: Vec<TrialId> =
-            self.running.iter().filter(|(_, trial)| !trial.pending.is_empty() && !trial.revoked).map(|(id, _)| id.clone()).collect();
+        let with_rows: Vec<TrialId> = self
+            .running
+            .iter()
+            .filter(|(_, trial)| !trial.pending.is_empty() && !trial.revoked && !trial.is_done())
+            .map(|(id, _)| id.clone())
+            .collect();
         for trial_id in with_rows {
             let trial = self.running.get_mut(&trial_id).expect("ids were taken from the map");
             if matches!(trial.outcome, Some(TrialOutcome::Cancelled)) {
@@ -313,7 +327,8 @@ impl Worker {
             .running
             .iter()
             .filter(|(_, trial)| {
-                trial.outcome.is_some() && ((trial.pending.is_empty() && trial.pending_checkpoints.is_empty()) || trial.revoked)
+                trial.outcome.is_some()
+                    && ((trial.pending_checkpoints.is_empty() && (trial.pending.is_empty() || trial.is_done())) || trial.revoked)
             })
             .map(|(id, _)| id.clone())
             .collect();
@@ -334,11 +349,13 @@ impl Worker {
                 }
                 (Some(TrialOutcome::Done(metrics)), false) => {
                     let asked_for_lease = lease_next.is_some();
-                    let request = pb::CompleteTrialRequest { lease: lease.clone(), metrics: Some(metrics.into()), lease_next };
+                    // Its last rows go with the completion: both are stored, or neither.
+                    let final_steps = trial.pending.iter().map(Into::into).collect();
+                    let request = pb::CompleteTrialRequest { lease: lease.clone(), metrics: Some(metrics.into()), lease_next, final_steps };
                     match self.client.complete_trial(request).await {
                         Err(status) if is_refused(&status) => {
-                            warn!(trial = %trial_id, reason = %status.message(), "the coordinator refused the final metrics");
-                            let reason = format!("the coordinator refused its final metrics: {}", status.message());
+                            warn!(trial = %trial_id, reason = %status.message(), "the coordinator refused the final metrics or last rows");
+                            let reason = format!("the coordinator refused its final metrics or last rows: {}", status.message());
                             self.client.fail_trial(fail(reason)).await.map(|_| ())
                         }
                         Ok(response) => {

@@ -47,7 +47,12 @@ async fn main() -> anyhow::Result<()> {
                 for lease in packs.into_iter().flat_map(|pack| pack.leases) {
                     let metrics = pb::FinalMetrics { epochs: 1, ..Default::default() };
                     client
-                        .complete_trial(pb::CompleteTrialRequest { lease: lease.lease, metrics: Some(metrics), lease_next: None })
+                        .complete_trial(pb::CompleteTrialRequest {
+                            lease: lease.lease,
+                            metrics: Some(metrics),
+                            lease_next: None,
+                            final_steps: Vec::new(),
+                        })
                         .await?;
                     completed += 1;
                 }

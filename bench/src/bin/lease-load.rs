@@ -5,7 +5,8 @@
 //! `workers` simulated workers (default 1,000), each on its own connection,
 //! register, then for `seconds` (default 60) lease one no-op trial at a time,
 //! report one step of two measures for it when `report` is `1` (the default;
-//! `0` leaves the report out), and complete it. With `next` = `1` each
+//! `0` leaves the report out; `2` sends that step with the completion, in
+//! `final_steps`, as the worker sends a trial's last rows), and complete it. With `next` = `1` each
 //! completion asks for the next lease in the same call (`lease_next`, as the
 //! worker does), and `LeaseTrials` is called only when that brought none;
 //! with `0` (the default) every lease is its own call. With `think_ms` > 0
@@ -70,7 +71,11 @@ async fn main() -> anyhow::Result<()> {
     let workers: usize = arg(1, 1000);
     let seconds: u64 = arg(2, 60);
     let trials: usize = arg(3, 1_000_000);
-    let report = arg::<u8>(4, 1) == 1;
+    let (report, rows_with_completion) = match arg::<u8>(4, 1) {
+        0 => (false, false),
+        2 => (false, true),
+        _ => (true, false),
+    };
     let lease_next = arg::<u8>(5, 0) == 1;
     let think = Duration::from_millis(arg(6, 0));
     let spread = arg::<u8>(7, 0) == 1;
@@ -196,8 +201,12 @@ async fn main() -> anyhow::Result<()> {
                     }
                 }
                 let metrics = pb::FinalMetrics { epochs: 1, ..Default::default() };
-                let request =
-                    pb::CompleteTrialRequest { lease: Some(lease), metrics: Some(metrics), lease_next: lease_next.then(|| ask.clone()) };
+                let request = pb::CompleteTrialRequest {
+                    lease: Some(lease),
+                    metrics: Some(metrics),
+                    lease_next: lease_next.then(|| ask.clone()),
+                    final_steps: if rows_with_completion { vec![no_op_step()] } else { Vec::new() },
+                };
                 let asked = Instant::now();
                 match client.complete_trial(request).await {
                     Ok(answer) => {
@@ -259,7 +268,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let (commits, operations) = (commits_after.0 - commits_before.0, commits_after.1 - commits_before.1);
     println!(
-        "workers={workers} report={report} lease_next={lease_next} think_ms={} spread={spread} seconds={elapsed:.1} completed={completed} round_trips_per_second={:.0} lease_ms_p50={:.1} lease_ms_p99={:.1} lease_ms_max={:.1} worst_heartbeat_gap_ms={:.0} refused={} revoked={} store_operations_per_commit={:.1} store_thread_cpu_us_per_round_trip={store_us:.0} process_cpu_us_per_round_trip={process_us:.0}",
+        "workers={workers} report={report} rows_with_completion={rows_with_completion} lease_next={lease_next} think_ms={} spread={spread} seconds={elapsed:.1} completed={completed} round_trips_per_second={:.0} lease_ms_p50={:.1} lease_ms_p99={:.1} lease_ms_max={:.1} worst_heartbeat_gap_ms={:.0} refused={} revoked={} store_operations_per_commit={:.1} store_thread_cpu_us_per_round_trip={store_us:.0} process_cpu_us_per_round_trip={process_us:.0}",
         think.as_millis(),
         completed as f64 / elapsed,
         percentile(0.5),

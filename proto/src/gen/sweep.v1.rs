@@ -459,6 +459,12 @@ pub struct CompleteTrialRequest {
     /// the worker asks with LeaseTrials, which says why.
     #[prost(message, optional, tag = "3")]
     pub lease_next: ::core::option::Option<LeaseTrialsRequest>,
+    /// The attempt's last progress rows, not yet reported: stored with the
+    /// completion in one transaction (both or neither), under the rules of
+    /// ReportProgress, so that the end of a trial costs one call. A refused
+    /// row refuses the completion too.
+    #[prost(message, repeated, tag = "4")]
+    pub final_steps: ::prost::alloc::vec::Vec<StepMeasures>,
 }
 #[allow(clippy::all)]
 #[derive(Clone, PartialEq, ::prost::Message)]
