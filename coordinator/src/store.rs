@@ -228,23 +228,16 @@ pub struct Store {
     /// report, complete) need a trial's settings, and a stored spec changes
     /// only when its sweep is submitted again ([`cached_spec`]).
     specs: SpecCache,
-    /// Submissions storing their trials in chunks now ([`Store::bulk_loading`]).
-    bulk_loads: u32,
 }
 
-/// WAL pages after which a commit copies them back to the database (SQLite's
-/// default). The commit of the batch that crosses the mark does the copy,
-/// while every call waits for it: 4 MiB at a time rather than 40.
-const WAL_CHECKPOINT_PAGES: i64 = 1_000;
-
-/// The same while a large sweep is stored: its chunks change the same index
-/// pages again and again, and each is copied back once per 40 MiB instead of
-/// once per 4 MiB (1,000,000 trials stored in 8.9–9.1 s instead of
-/// 10.3–10.6 s, bench/RESULTS.md "Session 14"). Left at that all the time,
-/// each checkpoint held the store's thread for 30–40 ms, four or five times
-/// a second under load: at 7,000 round trips a second the p99 latency was
-/// 84–109 ms with it and 58–89 ms with 1,000 pages ("Session 21").
-const WAL_CHECKPOINT_PAGES_BULK: i64 = 10_000;
+/// WAL pages after which a commit copies them back to the database: 10,000
+/// (40 MiB) rather than SQLite's 1,000, so that an index page changed many
+/// times between two checkpoints is copied back once. Storing 1,000,000
+/// trials: 10.3–10.6 s → 8.9–9.1 s (bench/RESULTS.md, "Session 14"). At
+/// 1,000 the checkpoints stalled the store's thread for less time each
+/// (the p99 at moderate load fell from 87–95 to 56–60 ms) but cost 12 % of
+/// the rate sustained for a minute ("Session 21").
+const WAL_CHECKPOINT_PAGES: i64 = 10_000;
 
 pub(crate) type SpecCache = std::cell::RefCell<std::collections::HashMap<String, Arc<SweepSpec>>>;
 
@@ -407,7 +400,7 @@ impl Store {
         crate::migrate::forget_ended_watermarks(&mut conn)?;
         crate::migrate::sweep_specs(&mut conn)?;
         crate::migrate::trials_in_parts(&mut conn)?;
-        Ok(Store { conn, clock, specs: SpecCache::default(), bulk_loads: 0 })
+        Ok(Store { conn, clock, specs: SpecCache::default() })
     }
 
     /// Begin a batch: every method called until [`Store::end_batch`] runs in
@@ -432,22 +425,6 @@ impl Store {
                 Err(error.into())
             }
         }
-    }
-
-    /// A submission starts (`true`) or ends (`false`) storing its trials in
-    /// chunks: while any does, WAL checkpoints wait for
-    /// [`WAL_CHECKPOINT_PAGES_BULK`] pages instead of [`WAL_CHECKPOINT_PAGES`].
-    pub fn bulk_loading(&mut self, starts: bool) -> Result<()> {
-        self.bulk_loads = if starts { self.bulk_loads + 1 } else { self.bulk_loads.saturating_sub(1) };
-        let pages = if self.bulk_loads > 0 { WAL_CHECKPOINT_PAGES_BULK } else { WAL_CHECKPOINT_PAGES };
-        self.conn.pragma_update(None, "wal_autocheckpoint", pages)?;
-        Ok(())
-    }
-
-    /// WAL pages after which a commit checkpoints (tests).
-    #[cfg(test)]
-    pub(crate) fn wal_checkpoint_pages(&self) -> i64 {
-        self.conn.pragma_query_value(None, "wal_autocheckpoint", |row| row.get(0)).expect("pragma")
     }
 
     /// Now, by the store's clock.
