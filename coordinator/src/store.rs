@@ -819,22 +819,23 @@ impl Store {
     pub fn record_progress(&mut self, lease: &LeaseRef, steps: &[StepMeasures], ttl_ms: Millis) -> Result<usize> {
         let now = self.now_ms();
         let tx = self.conn.savepoint()?;
-        let inserted = Self::record_progress_in(&tx, &self.specs, lease, steps, ttl_ms, now)?;
+        let sweep = Self::check_lease(&tx, lease)?;
+        let context = Self::trial_context(&tx, &self.specs, &sweep, lease, now)?;
+        let inserted = Self::record_progress_in(&tx, &context, lease, steps, ttl_ms, now)?;
         tx.commit()?;
         Ok(inserted)
     }
 
-    /// [`Store::record_progress`] inside the caller's savepoint.
+    /// [`Store::record_progress`] inside the caller's savepoint, for a lease
+    /// the caller has checked, with its trial's `context`.
     fn record_progress_in(
         tx: &Connection,
-        specs: &SpecCache,
+        context: &TrialContext,
         lease: &LeaseRef,
         steps: &[StepMeasures],
         ttl_ms: Millis,
         now: Millis,
     ) -> Result<usize> {
-        let sweep = Self::check_lease(tx, lease)?;
-        let context = Self::trial_context(tx, specs, &sweep, lease, now)?;
         for step in steps {
             Self::refuse(context.progress_problem(step))?;
         }
@@ -960,9 +961,10 @@ impl Store {
     ) -> Result<usize> {
         let now = self.now_ms();
         let tx = self.conn.savepoint()?;
-        let rows = if steps.is_empty() { 0 } else { Self::record_progress_in(&tx, &self.specs, lease, steps, ttl_ms, now)? };
         let sweep = Self::check_lease(&tx, lease)?;
-        Self::refuse(Self::trial_context(&tx, &self.specs, &sweep, lease, now)?.metrics_problem(metrics))?;
+        let context = Self::trial_context(&tx, &self.specs, &sweep, lease, now)?;
+        Self::refuse(context.metrics_problem(metrics))?;
+        let rows = if steps.is_empty() { 0 } else { Self::record_progress_in(&tx, &context, lease, steps, ttl_ms, now)? };
         execute_cached(
             &tx,
             "UPDATE attempts SET state = 'completed', ended_at_ms = ?3 WHERE trial_id = ?1 AND attempt = ?2",
