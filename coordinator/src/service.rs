@@ -310,7 +310,7 @@ impl Coordinator {
         let ttl = ttl_ms(&self.inner.config);
         let (rows, leasing) = self
             .with_store(move |store| {
-                let rows = store.complete_with_rows(&lease, &final_steps, &metrics, ttl)?;
+                let rows = store.complete_with_rows(&lease, &final_steps, &metrics)?;
                 Ok((
                     rows,
                     next.map(|ask| {

@@ -341,6 +341,32 @@ fn mark_trial_dirty(tx: &Connection, trial_id: &str) -> Result<()> {
     Ok(())
 }
 
+/// The last step of a report and the accuracies it carries, which the
+/// trial's `last_*` columns show.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+struct LastEpoch {
+    /// `None` (no rows) leaves the columns as they are.
+    step: Option<i64>,
+    train_accuracy: Option<f64>,
+    test_accuracy: Option<f64>,
+}
+
+impl LastEpoch {
+    /// Of the latest step in `steps`, if any.
+    fn of(steps: &[StepMeasures]) -> Option<Self> {
+        let last = steps.iter().map(|step| step.step).max()?;
+        let mut found = LastEpoch { step: Some(last), ..LastEpoch::default() };
+        for measure in steps.iter().filter(|step| step.step == last).flat_map(|step| &step.measures) {
+            match (measure.name.as_str(), measure.as_scalar()) {
+                (sweep_core::measures::TRAIN_ACCURACY, Some(value)) => found.train_accuracy = Some(value),
+                (sweep_core::measures::TEST_ACCURACY, Some(value)) => found.test_accuracy = Some(value),
+                _ => {}
+            }
+        }
+        Some(found)
+    }
+}
+
 /// Forget an ended attempt's per-measure steps (latest accepted, last
 /// written): they only check reports of a live lease, and a sweep of a
 /// million trials would otherwise keep tens of millions of them.
@@ -384,9 +410,14 @@ impl Store {
         // sweep's tables and indexes stay mostly in memory while it is stored.
         conn.pragma_update(None, "cache_size", -65_536)?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        // See WAL_CHECKPOINT_PAGES. (`temp_store = MEMORY` was tried too and
-        // made the flushes' deletes 1.6x slower.)
+        // See WAL_CHECKPOINT_PAGES.
         conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)?;
+        // Savepoint sub-journals in memory: SQLite spills one to a temporary
+        // file past 64 KiB, and once one operation of a batch had spilled,
+        // every later savepoint of the batch wrote each page it touched to
+        // that file (two `write`s a page): 19 % of the store's thread with a
+        // report per trial (bench/RESULTS.md, session 22).
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.set_prepared_statement_cache_capacity(64);
         let queue_done_trials = crate::migrate::needs_compaction_queue(&conn)?;
@@ -836,6 +867,43 @@ impl Store {
         ttl_ms: Millis,
         now: Millis,
     ) -> Result<usize> {
+        let (inserted, advanced) = Self::buffer_rows(tx, context, lease, steps)?;
+        {
+            let mut advance = tx.prepare_cached(
+                "INSERT INTO progress_latest(trial_id, attempt, measure, step) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(trial_id, attempt, measure) DO UPDATE SET step = MAX(step, excluded.step)",
+            )?;
+            for (measure, step) in advanced {
+                advance.execute(params![lease.trial_id.as_str(), lease.attempt, measure, step])?;
+            }
+        }
+        if let Some(LastEpoch { step: Some(step), train_accuracy, test_accuracy }) = LastEpoch::of(steps) {
+            execute_cached(
+                tx,
+                "UPDATE trials SET last_epoch = ?2, last_train_accuracy = COALESCE(?3, last_train_accuracy),
+                        last_test_accuracy = COALESCE(?4, last_test_accuracy)
+                 WHERE trial_id = ?1 AND (last_epoch IS NULL OR last_epoch <= ?2)",
+                params![lease.trial_id.as_str(), step, train_accuracy, test_accuracy],
+            )?;
+        }
+        execute_cached(
+            tx,
+            "UPDATE attempts SET deadline_ms = ?3 WHERE trial_id = ?1 AND attempt = ?2",
+            params![lease.trial_id.as_str(), lease.attempt, now + ttl_ms],
+        )?;
+        Ok(inserted)
+    }
+
+    /// Check `steps` against the trial and the attempt's earlier rows and
+    /// buffer the new ones. Returns the number of new rows and each measure
+    /// whose latest accepted step moved, with that step (the caller records
+    /// it if the lease goes on).
+    fn buffer_rows(
+        tx: &Connection,
+        context: &TrialContext,
+        lease: &LeaseRef,
+        steps: &[StepMeasures],
+    ) -> Result<(usize, Vec<(String, i64)>)> {
         for step in steps {
             Self::refuse(context.progress_problem(step))?;
         }
@@ -901,79 +969,43 @@ impl Store {
                 ])?;
                 inserted += batch.rows();
             }
-            let mut advance = tx.prepare_cached(
-                "INSERT INTO progress_latest(trial_id, attempt, measure, step) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT(trial_id, attempt, measure) DO UPDATE SET step = MAX(step, excluded.step)",
-            )?;
-            for (measure, &step) in &latest_by_measure {
-                if accepted.get(measure) != Some(&step) {
-                    advance.execute(params![lease.trial_id.as_str(), lease.attempt, measure, step])?;
-                }
-            }
         }
-        let mut latest: Option<(i64, Option<f64>, Option<f64>)> = None;
-        for step in steps {
-            let entry = latest.get_or_insert((step.step, None, None));
-            if step.step > entry.0 {
-                *entry = (step.step, None, None);
-            }
-            if step.step == entry.0 {
-                for measure in &step.measures {
-                    match (measure.name.as_str(), measure.as_scalar()) {
-                        (sweep_core::measures::TRAIN_ACCURACY, Some(value)) => entry.1 = Some(value),
-                        (sweep_core::measures::TEST_ACCURACY, Some(value)) => entry.2 = Some(value),
-                        _ => {}
-                    }
-                }
-            }
-        }
-        if let Some((step, train, test)) = latest {
-            execute_cached(
-                tx,
-                "UPDATE trials SET last_epoch = ?2, last_train_accuracy = COALESCE(?3, last_train_accuracy),
-                        last_test_accuracy = COALESCE(?4, last_test_accuracy)
-                 WHERE trial_id = ?1 AND (last_epoch IS NULL OR last_epoch <= ?2)",
-                params![lease.trial_id.as_str(), step, train, test],
-            )?;
-        }
-        execute_cached(
-            tx,
-            "UPDATE attempts SET deadline_ms = ?3 WHERE trial_id = ?1 AND attempt = ?2",
-            params![lease.trial_id.as_str(), lease.attempt, now + ttl_ms],
-        )?;
-        Ok(inserted)
+        let advanced = latest_by_measure.into_iter().filter(|(measure, step)| accepted.get(measure) != Some(step)).collect();
+        Ok((inserted, advanced))
     }
 
     /// Mark a trial done with its final metrics.
     pub fn complete(&mut self, lease: &LeaseRef, metrics: &FinalMetrics) -> Result<()> {
-        self.complete_with_rows(lease, &[], metrics, 0).map(drop)
+        self.complete_with_rows(lease, &[], metrics).map(drop)
     }
 
     /// Mark a trial done with its final metrics and its last progress rows
     /// (`steps`, buffered as [`Store::record_progress`] would), both or
     /// neither: a refused row refuses the completion. Returns the new rows.
-    pub fn complete_with_rows(
-        &mut self,
-        lease: &LeaseRef,
-        steps: &[StepMeasures],
-        metrics: &FinalMetrics,
-        ttl_ms: Millis,
-    ) -> Result<usize> {
+    pub fn complete_with_rows(&mut self, lease: &LeaseRef, steps: &[StepMeasures], metrics: &FinalMetrics) -> Result<usize> {
         let now = self.now_ms();
         let tx = self.conn.savepoint()?;
         let sweep = Self::check_lease(&tx, lease)?;
         let context = Self::trial_context(&tx, &self.specs, &sweep, lease, now)?;
         Self::refuse(context.metrics_problem(metrics))?;
-        let rows = if steps.is_empty() { 0 } else { Self::record_progress_in(&tx, &context, lease, steps, ttl_ms, now)? };
+        // The attempt ends here: its rows are buffered, but no latest steps
+        // are kept (they check the reports of a live lease) and the lease is
+        // not renewed; the trial's last epoch goes with its status.
+        let rows = if steps.is_empty() { 0 } else { Self::buffer_rows(&tx, &context, lease, steps)?.0 };
         execute_cached(
             &tx,
             "UPDATE attempts SET state = 'completed', ended_at_ms = ?3 WHERE trial_id = ?1 AND attempt = ?2",
             params![lease.trial_id.as_str(), lease.attempt, now],
         )?;
+        let last = LastEpoch::of(steps).unwrap_or_default();
         execute_cached(
             &tx,
-            "UPDATE trials SET status = 'done', finished_at_ms = ?2, metrics_json = ?3, error = NULL WHERE trial_id = ?1",
-            params![lease.trial_id.as_str(), now, metrics_to_json(metrics)],
+            "UPDATE trials SET status = 'done', finished_at_ms = ?2, metrics_json = ?3, error = NULL,
+                    last_train_accuracy = CASE WHEN last_epoch IS NULL OR last_epoch <= ?4 THEN COALESCE(?5, last_train_accuracy) ELSE last_train_accuracy END,
+                    last_test_accuracy = CASE WHEN last_epoch IS NULL OR last_epoch <= ?4 THEN COALESCE(?6, last_test_accuracy) ELSE last_test_accuracy END,
+                    last_epoch = CASE WHEN last_epoch IS NULL OR last_epoch <= ?4 THEN ?4 ELSE last_epoch END
+             WHERE trial_id = ?1",
+            params![lease.trial_id.as_str(), now, metrics_to_json(metrics), last.step, last.train_accuracy, last.test_accuracy],
         )?;
         execute_cached(
             &tx,

@@ -622,21 +622,51 @@ fn a_completion_stores_its_last_rows_with_it_or_neither() {
     assert_eq!(store.record_progress(&grant.lease, &[row(10, "train_loss", 0.5)], TTL).expect("progress"), 1);
     let done = FinalMetrics { epochs: 30, ..FinalMetrics::default() };
     let bad = [row(20, "train_loss", 0.4), row(30, "train_loss", -1.0)];
-    assert!(matches!(store.complete_with_rows(&grant.lease, &bad, &done, TTL), Err(CoordinatorError::InvalidRequest(_))));
+    assert!(matches!(store.complete_with_rows(&grant.lease, &bad, &done), Err(CoordinatorError::InvalidRequest(_))));
     let view = status_of(&store, &grant.lease.trial_id);
     assert_eq!((view.status, view.last_epoch), (TrialStatus::Running, Some(10)));
     assert_eq!(store.buffered_attempts().expect("buffered")[0].rows.len(), 1, "nothing of the refused call");
     // Good rows with bad metrics: the rows are not kept either.
     let good = [row(20, "train_loss", 0.4), row(30, "train_loss", 0.3)];
     let impossible = FinalMetrics { train_accuracy: 7.0, ..done.clone() };
-    assert!(matches!(store.complete_with_rows(&grant.lease, &good, &impossible, TTL), Err(CoordinatorError::InvalidRequest(_))));
+    assert!(matches!(store.complete_with_rows(&grant.lease, &good, &impossible), Err(CoordinatorError::InvalidRequest(_))));
     assert_eq!(store.buffered_attempts().expect("buffered")[0].rows.len(), 1, "the rows went with the refused metrics");
     assert_eq!(status_of(&store, &grant.lease.trial_id).last_epoch, Some(10));
-    assert_eq!(store.complete_with_rows(&grant.lease, &good, &done, TTL).expect("complete"), 2);
+    let mut good = good.to_vec();
+    good[1].measures.push(sweep_core::Measure::scalar(sweep_core::measures::TEST_ACCURACY, 0.25));
+    assert_eq!(store.complete_with_rows(&grant.lease, &good, &done).expect("complete"), 3);
     let view = status_of(&store, &grant.lease.trial_id);
     assert_eq!((view.status, view.last_epoch), (TrialStatus::Done, Some(30)));
+    assert_eq!((view.last_train_accuracy, view.last_test_accuracy), (None, Some(0.25)), "the last step's accuracies");
     let steps: Vec<i64> = store.buffered_attempts().expect("buffered")[0].rows.iter().map(|row| row.step).collect();
-    assert_eq!(steps, [10, 20, 30]);
+    assert_eq!(steps, [10, 20, 30, 30]);
+    // The ended attempt keeps no latest steps of its own (only those of the
+    // report before, forgotten once its files are compacted).
+    let latest: Vec<(String, i64)> = store
+        .conn
+        .prepare("SELECT measure, step FROM progress_latest")
+        .expect("prepare")
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .expect("query")
+        .collect::<rusqlite::Result<_>>()
+        .expect("rows");
+    assert_eq!(latest, [("train_loss".to_string(), 10)]);
     // Nothing more once done: the lease is over.
     assert!(matches!(store.record_progress(&grant.lease, &[row(40, "train_loss", 0.2)], TTL), Err(CoordinatorError::StaleLease { .. })));
+}
+
+/// A completion whose rows are all before the trial's last reported step
+/// (a measure computed after training, at earlier steps) leaves the trial's
+/// last epoch and accuracies as the later report set them.
+#[test]
+fn a_completion_with_earlier_rows_keeps_the_last_epoch() {
+    let (mut store, _clock, worker) = store_with(3);
+    let grant = lease(&mut store, &worker, 1).expect("lease").remove(0);
+    store.record_progress(&grant.lease, &[row(50, sweep_core::measures::TRAIN_ACCURACY, 0.9)], TTL).expect("progress");
+    let late = [row(20, sweep_core::measures::TEST_ACCURACY, 0.1)];
+    let done = FinalMetrics { epochs: 50, ..FinalMetrics::default() };
+    assert_eq!(store.complete_with_rows(&grant.lease, &late, &done).expect("complete"), 1);
+    let view = status_of(&store, &grant.lease.trial_id);
+    assert_eq!((view.status, view.last_epoch), (TrialStatus::Done, Some(50)));
+    assert_eq!((view.last_train_accuracy, view.last_test_accuracy), (Some(0.9), None));
 }
