@@ -418,6 +418,12 @@ impl Store {
         // that file (two `write`s a page): 19 % of the store's thread with a
         // report per trial (bench/RESULTS.md, session 22).
         conn.pragma_update(None, "temp_store", "MEMORY")?;
+        // One plan per statement whatever its bound values. Without it,
+        // SQLite (3.50) plans with the value bound to a `LIMIT ?` and
+        // re-prepares the statement each time it is bound again: the lease
+        // query's re-preparing was 8 % of the store's thread (bench/RESULTS.md,
+        // session 22).
+        conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.set_prepared_statement_cache_capacity(64);
         let queue_done_trials = crate::migrate::needs_compaction_queue(&conn)?;
