@@ -343,10 +343,9 @@ fn mark_trial_dirty(tx: &Connection, trial_id: &str) -> Result<()> {
 
 /// The last step of a report and the accuracies it carries, which the
 /// trial's `last_*` columns show.
-#[derive(Debug, Default, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 struct LastEpoch {
-    /// `None` (no rows) leaves the columns as they are.
-    step: Option<i64>,
+    step: i64,
     train_accuracy: Option<f64>,
     test_accuracy: Option<f64>,
 }
@@ -355,7 +354,7 @@ impl LastEpoch {
     /// Of the latest step in `steps`, if any.
     fn of(steps: &[StepMeasures]) -> Option<Self> {
         let last = steps.iter().map(|step| step.step).max()?;
-        let mut found = LastEpoch { step: Some(last), ..LastEpoch::default() };
+        let mut found = LastEpoch { step: last, train_accuracy: None, test_accuracy: None };
         for measure in steps.iter().filter(|step| step.step == last).flat_map(|step| &step.measures) {
             match (measure.name.as_str(), measure.as_scalar()) {
                 (sweep_core::measures::TRAIN_ACCURACY, Some(value)) => found.train_accuracy = Some(value),
@@ -883,7 +882,7 @@ impl Store {
                 advance.execute(params![lease.trial_id.as_str(), lease.attempt, measure, step])?;
             }
         }
-        if let Some(LastEpoch { step: Some(step), train_accuracy, test_accuracy }) = LastEpoch::of(steps) {
+        if let Some(LastEpoch { step, train_accuracy, test_accuracy }) = LastEpoch::of(steps) {
             execute_cached(
                 tx,
                 "UPDATE trials SET last_epoch = ?2, last_train_accuracy = COALESCE(?3, last_train_accuracy),
@@ -1003,7 +1002,8 @@ impl Store {
             "UPDATE attempts SET state = 'completed', ended_at_ms = ?3 WHERE trial_id = ?1 AND attempt = ?2",
             params![lease.trial_id.as_str(), lease.attempt, now],
         )?;
-        let last = LastEpoch::of(steps).unwrap_or_default();
+        // Without rows (a NULL step) the trial's `last_*` columns stay as they are.
+        let last = LastEpoch::of(steps);
         execute_cached(
             &tx,
             "UPDATE trials SET status = 'done', finished_at_ms = ?2, metrics_json = ?3, error = NULL,
@@ -1011,7 +1011,14 @@ impl Store {
                     last_test_accuracy = CASE WHEN last_epoch IS NULL OR last_epoch <= ?4 THEN COALESCE(?6, last_test_accuracy) ELSE last_test_accuracy END,
                     last_epoch = CASE WHEN last_epoch IS NULL OR last_epoch <= ?4 THEN ?4 ELSE last_epoch END
              WHERE trial_id = ?1",
-            params![lease.trial_id.as_str(), now, metrics_to_json(metrics), last.step, last.train_accuracy, last.test_accuracy],
+            params![
+                lease.trial_id.as_str(),
+                now,
+                metrics_to_json(metrics),
+                last.map(|last| last.step),
+                last.and_then(|last| last.train_accuracy),
+                last.and_then(|last| last.test_accuracy)
+            ],
         )?;
         execute_cached(
             &tx,
