@@ -1135,9 +1135,9 @@ impl Store {
 
     /// Attempts with buffered progress that should be written to Parquet
     /// (active or completed attempts only), each with the range of its
-    /// batches. A flush reads the batches on its writing thread, not on the
-    /// store's: a roll of a few million rows is a few hundred megabytes that
-    /// reports and heartbeats would otherwise wait behind.
+    /// batches, read on the store's connection (crash recovery and tests; a
+    /// flush reads the same through its own read-only connection,
+    /// `crate::flush_reader`, off the store's thread).
     pub fn pending_attempts(&self) -> Result<Vec<PendingAttempt>> {
         read_pending_attempts(&self.conn)
     }
