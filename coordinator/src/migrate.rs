@@ -14,7 +14,10 @@
 //!   their rolled progress files are compacted like new ones;
 //! - a data directory from before the `trials` table was written in parts
 //!   rewrites every part of each sweep once, so that a large sweep's single
-//!   `trials.parquet` becomes its first part.
+//!   `trials.parquet` becomes its first part;
+//! - a store from before trials had an integer key gets one (the order the
+//!   trials were stored in), and its attempts, compaction queue and progress
+//!   buffer are keyed by it ([`key_by_trial`]).
 //!
 //! This is the only place that reads a shape out of a measure name.
 
@@ -41,9 +44,7 @@ fn legacy_measure(name: &str) -> (String, MeasureKind, f64) {
 }
 
 fn has_column(conn: &Connection, table: &str, column: &str) -> Result<bool> {
-    let mut statement = conn.prepare(&format!("PRAGMA table_info({table})"))?;
-    let names: Vec<String> = statement.query_map([], |row| row.get(1))?.collect::<rusqlite::Result<_>>()?;
-    Ok(names.iter().any(|name| name == column))
+    Ok(columns(conn, table)?.iter().any(|name| name == column))
 }
 
 /// The typed progress buffer of the builds before progress batches: one row
@@ -147,8 +148,10 @@ pub(crate) fn progress_in_batches(conn: &mut Connection) -> Result<()> {
             "SELECT row_id, trial_id, attempt, kind, step, wall_time_ms, measure, key, value FROM progress_buffer
              ORDER BY trial_id, attempt, kind, row_id",
         )?;
-        let mut insert =
-            tx.prepare("INSERT INTO progress_batches(batch_id, trial_id, attempt, kind, steps, through) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
+        let mut insert = tx.prepare(
+            "INSERT INTO progress_batches(batch_id, trial_key, trial_id, attempt, kind, steps, through)
+                 VALUES (?1, (SELECT key FROM trials WHERE trial_id = ?2), ?2, ?3, ?4, ?5, ?6)",
+        )?;
         let mut run: Option<LegacyRun> = None;
         let mut rows = read.query([])?;
         while let Some(row) = rows.next()? {
@@ -242,7 +245,8 @@ pub(crate) fn forget_ended_watermarks(conn: &mut Connection) -> Result<()> {
     for table in ["progress_flushed_by_measure", "progress_latest"] {
         forgotten += tx.execute(
             &format!(
-                "DELETE FROM {table} WHERE NOT EXISTS (SELECT 1 FROM attempts a WHERE a.trial_id = {table}.trial_id
+                "DELETE FROM {table} WHERE NOT EXISTS (SELECT 1 FROM attempts a
+                 WHERE a.trial_key = (SELECT key FROM trials t WHERE t.trial_id = {table}.trial_id)
                  AND a.attempt = {table}.attempt AND a.state = 'active')"
             ),
             [],
@@ -274,6 +278,82 @@ pub(crate) fn sweep_specs(conn: &mut Connection) -> Result<()> {
     Ok(())
 }
 
+/// The tables [`key_by_trial`] rebuilds, in order (each after the table its
+/// key comes from), with the indexes an older build gave them.
+const UNKEYED: [(&str, &[&str]); 4] = [
+    ("trials", &["trials_by_status", "trials_by_sweep"]),
+    ("attempts", &["attempts_active"]),
+    ("compaction_pending", &[]),
+    ("progress_batches", &["progress_batches_by_attempt"]),
+];
+
+/// Give each trial of a store written before trials had an integer key its
+/// key, and key the attempts, the compaction queue and the progress buffer by
+/// it, in one transaction, before `schema` (the current tables, created if
+/// missing) is applied as usual. A trial's key is the rowid SQLite gave it, so
+/// trials keep the order they were stored in, and every row keeps its ids
+/// (batch ids go on after the last one given). Rows of those tables whose
+/// trial is unknown cannot be keyed and are dropped, with a warning.
+pub(crate) fn key_by_trial(conn: &mut Connection, schema: &[&str]) -> Result<()> {
+    if !table_exists(conn, "trials")? || has_column(conn, "trials", "key")? {
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    let tx = conn.transaction()?;
+    let mut present = Vec::new();
+    for (table, indexes) in UNKEYED {
+        if table_exists(&tx, table)? {
+            tx.execute_batch(&format!("ALTER TABLE {table} RENAME TO {table}_unkeyed"))?;
+            present.push(table);
+        }
+        for index in indexes {
+            tx.execute_batch(&format!("DROP INDEX IF EXISTS {index}"))?;
+        }
+    }
+    for statements in schema {
+        tx.execute_batch(statements)?;
+    }
+    let mut trials = 0;
+    for table in present {
+        let old = format!("{table}_unkeyed");
+        let new_columns = columns(&tx, table)?;
+        let shared: Vec<String> = columns(&tx, &old)?.into_iter().filter(|column| new_columns.contains(column)).collect();
+        let list = shared.join(", ");
+        let from_old = shared.iter().map(|column| format!("o.{column}")).collect::<Vec<_>>().join(", ");
+        let copied = if table == "trials" {
+            tx.execute(&format!("INSERT INTO trials(key, {list}) SELECT o.rowid, {from_old} FROM {old} o ORDER BY o.rowid"), [])?
+        } else {
+            tx.execute(
+                &format!(
+                    "INSERT INTO {table}(trial_key, {list}) SELECT t.key, {from_old} FROM {old} o JOIN trials t ON t.trial_id = o.trial_id
+                     ORDER BY o.rowid"
+                ),
+                [],
+            )?
+        };
+        let rows: usize = tx.query_row(&format!("SELECT COUNT(*) FROM {old}"), [], |row| row.get(0))?;
+        if copied < rows {
+            tracing::warn!(table, dropped = rows - copied, "rows of unknown trials dropped while keying the store by trial");
+        }
+        if table == "trials" {
+            trials = copied;
+        }
+        if table == "progress_batches" {
+            continue_sequence(&tx, &old, table, "batch_id")?;
+        }
+        tx.execute_batch(&format!("DROP TABLE {old}"))?;
+    }
+    tx.commit()?;
+    info!(trials, seconds = started.elapsed().as_secs_f64(), "keyed the store's trials, attempts, compaction queue and progress buffer");
+    Ok(())
+}
+
+fn columns(conn: &Connection, table: &str) -> Result<Vec<String>> {
+    let mut statement = conn.prepare(&format!("PRAGMA table_info({table})"))?;
+    let names = statement.query_map([], |row| row.get(1))?.collect::<rusqlite::Result<_>>()?;
+    Ok(names)
+}
+
 /// True when the store predates the compaction queue: it has trials but no
 /// `compaction_pending` table yet (checked before the schema creates it).
 pub(crate) fn needs_compaction_queue(conn: &Connection) -> Result<bool> {
@@ -283,7 +363,7 @@ pub(crate) fn needs_compaction_queue(conn: &Connection) -> Result<bool> {
 /// Queue every done trial's final attempt for compaction.
 pub(crate) fn queue_done_trials_for_compaction(conn: &mut Connection) -> Result<()> {
     let queued = conn.execute(
-        "INSERT OR IGNORE INTO compaction_pending(trial_id, attempt) SELECT trial_id, attempt FROM trials WHERE status = 'done'",
+        "INSERT OR IGNORE INTO compaction_pending(trial_key, trial_id, attempt) SELECT key, trial_id, attempt FROM trials WHERE status = 'done'",
         [],
     )?;
     if queued > 0 {

@@ -116,7 +116,8 @@ pub(crate) fn sort_rows(rows: &mut [BufferedRow]) {
 /// in the order a flush writes them, with the range of ids read.
 pub(crate) fn read_attempt(conn: &Connection, pending: &PendingAttempt) -> Result<BufferedAttempt> {
     let mut statement = conn.prepare_cached(
-        "SELECT batch_id, steps FROM progress_batches WHERE trial_id = ?1 AND attempt = ?2 AND batch_id BETWEEN ?3 AND ?4
+        "SELECT batch_id, steps FROM progress_batches
+         WHERE trial_key = (SELECT key FROM trials WHERE trial_id = ?1) AND attempt = ?2 AND batch_id BETWEEN ?3 AND ?4
          ORDER BY batch_id",
     )?;
     let mut batches = statement.query(params![pending.trial_id.as_str(), pending.attempt, pending.first_row_id, pending.last_row_id])?;

@@ -19,6 +19,16 @@ use crate::domain::{
 use crate::error::{CoordinatorError, Result};
 use crate::results::TRIALS_PER_PART;
 
+/// The tables. A trial has a text id (a hash, `TrialId`) and an integer
+/// `key` in the order its sweep's trials were stored (grid order, which is
+/// also the order they are leased in). The tables that gain rows as trials
+/// are leased and end (`attempts`, the compaction queue, the progress
+/// buffer) are keyed by `trial_key` rather than by the id, so that their
+/// indexes grow at one end instead of at random places: keyed by the hashed
+/// id, a minute of leases at saturation touched ever more pages of ever larger
+/// indexes, and the store's thread took 82–84 µs a round trip instead of 57
+/// (bench/RESULTS.md, session 23). They keep the id beside the key, for
+/// reading.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS sweeps (
@@ -28,7 +38,8 @@ CREATE TABLE IF NOT EXISTS sweeps (
     created_at_ms INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS trials (
-    trial_id TEXT PRIMARY KEY,
+    key INTEGER PRIMARY KEY,
+    trial_id TEXT NOT NULL UNIQUE,
     sweep TEXT NOT NULL REFERENCES sweeps(name),
     seq INTEGER NOT NULL,
     params_json TEXT NOT NULL,
@@ -47,6 +58,7 @@ CREATE TABLE IF NOT EXISTS trials (
 CREATE INDEX IF NOT EXISTS trials_by_status ON trials(status, sweep, seq);
 CREATE INDEX IF NOT EXISTS trials_by_sweep ON trials(sweep, seq);
 CREATE TABLE IF NOT EXISTS attempts (
+    trial_key INTEGER NOT NULL,
     trial_id TEXT NOT NULL,
     attempt INTEGER NOT NULL,
     worker_id TEXT NOT NULL,
@@ -56,7 +68,7 @@ CREATE TABLE IF NOT EXISTS attempts (
     deadline_ms INTEGER NOT NULL,
     ended_at_ms INTEGER,
     reason TEXT,
-    PRIMARY KEY (trial_id, attempt)
+    PRIMARY KEY (trial_key, attempt)
 );
 CREATE INDEX IF NOT EXISTS attempts_active ON attempts(state, deadline_ms);
 CREATE TABLE IF NOT EXISTS workers (
@@ -89,9 +101,10 @@ CREATE TABLE IF NOT EXISTS superseded (
 -- Parts of sweeps' `trials` tables to rewrite (part = seq / TRIALS_PER_PART).
 CREATE TABLE IF NOT EXISTS dirty_trial_parts (sweep TEXT NOT NULL, part INTEGER NOT NULL, PRIMARY KEY (sweep, part));
 CREATE TABLE IF NOT EXISTS compaction_pending (
+    trial_key INTEGER NOT NULL,
     trial_id TEXT NOT NULL,
     attempt INTEGER NOT NULL,
-    PRIMARY KEY (trial_id, attempt)
+    PRIMARY KEY (trial_key, attempt)
 );
 ";
 
@@ -104,13 +117,14 @@ CREATE TABLE IF NOT EXISTS compaction_pending (
 const PROGRESS_BATCHES: &str = "
 CREATE TABLE IF NOT EXISTS progress_batches (
     batch_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    trial_key INTEGER NOT NULL,
     trial_id TEXT NOT NULL,
     attempt INTEGER NOT NULL,
     kind TEXT NOT NULL,
     steps BLOB NOT NULL,
     through BLOB NOT NULL
 );
-CREATE INDEX IF NOT EXISTS progress_batches_by_attempt ON progress_batches(trial_id, attempt, batch_id);
+CREATE INDEX IF NOT EXISTS progress_batches_by_key ON progress_batches(trial_key, attempt, batch_id);
 CREATE TABLE IF NOT EXISTS progress_latest (
     trial_id TEXT NOT NULL,
     attempt INTEGER NOT NULL,
@@ -177,19 +191,19 @@ impl TrialsPart {
 }
 
 /// The attempts with buffered progress ([`Store::pending_attempts`]).
-const PENDING_ATTEMPTS: &str = "SELECT b.trial_id, b.attempt, t.sweep, MIN(b.batch_id), MAX(b.batch_id)
+const PENDING_ATTEMPTS: &str = "SELECT t.trial_id, b.attempt, t.sweep, MIN(b.batch_id), MAX(b.batch_id)
      FROM progress_batches b CROSS JOIN attempts a CROSS JOIN trials t
-     WHERE a.trial_id = b.trial_id AND a.attempt = b.attempt AND t.trial_id = b.trial_id AND a.state IN ('active', 'completed')
-     GROUP BY b.trial_id, b.attempt";
+     WHERE a.trial_key = b.trial_key AND a.attempt = b.attempt AND t.key = b.trial_key AND a.state IN ('active', 'completed')
+     GROUP BY b.trial_key, b.attempt";
 
 /// Up to ?1 attempts ready for compaction ([`Store::compaction_ready`]). As
 /// in [`PENDING_ATTEMPTS`], CROSS JOIN keeps the queue the outer loop, read in
 /// order until the limit: driven by the trials' status index, SQLite read
 /// every done trial of every sweep and sorted them, about 100 ms a call
 /// after 200,000 trials (bench/RESULTS.md, "Session 20").
-const COMPACTION_READY: &str = "SELECT t.sweep, c.trial_id, c.attempt FROM compaction_pending c
-     CROSS JOIN trials t ON t.trial_id = c.trial_id AND t.status = 'done' AND t.attempt = c.attempt
-     WHERE NOT EXISTS (SELECT 1 FROM progress_batches b WHERE b.trial_id = c.trial_id AND b.attempt = c.attempt)
+const COMPACTION_READY: &str = "SELECT t.sweep, t.trial_id, c.attempt FROM compaction_pending c
+     CROSS JOIN trials t ON t.key = c.trial_key AND t.status = 'done' AND t.attempt = c.attempt
+     WHERE NOT EXISTS (SELECT 1 FROM progress_batches b WHERE b.trial_key = c.trial_key AND b.attempt = c.attempt)
      ORDER BY c.rowid LIMIT ?1";
 
 /// Buffered rows of one attempt and one shape, through a row id, that a
@@ -426,6 +440,7 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.set_prepared_statement_cache_capacity(64);
         let queue_done_trials = crate::migrate::needs_compaction_queue(&conn)?;
+        crate::migrate::key_by_trial(&mut conn, &[SCHEMA, PROGRESS_BATCHES])?;
         conn.execute_batch(SCHEMA)?;
         if queue_done_trials {
             crate::migrate::queue_done_trials_for_compaction(&mut conn)?;
@@ -607,14 +622,14 @@ impl Store {
         execute_cached(
             &tx,
             "INSERT OR IGNORE INTO superseded(trial_id, attempt)
-             SELECT a.trial_id, a.attempt FROM attempts a JOIN trials t ON t.trial_id = a.trial_id
+             SELECT a.trial_id, a.attempt FROM attempts a JOIN trials t ON t.key = a.trial_key
              WHERE t.sweep = ?1 AND a.state = 'active'",
             [sweep],
         )?;
         execute_cached(
             &tx,
             "UPDATE attempts SET state = 'cancelled', ended_at_ms = ?2, reason = 'sweep cancelled'
-             WHERE state = 'active' AND trial_id IN (SELECT trial_id FROM trials WHERE sweep = ?1)",
+             WHERE state = 'active' AND trial_key IN (SELECT key FROM trials WHERE sweep = ?1)",
             params![sweep, now],
         )?;
         let cancelled = execute_cached(
@@ -763,8 +778,8 @@ impl Store {
         let token = next_token(tx)?;
         execute_cached(
             tx,
-            "INSERT INTO attempts(trial_id, attempt, worker_id, fencing_token, state, started_at_ms, deadline_ms)
-             VALUES (?1, ?2, ?3, ?4, 'active', ?5, ?6)",
+            "INSERT INTO attempts(trial_key, trial_id, attempt, worker_id, fencing_token, state, started_at_ms, deadline_ms)
+             VALUES ((SELECT key FROM trials WHERE trial_id = ?1), ?1, ?2, ?3, ?4, 'active', ?5, ?6)",
             params![trial_id, attempt, worker_id, token as i64, now, now + ttl_ms],
         )?;
         execute_cached(
@@ -782,8 +797,8 @@ impl Store {
     fn check_lease(tx: &Connection, lease: &LeaseRef) -> Result<String> {
         let found: Option<(String, i64, String)> = tx
             .prepare_cached(
-                "SELECT a.state, a.fencing_token, t.sweep FROM attempts a JOIN trials t ON t.trial_id = a.trial_id
-                 WHERE a.trial_id = ?1 AND a.attempt = ?2",
+                "SELECT a.state, a.fencing_token, t.sweep FROM trials t JOIN attempts a ON a.trial_key = t.key AND a.attempt = ?2
+                 WHERE t.trial_id = ?1",
             )?
             .query_row(params![lease.trial_id.as_str(), lease.attempt], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
             .optional()?;
@@ -833,7 +848,7 @@ impl Store {
                 Ok(_) => {
                     execute_cached(
                         &tx,
-                        "UPDATE attempts SET deadline_ms = ?3 WHERE trial_id = ?1 AND attempt = ?2",
+                        "UPDATE attempts SET deadline_ms = ?3 WHERE trial_key = (SELECT key FROM trials WHERE trial_id = ?1) AND attempt = ?2",
                         params![lease.trial_id.as_str(), lease.attempt, now + ttl_ms],
                     )?;
                 }
@@ -893,7 +908,7 @@ impl Store {
         }
         execute_cached(
             tx,
-            "UPDATE attempts SET deadline_ms = ?3 WHERE trial_id = ?1 AND attempt = ?2",
+            "UPDATE attempts SET deadline_ms = ?3 WHERE trial_key = (SELECT key FROM trials WHERE trial_id = ?1) AND attempt = ?2",
             params![lease.trial_id.as_str(), lease.attempt, now + ttl_ms],
         )?;
         Ok(inserted)
@@ -962,8 +977,10 @@ impl Store {
         }
         let mut inserted = 0;
         {
-            let mut insert =
-                tx.prepare_cached("INSERT INTO progress_batches(trial_id, attempt, kind, steps, through) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO progress_batches(trial_key, trial_id, attempt, kind, steps, through)
+                 VALUES ((SELECT key FROM trials WHERE trial_id = ?1), ?1, ?2, ?3, ?4, ?5)",
+            )?;
             for batch in crate::progress_batch::by_kind(fresh) {
                 insert.execute(params![
                     lease.trial_id.as_str(),
@@ -999,7 +1016,7 @@ impl Store {
         let rows = if steps.is_empty() { 0 } else { Self::buffer_rows(&tx, &context, lease, steps)?.0 };
         execute_cached(
             &tx,
-            "UPDATE attempts SET state = 'completed', ended_at_ms = ?3 WHERE trial_id = ?1 AND attempt = ?2",
+            "UPDATE attempts SET state = 'completed', ended_at_ms = ?3 WHERE trial_key = (SELECT key FROM trials WHERE trial_id = ?1) AND attempt = ?2",
             params![lease.trial_id.as_str(), lease.attempt, now],
         )?;
         // Without rows (a NULL step) the trial's `last_*` columns stay as they are.
@@ -1022,7 +1039,7 @@ impl Store {
         )?;
         execute_cached(
             &tx,
-            "INSERT OR IGNORE INTO compaction_pending(trial_id, attempt) VALUES (?1, ?2)",
+            "INSERT OR IGNORE INTO compaction_pending(trial_key, trial_id, attempt) VALUES ((SELECT key FROM trials WHERE trial_id = ?1), ?1, ?2)",
             params![lease.trial_id.as_str(), lease.attempt],
         )?;
         mark_trial_dirty(&tx, lease.trial_id.as_str())?;
@@ -1057,7 +1074,7 @@ impl Store {
     ) -> Result<TrialStatus> {
         execute_cached(
             tx,
-            "UPDATE attempts SET state = ?3, ended_at_ms = ?4, reason = ?5 WHERE trial_id = ?1 AND attempt = ?2",
+            "UPDATE attempts SET state = ?3, ended_at_ms = ?4, reason = ?5 WHERE trial_key = (SELECT key FROM trials WHERE trial_id = ?1) AND attempt = ?2",
             params![lease.trial_id.as_str(), lease.attempt, state, now, reason],
         )?;
         execute_cached(
@@ -1090,7 +1107,7 @@ impl Store {
         let lapsed: Vec<(String, u32, i64, String, String)> = {
             let mut statement = tx.prepare(
                 "SELECT a.trial_id, a.attempt, a.fencing_token, a.worker_id, t.sweep FROM attempts a
-                 JOIN trials t ON t.trial_id = a.trial_id WHERE a.state = 'active' AND a.deadline_ms < ?1",
+                 JOIN trials t ON t.key = a.trial_key WHERE a.state = 'active' AND a.deadline_ms < ?1",
             )?;
             let rows = statement.query_map([now], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?)))?;
             rows.collect::<rusqlite::Result<_>>()?
@@ -1116,7 +1133,9 @@ impl Store {
     /// Each (measure, step) buffered for an attempt: what a resent row
     /// before the latest one is checked against.
     fn buffered_steps(tx: &Connection, lease: &LeaseRef) -> Result<HashSet<(String, i64)>> {
-        let mut statement = tx.prepare_cached("SELECT steps FROM progress_batches WHERE trial_id = ?1 AND attempt = ?2")?;
+        let mut statement = tx.prepare_cached(
+            "SELECT steps FROM progress_batches WHERE trial_key = (SELECT key FROM trials WHERE trial_id = ?1) AND attempt = ?2",
+        )?;
         let mut batches = statement.query(params![lease.trial_id.as_str(), lease.attempt])?;
         let mut held = HashSet::new();
         while let Some(batch) = batches.next()? {
@@ -1150,14 +1169,17 @@ impl Store {
         let tx = self.conn.savepoint()?;
         {
             let mut read = tx.prepare_cached(
-                "SELECT through FROM progress_batches WHERE trial_id = ?1 AND attempt = ?2 AND batch_id <= ?3 AND kind = ?4",
+                "SELECT through FROM progress_batches
+                 WHERE trial_key = (SELECT key FROM trials WHERE trial_id = ?1) AND attempt = ?2 AND batch_id <= ?3 AND kind = ?4",
             )?;
             let mut through = tx.prepare_cached(
                 "INSERT INTO progress_flushed_by_measure(trial_id, attempt, measure, through_step) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT(trial_id, attempt, measure) DO UPDATE SET through_step = MAX(through_step, excluded.through_step)",
             )?;
-            let mut forget =
-                tx.prepare_cached("DELETE FROM progress_batches WHERE trial_id = ?1 AND attempt = ?2 AND batch_id <= ?3 AND kind = ?4")?;
+            let mut forget = tx.prepare_cached(
+                "DELETE FROM progress_batches
+                 WHERE trial_key = (SELECT key FROM trials WHERE trial_id = ?1) AND attempt = ?2 AND batch_id <= ?3 AND kind = ?4",
+            )?;
             for rows in written {
                 let key = params![rows.trial_id.as_str(), rows.attempt, rows.last_row_id, rows.kind.as_str()];
                 let mut last_steps: HashMap<String, i64> = HashMap::new();
@@ -1185,7 +1207,7 @@ impl Store {
         let sweep = Self::check_lease(&tx, lease)?;
         execute_cached(
             &tx,
-            "UPDATE attempts SET deadline_ms = MAX(deadline_ms, ?3) WHERE trial_id = ?1 AND attempt = ?2",
+            "UPDATE attempts SET deadline_ms = MAX(deadline_ms, ?3) WHERE trial_key = (SELECT key FROM trials WHERE trial_id = ?1) AND attempt = ?2",
             params![lease.trial_id.as_str(), lease.attempt, now + ttl_ms],
         )?;
         tx.commit()?;
@@ -1221,7 +1243,11 @@ impl Store {
     pub fn forget_superseded(&mut self, attempt: &SweepAttempt) -> Result<()> {
         let tx = self.conn.savepoint()?;
         let key = params![attempt.trial_id.as_str(), attempt.attempt];
-        execute_cached(&tx, "DELETE FROM progress_batches WHERE trial_id = ?1 AND attempt = ?2", key)?;
+        execute_cached(
+            &tx,
+            "DELETE FROM progress_batches WHERE trial_key = (SELECT key FROM trials WHERE trial_id = ?1) AND attempt = ?2",
+            key,
+        )?;
         forget_watermarks(&tx, attempt)?;
         execute_cached(&tx, "DELETE FROM checkpoints WHERE trial_id = ?1 AND attempt = ?2", key)?;
         execute_cached(&tx, "DELETE FROM superseded WHERE trial_id = ?1 AND attempt = ?2", key)?;
@@ -1247,7 +1273,7 @@ impl Store {
         for attempt in attempts {
             execute_cached(
                 &tx,
-                "DELETE FROM compaction_pending WHERE trial_id = ?1 AND attempt = ?2",
+                "DELETE FROM compaction_pending WHERE trial_key = (SELECT key FROM trials WHERE trial_id = ?1) AND attempt = ?2",
                 params![attempt.trial_id.as_str(), attempt.attempt],
             )?;
             forget_watermarks(&tx, attempt)?;

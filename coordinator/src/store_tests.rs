@@ -360,8 +360,15 @@ fn a_data_directory_of_the_untyped_build_is_migrated_on_open() {
         conn.execute("INSERT INTO progress_flushed_by_measure VALUES ('t', 1, 'spectrum:W_E:3', 50)", []).expect("watermark");
         conn.execute("INSERT INTO progress_flushed_by_measure VALUES ('t', 1, 'spectrum:W_E:0', 60)", []).expect("watermark");
         // Trial t's attempt is live; trial u's ended, and its watermark was kept for good.
-        conn.execute("INSERT INTO attempts VALUES ('t', 1, 'w', 1, 'active', 0, 0, NULL, NULL)", []).expect("attempt");
-        conn.execute("INSERT INTO attempts VALUES ('u', 1, 'w', 2, 'completed', 0, 0, 5, NULL)", []).expect("attempt");
+        for (key, trial) in [(1, "t"), (2, "u")] {
+            conn.execute(
+                "INSERT INTO trials(key, trial_id, sweep, seq, params_json, status) VALUES (?1, ?2, 'old', ?1, '{}', 'running')",
+                params![key, trial],
+            )
+            .expect("trial");
+        }
+        conn.execute("INSERT INTO attempts VALUES (1, 't', 1, 'w', 1, 'active', 0, 0, NULL, NULL)", []).expect("attempt");
+        conn.execute("INSERT INTO attempts VALUES (2, 'u', 1, 'w', 2, 'completed', 0, 0, 5, NULL)", []).expect("attempt");
         conn.execute("INSERT INTO progress_flushed_by_measure VALUES ('u', 1, 'train_loss', 90)", []).expect("watermark");
     }
     let store = Store::open(&path, Arc::new(ManualClock::new(0))).expect("migrates");
@@ -404,7 +411,10 @@ fn a_data_directory_of_the_untyped_build_is_migrated_on_open() {
     // New batches are numbered after the old rows.
     store
         .conn
-        .execute("INSERT INTO progress_batches(trial_id, attempt, kind, steps, through) VALUES ('t', 1, 'scalar', x'90', x'80')", [])
+        .execute(
+            "INSERT INTO progress_batches(trial_key, trial_id, attempt, kind, steps, through) VALUES (1, 't', 1, 'scalar', x'90', x'80')",
+            [],
+        )
         .expect("insert");
     assert_eq!(store.conn.last_insert_rowid(), 501);
     let through: i64 = store
@@ -669,4 +679,125 @@ fn a_completion_with_earlier_rows_keeps_the_last_epoch() {
     let view = status_of(&store, &grant.lease.trial_id);
     assert_eq!((view.status, view.last_epoch), (TrialStatus::Done, Some(50)));
     assert_eq!((view.last_train_accuracy, view.last_test_accuracy), (Some(0.9), None));
+}
+
+/// `trials`, `attempts`, the compaction queue and the progress buffer as the
+/// builds before trial keys made them.
+const UNKEYED_TABLES: &str = "
+CREATE TABLE trials (trial_id TEXT PRIMARY KEY, sweep TEXT NOT NULL REFERENCES sweeps(name), seq INTEGER NOT NULL,
+    params_json TEXT NOT NULL, status TEXT NOT NULL, attempt INTEGER NOT NULL DEFAULT 0, failures INTEGER NOT NULL DEFAULT 0,
+    worker_id TEXT, started_at_ms INTEGER, finished_at_ms INTEGER, last_epoch INTEGER, last_train_accuracy REAL,
+    last_test_accuracy REAL, metrics_json TEXT, error TEXT);
+CREATE INDEX trials_by_status ON trials(status, sweep, seq);
+CREATE INDEX trials_by_sweep ON trials(sweep, seq);
+CREATE TABLE attempts (trial_id TEXT NOT NULL, attempt INTEGER NOT NULL, worker_id TEXT NOT NULL, fencing_token INTEGER NOT NULL,
+    state TEXT NOT NULL, started_at_ms INTEGER NOT NULL, deadline_ms INTEGER NOT NULL, ended_at_ms INTEGER, reason TEXT,
+    PRIMARY KEY (trial_id, attempt));
+CREATE INDEX attempts_active ON attempts(state, deadline_ms);
+CREATE TABLE compaction_pending (trial_id TEXT NOT NULL, attempt INTEGER NOT NULL, PRIMARY KEY (trial_id, attempt));
+CREATE TABLE progress_batches (batch_id INTEGER PRIMARY KEY AUTOINCREMENT, trial_id TEXT NOT NULL, attempt INTEGER NOT NULL,
+    kind TEXT NOT NULL, steps BLOB NOT NULL, through BLOB NOT NULL);
+CREATE INDEX progress_batches_by_attempt ON progress_batches(trial_id, attempt, batch_id);
+";
+
+/// Rewrite the four keyed tables of the store at `path` as an older build
+/// had them, rows and ids kept; `batches_given` is the last batch id that
+/// build had given (rows up to it were written and forgotten).
+fn unkey(path: &Path, batches_given: i64) {
+    let mut conn = Connection::open(path).expect("open");
+    let tx = conn.transaction().expect("transaction");
+    for table in ["trials", "attempts", "compaction_pending", "progress_batches"] {
+        tx.execute_batch(&format!("ALTER TABLE {table} RENAME TO {table}_keyed")).expect("aside");
+    }
+    for index in ["trials_by_status", "trials_by_sweep", "attempts_active", "progress_batches_by_key"] {
+        tx.execute_batch(&format!("DROP INDEX {index}")).expect("index");
+    }
+    tx.execute_batch(UNKEYED_TABLES).expect("old tables");
+    tx.execute_batch(
+        "INSERT INTO trials SELECT trial_id, sweep, seq, params_json, status, attempt, failures, worker_id, started_at_ms,
+             finished_at_ms, last_epoch, last_train_accuracy, last_test_accuracy, metrics_json, error FROM trials_keyed ORDER BY key;
+         INSERT INTO attempts SELECT trial_id, attempt, worker_id, fencing_token, state, started_at_ms, deadline_ms, ended_at_ms, reason
+             FROM attempts_keyed ORDER BY rowid;
+         INSERT INTO compaction_pending SELECT trial_id, attempt FROM compaction_pending_keyed ORDER BY rowid;
+         INSERT INTO progress_batches SELECT batch_id, trial_id, attempt, kind, steps, through FROM progress_batches_keyed;
+         DROP TABLE trials_keyed; DROP TABLE attempts_keyed; DROP TABLE compaction_pending_keyed; DROP TABLE progress_batches_keyed;",
+    )
+    .expect("rows");
+    tx.execute("UPDATE sqlite_sequence SET seq = ?1 WHERE name = 'progress_batches'", [batches_given]).expect("sequence");
+    // An attempt of a trial the store does not know: it cannot be keyed.
+    tx.execute("INSERT INTO attempts VALUES ('0123456789abcdef', 1, 'w', 99, 'completed', 0, 0, 0, NULL)", []).expect("orphan");
+    tx.commit().expect("commit");
+}
+
+/// A store written before trials had integer keys opens with every trial,
+/// lease, buffered row and queued compaction as it was, keyed in the order
+/// the trials were stored; batch ids go on after the last one given.
+#[test]
+fn a_store_without_trial_keys_is_keyed_on_open() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let path = directory.path().join("coordinator.sqlite");
+    let clock = ManualClock::new(NOW);
+    let (spec, yaml, trials) = seed_grid("old", 6);
+    let (before, done, running, requeued) = {
+        let mut store = Store::open(&path, Arc::new(clock.clone())).expect("store");
+        store.submit(&spec, &yaml, &trials).expect("submit");
+        let worker = store.register_worker("w", "flex", 4, None).expect("register");
+        let leases: Vec<LeaseRef> = lease(&mut store, &worker, 4).expect("lease").into_iter().map(|grant| grant.lease).collect();
+        let finished = FinalMetrics { epochs: 20, ..FinalMetrics::default() };
+        store.complete_with_rows(&leases[0], &[row(10, "train_loss", 0.5), row(20, "train_loss", 0.4)], &finished).expect("complete");
+        store.record_progress(&leases[1], &[row(10, "train_loss", 0.7)], TTL).expect("progress");
+        store.complete(&leases[2], &finished).expect("complete without rows");
+        store.fail(&leases[3], "released", true).expect("release");
+        let again = lease(&mut store, &worker, 1).expect("lease").remove(0).lease;
+        assert_eq!((&again.trial_id, again.attempt), (&leases[3].trial_id, 2));
+        let before = (
+            store.trials_of("old").expect("trials"),
+            store.pending_attempts().expect("pending"),
+            store.compaction_ready(10).expect("ready"),
+        );
+        assert_eq!(before.1.len(), 2, "the first two trials' rows");
+        assert_eq!(before.2.len(), 1, "the third trial, done without rows");
+        (before, leases[0].clone(), leases[1].clone(), again)
+    };
+    unkey(&path, 500);
+    {
+        let store = Store::open(&path, Arc::new(clock.clone())).expect("keyed on open");
+        let after = (
+            store.trials_of("old").expect("trials"),
+            store.pending_attempts().expect("pending"),
+            store.compaction_ready(10).expect("ready"),
+        );
+        assert_eq!(after, before);
+        let keys: Vec<(i64, String)> = store
+            .conn
+            .prepare("SELECT key, trial_id FROM trials ORDER BY key")
+            .expect("prepare")
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .expect("query")
+            .collect::<rusqlite::Result<_>>()
+            .expect("rows");
+        let stored: Vec<(i64, String)> = trials.iter().enumerate().map(|(seq, trial)| (seq as i64 + 1, trial.id.to_string())).collect();
+        assert_eq!(keys, stored, "keys in the order the trials were stored");
+        let attempts: i64 = store.conn.query_row("SELECT COUNT(*) FROM attempts", [], |row| row.get(0)).expect("count");
+        assert_eq!(attempts, 5, "the four leases and the second attempt; not the unknown trial's");
+    }
+    // Opening again changes nothing; the leases go on where they were.
+    let mut store = Store::open(&path, Arc::new(clock)).expect("reopen");
+    assert_eq!(store.trials_of("old").expect("trials"), before.0);
+    let live = [running.clone(), requeued.clone()];
+    assert_eq!(store.heartbeat(&store_worker(&store), &live, TTL).expect("heartbeat"), Vec::new());
+    assert!(matches!(store.record_progress(&done, &[row(30, "train_loss", 0.3)], TTL), Err(CoordinatorError::StaleLease { .. })));
+    store.record_progress(&requeued, &[row(10, "train_loss", 0.6)], TTL).expect("progress");
+    let newest: i64 = store.conn.query_row("SELECT MAX(batch_id) FROM progress_batches", [], |row| row.get(0)).expect("max");
+    assert_eq!(newest, 501, "after the last batch id the older build gave");
+    store.complete(&running, &FinalMetrics { epochs: 20, ..FinalMetrics::default() }).expect("complete");
+    assert_eq!(status_of_in(&store, "old", &running.trial_id).status, TrialStatus::Done);
+}
+
+fn store_worker(store: &Store) -> String {
+    store.conn.query_row("SELECT worker_id FROM workers", [], |row| row.get(0)).expect("one worker")
+}
+
+fn status_of_in(store: &Store, sweep: &str, trial: &TrialId) -> TrialView {
+    store.trials_of(sweep).expect("trials").into_iter().find(|t| &t.trial_id == trial).expect("trial exists")
 }
