@@ -346,13 +346,21 @@ fn next_token(tx: &Connection) -> Result<u64> {
 }
 
 /// The part of the `trials` table that holds this trial must be rewritten.
-fn mark_trial_dirty(tx: &Connection, trial_id: &str) -> Result<()> {
+fn mark_trial_dirty(tx: &Connection, trial_key: i64) -> Result<()> {
     execute_cached(
         tx,
-        "INSERT OR IGNORE INTO dirty_trial_parts(sweep, part) SELECT sweep, seq / ?2 FROM trials WHERE trial_id = ?1",
-        params![trial_id, TRIALS_PER_PART],
+        "INSERT OR IGNORE INTO dirty_trial_parts(sweep, part) SELECT sweep, seq / ?2 FROM trials WHERE key = ?1",
+        params![trial_key, TRIALS_PER_PART],
     )?;
     Ok(())
+}
+
+/// A lease found to be its trial's active attempt ([`Store::check_lease`]).
+#[derive(Debug)]
+struct LiveLease {
+    sweep: String,
+    /// The trial's `key`, which the statements that follow use.
+    trial_key: i64,
 }
 
 /// The last step of a report and the accuracies it carries, which the
@@ -723,14 +731,14 @@ impl Store {
         for _ in 0..free_slots {
             // The oldest queued trials, oldest sweep first and in grid order,
             // each sweep's read from the (status, sweep, seq) index.
-            let mut candidates: Vec<(String, String, String, u32)> = Vec::new();
+            let mut candidates: Vec<(i64, String, String, String, u32)> = Vec::new();
             for sweep in &sweeps {
                 let wanted = window - candidates.len();
                 let mut statement = tx.prepare_cached(
-                    "SELECT trial_id, params_json, attempt FROM trials WHERE status = 'queued' AND sweep = ?1 ORDER BY seq LIMIT ?2",
+                    "SELECT key, trial_id, params_json, attempt FROM trials WHERE status = 'queued' AND sweep = ?1 ORDER BY seq LIMIT ?2",
                 )?;
                 let rows = statement.query_map(params![sweep, wanted as i64], |row| {
-                    Ok((row.get::<_, String>(0)?, sweep.clone(), row.get::<_, String>(1)?, row.get::<_, u32>(2)?))
+                    Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, sweep.clone(), row.get::<_, String>(2)?, row.get::<_, u32>(3)?))
                 })?;
                 for row in rows {
                     candidates.push(row?);
@@ -741,7 +749,7 @@ impl Store {
             }
             let mut pack: Vec<TrialLease> = Vec::new();
             let mut pack_key: Option<PackKey> = None;
-            for (trial_id, sweep, params_json, previous_attempt) in candidates {
+            for (trial_key, trial_id, sweep, params_json, previous_attempt) in candidates {
                 let spec = cached_spec(&tx, &self.specs, &sweep)?;
                 let params: TrialParams = serde_json::from_str(&params_json).map_err(json_error)?;
                 let family = spec.family_settings(params.family);
@@ -750,7 +758,7 @@ impl Store {
                     continue;
                 }
                 pack_key = Some(key);
-                let lease = Self::grant(&tx, worker_id, &trial_id, previous_attempt + 1, now, ttl_ms)?;
+                let lease = Self::grant(&tx, worker_id, trial_key, &trial_id, previous_attempt + 1, now, ttl_ms)?;
                 pack.push(TrialLease {
                     lease,
                     family,
@@ -774,33 +782,43 @@ impl Store {
     }
 
     /// Start attempt `attempt` of a queued trial for a worker.
-    fn grant(tx: &Connection, worker_id: &str, trial_id: &str, attempt: u32, now: Millis, ttl_ms: Millis) -> Result<LeaseRef> {
+    fn grant(
+        tx: &Connection,
+        worker_id: &str,
+        trial_key: i64,
+        trial_id: &str,
+        attempt: u32,
+        now: Millis,
+        ttl_ms: Millis,
+    ) -> Result<LeaseRef> {
         let token = next_token(tx)?;
         execute_cached(
             tx,
             "INSERT INTO attempts(trial_key, trial_id, attempt, worker_id, fencing_token, state, started_at_ms, deadline_ms)
-             VALUES ((SELECT key FROM trials WHERE trial_id = ?1), ?1, ?2, ?3, ?4, 'active', ?5, ?6)",
-            params![trial_id, attempt, worker_id, token as i64, now, now + ttl_ms],
+             VALUES (?7, ?1, ?2, ?3, ?4, 'active', ?5, ?6)",
+            params![trial_id, attempt, worker_id, token as i64, now, now + ttl_ms, trial_key],
         )?;
         execute_cached(
             tx,
             "UPDATE trials SET status = 'running', attempt = ?2, worker_id = ?3, started_at_ms = ?4,
                     last_epoch = NULL, last_train_accuracy = NULL, last_test_accuracy = NULL, error = NULL
-             WHERE trial_id = ?1",
-            params![trial_id, attempt, worker_id, now],
+             WHERE key = ?1",
+            params![trial_key, attempt, worker_id, now],
         )?;
-        mark_trial_dirty(tx, trial_id)?;
+        mark_trial_dirty(tx, trial_key)?;
         Ok(LeaseRef { trial_id: TrialId::from_raw(trial_id), attempt, token })
     }
 
-    /// Check that `lease` is the trial's active attempt; returns the sweep.
-    fn check_lease(tx: &Connection, lease: &LeaseRef) -> Result<String> {
-        let found: Option<(String, i64, String)> = tx
+    /// Check that `lease` is the trial's active attempt.
+    fn check_lease(tx: &Connection, lease: &LeaseRef) -> Result<LiveLease> {
+        let found: Option<(String, i64, LiveLease)> = tx
             .prepare_cached(
-                "SELECT a.state, a.fencing_token, t.sweep FROM trials t JOIN attempts a ON a.trial_key = t.key AND a.attempt = ?2
+                "SELECT a.state, a.fencing_token, t.sweep, t.key FROM trials t JOIN attempts a ON a.trial_key = t.key AND a.attempt = ?2
                  WHERE t.trial_id = ?1",
             )?
-            .query_row(params![lease.trial_id.as_str(), lease.attempt], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .query_row(params![lease.trial_id.as_str(), lease.attempt], |row| {
+                Ok((row.get(0)?, row.get(1)?, LiveLease { sweep: row.get(2)?, trial_key: row.get(3)? }))
+            })
             .optional()?;
         let stale = |reason: String| CoordinatorError::StaleLease { trial_id: lease.trial_id.to_string(), attempt: lease.attempt, reason };
         match found {
@@ -809,17 +827,16 @@ impl Store {
                 Err(stale(format!("fencing token {} is not the current token {token}", lease.token)))
             }
             Some((state, _, _)) if state != "active" => Err(stale(format!("the attempt is {state}"))),
-            Some((_, _, sweep)) => Ok(sweep),
+            Some((_, _, live)) => Ok(live),
         }
     }
 
     /// What the checks of a report need to know about the trial of `lease`.
-    fn trial_context(tx: &Connection, specs: &SpecCache, sweep: &str, lease: &LeaseRef, now: Millis) -> Result<TrialContext> {
-        let params_json: String = tx
-            .prepare_cached("SELECT params_json FROM trials WHERE trial_id = ?1")?
-            .query_row([lease.trial_id.as_str()], |row| row.get(0))?;
+    fn trial_context(tx: &Connection, specs: &SpecCache, live: &LiveLease, now: Millis) -> Result<TrialContext> {
+        let params_json: String =
+            tx.prepare_cached("SELECT params_json FROM trials WHERE key = ?1")?.query_row([live.trial_key], |row| row.get(0))?;
         let params: TrialParams = serde_json::from_str(&params_json).map_err(json_error)?;
-        let max_epochs = cached_spec(tx, specs, sweep)?.stop.max_epochs;
+        let max_epochs = cached_spec(tx, specs, &live.sweep)?.stop.max_epochs;
         Ok(TrialContext {
             family: params.family,
             modulus: params.modulus,
@@ -845,11 +862,11 @@ impl Store {
         let mut revoked = Vec::new();
         for lease in leases {
             match Self::check_lease(&tx, lease) {
-                Ok(_) => {
+                Ok(live) => {
                     execute_cached(
                         &tx,
-                        "UPDATE attempts SET deadline_ms = ?3 WHERE trial_key = (SELECT key FROM trials WHERE trial_id = ?1) AND attempt = ?2",
-                        params![lease.trial_id.as_str(), lease.attempt, now + ttl_ms],
+                        "UPDATE attempts SET deadline_ms = ?3 WHERE trial_key = ?1 AND attempt = ?2",
+                        params![live.trial_key, lease.attempt, now + ttl_ms],
                     )?;
                 }
                 Err(CoordinatorError::StaleLease { reason, .. }) => revoked.push(Revocation { lease: lease.clone(), reason }),
@@ -870,9 +887,9 @@ impl Store {
     pub fn record_progress(&mut self, lease: &LeaseRef, steps: &[StepMeasures], ttl_ms: Millis) -> Result<usize> {
         let now = self.now_ms();
         let tx = self.conn.savepoint()?;
-        let sweep = Self::check_lease(&tx, lease)?;
-        let context = Self::trial_context(&tx, &self.specs, &sweep, lease, now)?;
-        let inserted = Self::record_progress_in(&tx, &context, lease, steps, ttl_ms, now)?;
+        let live = Self::check_lease(&tx, lease)?;
+        let context = Self::trial_context(&tx, &self.specs, &live, now)?;
+        let inserted = Self::record_progress_in(&tx, &context, &live, lease, steps, ttl_ms, now)?;
         tx.commit()?;
         Ok(inserted)
     }
@@ -882,12 +899,13 @@ impl Store {
     fn record_progress_in(
         tx: &Connection,
         context: &TrialContext,
+        live: &LiveLease,
         lease: &LeaseRef,
         steps: &[StepMeasures],
         ttl_ms: Millis,
         now: Millis,
     ) -> Result<usize> {
-        let (inserted, advanced) = Self::buffer_rows(tx, context, lease, steps)?;
+        let (inserted, advanced) = Self::buffer_rows(tx, context, live, lease, steps)?;
         {
             let mut advance = tx.prepare_cached(
                 "INSERT INTO progress_latest(trial_id, attempt, measure, step) VALUES (?1, ?2, ?3, ?4)
@@ -902,14 +920,14 @@ impl Store {
                 tx,
                 "UPDATE trials SET last_epoch = ?2, last_train_accuracy = COALESCE(?3, last_train_accuracy),
                         last_test_accuracy = COALESCE(?4, last_test_accuracy)
-                 WHERE trial_id = ?1 AND (last_epoch IS NULL OR last_epoch <= ?2)",
-                params![lease.trial_id.as_str(), step, train_accuracy, test_accuracy],
+                 WHERE key = ?1 AND (last_epoch IS NULL OR last_epoch <= ?2)",
+                params![live.trial_key, step, train_accuracy, test_accuracy],
             )?;
         }
         execute_cached(
             tx,
-            "UPDATE attempts SET deadline_ms = ?3 WHERE trial_key = (SELECT key FROM trials WHERE trial_id = ?1) AND attempt = ?2",
-            params![lease.trial_id.as_str(), lease.attempt, now + ttl_ms],
+            "UPDATE attempts SET deadline_ms = ?3 WHERE trial_key = ?1 AND attempt = ?2",
+            params![live.trial_key, lease.attempt, now + ttl_ms],
         )?;
         Ok(inserted)
     }
@@ -921,6 +939,7 @@ impl Store {
     fn buffer_rows(
         tx: &Connection,
         context: &TrialContext,
+        live: &LiveLease,
         lease: &LeaseRef,
         steps: &[StepMeasures],
     ) -> Result<(usize, Vec<(String, i64)>)> {
@@ -954,7 +973,7 @@ impl Store {
                         let flushed = flushed_through.get(&measure.name).is_some_and(|&through| step.step <= through);
                         if !flushed {
                             if held.is_none() {
-                                held = Some(Self::buffered_steps(tx, lease)?);
+                                held = Some(Self::buffered_steps(tx, live.trial_key, lease.attempt)?);
                             }
                             if !held.as_ref().is_some_and(|held| held.contains(&(measure.name.clone(), step.step))) {
                                 return Err(CoordinatorError::InvalidRequest(format!(
@@ -978,8 +997,7 @@ impl Store {
         let mut inserted = 0;
         {
             let mut insert = tx.prepare_cached(
-                "INSERT INTO progress_batches(trial_key, trial_id, attempt, kind, steps, through)
-                 VALUES ((SELECT key FROM trials WHERE trial_id = ?1), ?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO progress_batches(trial_key, trial_id, attempt, kind, steps, through) VALUES (?6, ?1, ?2, ?3, ?4, ?5)",
             )?;
             for batch in crate::progress_batch::by_kind(fresh) {
                 insert.execute(params![
@@ -987,7 +1005,8 @@ impl Store {
                     lease.attempt,
                     batch.kind.as_str(),
                     batch.encode()?,
-                    batch.encode_through()?
+                    batch.encode_through()?,
+                    live.trial_key
                 ])?;
                 inserted += batch.rows();
             }
@@ -1007,17 +1026,17 @@ impl Store {
     pub fn complete_with_rows(&mut self, lease: &LeaseRef, steps: &[StepMeasures], metrics: &FinalMetrics) -> Result<usize> {
         let now = self.now_ms();
         let tx = self.conn.savepoint()?;
-        let sweep = Self::check_lease(&tx, lease)?;
-        let context = Self::trial_context(&tx, &self.specs, &sweep, lease, now)?;
+        let live = Self::check_lease(&tx, lease)?;
+        let context = Self::trial_context(&tx, &self.specs, &live, now)?;
         Self::refuse(context.metrics_problem(metrics))?;
         // The attempt ends here: its rows are buffered, but no latest steps
         // are kept (they check the reports of a live lease) and the lease is
         // not renewed; the trial's last epoch goes with its status.
-        let rows = if steps.is_empty() { 0 } else { Self::buffer_rows(&tx, &context, lease, steps)?.0 };
+        let rows = if steps.is_empty() { 0 } else { Self::buffer_rows(&tx, &context, &live, lease, steps)?.0 };
         execute_cached(
             &tx,
-            "UPDATE attempts SET state = 'completed', ended_at_ms = ?3 WHERE trial_key = (SELECT key FROM trials WHERE trial_id = ?1) AND attempt = ?2",
-            params![lease.trial_id.as_str(), lease.attempt, now],
+            "UPDATE attempts SET state = 'completed', ended_at_ms = ?3 WHERE trial_key = ?1 AND attempt = ?2",
+            params![live.trial_key, lease.attempt, now],
         )?;
         // Without rows (a NULL step) the trial's `last_*` columns stay as they are.
         let last = LastEpoch::of(steps);
@@ -1027,9 +1046,9 @@ impl Store {
                     last_train_accuracy = CASE WHEN last_epoch IS NULL OR last_epoch <= ?4 THEN COALESCE(?5, last_train_accuracy) ELSE last_train_accuracy END,
                     last_test_accuracy = CASE WHEN last_epoch IS NULL OR last_epoch <= ?4 THEN COALESCE(?6, last_test_accuracy) ELSE last_test_accuracy END,
                     last_epoch = CASE WHEN last_epoch IS NULL OR last_epoch <= ?4 THEN ?4 ELSE last_epoch END
-             WHERE trial_id = ?1",
+             WHERE key = ?1",
             params![
-                lease.trial_id.as_str(),
+                live.trial_key,
                 now,
                 metrics_to_json(metrics),
                 last.map(|last| last.step),
@@ -1039,10 +1058,10 @@ impl Store {
         )?;
         execute_cached(
             &tx,
-            "INSERT OR IGNORE INTO compaction_pending(trial_key, trial_id, attempt) VALUES ((SELECT key FROM trials WHERE trial_id = ?1), ?1, ?2)",
-            params![lease.trial_id.as_str(), lease.attempt],
+            "INSERT OR IGNORE INTO compaction_pending(trial_key, trial_id, attempt) VALUES (?3, ?1, ?2)",
+            params![lease.trial_id.as_str(), lease.attempt, live.trial_key],
         )?;
-        mark_trial_dirty(&tx, lease.trial_id.as_str())?;
+        mark_trial_dirty(&tx, live.trial_key)?;
         tx.commit()?;
         Ok(rows)
     }
@@ -1052,9 +1071,9 @@ impl Store {
     pub fn fail(&mut self, lease: &LeaseRef, reason: &str, release: bool) -> Result<TrialStatus> {
         let now = self.now_ms();
         let tx = self.conn.savepoint()?;
-        let sweep = Self::check_lease(&tx, lease)?;
+        let live = Self::check_lease(&tx, lease)?;
         let state = if release { "released" } else { "failed" };
-        let status = Self::end_attempt(&tx, &self.specs, &sweep, lease, state, reason, !release, now)?;
+        let status = Self::end_attempt(&tx, &self.specs, &live, lease, state, reason, !release, now)?;
         tx.commit()?;
         Ok(status)
     }
@@ -1065,7 +1084,7 @@ impl Store {
     fn end_attempt(
         tx: &Connection,
         specs: &SpecCache,
-        sweep: &str,
+        live: &LiveLease,
         lease: &LeaseRef,
         state: &str,
         reason: &str,
@@ -1074,18 +1093,18 @@ impl Store {
     ) -> Result<TrialStatus> {
         execute_cached(
             tx,
-            "UPDATE attempts SET state = ?3, ended_at_ms = ?4, reason = ?5 WHERE trial_key = (SELECT key FROM trials WHERE trial_id = ?1) AND attempt = ?2",
-            params![lease.trial_id.as_str(), lease.attempt, state, now, reason],
+            "UPDATE attempts SET state = ?3, ended_at_ms = ?4, reason = ?5 WHERE trial_key = ?1 AND attempt = ?2",
+            params![live.trial_key, lease.attempt, state, now, reason],
         )?;
         execute_cached(
             tx,
             "INSERT OR IGNORE INTO superseded(trial_id, attempt) VALUES (?1, ?2)",
             params![lease.trial_id.as_str(), lease.attempt],
         )?;
-        let spec = cached_spec(tx, specs, sweep)?;
+        let spec = cached_spec(tx, specs, &live.sweep)?;
         let failures: u32 = tx.query_row(
-            "UPDATE trials SET failures = failures + ?2 WHERE trial_id = ?1 RETURNING failures",
-            params![lease.trial_id.as_str(), counts_as_failure as u32],
+            "UPDATE trials SET failures = failures + ?2 WHERE key = ?1 RETURNING failures",
+            params![live.trial_key, counts_as_failure as u32],
             |row| row.get(0),
         )?;
         let status = if failures >= spec.retry.max_attempts { TrialStatus::Failed } else { TrialStatus::Queued };
@@ -1093,10 +1112,10 @@ impl Store {
         let finished = (status == TrialStatus::Failed).then_some(now);
         execute_cached(
             tx,
-            "UPDATE trials SET status = ?2, error = ?3, finished_at_ms = ?4, worker_id = NULL WHERE trial_id = ?1",
-            params![lease.trial_id.as_str(), status.as_str(), error, finished],
+            "UPDATE trials SET status = ?2, error = ?3, finished_at_ms = ?4, worker_id = NULL WHERE key = ?1",
+            params![live.trial_key, status.as_str(), error, finished],
         )?;
-        mark_trial_dirty(tx, lease.trial_id.as_str())?;
+        mark_trial_dirty(tx, live.trial_key)?;
         Ok(status)
     }
 
@@ -1104,19 +1123,21 @@ impl Store {
     pub fn expire_leases(&mut self) -> Result<Vec<(LeaseRef, TrialStatus)>> {
         let now = self.now_ms();
         let tx = self.conn.savepoint()?;
-        let lapsed: Vec<(String, u32, i64, String, String)> = {
+        let lapsed: Vec<(String, u32, i64, String, LiveLease)> = {
             let mut statement = tx.prepare(
-                "SELECT a.trial_id, a.attempt, a.fencing_token, a.worker_id, t.sweep FROM attempts a
+                "SELECT a.trial_id, a.attempt, a.fencing_token, a.worker_id, t.sweep, t.key FROM attempts a
                  JOIN trials t ON t.key = a.trial_key WHERE a.state = 'active' AND a.deadline_ms < ?1",
             )?;
-            let rows = statement.query_map([now], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?)))?;
+            let rows = statement.query_map([now], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, LiveLease { sweep: row.get(4)?, trial_key: row.get(5)? }))
+            })?;
             rows.collect::<rusqlite::Result<_>>()?
         };
         let mut outcomes = Vec::with_capacity(lapsed.len());
-        for (trial_id, attempt, token, worker, sweep) in lapsed {
+        for (trial_id, attempt, token, worker, live) in lapsed {
             let lease = LeaseRef { trial_id: TrialId::from_raw(trial_id), attempt, token: token as u64 };
             let reason = format!("lease lapsed (worker {worker} stopped heartbeating)");
-            let status = Self::end_attempt(&tx, &self.specs, &sweep, &lease, "lapsed", &reason, true, now)?;
+            let status = Self::end_attempt(&tx, &self.specs, &live, &lease, "lapsed", &reason, true, now)?;
             outcomes.push((lease, status));
         }
         tx.commit()?;
@@ -1132,11 +1153,9 @@ impl Store {
 
     /// Each (measure, step) buffered for an attempt: what a resent row
     /// before the latest one is checked against.
-    fn buffered_steps(tx: &Connection, lease: &LeaseRef) -> Result<HashSet<(String, i64)>> {
-        let mut statement = tx.prepare_cached(
-            "SELECT steps FROM progress_batches WHERE trial_key = (SELECT key FROM trials WHERE trial_id = ?1) AND attempt = ?2",
-        )?;
-        let mut batches = statement.query(params![lease.trial_id.as_str(), lease.attempt])?;
+    fn buffered_steps(tx: &Connection, trial_key: i64, attempt: u32) -> Result<HashSet<(String, i64)>> {
+        let mut statement = tx.prepare_cached("SELECT steps FROM progress_batches WHERE trial_key = ?1 AND attempt = ?2")?;
+        let mut batches = statement.query(params![trial_key, attempt])?;
         let mut held = HashSet::new();
         while let Some(batch) = batches.next()? {
             for step in crate::progress_batch::decode(crate::progress_batch::blob(batch, 0)?)? {
@@ -1204,27 +1223,27 @@ impl Store {
     pub fn checkpoint_target(&mut self, lease: &LeaseRef, ttl_ms: Millis) -> Result<String> {
         let now = self.now_ms();
         let tx = self.conn.savepoint()?;
-        let sweep = Self::check_lease(&tx, lease)?;
+        let live = Self::check_lease(&tx, lease)?;
         execute_cached(
             &tx,
-            "UPDATE attempts SET deadline_ms = MAX(deadline_ms, ?3) WHERE trial_key = (SELECT key FROM trials WHERE trial_id = ?1) AND attempt = ?2",
-            params![lease.trial_id.as_str(), lease.attempt, now + ttl_ms],
+            "UPDATE attempts SET deadline_ms = MAX(deadline_ms, ?3) WHERE trial_key = ?1 AND attempt = ?2",
+            params![live.trial_key, lease.attempt, now + ttl_ms],
         )?;
         tx.commit()?;
-        Ok(sweep)
+        Ok(live.sweep)
     }
 
     /// Record a stored checkpoint of a live lease; `path` is relative to the sweep's results directory.
     pub fn record_checkpoint(&mut self, lease: &LeaseRef, step: i64, path: &str) -> Result<()> {
         let tx = self.conn.savepoint()?;
-        Self::check_lease(&tx, lease)?;
+        let live = Self::check_lease(&tx, lease)?;
         execute_cached(
             &tx,
             "INSERT INTO checkpoints(trial_id, attempt, step, path) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT(trial_id, attempt, step) DO UPDATE SET path = excluded.path",
             params![lease.trial_id.as_str(), lease.attempt, step, path],
         )?;
-        mark_trial_dirty(&tx, lease.trial_id.as_str())?;
+        mark_trial_dirty(&tx, live.trial_key)?;
         tx.commit()?;
         Ok(())
     }
