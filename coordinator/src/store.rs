@@ -242,16 +242,24 @@ pub struct Store {
     /// report, complete) need a trial's settings, and a stored spec changes
     /// only when its sweep is submitted again ([`cached_spec`]).
     specs: SpecCache,
+    /// Submissions storing their trials in chunks now ([`Store::bulk_loading`]).
+    bulk_loads: u32,
 }
 
-/// WAL pages after which a commit copies them back to the database: 10,000
-/// (40 MiB) rather than SQLite's 1,000, so that an index page changed many
-/// times between two checkpoints is copied back once. Storing 1,000,000
-/// trials: 10.3–10.6 s → 8.9–9.1 s (bench/RESULTS.md, "Session 14"). At
-/// 1,000 the checkpoints stalled the store's thread for less time each
-/// (the p99 at moderate load fell from 87–95 to 56–60 ms) but cost 12 % of
-/// the rate sustained for a minute ("Session 21").
-const WAL_CHECKPOINT_PAGES: i64 = 10_000;
+/// WAL pages after which a commit copies them back to the database (SQLite's
+/// automatic checkpoint), while every call of the batch waits: 2,000 (8 MiB).
+/// At 10,000 each checkpoint held the store's thread for 30–40 ms, four or
+/// five times a second under load: at think 90 ms the p99 lease latency was
+/// 65–68 ms at 9,500 round trips a second, against 49–53 ms at 9,960–9,990
+/// with 2,000 (bench/RESULTS.md, "Session 23"). Session 21 had tried 1,000
+/// and given it up for the 12 % of the rate over a minute it cost then.
+const WAL_CHECKPOINT_PAGES: i64 = 2_000;
+
+/// The same while a large sweep is stored in chunks: its chunks change the
+/// same index pages again and again, and each is copied back once per
+/// 40 MiB instead of once per 8 MiB (storing 1,000,000 trials took 8.9–9.0 s
+/// at 2,000 and 8.1–8.4 s at 10,000, "Session 23").
+const WAL_CHECKPOINT_PAGES_BULK: i64 = 10_000;
 
 pub(crate) type SpecCache = std::cell::RefCell<std::collections::HashMap<String, Arc<SweepSpec>>>;
 
@@ -419,6 +427,22 @@ impl Store {
         Self::init(conn, clock)
     }
 
+    /// A submission starts (`true`) or ends (`false`) storing its trials in
+    /// chunks: while any does, WAL checkpoints wait for
+    /// [`WAL_CHECKPOINT_PAGES_BULK`] pages instead of [`WAL_CHECKPOINT_PAGES`].
+    pub fn bulk_loading(&mut self, starts: bool) -> Result<()> {
+        self.bulk_loads = if starts { self.bulk_loads + 1 } else { self.bulk_loads.saturating_sub(1) };
+        let pages = if self.bulk_loads > 0 { WAL_CHECKPOINT_PAGES_BULK } else { WAL_CHECKPOINT_PAGES };
+        self.conn.pragma_update(None, "wal_autocheckpoint", pages)?;
+        Ok(())
+    }
+
+    /// WAL pages after which a commit checkpoints (tests).
+    #[cfg(test)]
+    pub(crate) fn wal_checkpoint_pages(&self) -> i64 {
+        self.conn.pragma_query_value(None, "wal_autocheckpoint", |row| row.get(0)).expect("pragma")
+    }
+
     /// An in-memory store (tests).
     pub fn open_in_memory(clock: Arc<dyn Clock>) -> Result<Self> {
         Self::init(Connection::open_in_memory()?, clock)
@@ -459,7 +483,7 @@ impl Store {
         crate::migrate::forget_ended_watermarks(&mut conn)?;
         crate::migrate::sweep_specs(&mut conn)?;
         crate::migrate::trials_in_parts(&mut conn)?;
-        Ok(Store { conn, clock, specs: SpecCache::default() })
+        Ok(Store { conn, clock, specs: SpecCache::default(), bulk_loads: 0 })
     }
 
     /// Begin a batch: every method called until [`Store::end_batch`] runs in
