@@ -250,9 +250,10 @@ pub struct Store {
 /// automatic checkpoint), while every call of the batch waits: 2,000 (8 MiB).
 /// At 10,000 each checkpoint held the store's thread for 30–40 ms, four or
 /// five times a second under load: at think 90 ms the p99 lease latency was
-/// 65–68 ms at 9,500 round trips a second, against 49–53 ms at 9,960–9,990
-/// with 2,000 (bench/RESULTS.md, "Session 23"). Session 21 had tried 1,000
-/// and given it up for the 12 % of the rate over a minute it cost then.
+/// 60–68 ms at 9,500–9,580 round trips a second in four runs, against
+/// 49–64 ms at 9,670–9,990 with 2,000, for about 7 % of the rate a minute at
+/// saturation sustains (bench/RESULTS.md, "Session 23"). Session 21 had tried
+/// 1,000 and given it up for the 12 % of that rate it cost then.
 const WAL_CHECKPOINT_PAGES: i64 = 2_000;
 
 /// The same while a large sweep is stored in chunks: its chunks change the
