@@ -655,20 +655,28 @@ impl Coordinator {
             .await
             .map_err(|error| CoordinatorError::Internal(format!("flush task failed: {error}")))?;
         let FlushWritten { on_disk, written, unwritten, first_error } = outcome;
-        self.with_store(move |store| {
-            store.mark_flushed(&on_disk)?;
-            if !unwritten.is_empty() {
-                store.mark_dirty(&unwritten)?;
-            }
-            Ok(())
-        })
-        .await?;
+        // A store operation per chunk, so that leases and heartbeats are
+        // answered in between: forgetting a whole flush's rows at once held
+        // the store's thread for over a second at 10,000 completions a
+        // second (bench/RESULTS.md, "Session 23"). Each chunk stands on its
+        // own: rows on disk but not yet forgotten are what crash recovery
+        // already handles.
+        for chunk in on_disk.chunks(MARK_FLUSHED_CHUNK) {
+            let chunk = chunk.to_vec();
+            self.with_store(move |store| store.mark_flushed(&chunk)).await?;
+        }
+        if !unwritten.is_empty() {
+            self.with_store(move |store| store.mark_dirty(&unwritten)).await?;
+        }
         match first_error {
             Some(error) => Err(error),
             None => Ok(written),
         }
     }
 }
+
+/// Written attempt tables forgotten per store operation after a flush.
+const MARK_FLUSHED_CHUNK: usize = 1024;
 
 /// Whether a stopping coordinator's time for writing results is up.
 fn past(stop_writing_at: &OnceLock<Instant>) -> bool {
@@ -999,6 +1007,35 @@ mod tests {
         reopened.flush().await.expect("flushes");
         assert_eq!(progress_files(reopened.layout()).len(), 1, "the buffered row reached Parquet");
         assert!(trials_part(reopened.layout()), "the `trials` part left dirty was written at the next start");
+    }
+
+    /// A flush that wrote more attempts' tables than one store operation
+    /// forgets ([`MARK_FLUSHED_CHUNK`]) forgets every row, over several.
+    #[tokio::test]
+    async fn a_flush_forgets_the_rows_of_more_attempts_than_one_chunk() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let coordinator = Coordinator::open(CoordinatorConfig::new(data.path()), Arc::new(SystemClock)).expect("opens");
+        let trials = MARK_FLUSHED_CHUNK + 5;
+        let (spec, yaml, grid) = grid(trials);
+        coordinator.store_trials(spec, yaml, grid, SUBMIT_CHUNK).await.expect("stored");
+        let worker = coordinator.register_worker("w".into(), "flex".into(), trials as u32, None).await.expect("registered");
+        let asked = LeaseAsk { worker_id: worker, free_slots: trials as u32, pack_size: 1 };
+        let leases: Vec<_> = coordinator.lease(asked).await.expect("leased").into_iter().flatten().map(|grant| grant.lease).collect();
+        assert_eq!(leases.len(), trials);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_millis() as i64;
+        let step = StepMeasures { step: 0, wall_time_ms: now, measures: vec![sweep_core::Measure::scalar("train_loss", 4.5)] };
+        let reports = leases.iter().map(|lease| (lease.clone(), vec![step.clone()])).collect();
+        assert_eq!(coordinator.report_progress(reports).await.expect("reported"), trials as u64);
+        coordinator.flush().await.expect("flushes");
+        let left = coordinator.with_store(|store| store.pending_attempts()).await.expect("pending");
+        assert_eq!(left, Vec::new(), "every written row forgotten");
+        let files = leases
+            .iter()
+            .filter(|lease| {
+                coordinator.layout().series_files(SeriesTable::Progress, "chunked", &lease.trial_id).expect("listing").len() == 1
+            })
+            .count();
+        assert_eq!(files, trials, "each attempt's rows in its file");
     }
 
     /// A crash after the `progress` file of a roll and before its `spectra`

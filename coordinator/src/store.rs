@@ -1205,7 +1205,8 @@ impl Store {
         read_pending_attempts(&self.conn)
     }
 
-    /// Forget buffered rows now durable in Parquet, all in one transaction.
+    /// Forget buffered rows now durable in Parquet, in one transaction (a
+    /// flush calls it a chunk of written tables at a time).
     /// Per table (measure shape), because the tables' files are written one
     /// after the other: a crash or an error between them leaves one table's
     /// rows on disk and the next one's only here.
