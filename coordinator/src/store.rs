@@ -1213,20 +1213,22 @@ impl Store {
     pub fn mark_flushed(&mut self, written: &[WrittenRows]) -> Result<()> {
         let tx = self.conn.savepoint()?;
         {
+            let mut trial_key = tx.prepare_cached("SELECT key FROM trials WHERE trial_id = ?1")?;
             let mut read = tx.prepare_cached(
-                "SELECT through FROM progress_batches
-                 WHERE trial_key = (SELECT key FROM trials WHERE trial_id = ?1) AND attempt = ?2 AND batch_id <= ?3 AND kind = ?4",
+                "SELECT through FROM progress_batches WHERE trial_key = ?1 AND attempt = ?2 AND batch_id <= ?3 AND kind = ?4",
             )?;
             let mut through = tx.prepare_cached(
                 "INSERT INTO progress_flushed_by_measure(trial_id, attempt, measure, through_step) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT(trial_id, attempt, measure) DO UPDATE SET through_step = MAX(through_step, excluded.through_step)",
             )?;
-            let mut forget = tx.prepare_cached(
-                "DELETE FROM progress_batches
-                 WHERE trial_key = (SELECT key FROM trials WHERE trial_id = ?1) AND attempt = ?2 AND batch_id <= ?3 AND kind = ?4",
-            )?;
+            let mut forget =
+                tx.prepare_cached("DELETE FROM progress_batches WHERE trial_key = ?1 AND attempt = ?2 AND batch_id <= ?3 AND kind = ?4")?;
             for rows in written {
-                let key = params![rows.trial_id.as_str(), rows.attempt, rows.last_row_id, rows.kind.as_str()];
+                // An unknown trial has no buffered rows to forget.
+                let Some(trial) = trial_key.query_row([rows.trial_id.as_str()], |row| row.get::<_, i64>(0)).optional()? else {
+                    continue;
+                };
+                let key = params![trial, rows.attempt, rows.last_row_id, rows.kind.as_str()];
                 let mut last_steps: HashMap<String, i64> = HashMap::new();
                 let mut batches = read.query(key)?;
                 while let Some(batch) = batches.next()? {

@@ -280,6 +280,12 @@ fn a_pack_holds_queued_trials_of_one_key_each_with_its_own_lease() {
     assert_eq!(status_of_sweep(&store, "packs", &first[1].lease.trial_id).status, TrialStatus::Queued);
 }
 
+/// The two columns of every row `sql` selects.
+fn pairs<A: rusqlite::types::FromSql, B: rusqlite::types::FromSql>(store: &Store, sql: &str) -> Vec<(A, B)> {
+    let mut statement = store.conn.prepare(sql).expect("prepare");
+    statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?))).expect("query").collect::<rusqlite::Result<_>>().expect("rows")
+}
+
 fn status_of_sweep(store: &Store, sweep: &str, trial: &TrialId) -> TrialView {
     store.trials_of(sweep).expect("trials").into_iter().find(|t| &t.trial_id == trial).expect("trial exists")
 }
@@ -652,14 +658,7 @@ fn a_completion_stores_its_last_rows_with_it_or_neither() {
     assert_eq!(steps, [10, 20, 30, 30]);
     // The ended attempt keeps no latest steps of its own (only those of the
     // report before, forgotten once its files are compacted).
-    let latest: Vec<(String, i64)> = store
-        .conn
-        .prepare("SELECT measure, step FROM progress_latest")
-        .expect("prepare")
-        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
-        .expect("query")
-        .collect::<rusqlite::Result<_>>()
-        .expect("rows");
+    let latest: Vec<(String, i64)> = pairs(&store, "SELECT measure, step FROM progress_latest");
     assert_eq!(latest, [("train_loss".to_string(), 10)]);
     // Nothing more once done: the lease is over.
     assert!(matches!(store.record_progress(&grant.lease, &[row(40, "train_loss", 0.2)], TTL), Err(CoordinatorError::StaleLease { .. })));
@@ -738,7 +737,7 @@ fn a_store_without_trial_keys_is_keyed_on_open() {
     let path = directory.path().join("coordinator.sqlite");
     let clock = ManualClock::new(NOW);
     let (spec, yaml, trials) = seed_grid("old", 6);
-    let (before, done, running, requeued) = {
+    let (before, worker, done, running, requeued) = {
         let mut store = Store::open(&path, Arc::new(clock.clone())).expect("store");
         store.submit(&spec, &yaml, &trials).expect("submit");
         let worker = store.register_worker("w", "flex", 4, None).expect("register");
@@ -757,7 +756,7 @@ fn a_store_without_trial_keys_is_keyed_on_open() {
         );
         assert_eq!(before.1.len(), 2, "the first two trials' rows");
         assert_eq!(before.2.len(), 1, "the third trial, done without rows");
-        (before, leases[0].clone(), leases[1].clone(), again)
+        (before, worker, leases[0].clone(), leases[1].clone(), again)
     };
     unkey(&path, 500);
     {
@@ -768,14 +767,7 @@ fn a_store_without_trial_keys_is_keyed_on_open() {
             store.compaction_ready(10).expect("ready"),
         );
         assert_eq!(after, before);
-        let keys: Vec<(i64, String)> = store
-            .conn
-            .prepare("SELECT key, trial_id FROM trials ORDER BY key")
-            .expect("prepare")
-            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
-            .expect("query")
-            .collect::<rusqlite::Result<_>>()
-            .expect("rows");
+        let keys: Vec<(i64, String)> = pairs(&store, "SELECT key, trial_id FROM trials ORDER BY key");
         let stored: Vec<(i64, String)> = trials.iter().enumerate().map(|(seq, trial)| (seq as i64 + 1, trial.id.to_string())).collect();
         assert_eq!(keys, stored, "keys in the order the trials were stored");
         let attempts: i64 = store.conn.query_row("SELECT COUNT(*) FROM attempts", [], |row| row.get(0)).expect("count");
@@ -785,19 +777,11 @@ fn a_store_without_trial_keys_is_keyed_on_open() {
     let mut store = Store::open(&path, Arc::new(clock)).expect("reopen");
     assert_eq!(store.trials_of("old").expect("trials"), before.0);
     let live = [running.clone(), requeued.clone()];
-    assert_eq!(store.heartbeat(&store_worker(&store), &live, TTL).expect("heartbeat"), Vec::new());
+    assert_eq!(store.heartbeat(&worker, &live, TTL).expect("heartbeat"), Vec::new());
     assert!(matches!(store.record_progress(&done, &[row(30, "train_loss", 0.3)], TTL), Err(CoordinatorError::StaleLease { .. })));
     store.record_progress(&requeued, &[row(10, "train_loss", 0.6)], TTL).expect("progress");
     let newest: i64 = store.conn.query_row("SELECT MAX(batch_id) FROM progress_batches", [], |row| row.get(0)).expect("max");
     assert_eq!(newest, 501, "after the last batch id the older build gave");
     store.complete(&running, &FinalMetrics { epochs: 20, ..FinalMetrics::default() }).expect("complete");
-    assert_eq!(status_of_in(&store, "old", &running.trial_id).status, TrialStatus::Done);
-}
-
-fn store_worker(store: &Store) -> String {
-    store.conn.query_row("SELECT worker_id FROM workers", [], |row| row.get(0)).expect("one worker")
-}
-
-fn status_of_in(store: &Store, sweep: &str, trial: &TrialId) -> TrialView {
-    store.trials_of(sweep).expect("trials").into_iter().find(|t| &t.trial_id == trial).expect("trial exists")
+    assert_eq!(status_of_sweep(&store, "old", &running.trial_id).status, TrialStatus::Done);
 }
