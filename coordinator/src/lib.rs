@@ -5,7 +5,8 @@
 //! - [`clock`]: injectable time ([`SystemClock`], [`ManualClock`]).
 //! - [`store`]: SQLite state (sweeps, trials, attempts/leases, workers, progress buffer);
 //!   `progress_batch`: how buffered progress is held there, one encoded batch per report and shape.
-//! - `store_thread`: the thread that owns the store and commits the calls that arrive together in one transaction.
+//! - `store_thread`: the thread that owns the store and commits the calls that arrive together in one transaction;
+//!   `checkpointer`: the thread that copies the store's write-ahead log back into its database.
 //! - [`results`]: the Parquet results directory; [`compaction`]: one file per table for each done trial;
 //!   `flush_reader`: what a flush writes, read off the store's thread on a read-only connection.
 //! - [`service`]: [`Coordinator`], plain async domain methods and background loops.
@@ -16,6 +17,7 @@
 //! - [`run`]: serve on a bound listener until a shutdown future resolves.
 
 pub mod auth;
+mod checkpointer;
 pub mod clock;
 pub mod compaction;
 pub mod config;

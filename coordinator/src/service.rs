@@ -162,9 +162,7 @@ impl Coordinator {
     /// sweep is stored (its first trials can be leased before the last are
     /// made) and a shutdown is honoured within one chunk: it stops the
     /// submission, the trials stored so far stay, and submitting the sweep
-    /// again adds the rest. While a sweep of more than one chunk is stored,
-    /// the store copies its write-ahead log back less often
-    /// ([`Store::bulk_loading`]).
+    /// again adds the rest.
     async fn store_trials(
         &self,
         spec: Arc<sweep_core::SweepSpec>,
@@ -173,26 +171,6 @@ impl Coordinator {
         chunk: u64,
     ) -> Result<SubmitOutcome> {
         let size = u64::try_from(grid.len()).expect("`submit` refuses a grid over its limit, a u64");
-        if size <= chunk {
-            return self.store_chunks(spec, yaml, grid, chunk, size).await;
-        }
-        self.with_store(|store| store.bulk_loading(true)).await?;
-        let stored = self.store_chunks(spec, yaml, grid, chunk, size).await;
-        let ended = self.with_store(|store| store.bulk_loading(false)).await;
-        let stored = stored?;
-        ended?;
-        Ok(stored)
-    }
-
-    /// The loop of [`Coordinator::store_trials`].
-    async fn store_chunks(
-        &self,
-        spec: Arc<sweep_core::SweepSpec>,
-        yaml: Arc<String>,
-        grid: Arc<Grid>,
-        chunk: u64,
-        size: u64,
-    ) -> Result<SubmitOutcome> {
         let mut added = 0;
         let mut start = 0;
         loop {
@@ -854,21 +832,6 @@ mod tests {
         let mut seeds: Vec<u64> = views.iter().map(|view| view.params.seed).collect();
         seeds.sort();
         assert_eq!(seeds, (0..10).collect::<Vec<u64>>());
-        // The log is copied back at the usual mark after the submissions,
-        // and less often while any of two overlapping ones goes on.
-        let pages = coordinator
-            .with_store(|store| {
-                let after_submissions = store.wal_checkpoint_pages();
-                store.bulk_loading(true)?;
-                store.bulk_loading(true)?;
-                store.bulk_loading(false)?;
-                let one_still_storing = store.wal_checkpoint_pages();
-                store.bulk_loading(false)?;
-                Ok((after_submissions, one_still_storing, store.wal_checkpoint_pages()))
-            })
-            .await
-            .expect("pages");
-        assert_eq!(pages, (2_000, 10_000, 2_000));
     }
 
     /// A completion that asks for the next lease gets it in the same call;
@@ -923,8 +886,6 @@ mod tests {
         let error = coordinator.store_trials(Arc::clone(&spec), Arc::clone(&yaml), Arc::clone(&trials), 3).await.expect_err("stopped");
         assert!(matches!(error, CoordinatorError::ShuttingDown), "{error}");
         assert_eq!(coordinator.list_sweeps().await.expect("sweeps")[0].total, 3, "nothing stored after the shutdown began");
-        let pages = coordinator.with_store(|store| Ok(store.wal_checkpoint_pages())).await.expect("pages");
-        assert_eq!(pages, 2_000, "a stopped submission ends its bulk load too");
         drop(coordinator);
         let reopened = Coordinator::open(CoordinatorConfig::new(data.path()), Arc::new(SystemClock)).expect("reopens");
         let outcome = reopened.store_trials(spec, yaml, trials, 3).await.expect("stored");

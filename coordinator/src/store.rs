@@ -5,7 +5,7 @@
 //! ([`Store::begin_batch`]); every method takes time from the clock.
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -242,25 +242,19 @@ pub struct Store {
     /// report, complete) need a trial's settings, and a stored spec changes
     /// only when its sweep is submitted again ([`cached_spec`]).
     specs: SpecCache,
-    /// Submissions storing their trials in chunks now ([`Store::bulk_loading`]).
-    bulk_loads: u32,
+    /// The database's file; `None` in memory.
+    file: Option<PathBuf>,
 }
 
-/// WAL pages after which a commit copies them back to the database (SQLite's
-/// automatic checkpoint), while every call of the batch waits: 2,000 (8 MiB).
-/// At 10,000 each checkpoint held the store's thread for 30–40 ms, four or
-/// five times a second under load: at think 90 ms the p99 lease latency was
-/// 60–68 ms at 9,500–9,580 round trips a second in four runs, against
-/// 49–64 ms at 9,670–9,990 with 2,000, for about 7 % of the rate a minute at
-/// saturation sustains (bench/RESULTS.md, "Session 23"). Session 21 had tried
-/// 1,000 and given it up for the 12 % of that rate it cost then.
-const WAL_CHECKPOINT_PAGES: i64 = 2_000;
-
-/// The same while a large sweep is stored in chunks: its chunks change the
-/// same index pages again and again, and each is copied back once per
-/// 40 MiB instead of once per 8 MiB (storing 1,000,000 trials took 8.9–9.0 s
-/// at 2,000 and 8.1–8.4 s at 10,000, "Session 23").
-const WAL_CHECKPOINT_PAGES_BULK: i64 = 10_000;
+/// WAL pages after which a commit copies them back to the database itself
+/// (SQLite's automatic checkpoint), while every call of its batch waits:
+/// 20,000 (80 MiB), a backstop. The store's checkpoints are made by a thread
+/// of their own (`checkpointer`) every 50 ms, and the log stayed under
+/// 10,000 pages at 10,000 round trips a second (bench/RESULTS.md, "Session
+/// 24"); this mark is reached only if that thread falls behind. Made by the
+/// commits, at 2,000 pages, the checkpoints held the store's thread for
+/// 8–10 ms about 25 times a second under load.
+const WAL_BACKSTOP_PAGES: i64 = 20_000;
 
 pub(crate) type SpecCache = std::cell::RefCell<std::collections::HashMap<String, Arc<SweepSpec>>>;
 
@@ -425,39 +419,28 @@ impl Store {
     /// Open (or create) the store at `path`.
     pub fn open(path: &Path, clock: Arc<dyn Clock>) -> Result<Self> {
         let conn = Connection::open(path)?;
-        Self::init(conn, clock)
-    }
-
-    /// A submission starts (`true`) or ends (`false`) storing its trials in
-    /// chunks: while any does, WAL checkpoints wait for
-    /// [`WAL_CHECKPOINT_PAGES_BULK`] pages instead of [`WAL_CHECKPOINT_PAGES`].
-    pub fn bulk_loading(&mut self, starts: bool) -> Result<()> {
-        self.bulk_loads = if starts { self.bulk_loads + 1 } else { self.bulk_loads.saturating_sub(1) };
-        let pages = if self.bulk_loads > 0 { WAL_CHECKPOINT_PAGES_BULK } else { WAL_CHECKPOINT_PAGES };
-        self.conn.pragma_update(None, "wal_autocheckpoint", pages)?;
-        Ok(())
-    }
-
-    /// WAL pages after which a commit checkpoints (tests).
-    #[cfg(test)]
-    pub(crate) fn wal_checkpoint_pages(&self) -> i64 {
-        self.conn.pragma_query_value(None, "wal_autocheckpoint", |row| row.get(0)).expect("pragma")
+        Self::init(conn, clock, Some(path.to_path_buf()))
     }
 
     /// An in-memory store (tests).
     pub fn open_in_memory(clock: Arc<dyn Clock>) -> Result<Self> {
-        Self::init(Connection::open_in_memory()?, clock)
+        Self::init(Connection::open_in_memory()?, clock, None)
     }
 
-    fn init(mut conn: Connection, clock: Arc<dyn Clock>) -> Result<Self> {
+    /// The database's file (`None` for a store in memory).
+    pub(crate) fn file(&self) -> Option<&Path> {
+        self.file.as_deref()
+    }
+
+    fn init(mut conn: Connection, clock: Arc<dyn Clock>, file: Option<PathBuf>) -> Result<Self> {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         // 64 MiB of page cache (SQLite's default is 2 MiB): a million-trial
         // sweep's tables and indexes stay mostly in memory while it is stored.
         conn.pragma_update(None, "cache_size", -65_536)?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        // See WAL_CHECKPOINT_PAGES.
-        conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)?;
+        // See WAL_BACKSTOP_PAGES.
+        conn.pragma_update(None, "wal_autocheckpoint", WAL_BACKSTOP_PAGES)?;
         // Savepoint sub-journals in memory: SQLite spills one to a temporary
         // file past 64 KiB, and once one operation of a batch had spilled,
         // every later savepoint of the batch wrote each page it touched to
@@ -484,7 +467,7 @@ impl Store {
         crate::migrate::forget_ended_watermarks(&mut conn)?;
         crate::migrate::sweep_specs(&mut conn)?;
         crate::migrate::trials_in_parts(&mut conn)?;
-        Ok(Store { conn, clock, specs: SpecCache::default(), bulk_loads: 0 })
+        Ok(Store { conn, clock, specs: SpecCache::default(), file })
     }
 
     /// Begin a batch: every method called until [`Store::end_batch`] runs in

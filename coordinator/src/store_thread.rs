@@ -8,7 +8,8 @@
 //! that is not yet durable. Under load many calls share one commit (one WAL
 //! append for the pages they touch) instead of paying one each; an idle
 //! coordinator still commits each call at once, since nothing waits to fill
-//! a batch.
+//! a batch. The store's write-ahead log is copied back into its database by
+//! a thread of its own (`checkpointer`), not by these commits.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use std::thread::JoinHandle;
 
 use tracing::{error, warn};
 
+use crate::checkpointer::Checkpointer;
 use crate::error::{CoordinatorError, Result};
 use crate::store::Store;
 
@@ -36,6 +38,8 @@ pub(crate) struct StoreThread {
     jobs: Option<mpsc::Sender<Job>>,
     thread: Option<JoinHandle<()>>,
     counts: Arc<Counts>,
+    /// For a store in a file.
+    checkpointer: Option<Checkpointer>,
 }
 
 /// Transactions committed and operations run, since the thread started.
@@ -46,16 +50,23 @@ struct Counts {
 }
 
 impl StoreThread {
-    /// Start the thread that owns `store`.
+    /// Start the thread that owns `store`, and the one that checkpoints it.
     pub(crate) fn start(store: Store) -> Result<Self> {
         let (jobs, received) = mpsc::channel::<Job>();
         let counts = Arc::new(Counts::default());
+        let checkpointer = match store.file() {
+            Some(file) => {
+                let counted = Arc::clone(&counts);
+                Some(Checkpointer::start(file, move || counted.commits.load(Ordering::Relaxed))?)
+            }
+            None => None,
+        };
         let counted = Arc::clone(&counts);
         let thread = std::thread::Builder::new()
             .name("groksweep-store".to_string())
             .spawn(move || serve(store, received, &counted))
             .map_err(|error| CoordinatorError::Internal(format!("cannot start the store's thread: {error}")))?;
-        Ok(StoreThread { jobs: Some(jobs), thread: Some(thread), counts })
+        Ok(StoreThread { jobs: Some(jobs), thread: Some(thread), counts, checkpointer })
     }
 
     /// (transactions committed, operations run in them) so far.
@@ -85,6 +96,9 @@ impl StoreThread {
 
 impl Drop for StoreThread {
     fn drop(&mut self) {
+        // First, so that the store's connection is the last to close (the
+        // commits still to come checkpoint at the store's own mark).
+        self.checkpointer.take();
         // Closing the channel ends the thread once it has run what was sent.
         self.jobs.take();
         if let Some(thread) = self.thread.take() {

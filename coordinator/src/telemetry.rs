@@ -24,6 +24,9 @@ pub const WORKERS_CONNECTED: &str = "groksweep_workers_connected";
 /// Store operations (calls' state changes and reads) committed in one SQLite transaction.
 pub const STORE_COMMIT_OPERATIONS: &str = "groksweep_store_commit_operations";
 
+/// Duration of one copy of the store's write-ahead log back into its database.
+pub const STORE_CHECKPOINT_SECONDS: &str = "groksweep_store_checkpoint_seconds";
+
 /// Describe every metric once, after a recorder is installed.
 pub fn describe() {
     describe_gauge!(TRIALS, "Trials of a sweep in each status.");
@@ -34,6 +37,11 @@ pub fn describe() {
     describe_histogram!(FLUSH_SECONDS, metrics::Unit::Seconds, "Duration of one flush of buffered results to Parquet.");
     describe_gauge!(WORKERS_CONNECTED, "Workers heard from within one lease period.");
     describe_histogram!(STORE_COMMIT_OPERATIONS, "Store operations committed together in one SQLite transaction (group commit).");
+    describe_histogram!(
+        STORE_CHECKPOINT_SECONDS,
+        metrics::Unit::Seconds,
+        "Duration of one checkpoint of the store's write-ahead log, made off the store's thread."
+    );
 }
 
 pub(crate) fn leases_granted(count: usize) {
@@ -54,6 +62,10 @@ pub(crate) fn progress_rows(count: u64) {
 
 pub(crate) fn store_committed(operations: usize) {
     histogram!(STORE_COMMIT_OPERATIONS).record(operations as f64);
+}
+
+pub(crate) fn checkpoint_took(seconds: f64) {
+    histogram!(STORE_CHECKPOINT_SECONDS).record(seconds);
 }
 
 pub(crate) fn flush_took(seconds: f64) {

@@ -20,10 +20,12 @@
 //! `think_ms`, so the workers stay in step: each second brings 1,000
 //! heartbeats at once, and the trials come in waves. With `1` each worker's
 //! think time is drawn from an exponential distribution of mean `think_ms`
-//! (trials of unequal length, arrivals close to a Poisson stream) and its
-//! heartbeats start at its own random point of the interval, as workers
-//! that started at different times would; the draws are seeded by the
-//! worker's index, so a run repeats. The sweep has about `trials` trials
+//! (trials of unequal length, arrivals close to a Poisson stream), and its
+//! heartbeats and its first lease start at its own random point of the
+//! heartbeat interval and of `think_ms`, as workers that started at
+//! different times would (until session 24 every first lease was asked at
+//! the same moment, a burst of 1,000 calls in the measured p99); the draws
+//! are seeded by the worker's index, so a run repeats. The sweep has about `trials` trials
 //! (default 1,000,000), stored and written to its `trials` table once
 //! before the clock starts. Printed: lease + complete round trips per
 //! second, the latency of the call that brought each lease (p50, p99, max),
@@ -172,6 +174,9 @@ async fn main() -> anyhow::Result<()> {
                     anyhow::Ok(())
                 })
             };
+            if spread {
+                tokio::time::sleep(think.mul_f64(draws.random::<f64>())).await;
+            }
             let mut latencies_us: Vec<u32> = Vec::new();
             let micros_since = |asked: Instant| asked.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
             let ask = pb::LeaseTrialsRequest { worker_id: worker_id.clone(), free_slots: 1, backend: "none".into(), pack_size: 1 };
