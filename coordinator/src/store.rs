@@ -435,9 +435,18 @@ impl Store {
     fn init(mut conn: Connection, clock: Arc<dyn Clock>, file: Option<PathBuf>) -> Result<Self> {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        // 64 MiB of page cache (SQLite's default is 2 MiB): a million-trial
-        // sweep's tables and indexes stay mostly in memory while it is stored.
-        conn.pragma_update(None, "cache_size", -65_536)?;
+        // 8 MiB of page cache (SQLite's default is 2 MiB). Not more: when a
+        // B-tree page splits, SQLite swaps pages through the page number of
+        // the 1 GiB lock byte, past the end of the database, and the commit
+        // then drops that number from the cache by scanning its whole hash
+        // table (`pcache1TruncateUnsafe`), a cost that grows with the cache.
+        // At 64 MiB that scan was 17 % of the store's thread, about 200 µs a
+        // commit; at 8 MiB the p99 lease latency at think 90 ms was 45–50 ms
+        // at 10,100 round trips a second against 56–63 ms at 9,800–9,900,
+        // for storing a million trials in 8.3–8.5 s instead of 7.6–7.7
+        // (bench/RESULTS.md, "Session 24"). The pages calls touch (the
+        // trials in flight, the ends of the keyed tables) fit in 8 MiB.
+        conn.pragma_update(None, "cache_size", -8_192)?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         // See WAL_BACKSTOP_PAGES.
         conn.pragma_update(None, "wal_autocheckpoint", WAL_BACKSTOP_PAGES)?;
