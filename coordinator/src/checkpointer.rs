@@ -4,8 +4,9 @@
 //! into the database in a checkpoint, with an `fsync` of each file. Made by
 //! the commit that crosses SQLite's automatic mark, a checkpoint held the
 //! store's thread, and every call waiting for it, for 8–10 ms about 25 times
-//! a second at 10,000 round trips a second, and for 80–110 ms once a flush's
-//! filesystem sync was under way (bench/RESULTS.md, "Session 24"). This
+//! a second at 10,000 round trips a second, and for 80–110 ms while a flush
+//! was writing its files to the same filesystem (bench/RESULTS.md, "Session
+//! 24"). This
 //! thread makes them instead, on a connection of its own, every
 //! [`CHECKPOINT_EVERY`] when the store has committed since the last one. A
 //! PASSIVE checkpoint takes no lock that a writer needs, so the store's

@@ -442,10 +442,11 @@ impl Store {
         // table (`pcache1TruncateUnsafe`), a cost that grows with the cache.
         // At 64 MiB that scan was 17 % of the store's thread, about 200 µs a
         // commit; at 8 MiB the p99 lease latency at think 90 ms was 45–50 ms
-        // at 10,100 round trips a second against 56–63 ms at 9,800–9,900,
-        // for storing a million trials in 8.3–8.5 s instead of 7.6–7.7
-        // (bench/RESULTS.md, "Session 24"). The pages calls touch (the
-        // trials in flight, the ends of the keyed tables) fit in 8 MiB.
+        // at 10,100 round trips a second against 56–63 ms at 9,800–9,900 in
+        // two pairs of runs, for storing a million trials in 8.3–8.5 s
+        // instead of 7.6–7.9 (bench/RESULTS.md, "Session 24"). The pages
+        // calls touch (the trials in flight, the ends of the keyed tables)
+        // fit in 8 MiB.
         conn.pragma_update(None, "cache_size", -8_192)?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         // See WAL_BACKSTOP_PAGES.

@@ -20,12 +20,13 @@
 //! `think_ms`, so the workers stay in step: each second brings 1,000
 //! heartbeats at once, and the trials come in waves. With `1` each worker's
 //! think time is drawn from an exponential distribution of mean `think_ms`
-//! (trials of unequal length, arrivals close to a Poisson stream), and its
-//! heartbeats and its first lease start at its own random point of the
-//! heartbeat interval and of `think_ms`, as workers that started at
-//! different times would (until session 24 every first lease was asked at
-//! the same moment, a burst of 1,000 calls in the measured p99); the draws
-//! are seeded by the worker's index, so a run repeats. The sweep has about `trials` trials
+//! (trials of unequal length, arrivals close to a Poisson stream), its
+//! heartbeats start at its own random point of the heartbeat interval and
+//! its first lease at its own random point of `think_ms`, as workers that
+//! started at different times would (until session 24 every first lease
+//! was asked at the same moment, a burst of 1,000 calls in the measured
+//! p99); the draws are seeded by the worker's index, so a run repeats. The
+//! sweep has about `trials` trials
 //! (default 1,000,000), stored and written to its `trials` table once
 //! before the clock starts. Printed: lease + complete round trips per
 //! second, the latency of the call that brought each lease (p50, p99, max),
