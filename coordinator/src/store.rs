@@ -5,7 +5,7 @@
 //! ([`Store::begin_batch`]); every method takes time from the clock.
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -242,8 +242,6 @@ pub struct Store {
     /// report, complete) need a trial's settings, and a stored spec changes
     /// only when its sweep is submitted again ([`cached_spec`]).
     specs: SpecCache,
-    /// The database's file; `None` in memory.
-    file: Option<PathBuf>,
 }
 
 /// WAL pages after which a commit copies them back to the database itself
@@ -419,20 +417,21 @@ impl Store {
     /// Open (or create) the store at `path`.
     pub fn open(path: &Path, clock: Arc<dyn Clock>) -> Result<Self> {
         let conn = Connection::open(path)?;
-        Self::init(conn, clock, Some(path.to_path_buf()))
+        Self::init(conn, clock)
     }
 
     /// An in-memory store (tests).
     pub fn open_in_memory(clock: Arc<dyn Clock>) -> Result<Self> {
-        Self::init(Connection::open_in_memory()?, clock, None)
+        Self::init(Connection::open_in_memory()?, clock)
     }
 
     /// The database's file (`None` for a store in memory).
     pub(crate) fn file(&self) -> Option<&Path> {
-        self.file.as_deref()
+        // SQLite names an in-memory database "".
+        self.conn.path().filter(|path| !path.is_empty()).map(Path::new)
     }
 
-    fn init(mut conn: Connection, clock: Arc<dyn Clock>, file: Option<PathBuf>) -> Result<Self> {
+    fn init(mut conn: Connection, clock: Arc<dyn Clock>) -> Result<Self> {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         // 8 MiB of page cache (SQLite's default is 2 MiB). Not more: when a
@@ -477,7 +476,7 @@ impl Store {
         crate::migrate::forget_ended_watermarks(&mut conn)?;
         crate::migrate::sweep_specs(&mut conn)?;
         crate::migrate::trials_in_parts(&mut conn)?;
-        Ok(Store { conn, clock, specs: SpecCache::default(), file })
+        Ok(Store { conn, clock, specs: SpecCache::default() })
     }
 
     /// Begin a batch: every method called until [`Store::end_batch`] runs in

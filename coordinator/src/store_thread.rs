@@ -230,6 +230,16 @@ mod tests {
         assert_eq!(store.open_trials(None).expect("counts"), (0, 64));
     }
 
+    /// A store in a file is checkpointed by a thread of its own; one in
+    /// memory has no log to checkpoint.
+    #[test]
+    fn a_store_in_a_file_gets_a_checkpointer_and_one_in_memory_none() {
+        let (_data, in_a_file) = thread_with_a_sweep(1);
+        assert!(in_a_file.checkpointer.is_some());
+        let in_memory = StoreThread::start(Store::open_in_memory(Arc::new(SystemClock)).expect("store")).expect("thread");
+        assert!(in_memory.checkpointer.is_none());
+    }
+
     #[tokio::test]
     async fn a_panicking_operation_is_reported_and_the_thread_goes_on() {
         let (_data, thread) = thread_with_a_sweep(2);
