@@ -44,11 +44,12 @@ pub(crate) struct Snapshot {
 ///
 /// A flush reads its parts through a fresh connection, so without the map
 /// every page was read by a system call and copied into that connection's
-/// cold page cache. Mapped, the read costs 2.2–2.6 µs a trial instead of
-/// 3.0–3.5, and at 10,000 round trips a second (think 90 ms, 1,000 workers)
-/// the p99 lease latency fell from 50–51 ms to 33–35 ms in five runs each
-/// (bench/RESULTS.md, "Session 25"): 83 % of the slowest 1 % of leases began
-/// while a flush was reading its parts.
+/// cold page cache. Most of the slowest leases under load (83 % of the
+/// slowest 1 %) began while a flush was reading its parts. Mapped, the read
+/// costs 2.4–2.6 µs a trial instead of 3.3–3.5, and at 10,000 round trips a
+/// second (think 90 ms, 1,000 workers) the p99 lease latency was 31–47 ms
+/// against 52–58 ms in five interleaved pairs of runs (bench/RESULTS.md,
+/// "Session 25").
 ///
 /// SQLite's caveat for mapped files: a read of a page that the file no longer
 /// has (the file truncated underneath) or that the disk cannot deliver stops
