@@ -1364,38 +1364,73 @@ fn settings_difference(stored: &SweepSpec, submitted: &SweepSpec) -> Option<Stri
     None
 }
 
+/// A done trial's metrics as `trials.metrics_json` holds them, written by
+/// serde's derived code, not through a `serde_json::Value`: that built and
+/// dropped a map of nine owned keys on the store's thread at every
+/// completion (2 % of that thread's samples under load) and again for each
+/// done trial each time a flush rewrote its part (a third of the samples of
+/// the flush's read; the read became 5–10 % cheaper a trial,
+/// bench/RESULTS.md, "Session 25"). A value that is not finite is written
+/// as null, as before.
+#[derive(serde::Serialize)]
+struct MetricsOut<'a> {
+    epochs: i64,
+    train_loss: f64,
+    test_loss: f64,
+    train_accuracy: f64,
+    test_accuracy: f64,
+    grokked_at: Option<i64>,
+    wall_seconds: f64,
+    key_frequencies: &'a [u32],
+    judge_accuracy: Option<f64>,
+}
+
+/// [`MetricsOut`] read back: null or missing reads as before (a number NaN,
+/// epochs 0, no key frequencies); the keys may come in any order (earlier
+/// builds wrote them sorted).
+#[derive(serde::Deserialize)]
+struct MetricsIn {
+    #[serde(default)]
+    epochs: i64,
+    train_loss: Option<f64>,
+    test_loss: Option<f64>,
+    train_accuracy: Option<f64>,
+    test_accuracy: Option<f64>,
+    grokked_at: Option<i64>,
+    wall_seconds: Option<f64>,
+    #[serde(default)]
+    key_frequencies: Vec<u32>,
+    judge_accuracy: Option<f64>,
+}
+
 fn metrics_to_json(metrics: &FinalMetrics) -> String {
-    serde_json::json!({
-        "epochs": metrics.epochs,
-        "train_loss": metrics.train_loss,
-        "test_loss": metrics.test_loss,
-        "train_accuracy": metrics.train_accuracy,
-        "test_accuracy": metrics.test_accuracy,
-        "grokked_at": metrics.grokked_at,
-        "wall_seconds": metrics.wall_seconds,
-        "key_frequencies": metrics.key_frequencies,
-        "judge_accuracy": metrics.judge_accuracy,
-    })
-    .to_string()
+    let out = MetricsOut {
+        epochs: metrics.epochs,
+        train_loss: metrics.train_loss,
+        test_loss: metrics.test_loss,
+        train_accuracy: metrics.train_accuracy,
+        test_accuracy: metrics.test_accuracy,
+        grokked_at: metrics.grokked_at,
+        wall_seconds: metrics.wall_seconds,
+        key_frequencies: &metrics.key_frequencies,
+        judge_accuracy: metrics.judge_accuracy,
+    };
+    serde_json::to_string(&out).expect("a struct of numbers serializes")
 }
 
 fn metrics_from_json(text: &str) -> Result<FinalMetrics> {
-    let value: serde_json::Value = serde_json::from_str(text).map_err(json_error)?;
-    let number = |key: &str| value.get(key).and_then(serde_json::Value::as_f64).unwrap_or(f64::NAN);
+    let stored: MetricsIn = serde_json::from_str(text).map_err(json_error)?;
+    let number = |value: Option<f64>| value.unwrap_or(f64::NAN);
     Ok(FinalMetrics {
-        epochs: value.get("epochs").and_then(serde_json::Value::as_i64).unwrap_or(0),
-        train_loss: number("train_loss"),
-        test_loss: number("test_loss"),
-        train_accuracy: number("train_accuracy"),
-        test_accuracy: number("test_accuracy"),
-        grokked_at: value.get("grokked_at").and_then(serde_json::Value::as_i64),
-        wall_seconds: number("wall_seconds"),
-        key_frequencies: value
-            .get("key_frequencies")
-            .and_then(serde_json::Value::as_array)
-            .map(|values| values.iter().filter_map(serde_json::Value::as_u64).map(|k| k as u32).collect())
-            .unwrap_or_default(),
-        judge_accuracy: value.get("judge_accuracy").and_then(serde_json::Value::as_f64),
+        epochs: stored.epochs,
+        train_loss: number(stored.train_loss),
+        test_loss: number(stored.test_loss),
+        train_accuracy: number(stored.train_accuracy),
+        test_accuracy: number(stored.test_accuracy),
+        grokked_at: stored.grokked_at,
+        wall_seconds: number(stored.wall_seconds),
+        key_frequencies: stored.key_frequencies,
+        judge_accuracy: stored.judge_accuracy,
     })
 }
 

@@ -785,3 +785,55 @@ fn a_store_without_trial_keys_is_keyed_on_open() {
     store.complete(&running, &FinalMetrics { epochs: 20, ..FinalMetrics::default() }).expect("complete");
     assert_eq!(status_of_sweep(&store, "old", &running.trial_id).status, TrialStatus::Done);
 }
+
+/// Metrics survive the round trip through `trials.metrics_json`; a value
+/// that is not finite comes back NaN (null in the text); and the text the
+/// earlier writer produced (a `serde_json::Value`, keys sorted) reads the
+/// same, as does a missing field. Compared by `Debug`, in which NaN equals NaN.
+#[test]
+fn metrics_round_trip_and_earlier_text_reads_the_same() {
+    let metrics = FinalMetrics {
+        epochs: 12,
+        train_loss: 0.25,
+        test_loss: f64::INFINITY,
+        train_accuracy: 1.0,
+        test_accuracy: 0.5,
+        grokked_at: Some(9),
+        wall_seconds: 3.5,
+        key_frequencies: vec![4, 17],
+        judge_accuracy: None,
+    };
+    let expected = FinalMetrics { test_loss: f64::NAN, ..metrics.clone() };
+    let text = metrics_to_json(&metrics);
+    assert!(text.contains(r#""test_loss":null"#), "{text}");
+    assert_eq!(format!("{:?}", metrics_from_json(&text).expect("read")), format!("{expected:?}"));
+
+    let earlier = serde_json::json!({
+        "epochs": metrics.epochs,
+        "train_loss": metrics.train_loss,
+        "test_loss": metrics.test_loss,
+        "train_accuracy": metrics.train_accuracy,
+        "test_accuracy": metrics.test_accuracy,
+        "grokked_at": metrics.grokked_at,
+        "wall_seconds": metrics.wall_seconds,
+        "key_frequencies": metrics.key_frequencies,
+        "judge_accuracy": metrics.judge_accuracy,
+    })
+    .to_string();
+    assert!(earlier.starts_with(r#"{"epochs":12,"grokked_at":9,"#), "{earlier}");
+    assert_eq!(format!("{:?}", metrics_from_json(&earlier).expect("earlier")), format!("{expected:?}"));
+
+    let diffusion = FinalMetrics { key_frequencies: Vec::new(), judge_accuracy: Some(0.875), grokked_at: None, ..expected.clone() };
+    assert_eq!(format!("{:?}", metrics_from_json(&metrics_to_json(&diffusion)).expect("read")), format!("{diffusion:?}"));
+
+    let nothing = FinalMetrics {
+        train_loss: f64::NAN,
+        test_loss: f64::NAN,
+        train_accuracy: f64::NAN,
+        test_accuracy: f64::NAN,
+        wall_seconds: f64::NAN,
+        ..FinalMetrics::default()
+    };
+    assert_eq!(format!("{:?}", metrics_from_json("{}").expect("empty")), format!("{nothing:?}"));
+    assert!(metrics_from_json("[1, 2]").is_err());
+}
