@@ -1385,9 +1385,10 @@ struct MetricsOut<'a> {
     judge_accuracy: Option<f64>,
 }
 
-/// [`MetricsOut`] read back: null or missing reads as before (a number NaN,
-/// epochs 0, no key frequencies); the keys may come in any order (earlier
-/// builds wrote them sorted).
+/// [`MetricsOut`] read back: a null number (one that was not finite) reads
+/// as NaN, and a missing field as before (epochs 0, a number NaN, no key
+/// frequencies, no grokking epoch, no judge); the keys may come in any order
+/// (earlier builds wrote them sorted).
 #[derive(serde::Deserialize)]
 struct MetricsIn {
     #[serde(default)]
