@@ -1364,28 +1364,8 @@ fn settings_difference(stored: &SweepSpec, submitted: &SweepSpec) -> Option<Stri
     None
 }
 
-/// A done trial's metrics as `trials.metrics_json` holds them, written by
-/// serde's derived code, not through a `serde_json::Value`: that built and
-/// dropped a map of nine owned keys on the store's thread at every
-/// completion (2 % of that thread's samples under load) and again for each
-/// done trial each time a flush rewrote its part (a third of the samples of
-/// the flush's read; the read became 5–10 % cheaper a trial,
-/// bench/RESULTS.md, "Session 25"). A value that is not finite is written
-/// as null, as before.
-#[derive(serde::Serialize)]
-struct MetricsOut<'a> {
-    epochs: i64,
-    train_loss: f64,
-    test_loss: f64,
-    train_accuracy: f64,
-    test_accuracy: f64,
-    grokked_at: Option<i64>,
-    wall_seconds: f64,
-    key_frequencies: &'a [u32],
-    judge_accuracy: Option<f64>,
-}
-
-/// [`MetricsOut`] read back: a null number (one that was not finite) reads
+/// A done trial's metrics as `trials.metrics_json` holds them (written from
+/// [`FinalMetrics`] by serde) read back: a null number (one that was not finite) reads
 /// as NaN, and a missing field as before (epochs 0, a number NaN, no key
 /// frequencies, no grokking epoch, no judge); the keys may come in any order
 /// (earlier builds wrote them sorted).
@@ -1404,19 +1384,14 @@ struct MetricsIn {
     judge_accuracy: Option<f64>,
 }
 
+/// Metrics as `trials.metrics_json` holds them, written by serde's derived
+/// code, not through a `serde_json::Value`: that built and dropped a map of
+/// nine owned keys on the store's thread at every completion (2 % of that
+/// thread's samples under load) and again for each done trial each time a
+/// flush rewrote its part (a third of the samples of the flush's read; the
+/// read became 5–10 % cheaper a trial, bench/RESULTS.md, "Session 25").
 fn metrics_to_json(metrics: &FinalMetrics) -> String {
-    let out = MetricsOut {
-        epochs: metrics.epochs,
-        train_loss: metrics.train_loss,
-        test_loss: metrics.test_loss,
-        train_accuracy: metrics.train_accuracy,
-        test_accuracy: metrics.test_accuracy,
-        grokked_at: metrics.grokked_at,
-        wall_seconds: metrics.wall_seconds,
-        key_frequencies: &metrics.key_frequencies,
-        judge_accuracy: metrics.judge_accuracy,
-    };
-    serde_json::to_string(&out).expect("a struct of numbers serializes")
+    serde_json::to_string(metrics).expect("a struct of numbers serializes")
 }
 
 fn metrics_from_json(text: &str) -> Result<FinalMetrics> {

@@ -64,7 +64,9 @@ pub struct Revocation {
 }
 
 /// What a finished trial reports: the last evaluation and what the run reached.
-#[derive(Debug, Clone, PartialEq, Default)]
+/// Serialized (the coordinator's `trials.metrics_json`), a value that is not
+/// finite is written as null.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct FinalMetrics {
     /// Epochs trained.
     pub epochs: i64,
