@@ -27,7 +27,7 @@ impl PhasesWriter {
         PhasesWriter { data_dir: data_dir.into(), settings: PhaseSettings::default(), analysed: Mutex::new(HashSet::new()) }
     }
 
-    fn newly_done(&self, sweep: &str, trials: &[TrialView]) -> Vec<(String, u32)> {
+    fn newly_done(&self, sweep: &str, trials: &[&TrialView]) -> Vec<(String, u32)> {
         let analysed = self.analysed.lock().expect("the set is never left half-updated");
         trials
             .iter()
@@ -39,7 +39,7 @@ impl PhasesWriter {
 }
 
 impl TrialsWritten for PhasesWriter {
-    fn trials_written<'a>(&'a self, sweep: &'a str, trials: &'a [TrialView]) -> BoxFuture<'a, ()> {
+    fn trials_written<'a>(&'a self, sweep: &'a str, trials: &'a [&'a TrialView]) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             let fresh = self.newly_done(sweep, trials);
             if fresh.is_empty() {

@@ -14,8 +14,10 @@ use crate::domain::TrialView;
 pub trait TrialsWritten: Send + Sync + std::fmt::Debug {
     /// `trials` are the rows just written: those of the parts of the sweep's
     /// table that changed ([`crate::results::TRIALS_PER_PART`] trials each),
-    /// which hold every trial that changed since the last call.
-    fn trials_written<'a>(&'a self, sweep: &'a str, trials: &'a [TrialView]) -> BoxFuture<'a, ()>;
+    /// which hold every trial that changed since the last call. They are
+    /// lent (the coordinator keeps the parts it wrote last, to refresh them
+    /// at the next flush instead of reading them anew).
+    fn trials_written<'a>(&'a self, sweep: &'a str, trials: &'a [&'a TrialView]) -> BoxFuture<'a, ()>;
 }
 
 /// How a coordinator runs. Addresses are not here: the caller binds the listener.

@@ -8,6 +8,10 @@
 //! progress and their batches are read here, while the store goes on
 //! (WAL: a reader sees one committed state and does not block the writer).
 //!
+//! A part that a recent flush read is not read whole again: only the
+//! columns that change are, into the views kept of it
+//! ([`crate::part_rows::PartCache`]).
+//!
 //! The parts and the attempts are read in one read transaction, so a trial
 //! that a part shows done has its last batches among the attempts read:
 //! its progress is written before the part. That state is the one the
@@ -19,12 +23,13 @@
 //! them.
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
-use crate::domain::TrialView;
 use crate::error::Result;
-use crate::store::{BufferedAttempt, PendingAttempt, SpecCache, TrialsPart, cached_spec, read_pending_attempts, read_trials};
+use crate::part_rows::{PartCache, PartRows, read_part};
+use crate::store::{BufferedAttempt, PendingAttempt, SpecCache, TrialsPart, cached_spec, read_pending_attempts};
 
 /// What a flush writes, read in one transaction.
 #[derive(Debug, Default)]
@@ -32,7 +37,7 @@ pub(crate) struct Snapshot {
     /// Attempts with buffered progress, each with its range of batches.
     pub(crate) pending: Vec<PendingAttempt>,
     /// Changed `trials` parts with their trials, in the order asked for.
-    pub(crate) tables: Vec<(TrialsPart, Vec<TrialView>)>,
+    pub(crate) tables: Vec<Arc<PartRows>>,
     /// Parts not read because a stopping coordinator's time ran out: they
     /// stay to be written at its next start.
     pub(crate) unread: Vec<TrialsPart>,
@@ -73,9 +78,15 @@ impl FlushReader {
     }
 
     /// The attempts with buffered progress and the trials of `parts`, in one
-    /// transaction. Before each part, `out_of_time` is asked whether to stop
-    /// reading; the parts left are returned in `unread`.
-    pub(crate) fn snapshot(&mut self, parts: Vec<TrialsPart>, out_of_time: impl Fn() -> bool) -> Result<Snapshot> {
+    /// transaction; a part that `read_before` kept is only refreshed
+    /// ([`PartRows::refresh`]). Before each part, `out_of_time` is asked
+    /// whether to stop reading; the parts left are returned in `unread`.
+    pub(crate) fn snapshot(
+        &mut self,
+        parts: Vec<TrialsPart>,
+        read_before: &Mutex<PartCache>,
+        out_of_time: impl Fn() -> bool,
+    ) -> Result<Snapshot> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
         let mut snapshot = Snapshot { pending: read_pending_attempts(&tx)?, ..Snapshot::default() };
         let specs = SpecCache::default();
@@ -86,8 +97,8 @@ impl FlushReader {
                 snapshot.unread.extend(parts);
                 break;
             }
-            let trials = read_trials(&tx, &*cached_spec(&tx, &specs, &part.sweep)?, part.seqs())?;
-            snapshot.tables.push((part, trials));
+            let kept = read_before.lock().expect("the cache is never left half-updated").take(&part);
+            snapshot.tables.push(read_part(&tx, &*cached_spec(&tx, &specs, &part.sweep)?, part, kept)?);
         }
         // Nothing was written: ending the read transaction either way is the same.
         tx.commit()?;
@@ -139,7 +150,8 @@ mod tests {
         let mut reader = FlushReader::open(&path).expect("reader");
         let mapped: i64 = reader.conn.pragma_query_value(None, "mmap_size", |row| row.get(0)).expect("mmap_size");
         assert!(mapped >= 1 << 30, "the reader maps the database: {mapped}");
-        let snapshot = reader.snapshot(dirty.clone(), || false).expect("snapshot");
+        let read_before = Mutex::new(PartCache::default());
+        let snapshot = reader.snapshot(dirty.clone(), &read_before, || false).expect("snapshot");
         let mut pending: Vec<_> = snapshot.pending.iter().map(|attempt| attempt.trial_id.clone()).collect();
         pending.sort();
         let mut leased: Vec<_> = leases.iter().map(|lease| lease.lease.trial_id.clone()).collect();
@@ -148,16 +160,28 @@ mod tests {
         assert_eq!(snapshot.pending, store.pending_attempts().expect("pending"));
         assert!(snapshot.unread.is_empty());
         assert_eq!(snapshot.tables.len(), 2);
-        for (part, views) in &snapshot.tables {
-            assert_eq!(views, &store.trials_of_part(part).expect("part"), "part {}", part.part);
+        for rows in &snapshot.tables {
+            assert_eq!(rows.views, store.trials_of_part(&rows.part).expect("part"), "part {}", rows.part.part);
         }
-        assert_eq!((snapshot.tables[0].1.len(), snapshot.tables[1].1.len()), (10_000, 2_005));
-        let done = snapshot.tables[0].1.iter().find(|view| view.trial_id == leases[1].lease.trial_id).expect("in part 0");
+        assert_eq!((snapshot.tables[0].views.len(), snapshot.tables[1].views.len()), (10_000, 2_005));
+        let done = snapshot.tables[0].views.iter().find(|view| view.trial_id == leases[1].lease.trial_id).expect("in part 0");
         assert_eq!(done.status, crate::domain::TrialStatus::Done);
         let rows = reader.read(snapshot.pending.iter().find(|attempt| attempt.trial_id == done.trial_id).expect("pending")).expect("rows");
         assert_eq!(rows.rows.len(), 2, "its last rows are read with it");
 
-        let stopping = reader.snapshot(dirty.clone(), || true).expect("snapshot");
+        // Kept after writing, the parts are refreshed by the next snapshot.
+        for rows in &snapshot.tables {
+            read_before.lock().expect("cache").keep(Arc::clone(rows));
+        }
+        store.complete(&leases[0].lease, &FinalMetrics { epochs: 10, ..FinalMetrics::default() }).expect("complete");
+        let again = reader.snapshot(dirty.clone(), &read_before, || false).expect("snapshot");
+        for rows in &again.tables {
+            assert_eq!(rows.views, store.trials_of_part(&rows.part).expect("part"), "part {}", rows.part.part);
+            assert!(read_before.lock().expect("cache").take(&rows.part).is_none(), "taken from the cache");
+        }
+        assert_eq!(again.tables.len(), 2);
+
+        let stopping = reader.snapshot(dirty.clone(), &read_before, || true).expect("snapshot");
         assert!(stopping.tables.is_empty());
         assert_eq!(stopping.unread, dirty);
     }

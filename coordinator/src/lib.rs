@@ -8,7 +8,8 @@
 //! - `store_thread`: the thread that owns the store and commits the calls that arrive together in one transaction;
 //!   `checkpointer`: the thread that copies the store's write-ahead log back into its database.
 //! - [`results`]: the Parquet results directory; [`compaction`]: one file per table for each done trial;
-//!   `flush_reader`: what a flush writes, read off the store's thread on a read-only connection.
+//!   `flush_reader`: what a flush writes, read off the store's thread on a read-only connection;
+//!   `part_rows`: trials read into views, and the `trials` parts a flush read kept for the next.
 //! - [`service`]: [`Coordinator`], plain async domain methods and background loops.
 //! - `grpc`: the thin tonic adapter; `auth`: the shared-token interceptor.
 //! - [`scaler`]: KEDA's external-scaler interface over the queue, for autoscaling workers.
@@ -26,6 +27,7 @@ pub mod error;
 mod flush_reader;
 mod grpc;
 mod migrate;
+mod part_rows;
 mod progress_batch;
 pub mod results;
 pub mod scaler;

@@ -3,7 +3,7 @@
 //! Nothing here knows about gRPC.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use sweep_core::{Grid, parse_spec};
@@ -19,6 +19,7 @@ use crate::domain::{
 };
 use crate::error::{CoordinatorError, Result};
 use crate::flush_reader::{FlushReader, Snapshot};
+use crate::part_rows::{PartCache, PartRows};
 use crate::results::{ResultsLayout, SeriesTable, StagedFile};
 use crate::store::{Store, TrialsPart, WrittenRows};
 use crate::store_thread::StoreThread;
@@ -43,6 +44,8 @@ struct Inner {
     closing: watch::Sender<bool>,
     /// The store's clock at the previous lease-expiry check (0: none yet).
     last_expiry_check_ms: Arc<AtomicI64>,
+    /// The `trials` parts the last flushes read, for the next to refresh.
+    parts_read: Arc<Mutex<PartCache>>,
 }
 
 /// The store's database in the data directory.
@@ -117,6 +120,7 @@ impl Coordinator {
             stop_writing_at: Arc::default(),
             closing,
             last_expiry_check_ms: Arc::default(),
+            parts_read: Arc::default(),
         };
         Ok(Coordinator { inner: Arc::new(inner) })
     }
@@ -399,8 +403,9 @@ impl Coordinator {
         telemetry::flush_took(started.elapsed().as_secs_f64());
         let written = written?;
         if let Some(observer) = &self.inner.config.on_trials_written {
-            for (sweep, trials) in &written {
-                observer.trials_written(sweep, trials).await;
+            for parts in written.chunk_by(|one, next| one.part.sweep == next.part.sweep) {
+                let trials: Vec<&TrialView> = parts.iter().flat_map(|rows| &rows.views).collect();
+                observer.trials_written(&parts[0].part.sweep, &trials).await;
             }
         }
         self.compact_done_trials().await
@@ -590,14 +595,14 @@ fn check_safetensors_header(bytes: &[u8]) -> Result<()> {
 /// and the first error.
 struct FlushWritten {
     on_disk: Vec<WrittenRows>,
-    written: Vec<(String, Vec<TrialView>)>,
+    written: Vec<Arc<PartRows>>,
     unwritten: Vec<TrialsPart>,
     first_error: Option<CoordinatorError>,
 }
 
 impl Coordinator {
-    /// Returns each sweep whose `trials` table was written, with the rows of
-    /// the parts written.
+    /// Returns the parts of `trials` tables written, with their rows, a
+    /// sweep's parts next to each other.
     ///
     /// Two operations on the store's thread, both short: the first moves
     /// superseded attempts out of the results (renames, on that thread so
@@ -610,7 +615,7 @@ impl Coordinator {
     /// files, so nothing moves them in between; a crash in between leaves
     /// rows both buffered and on disk, which the next open reconciles. Each
     /// trial's progress is written before its sweep's `trials` table.
-    async fn flush_results(&self) -> Result<Vec<(String, Vec<TrialView>)>> {
+    async fn flush_results(&self) -> Result<Vec<Arc<PartRows>>> {
         let layout = self.inner.layout.clone();
         let dirty: Vec<TrialsPart> = self
             .with_store(move |store| {
@@ -628,8 +633,8 @@ impl Coordinator {
             })
             .await?;
         let (layout, stop_writing_at) = (self.inner.layout.clone(), Arc::clone(&self.inner.stop_writing_at));
-        let database = self.inner.config.data_dir.join(STORE_FILE);
-        let outcome = tokio::task::spawn_blocking(move || write_snapshot(&layout, &database, dirty, &stop_writing_at))
+        let (database, parts_read) = (self.inner.config.data_dir.join(STORE_FILE), Arc::clone(&self.inner.parts_read));
+        let outcome = tokio::task::spawn_blocking(move || write_snapshot(&layout, &database, dirty, &parts_read, &stop_writing_at))
             .await
             .map_err(|error| CoordinatorError::Internal(format!("flush task failed: {error}")))?;
         let FlushWritten { on_disk, written, unwritten, first_error } = outcome;
@@ -662,22 +667,24 @@ fn past(stop_writing_at: &OnceLock<Instant>) -> bool {
 }
 
 /// Read a flush's snapshot ([`FlushReader::snapshot`]) of the buffered
-/// attempts and the `dirty` parts (last part first), and write it: every
-/// buffered attempt's tables, then the parts. Once `stop_writing_at` has
-/// passed, the attempts not yet written stay buffered, and the parts stay to
-/// be rewritten (so that no trial is shown done before its progress is
-/// written).
+/// attempts and the `dirty` parts (last part first; those kept in
+/// `parts_read` are refreshed, and each part written is kept there), and
+/// write it: every buffered attempt's tables, then the parts. Once
+/// `stop_writing_at` has passed, the attempts not yet written stay
+/// buffered, and the parts stay to be rewritten (so that no trial is shown
+/// done before its progress is written).
 fn write_snapshot(
     layout: &ResultsLayout,
     database: &std::path::Path,
     dirty: Vec<TrialsPart>,
+    parts_read: &Mutex<PartCache>,
     stop_writing_at: &OnceLock<Instant>,
 ) -> FlushWritten {
     let mut first_error = None;
     let snapshot = FlushReader::open(database).and_then(|mut reader| {
         // A stopping coordinator out of time reads no more parts (a sweep
         // being stored has a new one every 10,000 trials).
-        let snapshot = reader.snapshot(dirty.clone(), || past(stop_writing_at))?;
+        let snapshot = reader.snapshot(dirty.clone(), parts_read, || past(stop_writing_at))?;
         Ok((reader, snapshot))
     });
     let (reader, Snapshot { pending: buffered, tables, unread }) = match snapshot {
@@ -745,30 +752,30 @@ fn write_snapshot(
         Err(error) => {
             // Nothing was published: the rows stay buffered, and no trial may
             // be shown done before its progress is written.
-            let unwritten = tables.into_iter().map(|(part, _)| part).chain(unread).collect();
+            let unwritten = tables.iter().map(|rows| rows.part.clone()).chain(unread).collect();
             return FlushWritten { on_disk, written: Vec::new(), unwritten, first_error: Some(error) };
         }
     }
     if out_of_time {
-        let unwritten = tables.into_iter().map(|(part, _)| part).chain(unread).collect();
+        let unwritten = tables.iter().map(|rows| rows.part.clone()).chain(unread).collect();
         return FlushWritten { on_disk, written: Vec::new(), unwritten, first_error };
     }
     // `tables` has the last part first, so that the single `trials.parquet`
     // of an older data directory (now part 0) is cut down only once the
     // other parts are beside it.
-    let (mut written, mut unwritten): (Vec<(String, Vec<TrialView>)>, Vec<TrialsPart>) = (Vec::new(), unread);
-    for (part, trials) in tables {
+    let (mut written, mut unwritten) = (Vec::new(), unread);
+    for rows in tables {
         if past(stop_writing_at) {
-            unwritten.push(part);
+            unwritten.push(rows.part.clone());
             continue;
         }
-        match layout.write_trials(&part, &trials) {
-            Ok(_) => match written.last_mut() {
-                Some((sweep, views)) if *sweep == part.sweep => views.extend(trials),
-                _ => written.push((part.sweep, trials)),
-            },
+        match layout.write_trials(&rows.part, &rows.views) {
+            Ok(_) => {
+                parts_read.lock().expect("the cache is never left half-updated").keep(Arc::clone(&rows));
+                written.push(rows);
+            }
             Err(error) => {
-                unwritten.push(part);
+                unwritten.push(rows.part.clone());
                 first_error.get_or_insert(error);
             }
         }

@@ -17,6 +17,7 @@ use crate::domain::{
     BufferedRow, FinalMetrics, LeaseRef, Millis, Revocation, SubmitOutcome, SweepSummary, TrialLease, TrialStatus, TrialView,
 };
 use crate::error::{CoordinatorError, Result};
+use crate::part_rows::read_trials;
 use crate::results::TRIALS_PER_PART;
 
 /// The tables. A trial has a text id (a hash, `TrialId`) and an integer
@@ -290,50 +291,6 @@ pub(crate) fn read_pending_attempts(conn: &Connection) -> Result<Vec<PendingAtte
     Ok(pending.collect::<rusqlite::Result<_>>()?)
 }
 
-/// Trials of `spec`'s sweep whose grid position (`seq`) is in `seqs`, in
-/// grid order, read on `conn` (the store's, or a flush's read-only one).
-pub(crate) fn read_trials(conn: &Connection, spec: &SweepSpec, seqs: std::ops::Range<i64>) -> Result<Vec<TrialView>> {
-    let sweep = spec.name.as_str();
-    let mut statement = conn.prepare_cached(
-        "SELECT t.trial_id, t.params_json, t.status, t.attempt, t.failures, t.worker_id, t.started_at_ms, t.finished_at_ms,
-                t.last_epoch, t.last_train_accuracy, t.last_test_accuracy, t.metrics_json, t.error,
-                (SELECT c.path FROM checkpoints c WHERE c.trial_id = t.trial_id AND c.attempt = t.attempt ORDER BY c.step DESC LIMIT 1)
-         FROM trials t WHERE t.sweep = ?1 AND t.seq >= ?2 AND t.seq < ?3 ORDER BY t.seq",
-    )?;
-    let mut rows = statement.query(params![sweep, seqs.start, seqs.end])?;
-    let mut views = Vec::new();
-    while let Some(row) = rows.next()? {
-        let params_json: String = row.get(1)?;
-        let status: String = row.get(2)?;
-        let metrics_json: Option<String> = row.get(11)?;
-        let metrics = match metrics_json {
-            Some(text) => Some(metrics_from_json(&text)?),
-            None => None,
-        };
-        let params = serde_json::from_str::<TrialParams>(&params_json).map_err(json_error)?;
-        views.push(TrialView {
-            trial_id: TrialId::from_raw(row.get::<_, String>(0)?),
-            sweep: sweep.to_string(),
-            learning_rate: params.learning_rate(spec.training.lr),
-            params,
-            status: TrialStatus::parse(&status).ok_or_else(|| CoordinatorError::Internal(format!("unknown status {status}")))?,
-            attempt: row.get(3)?,
-            failures: row.get(4)?,
-            worker: row.get(5)?,
-            started_at_ms: row.get(6)?,
-            finished_at_ms: row.get(7)?,
-            last_epoch: row.get(8)?,
-            last_train_accuracy: row.get(9)?,
-            last_test_accuracy: row.get(10)?,
-            metrics,
-            error: row.get(12)?,
-            final_checkpoint: row.get(13)?,
-            max_epochs: spec.stop.max_epochs,
-        });
-    }
-    Ok(views)
-}
-
 /// Run a statement from the connection's cache of prepared statements (the
 /// hot calls run the same few statements thousands of times a second).
 fn execute_cached(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<usize> {
@@ -409,7 +366,7 @@ pub(crate) fn mark_sweep_dirty(tx: &Connection, sweep: &str) -> Result<()> {
     Ok(())
 }
 
-fn json_error(error: serde_json::Error) -> CoordinatorError {
+pub(crate) fn json_error(error: serde_json::Error) -> CoordinatorError {
     CoordinatorError::Internal(format!("stored json is unreadable: {error}"))
 }
 
@@ -1394,7 +1351,7 @@ fn metrics_to_json(metrics: &FinalMetrics) -> String {
     serde_json::to_string(metrics).expect("a struct of numbers serializes")
 }
 
-fn metrics_from_json(text: &str) -> Result<FinalMetrics> {
+pub(crate) fn metrics_from_json(text: &str) -> Result<FinalMetrics> {
     let stored: MetricsIn = serde_json::from_str(text).map_err(json_error)?;
     let number = |value: Option<f64>| value.unwrap_or(f64::NAN);
     Ok(FinalMetrics {
