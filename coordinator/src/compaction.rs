@@ -305,7 +305,7 @@ mod tests {
     use sweep_core::{MeasureKind, TrialId};
 
     fn attempt() -> SweepAttempt {
-        SweepAttempt { sweep: "s".into(), trial_id: TrialId::from_raw("t0"), attempt: 1 }
+        SweepAttempt { sweep: "s".into(), trial_id: TrialId::from_raw("t0"), trial_key: 1, attempt: 1 }
     }
 
     /// A results directory under a new temporary root holding `files`

@@ -202,7 +202,7 @@ const PENDING_ATTEMPTS: &str = "SELECT t.trial_id, b.attempt, t.sweep, MIN(b.bat
 /// order until the limit: driven by the trials' status index, SQLite read
 /// every done trial of every sweep and sorted them, about 100 ms a call
 /// after 200,000 trials (bench/RESULTS.md, "Session 20").
-const COMPACTION_READY: &str = "SELECT t.sweep, t.trial_id, c.attempt FROM compaction_pending c
+const COMPACTION_READY: &str = "SELECT t.sweep, t.trial_id, c.trial_key, c.attempt FROM compaction_pending c
      CROSS JOIN trials t ON t.key = c.trial_key AND t.status = 'done' AND t.attempt = c.attempt
      WHERE NOT EXISTS (SELECT 1 FROM progress_batches b WHERE b.trial_key = c.trial_key AND b.attempt = c.attempt)
      ORDER BY c.rowid LIMIT ?1";
@@ -230,6 +230,9 @@ pub struct SweepAttempt {
     pub sweep: String,
     /// Trial.
     pub trial_id: TrialId,
+    /// The trial's `key`, by which the store finds its rows without a
+    /// lookup of the id (a seek at a random place of a large index).
+    pub(crate) trial_key: i64,
     /// Attempt.
     pub attempt: u32,
 }
@@ -1228,9 +1231,14 @@ impl Store {
     /// Attempts whose progress must be moved out of the results.
     pub fn superseded(&self) -> Result<Vec<SweepAttempt>> {
         let mut statement =
-            self.conn.prepare("SELECT t.sweep, s.trial_id, s.attempt FROM superseded s JOIN trials t ON t.trial_id = s.trial_id")?;
+            self.conn.prepare("SELECT t.sweep, s.trial_id, t.key, s.attempt FROM superseded s JOIN trials t ON t.trial_id = s.trial_id")?;
         let rows = statement.query_map([], |row| {
-            Ok(SweepAttempt { sweep: row.get(0)?, trial_id: TrialId::from_raw(row.get::<_, String>(1)?), attempt: row.get(2)? })
+            Ok(SweepAttempt {
+                sweep: row.get(0)?,
+                trial_id: TrialId::from_raw(row.get::<_, String>(1)?),
+                trial_key: row.get(2)?,
+                attempt: row.get(3)?,
+            })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
@@ -1241,8 +1249,8 @@ impl Store {
         let key = params![attempt.trial_id.as_str(), attempt.attempt];
         execute_cached(
             &tx,
-            "DELETE FROM progress_batches WHERE trial_key = (SELECT key FROM trials WHERE trial_id = ?1) AND attempt = ?2",
-            key,
+            "DELETE FROM progress_batches WHERE trial_key = ?1 AND attempt = ?2",
+            params![attempt.trial_key, attempt.attempt],
         )?;
         forget_watermarks(&tx, attempt)?;
         execute_cached(&tx, "DELETE FROM checkpoints WHERE trial_id = ?1 AND attempt = ?2", key)?;
@@ -1258,7 +1266,12 @@ impl Store {
     pub fn compaction_ready(&self, limit: usize) -> Result<Vec<SweepAttempt>> {
         let mut statement = self.conn.prepare_cached(COMPACTION_READY)?;
         let rows = statement.query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |row| {
-            Ok(SweepAttempt { sweep: row.get(0)?, trial_id: TrialId::from_raw(row.get::<_, String>(1)?), attempt: row.get(2)? })
+            Ok(SweepAttempt {
+                sweep: row.get(0)?,
+                trial_id: TrialId::from_raw(row.get::<_, String>(1)?),
+                trial_key: row.get(2)?,
+                attempt: row.get(3)?,
+            })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
@@ -1269,8 +1282,8 @@ impl Store {
         for attempt in attempts {
             execute_cached(
                 &tx,
-                "DELETE FROM compaction_pending WHERE trial_key = (SELECT key FROM trials WHERE trial_id = ?1) AND attempt = ?2",
-                params![attempt.trial_id.as_str(), attempt.attempt],
+                "DELETE FROM compaction_pending WHERE trial_key = ?1 AND attempt = ?2",
+                params![attempt.trial_key, attempt.attempt],
             )?;
             forget_watermarks(&tx, attempt)?;
         }

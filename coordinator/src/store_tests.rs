@@ -216,6 +216,7 @@ fn checkpoints_of_a_live_lease_are_recorded_and_a_stale_one_is_refused() {
     store.record_checkpoint(&grant.lease, 100, "checkpoints/t/a1/step-00000100.safetensors").expect("recorded");
     let view = status_of(&store, &grant.lease.trial_id);
     assert_eq!(view.final_checkpoint.as_deref(), Some("checkpoints/t/a1/step-00000100.safetensors"));
+    store.record_progress(&grant.lease, &[row(100, "train_loss", 0.5)], TTL).expect("progress");
     clock.advance(TTL + 1);
     store.expire_leases().expect("expiry");
     assert!(matches!(store.checkpoint_target(&grant.lease, TTL), Err(CoordinatorError::StaleLease { .. })));
@@ -224,6 +225,8 @@ fn checkpoints_of_a_live_lease_are_recorded_and_a_stale_one_is_refused() {
         store.forget_superseded(&attempt).expect("forgotten");
     }
     assert_eq!(status_of(&store, &grant.lease.trial_id).final_checkpoint, None, "the lapsed attempt's checkpoints left the results");
+    let batches: i64 = store.conn.query_row("SELECT COUNT(*) FROM progress_batches", [], |row| row.get(0)).expect("count");
+    assert_eq!(batches, 0, "and its buffered progress with them");
 }
 
 #[test]
@@ -446,7 +449,9 @@ fn a_done_trial_is_ready_for_compaction_once_its_rows_are_flushed() {
         flush_all(&mut store, &buffered.trial_id, buffered.attempt, buffered.last_row_id);
     }
     let ready = store.compaction_ready(usize::MAX).expect("ready");
-    assert_eq!(ready, vec![SweepAttempt { sweep: "lease-test".into(), trial_id: done.trial_id.clone(), attempt: 1 }]);
+    let key: i64 =
+        store.conn.query_row("SELECT key FROM trials WHERE trial_id = ?1", [done.trial_id.as_str()], |row| row.get(0)).expect("key");
+    assert_eq!(ready, vec![SweepAttempt { sweep: "lease-test".into(), trial_id: done.trial_id.clone(), trial_key: key, attempt: 1 }]);
     let watermarks = |store: &Store, lease: &LeaseRef| -> i64 {
         let key = params![lease.trial_id.as_str(), lease.attempt];
         let count = |table: &str| -> i64 {
