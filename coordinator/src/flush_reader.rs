@@ -29,7 +29,7 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 use crate::error::Result;
 use crate::part_rows::{PartCache, PartRows, read_part};
-use crate::store::{BufferedAttempt, PendingAttempt, SpecCache, TrialsPart, cached_spec, read_pending_attempts};
+use crate::store::{BufferedAttempt, MAPPED_BYTES, PendingAttempt, SpecCache, TrialsPart, cached_spec, read_pending_attempts};
 
 /// What a flush writes, read in one transaction.
 #[derive(Debug, Default)]
@@ -42,26 +42,6 @@ pub(crate) struct Snapshot {
     /// stay to be written at its next start.
     pub(crate) unread: Vec<TrialsPart>,
 }
-
-/// How much of the database file a flush's connection maps into memory
-/// instead of reading it with `pread` (SQLite caps it at 0x7fff0000 bytes on
-/// Linux; the database of a million-trial sweep is a few hundred MB).
-///
-/// A flush reads its parts through a fresh connection, so without the map
-/// every page was read by a system call and copied into that connection's
-/// cold page cache. Most of the slowest leases under load (83 % of the
-/// slowest 1 %) began while a flush was reading its parts. Mapped, the read
-/// costs 2.4–2.6 µs a trial instead of 3.3–3.5, and at 10,000 round trips a
-/// second (think 90 ms, 1,000 workers) the p99 lease latency was 31–47 ms
-/// against 52–58 ms in five interleaved pairs of runs (bench/RESULTS.md,
-/// "Session 25").
-///
-/// SQLite's caveat for mapped files: a read of a page that the file no longer
-/// has (the file truncated underneath) or that the disk cannot deliver stops
-/// the process with SIGBUS instead of returning an error. The coordinator
-/// never shrinks its database (no `VACUUM`, no auto-vacuum); a disk that
-/// fails its reads fails the store's writes too.
-const MAPPED_BYTES: i64 = 1 << 31;
 
 /// The read-only connection.
 pub(crate) struct FlushReader {

@@ -373,6 +373,31 @@ pub(crate) fn json_error(error: serde_json::Error) -> CoordinatorError {
     CoordinatorError::Internal(format!("stored json is unreadable: {error}"))
 }
 
+/// How much of the database file a connection maps into memory instead of
+/// reading it with `pread` (SQLite caps it at 0x7fff0000 bytes on Linux; the
+/// database of a million-trial sweep is a few hundred MB): the store's own
+/// and each flush's.
+///
+/// A flush reads its parts through a fresh connection, so without the map
+/// every page was read by a system call and copied into that connection's
+/// cold page cache. Most of the slowest leases under load (83 % of the
+/// slowest 1 %) began while a flush was reading its parts. Mapped, the read
+/// costs 2.4–2.6 µs a trial instead of 3.3–3.5, and at 10,000 round trips a
+/// second (think 90 ms, 1,000 workers) the p99 lease latency was 31–47 ms
+/// against 52–58 ms in five interleaved pairs of runs (bench/RESULTS.md,
+/// "Session 25"). The store's own connection finds most pages it needs in
+/// its page cache, but not the index of trial ids, which each check of a
+/// lease seeks at a random place: mapped, its reads (`pread` and the copy,
+/// 7 % of the store thread's samples under load) are gone (bench/RESULTS.md,
+/// "Session 26").
+///
+/// SQLite's caveat for mapped files: a read of a page that the file no longer
+/// has (the file truncated underneath) or that the disk cannot deliver stops
+/// the process with SIGBUS instead of returning an error. The coordinator
+/// never shrinks its database (no `VACUUM`, no auto-vacuum); a disk that
+/// fails its reads fails the store's writes too.
+pub(crate) const MAPPED_BYTES: i64 = 1 << 31;
+
 impl Store {
     /// Open (or create) the store at `path`.
     pub fn open(path: &Path, clock: Arc<dyn Clock>) -> Result<Self> {
@@ -407,6 +432,7 @@ impl Store {
         // calls touch (the trials in flight, the ends of the keyed tables)
         // fit in 8 MiB.
         conn.pragma_update(None, "cache_size", -8_192)?;
+        conn.pragma_update(None, "mmap_size", MAPPED_BYTES)?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         // See WAL_BACKSTOP_PAGES.
         conn.pragma_update(None, "wal_autocheckpoint", WAL_BACKSTOP_PAGES)?;

@@ -535,6 +535,15 @@ fn an_older_data_directory_queues_its_done_trials_for_compaction_once() {
     assert!(store.compaction_ready(usize::MAX).expect("ready").is_empty(), "queued once, not on every open");
 }
 
+/// A store in a file maps its database (see `MAPPED_BYTES`).
+#[test]
+fn a_store_in_a_file_maps_its_database() {
+    let directory = tempfile::tempdir().expect("temp dir");
+    let store = Store::open(&directory.path().join("coordinator.sqlite"), Arc::new(ManualClock::new(NOW))).expect("store");
+    let mapped: i64 = store.conn.pragma_query_value(None, "mmap_size", |row| row.get(0)).expect("mmap_size");
+    assert!(mapped >= 1 << 30, "mapped: {mapped}");
+}
+
 /// A sweep `name` of `seeds` trials (seeds 0, 1, …) at p = 7: its spec, YAML and trials.
 pub(crate) fn seed_grid(name: &str, seeds: usize) -> (SweepSpec, String, Vec<TrialSpec>) {
     let seeds: Vec<String> = (0..seeds).map(|seed| seed.to_string()).collect();
