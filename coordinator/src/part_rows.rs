@@ -11,8 +11,10 @@
 //! trial's metrics parsed). What a trial's row can change is read every
 //! time; what cannot (id, grid point, learning rate, epoch limit) and the
 //! metrics parsed from the same stored text are taken from the part as read
-//! before. A cached part is never trusted for anything that can change, so
-//! a stale one (another flush read it earlier or later) only costs a parse.
+//! before. (A stored trial's id and grid point are never rewritten, and a
+//! sweep submitted again must keep its training and stop settings.) A
+//! cached part is never trusted for anything that can change, so a stale
+//! one (another flush read it earlier or later) only costs a parse.
 
 use std::ops::Range;
 use std::sync::Arc;
