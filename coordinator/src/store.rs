@@ -1384,8 +1384,10 @@ struct MetricsIn {
 /// code, not through a `serde_json::Value`: that built and dropped a map of
 /// nine owned keys on the store's thread at every completion (2 % of that
 /// thread's samples under load) and again for each done trial each time a
-/// flush rewrote its part (a third of the samples of the flush's read; the
-/// read became 5–10 % cheaper a trial, bench/RESULTS.md, "Session 25").
+/// flush read its part whole (a third of the samples of the flush's read;
+/// the read became 5–10 % cheaper a trial, bench/RESULTS.md, "Session 25").
+/// A part refreshed from the views a flush kept parses only metrics whose
+/// text changed (`part_rows`).
 fn metrics_to_json(metrics: &FinalMetrics) -> String {
     serde_json::to_string(metrics).expect("a struct of numbers serializes")
 }
