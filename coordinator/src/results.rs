@@ -404,7 +404,7 @@ impl ResultsLayout {
     }
 }
 
-/// The rows of one table: (sweep, trial_id, attempt, step, name, [key,] value, wall_time).
+/// The rows of one table: (sweep, trial_id, attempt, step, name, \[key,\] value, wall_time).
 fn series_batch(table: SeriesTable, buffered: &BufferedAttempt, rows: &[&BufferedRow]) -> Result<RecordBatch> {
     let count = rows.len();
     let mut names = StringDictionaryBuilder::<Int32Type>::new();

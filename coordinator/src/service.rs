@@ -358,7 +358,7 @@ impl Coordinator {
     /// stalled with it, so their leases get a full TTL again (a worker that
     /// really died is found one TTL later) instead of lapsing work that is
     /// alive. A stall is a gap between two checks, on the store's clock,
-    /// longer than [`stall_after_ms`].
+    /// longer than `stall_after_ms`.
     pub async fn expire_leases(&self) -> Result<()> {
         let (ttl, stall_after) = (ttl_ms(&self.inner.config), stall_after_ms(&self.inner.config));
         let last_check = Arc::clone(&self.inner.last_expiry_check_ms);

@@ -158,7 +158,7 @@ pub struct BufferedAttempt {
 
 /// Buffered progress of one attempt, by the range of its batches' ids: what
 /// a flush reads first, before the batches themselves
-/// ([`crate::flush_reader::FlushReader`]).
+/// (`flush_reader::FlushReader`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingAttempt {
     /// Sweep.
