@@ -35,6 +35,14 @@
 //! and of the whole process (less noisy than the rate on a shared machine).
 //! The workers run in this process, beside the coordinator, so they share
 //! its cores.
+//!
+//! The coordinator's data directory is a fresh temporary directory under
+//! `$TMPDIR` (`/tmp` when unset), removed at the end; set `TMPDIR` to run on
+//! another file system. With `report` ≠ `0` each trial makes a directory and
+//! a file; an ext4 without a journal, allocating an inode, passes over every
+//! free inode freed in the last minute (six while its inode table block is
+//! unwritten), so there such a run depends on what the previous run deleted
+//! (bench/RESULTS.md, session 27).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
